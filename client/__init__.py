@@ -1,0 +1,1 @@
+"""The ClientApp: local training, pruning and encoding of what a client sends."""

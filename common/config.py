@@ -1,0 +1,212 @@
+"""The run configuration: one typed, validated record of every setting.
+
+Read from a flat TOML file and `--set key=value` overrides (CLI), or from
+Flower's run config (`flwr run`); validated before any work starts so that a
+typo or a bad value fails at once, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DATASETS = ("synthetic", "ml-100k", "ml-1m", "ncf-ml-1m", "csv")
+PARTITIONS = ("user", "iid", "dirichlet")
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
+EVAL_SPLITS = ("test", "validation")
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message names the key."""
+
+
+def _choice(*options: str) -> dict[str, Any]:
+    return {"choices": options}
+
+
+def _positive() -> dict[str, Any]:
+    return {"min": 0, "exclusive": True}
+
+
+def _non_negative() -> dict[str, Any]:
+    return {"min": 0, "exclusive": False}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a run. Keys are written with dashes (`local-lr`)."""
+
+    # --- data ---
+    dataset: str = field(default="synthetic", metadata=_choice(*DATASETS))
+    data_dir: str = ""
+    min_rating: float = field(default=0.0, metadata=_non_negative())
+    synthetic_users: int = field(default=300, metadata=_positive())
+    synthetic_items: int = field(default=200, metadata=_positive())
+    synthetic_interactions: float = field(default=25.0, metadata=_positive())
+    eval_split: str = field(default="test", metadata=_choice(*EVAL_SPLITS))
+    eval_negatives: int = field(default=99, metadata=_positive())
+    partition: str = field(default="user", metadata=_choice(*PARTITIONS))
+    num_silos: int = field(default=10, metadata=_positive())
+    dirichlet_alpha: float = field(default=0.5, metadata=_positive())
+    # --- model ---
+    model: str = field(default="mf", metadata=_choice("mf", "neumf"))
+    dim: int = field(default=32, metadata=_positive())
+    mlp_layers: str = "64,32,16"
+    # --- local training (clients) ---
+    loss: str = field(default="bce", metadata=_choice("bce", "bpr"))
+    train_negatives: int = field(default=4, metadata=_positive())
+    local_epochs: int = field(default=2, metadata=_positive())
+    local_lr: float = field(default=0.05, metadata=_positive())
+    local_optimizer: str = field(default="sgd", metadata=_choice("sgd", "adam"))
+    batch_size: int = field(default=256, metadata=_positive())
+    l2: float = field(default=0.0, metadata=_non_negative())
+    user_refit_epochs: int = field(default=5, metadata=_non_negative())
+    user_lr: float = field(default=0.1, metadata=_positive())
+    # --- federation (server) ---
+    rounds: int = field(default=20, metadata=_positive())
+    clients_per_round: int = field(default=50, metadata=_positive())
+    server_optimizer: str = field(default="fedavg", metadata=_choice(*SERVER_OPTIMIZERS))
+    server_lr: float = field(default=1.0, metadata=_positive())
+    server_momentum: float = field(default=0.9, metadata=_non_negative())
+    server_beta2: float = field(default=0.99, metadata=_positive())
+    server_eps: float = field(default=1e-3, metadata=_positive())
+    row_averaging: bool = True
+    federated_eval_clients: int = field(default=0, metadata=_non_negative())
+    # --- evaluation ---
+    eval_every: int = field(default=5, metadata=_positive())
+    top_k: int = field(default=10, metadata=_positive())
+    full_ranking: bool = False
+    fold_in_epochs: int = field(default=10, metadata=_positive())
+    # --- centralized reference ---
+    centralized_epochs: int = field(default=10, metadata=_positive())
+    centralized_lr: float = field(default=0.005, metadata=_positive())
+    centralized_batch_size: int = field(default=4096, metadata=_positive())
+    # --- runtime ---
+    seed: int = 0
+    client_num_cpus: float = field(default=1.0, metadata=_positive())
+    client_num_gpus: float = field(default=0.0, metadata=_non_negative())
+    ray_address: str = ""
+    out: str = "runs/latest"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_value(f, getattr(self, f.name))
+        _check_layers(self.mlp_layers)
+        if self.dataset not in ("synthetic",) and not self.data_dir:
+            raise ConfigError(f"data-dir: dataset {self.dataset!r} needs a data-dir")
+        if self.data_dir and not Path(self.data_dir).exists():
+            raise ConfigError(f"data-dir: {self.data_dir!r} does not exist")
+
+    # --- conversions -----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Flat dict with dashed keys (the form of TOML files and run configs)."""
+        return {key_of(f.name): getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def mlp_widths(self) -> tuple[int, ...]:
+        return tuple(int(w) for w in self.mlp_layers.split(","))
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def key_of(name: str) -> str:
+    return name.replace("_", "-")
+
+
+_FIELDS = {key_of(f.name): f for f in fields(Config)}
+
+
+def _check_value(f: dataclasses.Field, value: Any) -> None:
+    key = key_of(f.name)
+    expected = _type_of(f)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {expected.__name__}, got {value!r}")
+    meta = f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if "min" in meta:
+        too_small = value <= meta["min"] if meta["exclusive"] else value < meta["min"]
+        if too_small:
+            bound = "> 0" if meta["exclusive"] else ">= 0"
+            raise ConfigError(f"{key}: must be {bound}, got {value!r}")
+
+
+def _check_layers(spec: str) -> None:
+    try:
+        widths = [int(w) for w in spec.split(",")]
+    except ValueError:
+        raise ConfigError(f"mlp-layers: expected comma-separated integers, got {spec!r}") from None
+    if len(widths) < 2 or min(widths) <= 0 or widths[0] % 2:
+        raise ConfigError(f"mlp-layers: need >= 2 positive widths, the first even; got {spec!r}")
+
+
+def _type_of(f: dataclasses.Field) -> type:
+    return {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Convert a float-typed key's int value (TOML `lr = 1`) and keep the rest."""
+    f = _FIELDS[key]
+    if _type_of(f) is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse a `--set key=value` string by the key's declared type."""
+    if key not in _FIELDS:
+        raise ConfigError(f"unknown config key {key!r}")
+    kind = _type_of(_FIELDS[key])
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {text!r}") from None
+
+
+def from_mapping(values: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
+    """Build a Config from dashed keys over `base`; unknown keys are errors."""
+    changes = {}
+    for key, value in values.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown config key {key!r} in {source}")
+        changes[_FIELDS[key].name] = _coerce(key, value)
+    return dataclasses.replace(base or Config(), **changes)
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a TOML file (flat keys) and apply `key=value` overrides, in order."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            with path.open("rb") as handle:
+                values = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} not found") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {str(path)!r}: {err}") from None
+        for key, value in values.items():
+            if isinstance(value, dict):
+                raise ConfigError(f"{key}: tables are not supported; use flat keys in {path}")
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key = key.strip()
+        values[key] = parse_value(key, text.strip())
+    return from_mapping(values, source=str(path) if path else "overrides")
+
+
+def from_run_config(run_config: dict[str, Any]) -> Config:
+    """Config from Flower's run config (pyproject defaults + `--run-config`)."""
+    return from_mapping(dict(run_config), source="run config")

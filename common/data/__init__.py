@@ -1,0 +1,25 @@
+"""Loading, splitting, generating and partitioning recommender interaction data."""
+
+from common.data.errors import DatasetError
+from common.data.interactions import Interactions
+from common.data.loaders import load_ml1m, load_ml100k, load_ncf, load_table
+from common.data.partition import partition_users, user_groups_by_popularity
+from common.data.split import SplitData, leave_one_out, sample_negatives, to_implicit
+from common.data.synthetic import generate_synthetic, planted_factors
+
+__all__ = [
+    "DatasetError",
+    "Interactions",
+    "SplitData",
+    "generate_synthetic",
+    "leave_one_out",
+    "load_ml100k",
+    "load_ml1m",
+    "load_ncf",
+    "load_table",
+    "partition_users",
+    "planted_factors",
+    "sample_negatives",
+    "to_implicit",
+    "user_groups_by_popularity",
+]

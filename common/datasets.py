@@ -1,0 +1,75 @@
+"""From a run config to the data a run uses: the split and the partitions.
+
+Server and clients both call these, so they agree on the split (test or
+validation) and on which users each partition holds. Results are cached per
+process: a Ray actor loads the data set once, not once per message.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from common.config import Config
+from common.data import (
+    SplitData,
+    generate_synthetic,
+    leave_one_out,
+    load_ml1m,
+    load_ml100k,
+    load_ncf,
+    load_table,
+    partition_users,
+    to_implicit,
+    user_groups_by_popularity,
+)
+
+
+def load_split(cfg: Config) -> SplitData:
+    """The split to train and evaluate on (validation when tuning)."""
+    return _split(
+        cfg.dataset, cfg.data_dir, cfg.min_rating, cfg.eval_negatives, cfg.seed,
+        cfg.synthetic_users, cfg.synthetic_items, cfg.synthetic_interactions, cfg.eval_split,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=4)
+def partitions(cfg: Config) -> list[np.ndarray]:
+    """User ids of every partition, indexed by Flower's `partition-id`."""
+    split = load_split(cfg)
+    if cfg.partition == "user":
+        return partition_users(split.n_users, scheme="user")
+    groups = user_groups_by_popularity(split) if cfg.partition == "dirichlet" else None
+    return partition_users(
+        split.n_users, scheme=cfg.partition, num_partitions=cfg.num_silos,
+        alpha=cfg.dirichlet_alpha, seed=cfg.seed, user_groups=groups,
+    )  # fmt: skip
+
+
+def num_partitions(cfg: Config) -> int:
+    return load_split(cfg).n_users if cfg.partition == "user" else cfg.num_silos
+
+
+@lru_cache(maxsize=4)
+def _split(
+    dataset: str, data_dir: str, min_rating: float, n_negatives: int, seed: int,
+    synthetic_users: int, synthetic_items: int, synthetic_interactions: float, eval_split: str,
+) -> SplitData:  # fmt: skip
+    if dataset == "ncf-ml-1m":
+        split = load_ncf(data_dir)
+    else:
+        if dataset == "synthetic":
+            data = generate_synthetic(
+                n_users=synthetic_users, n_items=synthetic_items, mean_interactions=synthetic_interactions, seed=seed
+            )
+        elif dataset == "ml-100k":
+            data = load_ml100k(data_dir)
+        elif dataset == "ml-1m":
+            data = load_ml1m(data_dir)
+        else:
+            data = load_table(Path(data_dir))
+        data = to_implicit(data, min_rating=min_rating or None)
+        split = leave_one_out(data, n_negatives=n_negatives, seed=seed)
+    return split.validation(seed=seed, n_negatives=n_negatives) if eval_split == "validation" else split

@@ -1,0 +1,141 @@
+"""Recommender models, each split into *shared* and *private* parameters.
+
+Shared parameters (item embeddings, item biases, dense layers) travel between
+server and clients; private ones (user embeddings) never leave a client. Every
+model scores `(user, item)` pairs with `forward`, where `user` indexes the
+model's own user table: on a client that table holds only its users.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MODEL_NAMES = ("mf", "neumf")
+
+
+class Recommender(nn.Module):
+    """Base class: names which parameters are private (the rest are shared)."""
+
+    private_prefixes: tuple[str, ...] = ()
+
+    def shared_names(self) -> list[str]:
+        """Names of the parameters that travel, in a fixed order."""
+        return [n for n, _ in self.named_parameters() if not self._is_private(n)]
+
+    def private_names(self) -> list[str]:
+        """Names of the parameters that never leave the client."""
+        return [n for n, _ in self.named_parameters() if self._is_private(n)]
+
+    def _is_private(self, name: str) -> bool:
+        return name.startswith(self.private_prefixes)
+
+    def shared_state(self) -> dict[str, torch.Tensor]:
+        """Detached copies of the shared parameters."""
+        return self._state(self.shared_names())
+
+    def private_state(self) -> dict[str, torch.Tensor]:
+        """Detached copies of the private parameters."""
+        return self._state(self.private_names())
+
+    def load_shared(self, state: dict[str, torch.Tensor]) -> None:
+        """Overwrite the shared parameters in place (shapes must match)."""
+        self._load(self.shared_names(), state)
+
+    def load_private(self, state: dict[str, torch.Tensor]) -> None:
+        """Overwrite the private parameters in place (shapes must match)."""
+        self._load(self.private_names(), state)
+
+    def private_parameters(self) -> list[nn.Parameter]:
+        params = dict(self.named_parameters())
+        return [params[n] for n in self.private_names()]
+
+    def _state(self, names: list[str]) -> dict[str, torch.Tensor]:
+        params = dict(self.named_parameters())
+        return {n: params[n].detach().clone() for n in names}
+
+    def _load(self, names: list[str], state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name in names:
+                params[name].copy_(state[name])
+
+
+class MatrixFactorization(Recommender):
+    """Dot product of user and item vectors plus an item bias."""
+
+    private_prefixes = ("user_embedding",)
+
+    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float = 0.1) -> None:
+        super().__init__()
+        self.user_embedding = nn.Embedding(n_users, dim)
+        self.item_embedding = nn.Embedding(n_items, dim)
+        self.item_bias = nn.Embedding(n_items, 1)
+        nn.init.normal_(self.user_embedding.weight, std=init_std)
+        nn.init.normal_(self.item_embedding.weight, std=init_std)
+        nn.init.zeros_(self.item_bias.weight)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        u = self.user_embedding(users)
+        v = self.item_embedding(items)
+        return (u * v).sum(-1) + self.item_bias(items).squeeze(-1)
+
+    def regularised_rows(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Squared norm of the rows a batch touches (L2 on touched rows only keeps
+        untouched rows' updates exactly zero, so updates stay row-sparse)."""
+        u = self.user_embedding(users)
+        v = self.item_embedding(items)
+        return (u * u).sum(-1) + (v * v).sum(-1)
+
+
+class NeuMF(Recommender):
+    """Neural matrix factorisation (He et al. 2017): GMF and MLP towers fused."""
+
+    private_prefixes = ("user_gmf", "user_mlp")
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        mlp_layers: tuple[int, ...] = (64, 32, 16),
+        init_std: float = 0.1,
+    ) -> None:
+        super().__init__()
+        half = mlp_layers[0] // 2
+        self.user_gmf = nn.Embedding(n_users, dim)
+        self.item_gmf = nn.Embedding(n_items, dim)
+        self.user_mlp = nn.Embedding(n_users, half)
+        self.item_mlp = nn.Embedding(n_items, half)
+        for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
+            nn.init.normal_(emb.weight, std=init_std)
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(mlp_layers[:-1], mlp_layers[1:]):
+            layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+        self.mlp = nn.Sequential(*layers)
+        self.output = nn.Linear(dim + mlp_layers[-1], 1)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        gmf = self.user_gmf(users) * self.item_gmf(items)
+        mlp = self.mlp(torch.cat([self.user_mlp(users), self.item_mlp(items)], dim=-1))
+        return self.output(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)
+
+    def regularised_rows(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        rows = (self.user_gmf(users), self.item_gmf(items), self.user_mlp(users), self.item_mlp(items))
+        return sum((r * r).sum(-1) for r in rows)
+
+
+def build_model(
+    name: str, n_users: int, n_items: int, dim: int, mlp_layers: tuple[int, ...] = (64, 32, 16), seed: int = 0
+) -> Recommender:
+    """Build a model with seeded initialisation."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        if name == "mf":
+            return MatrixFactorization(n_users, n_items, dim)
+        if name == "neumf":
+            return NeuMF(n_users, n_items, dim, mlp_layers)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")

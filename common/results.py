@@ -1,0 +1,89 @@
+"""What a run leaves behind: summary.json, rounds.csv, curve.png, and the table.
+
+Shared by federated and centralized runs so their outputs read the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def write_rounds(out: Path, rows: list[dict[str, Any]]) -> Path:
+    """One row per round (or epoch); metrics are blank where not evaluated."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "rounds.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "summary.json"
+    path.write_text(json.dumps(_jsonable(summary), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def plot_curve(out: Path, rows: list[dict[str, Any]], k: int, x: str = "round") -> Path:
+    """HR@k and NDCG@k against rounds (or epochs) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for metric in (f"hr@{k}", f"ndcg@{k}"):
+        if metric in frame:
+            points = frame[[x, metric]].dropna()
+            ax.plot(points[x], points[metric], marker="o", markersize=3, label=metric.upper())
+    ax.set_xlabel(x)
+    ax.set_ylabel("metric (held-out item vs sampled negatives)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = out / "curve.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The final table printed at the end of a run."""
+    metrics = summary.get("metrics", {})
+    comm = summary.get("comm", {})
+    lines = [("run", summary.get("kind", "")), ("rounds", summary.get("rounds", ""))]
+    lines += [(name, f"{value:.4f}") for name, value in metrics.items() if isinstance(value, float)]
+    for key in ("uplink_bytes", "downlink_bytes"):
+        if key in comm:
+            lines.append((key.replace("_", " "), _human_bytes(comm[key])))
+    lines.append(("wall time", f"{summary.get('wall_seconds', 0.0):.1f} s"))
+    width = max(len(name) for name, _ in lines)
+    rule = "-" * (width + 22)
+    body = "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+    return f"{rule}\n{body}\n{rule}"
+
+
+def _human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{count:,} B ({value:.1f} {unit})" if unit != "B" else f"{count:,} B"
+        value /= 1000
+    return f"{count:,} B"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value

@@ -1,0 +1,178 @@
+"""Local training with negative sampling (BCE or BPR) and user fold-in.
+
+One routine serves the centralized reference, each client's local training and
+the server's fold-in of user vectors at evaluation time, so the three can only
+differ in what they train, never in how.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.config import Config
+from common.models import Recommender
+
+LOSSES = ("bce", "bpr")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to run local optimisation; all values come from the run config."""
+
+    loss: str = "bce"
+    num_negatives: int = 4
+    epochs: int = 1
+    lr: float = 0.01
+    batch_size: int = 1024
+    l2: float = 0.0
+    optimizer: str = "adam"
+
+
+def client_settings(cfg: Config) -> TrainSettings:
+    """The local-training settings of a run (also used to fold in users)."""
+    return TrainSettings(
+        loss=cfg.loss,
+        num_negatives=cfg.train_negatives,
+        epochs=cfg.local_epochs,
+        lr=cfg.local_lr,
+        batch_size=cfg.batch_size,
+        l2=cfg.l2,
+        optimizer=cfg.local_optimizer,
+    )
+
+
+def _negatives(n: int, n_items: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform item ids; a rare collision with a positive is accepted noise."""
+    return torch.randint(0, n_items, (n,), generator=generator)
+
+
+def _batch_loss(
+    model: Recommender,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    settings: TrainSettings,
+    n_items: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    k = settings.num_negatives
+    neg_items = _negatives(len(items) * k, n_items, generator).to(items.device)
+    neg_users = users.repeat_interleave(k)
+    pos = model(users, items)
+    neg = model(neg_users, neg_items)
+    if settings.loss == "bce":
+        logits = torch.cat([pos, neg])
+        labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+    else:
+        loss = -F.logsigmoid(pos.repeat_interleave(k) - neg).mean()
+    if settings.l2 > 0:
+        reg = torch.cat([model.regularised_rows(users, items), model.regularised_rows(neg_users, neg_items)])
+        loss = loss + settings.l2 * reg.mean()
+    return loss
+
+
+def make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr)
+    return torch.optim.SGD(params, lr=settings.lr)
+
+
+def train(
+    model: Recommender,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    settings: TrainSettings,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> float:
+    """Train on positive pairs; returns the mean loss.
+
+    `users` index the model's own user table. Negatives are sampled afresh
+    every epoch from `generator`, so a seeded generator gives a repeatable run.
+    Pass `optimizer` to keep its state across calls (centralized epochs);
+    by default a fresh one trains every parameter.
+    """
+    optimizer = optimizer or make_optimizer(list(model.parameters()), settings)
+    n_items = _n_items(model)
+    total, batches = 0.0, 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(users), generator=generator).to(users.device)
+        for start in range(0, len(users), settings.batch_size):
+            idx = order[start : start + settings.batch_size]
+            loss = _batch_loss(model, users[idx], items[idx], settings, n_items, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            batches += 1
+    return total / max(batches, 1)
+
+
+def fold_in(
+    model: Recommender,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    settings: TrainSettings,
+    steps: int,
+    lr: float,
+    generator: torch.Generator,
+) -> float:
+    """Fit the private (user) parameters with the shared ones fixed.
+
+    This is how a user vector is obtained for a global model the user never
+    trained (as in Federated Reconstruction). Every step is full-batch with
+    each user's loss averaged over that user's own samples and the users'
+    losses summed, and Adam is element-wise: so each user's vector follows
+    exactly the path it would follow alone, whether one client folds in its
+    user or the server folds in all users at once.
+    """
+    shared = [p for n, p in model.named_parameters() if n in set(model.shared_names())]
+    for p in shared:
+        p.requires_grad_(False)
+    n_items = _n_items(model)
+    k = settings.num_negatives
+    counts = torch.bincount(users, minlength=int(users.max()) + 1 if len(users) else 1).clamp(min=1)
+    weights = 1.0 / counts[users].float()
+    n_seen = max(int(torch.unique(users).numel()), 1)
+    optimizer = torch.optim.Adam(model.private_parameters(), lr=lr)
+    loss_value = 0.0
+    try:
+        for _ in range(steps):
+            neg_items = _negatives(len(items) * k, n_items, generator).to(items.device)
+            neg_users = users.repeat_interleave(k)
+            pos, neg = model(users, items), model(neg_users, neg_items)
+            if settings.loss == "bce":
+                per_sample = F.softplus(-pos) + F.softplus(neg).view(-1, k).sum(1)
+                per_sample = per_sample / (k + 1)
+            else:
+                per_sample = -F.logsigmoid(pos.repeat_interleave(k) - neg).view(-1, k).mean(1)
+            loss = (per_sample * weights).sum()
+            if settings.l2 > 0:
+                loss = loss + settings.l2 * (model.regularised_rows(users, items) * weights).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value = float(loss.detach()) / n_seen
+    finally:
+        for p in shared:
+            p.requires_grad_(True)
+    return loss_value
+
+
+def _n_items(model: Recommender) -> int:
+    for name, param in model.named_parameters():
+        if name.startswith("item_"):
+            return int(param.shape[0])
+    raise ValueError("model has no item table")
+
+
+def seeded_generator(*parts: int) -> torch.Generator:
+    """A torch generator whose seed depends only on `parts` (e.g. seed, round,
+    partition), so results do not depend on which process runs what, or when."""
+    seed = int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,1 @@
+"""The ServerApp: strategy, aggregation, central evaluation and the byte ledger."""

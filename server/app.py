@@ -1,0 +1,124 @@
+"""The Flower ServerApp: discovers partitions, runs the strategy, evaluates the
+global model centrally and writes the run's outputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from common.config import Config, from_run_config
+from common.datasets import load_split, num_partitions
+from common.models import build_model
+from common.params import from_record, to_record
+from common.results import format_table, plot_curve, write_rounds, write_summary
+from server.evaluation import CentralEvaluator
+from server.ledger import Ledger, payload_bytes
+from server.strategy import PrunusStrategy
+
+log = logging.getLogger("prunus")
+
+DISCOVERY_TIMEOUT_S = 600.0
+
+
+def make_server_app(config: Config | None = None) -> ServerApp:
+    """A ServerApp bound to `config`, or reading Flower's run config if None."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = config or from_run_config(context.run_config)
+        run_federation(cfg, grid)
+
+    return app
+
+
+def run_federation(cfg: Config, grid: Grid) -> dict:
+    """Train for `cfg.rounds` rounds and write summary.json, rounds.csv, curve.png."""
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    split = load_split(cfg)
+    ledger = Ledger()
+    nodes_by_partition = discover_partitions(grid, num_partitions(cfg), ledger)
+    model = build_model(cfg.model, 1, split.n_items, cfg.dim, cfg.mlp_widths, seed=cfg.seed)
+    params = {k: v.numpy() for k, v in model.shared_state().items()}
+    strategy = PrunusStrategy(cfg, nodes_by_partition, params, ledger)
+    evaluator = CentralEvaluator(cfg, split, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        entry = ledger.round(server_round)
+        if server_round == 0 or strategy.is_eval_round(server_round):
+            entry.metrics |= evaluator(from_record(arrays))
+        entry.seconds = time.perf_counter() - strategy.round_started if server_round else 0.0
+        _progress(cfg, entry)
+        write_rounds(out, ledger.rows())
+        return MetricRecord({k: float(v) for k, v in entry.metrics.items()}) if entry.metrics else None
+
+    strategy.start(grid=grid, initial_arrays=to_record(params), num_rounds=cfg.rounds, evaluate_fn=evaluate)
+    return finish(cfg, ledger, time.perf_counter() - started)
+
+
+def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, int]:
+    """Ask every node for its partition id: sampling by partition is what makes
+    runs repeatable, since node ids are random per run."""
+    deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
+    while len(node_ids := list(grid.get_node_ids())) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(node_ids)} of {expected} nodes connected")
+        time.sleep(1.0)
+    queries = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    entry = ledger.round(0)
+    entry.downlink_bytes += sum(payload_bytes(q.content) for q in queries)
+    nodes: dict[int, int] = {}
+    for reply in grid.send_and_receive(queries, timeout=DISCOVERY_TIMEOUT_S):
+        if reply.has_error():
+            raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: {reply.error.reason}")
+        entry.uplink_bytes += payload_bytes(reply.content)
+        nodes[int(reply.content["info"]["partition-id"])] = reply.metadata.src_node_id
+    if sorted(nodes) != list(range(expected)):
+        raise RuntimeError(f"expected partitions 0..{expected - 1}, nodes report {len(nodes)} distinct ids")
+    log.info("discovered %d partitions", len(nodes))
+    return nodes
+
+
+def finish(cfg: Config, ledger: Ledger, wall_seconds: float) -> dict:
+    """Write the outputs and print the final table."""
+    out = Path(cfg.out)
+    rows = ledger.rows()
+    evaluated = [r for r in rows if f"hr@{cfg.top_k}" in r and r[f"hr@{cfg.top_k}"] == r[f"hr@{cfg.top_k}"]]
+    final = evaluated[-1] if evaluated else {}
+    metric_keys = [k for k in final if k.startswith(("hr@", "ndcg@", "full-", "fed-"))]
+    summary = {
+        "kind": "federated",
+        "metrics": {k: float(final[k]) for k in metric_keys},
+        "best": {k: max(float(r[k]) for r in evaluated if k in r) for k in metric_keys},
+        "comm": {"uplink_bytes": ledger.uplink_bytes, "downlink_bytes": ledger.downlink_bytes},
+        "rounds": cfg.rounds,
+        "clients": sum(r["clients"] for r in rows),
+        "failures": sum(r["failures"] for r in rows),
+        "rejected": sum(r["rejected"] for r in rows),
+        "wall_seconds": wall_seconds,
+        "config": cfg.to_dict(),
+    }
+    write_summary(out, summary)
+    write_rounds(out, rows)
+    plot_curve(out, rows, cfg.top_k)
+    print(format_table(summary), flush=True)
+    return summary
+
+
+def _progress(cfg: Config, entry) -> None:
+    metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))
+    print(
+        f"[prunus] round {entry.round:>4}/{cfg.rounds}  clients {entry.clients:>4}  "
+        f"up {entry.uplink_bytes / 1e6:8.2f} MB  down {entry.downlink_bytes / 1e6:8.2f} MB  "
+        f"loss {entry.train_loss:.4f}  {entry.seconds:6.1f} s  {metrics}",
+        flush=True,
+    )
+
+
+app = make_server_app()

@@ -1,0 +1,123 @@
+"""The prunus strategy: Flower's FedAvg with seeded sampling, reply checks,
+per-row aggregation, a server optimiser and the byte ledger.
+
+Sampling and aggregation order depend only on the seed, the round and the
+partition ids, so a run gives the same model whatever order Ray runs the
+clients in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from common.config import Config
+from common.params import Params, to_record
+from server.aggregation import aggregate
+from server.ledger import Ledger, payload_bytes
+from server.optimizer import ServerOptimizer
+from server.validation import ReplyError, validate_train_reply
+
+log = logging.getLogger("prunus")
+
+TRAIN_STREAM, EVAL_STREAM = 0, 1
+
+
+class PrunusStrategy(FedAvg):
+    """FedAvg family over partitions; keeps the global shared parameters."""
+
+    def __init__(self, cfg: Config, nodes_by_partition: dict[int, int], params: Params, ledger: Ledger) -> None:
+        super().__init__(
+            fraction_train=1.0,
+            fraction_evaluate=1.0 if cfg.federated_eval_clients else 0.0,
+            min_available_nodes=len(nodes_by_partition),
+        )
+        self.cfg = cfg
+        self.nodes_by_partition = nodes_by_partition
+        self.partition_ids = sorted(nodes_by_partition)
+        self.params = params
+        self.ledger = ledger
+        self.optimizer = ServerOptimizer(
+            cfg.server_optimizer, cfg.server_lr, cfg.server_momentum, cfg.server_beta2, cfg.server_eps
+        )
+        self.round_started = time.perf_counter()
+
+    def sample(self, server_round: int, count: int, stream: int) -> list[int]:
+        """Node ids of `count` partitions drawn from (seed, round, stream) alone."""
+        rng = np.random.default_rng([self.cfg.seed, server_round, stream])
+        count = min(count, len(self.partition_ids))
+        chosen = np.sort(rng.choice(len(self.partition_ids), size=count, replace=False))
+        return [self.nodes_by_partition[self.partition_ids[i]] for i in chosen]
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.round_started = time.perf_counter()
+        node_ids = self.sample(server_round, self.cfg.clients_per_round, TRAIN_STREAM)
+        record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+        entry = self.ledger.round(server_round)
+        entry.clients = len(node_ids)
+        entry.downlink_bytes += payload_bytes(record) * len(node_ids)
+        return self._construct_messages(record, node_ids, MessageType.TRAIN)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        entry = self.ledger.round(server_round)
+        accepted: list[tuple[int, int, Params, float, float]] = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                entry.failures += 1
+                log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
+                continue
+            entry.uplink_bytes += payload_bytes(msg.content)
+            try:
+                delta, num_examples, partition = validate_train_reply(msg.content, self.params)
+            except ReplyError as err:
+                entry.rejected += 1
+                log.warning("round %d: rejected reply of node %d: %s", server_round, node, err)
+                continue
+            loss = float(msg.content["metrics"].get("train-loss", float("nan")))
+            accepted.append((partition, node, delta, num_examples, loss))
+        entry.replies = len(accepted)
+        if not accepted:
+            log.warning("round %d: no usable replies; global model unchanged", server_round)
+            return None, None
+        accepted.sort(key=lambda item: (item[0], item[1]))
+        weights = [1.0 if self.cfg.row_averaging else n for _, _, _, n, _ in accepted]
+        update = aggregate([(delta, w) for (_, _, delta, _, _), w in zip(accepted, weights)], self.cfg.row_averaging)
+        self.params = self.optimizer.step(self.params, update)
+        examples = np.array([n for _, _, _, n, _ in accepted])
+        losses = np.array([loss for *_, loss in accepted])
+        entry.train_loss = float((examples * losses).sum() / examples.sum())
+        metrics = MetricRecord({"train-loss": entry.train_loss, "num-examples": float(examples.sum())})
+        return to_record(self.params), metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if not self.cfg.federated_eval_clients or not self.is_eval_round(server_round):
+            return []
+        node_ids = self.sample(server_round, self.cfg.federated_eval_clients, EVAL_STREAM)
+        record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+        self.ledger.round(server_round).downlink_bytes += payload_bytes(record) * len(node_ids)
+        return self._construct_messages(record, node_ids, MessageType.EVALUATE)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        entry = self.ledger.round(server_round)
+        entry.uplink_bytes += sum(payload_bytes(m.content) for m in replies if not m.has_error())
+        metrics = super().aggregate_evaluate(server_round, replies)
+        if metrics is not None:
+            entry.metrics |= {f"fed-{k}": float(v) for k, v in metrics.items() if k != "num-examples"}
+        return metrics
+
+    def is_eval_round(self, server_round: int) -> bool:
+        return server_round % self.cfg.eval_every == 0 or server_round == self.cfg.rounds

@@ -1,0 +1,1 @@
+"""The `prunus` command line: simulate, centralized, reports."""

@@ -1,0 +1,42 @@
+"""Run a federation on Flower's Simulation Engine (Ray backend)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from flwr.simulation import run_simulation
+
+from client.app import make_client_app
+from common.config import Config
+from common.datasets import num_partitions
+from server.app import make_server_app
+
+
+def backend_config(cfg: Config) -> dict:
+    """Ray resources per client actor, and the cluster to attach to if any."""
+    init_args: dict = {}
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        init_args["address"] = address
+    return {
+        "client_resources": {"num_cpus": cfg.client_num_cpus, "num_gpus": cfg.client_num_gpus},
+        "init_args": init_args,
+    }
+
+
+def run_simulate(cfg: Config) -> dict:
+    """One SuperNode per partition; the ServerApp writes the outputs to `cfg.out`."""
+    supernodes = num_partitions(cfg)  # loads (and checks) the data before Ray starts
+    summary_path = Path(cfg.out) / "summary.json"
+    summary_path.unlink(missing_ok=True)
+    run_simulation(
+        server_app=make_server_app(cfg),
+        client_app=make_client_app(cfg),
+        num_supernodes=supernodes,
+        backend_config=backend_config(cfg),
+    )
+    if not summary_path.exists():
+        raise RuntimeError(f"the simulation ended without writing {summary_path}; see the log above")
+    return json.loads(summary_path.read_text())
