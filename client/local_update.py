@@ -1,5 +1,10 @@
 """One client's round: restore private state, re-fit it, train, form the update.
 
+The user vectors are re-fitted to the incoming global item parameters first
+(with those fixed), then the shared parameters train with the users fixed:
+an alternating scheme that keeps each step well-conditioned for clients with
+very few interactions.
+
 Pure function of its inputs (no Flower types), so the ClientApp, the tests and
 the tuning harness all run exactly the same client logic.
 """
@@ -52,7 +57,9 @@ def local_data(indptr: np.ndarray, train_items: np.ndarray, users: np.ndarray, d
 
 def build_local_model(cfg: Config, n_local_users: int, n_items: int, partition_id: int) -> Recommender:
     """A model whose user table holds only this client's users."""
-    return build_model(cfg.model, n_local_users, n_items, cfg.dim, cfg.mlp_widths, seed=cfg.seed * 1_000_003 + partition_id)
+    sparse = cfg.local_optimizer == "sgd"
+    seed = cfg.seed * 1_000_003 + partition_id
+    return build_model(cfg.model, n_local_users, n_items, cfg.dim, cfg.mlp_widths, seed=seed, sparse=sparse)
 
 
 def local_update(
@@ -74,7 +81,7 @@ def local_update(
     settings = client_settings(cfg)
     if cfg.user_refit_epochs:
         fold_in(model, data.local_users, data.items, settings, cfg.user_refit_epochs, cfg.user_lr, generator)
-    loss = train(model, data.local_users, data.items, settings, generator)
+    loss = train(model, data.local_users, data.items, settings, generator, params=model.shared_parameters())
     local_shared = model.shared_state()
     delta = {k: (local_shared[k].cpu().numpy() - global_shared[k]).astype(np.float32) for k in global_shared}
     private_out = {k: v.cpu().numpy() for k, v in model.private_state().items()}

@@ -306,11 +306,3 @@ def unpack_update(record) -> dict[str, SparseTensor]:
 def payload_nbytes(record) -> int:
     """Total codec payload bytes in a packed record (without Flower framing)."""
     return sum(len(_record_payload(k, a)) for k, a in record.items())
-
-
-def record_wire_nbytes(record) -> int:
-    """Bytes Flower 1.41 transfers for ``record``: the deflated contents of
-    the record and all its nested objects (Arrays, ArrayChunks)."""
-    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-
-    return sum(len(o.deflate()) for o in get_all_nested_objects(record).values())

@@ -89,6 +89,7 @@ class Config:
     client_num_cpus: float = field(default=1.0, metadata=_positive())
     client_num_gpus: float = field(default=0.0, metadata=_non_negative())
     ray_address: str = ""
+    fast_dispatch: bool = True
     out: str = "runs/latest"
 
     def __post_init__(self) -> None:

@@ -38,6 +38,10 @@ def ranking_metrics(
     pos = model(u, torch.as_tensor(split.test_items[evaluated], device=device)).cpu().numpy()
     negatives = torch.as_tensor(split.test_negatives[evaluated], device=device)
     neg = model(u[:, None].expand_as(negatives), negatives).cpu().numpy()
+    # Some published negative files list the held-out item among its own
+    # negatives (156 users of the NCF ML-1M split); as in NCF's evaluation,
+    # that copy is the positive itself, not a competitor.
+    neg[split.test_negatives[evaluated] == split.test_items[evaluated, None]] = -np.inf
     ranks = rank_of_positive(pos, neg)
     metrics = {f"hr@{k}": hit_rate(ranks, k), f"ndcg@{k}": ndcg(ranks, k), "eval-users": float(len(rows))}
     if full_ranking:

@@ -50,6 +50,10 @@ class Recommender(nn.Module):
         params = dict(self.named_parameters())
         return [params[n] for n in self.private_names()]
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        params = dict(self.named_parameters())
+        return [params[n] for n in self.shared_names()]
+
     def _state(self, names: list[str]) -> dict[str, torch.Tensor]:
         params = dict(self.named_parameters())
         return {n: params[n].detach().clone() for n in names}
@@ -66,11 +70,11 @@ class MatrixFactorization(Recommender):
 
     private_prefixes = ("user_embedding",)
 
-    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float = 0.1) -> None:
+    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float = 0.1, sparse: bool = False) -> None:
         super().__init__()
         self.user_embedding = nn.Embedding(n_users, dim)
-        self.item_embedding = nn.Embedding(n_items, dim)
-        self.item_bias = nn.Embedding(n_items, 1)
+        self.item_embedding = nn.Embedding(n_items, dim, sparse=sparse)
+        self.item_bias = nn.Embedding(n_items, 1, sparse=sparse)
         nn.init.normal_(self.user_embedding.weight, std=init_std)
         nn.init.normal_(self.item_embedding.weight, std=init_std)
         nn.init.zeros_(self.item_bias.weight)
@@ -100,13 +104,14 @@ class NeuMF(Recommender):
         dim: int,
         mlp_layers: tuple[int, ...] = (64, 32, 16),
         init_std: float = 0.1,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         half = mlp_layers[0] // 2
         self.user_gmf = nn.Embedding(n_users, dim)
-        self.item_gmf = nn.Embedding(n_items, dim)
+        self.item_gmf = nn.Embedding(n_items, dim, sparse=sparse)
         self.user_mlp = nn.Embedding(n_users, half)
-        self.item_mlp = nn.Embedding(n_items, half)
+        self.item_mlp = nn.Embedding(n_items, half, sparse=sparse)
         for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
             nn.init.normal_(emb.weight, std=init_std)
         layers: list[nn.Module] = []
@@ -126,16 +131,26 @@ class NeuMF(Recommender):
 
 
 def build_model(
-    name: str, n_users: int, n_items: int, dim: int, mlp_layers: tuple[int, ...] = (64, 32, 16), seed: int = 0
+    name: str,
+    n_users: int,
+    n_items: int,
+    dim: int,
+    mlp_layers: tuple[int, ...] = (64, 32, 16),
+    seed: int = 0,
+    sparse: bool = False,
 ) -> Recommender:
-    """Build a model with seeded initialisation."""
+    """Build a model with seeded initialisation.
+
+    `sparse=True` gives item tables sparse gradients, so a plain SGD step
+    touches only the rows a batch used (a client's few items, not the table).
+    """
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
         if name == "mf":
-            return MatrixFactorization(n_users, n_items, dim)
+            return MatrixFactorization(n_users, n_items, dim, sparse=sparse)
         if name == "neumf":
-            return NeuMF(n_users, n_items, dim, mlp_layers)
+            return NeuMF(n_users, n_items, dim, mlp_layers, sparse=sparse)
     finally:
         torch.random.set_rng_state(generator_state)
     raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")

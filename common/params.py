@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 Params = dict[str, np.ndarray]
 
@@ -16,3 +17,10 @@ def to_record(params: Params) -> ArrayRecord:
 def from_record(record: ArrayRecord) -> Params:
     """Unpack an ArrayRecord into named numpy arrays."""
     return {name: array.numpy() for name, array in record.items()}
+
+
+def wire_bytes(content: RecordDict | ArrayRecord) -> int:
+    """Serialised size in bytes, the way Flower ships a message between
+    SuperLink and SuperNode: every distinct object of the content (records,
+    arrays, chunks) deflated to its wire bytes."""
+    return sum(len(obj.deflate()) for obj in get_all_nested_objects(content).values())

@@ -31,6 +31,10 @@ class TrainSettings:
     batch_size: int = 1024
     l2: float = 0.0
     optimizer: str = "adam"
+    # "mean" over a batch's samples, or "sum": each positive (with its
+    # negatives) counts once, so an item's step does not shrink with the
+    # size of the client's data
+    reduction: str = "mean"
 
 
 def client_settings(cfg: Config) -> TrainSettings:
@@ -43,6 +47,7 @@ def client_settings(cfg: Config) -> TrainSettings:
         batch_size=cfg.batch_size,
         l2=cfg.l2,
         optimizer=cfg.local_optimizer,
+        reduction="sum",
     )
 
 
@@ -51,7 +56,7 @@ def _negatives(n: int, n_items: int, generator: torch.Generator) -> torch.Tensor
     return torch.randint(0, n_items, (n,), generator=generator)
 
 
-def _batch_loss(
+def _per_positive_loss(
     model: Recommender,
     users: torch.Tensor,
     items: torch.Tensor,
@@ -59,21 +64,21 @@ def _batch_loss(
     n_items: int,
     generator: torch.Generator,
 ) -> torch.Tensor:
+    """Loss of each positive with its freshly sampled negatives (and L2 on the
+    rows they touch)."""
     k = settings.num_negatives
     neg_items = _negatives(len(items) * k, n_items, generator).to(items.device)
     neg_users = users.repeat_interleave(k)
     pos = model(users, items)
     neg = model(neg_users, neg_items)
     if settings.loss == "bce":
-        logits = torch.cat([pos, neg])
-        labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        per_positive = (F.softplus(-pos) + F.softplus(neg).view(-1, k).sum(1)) / (k + 1)
     else:
-        loss = -F.logsigmoid(pos.repeat_interleave(k) - neg).mean()
+        per_positive = -F.logsigmoid(pos.repeat_interleave(k) - neg).view(-1, k).mean(1)
     if settings.l2 > 0:
-        reg = torch.cat([model.regularised_rows(users, items), model.regularised_rows(neg_users, neg_items)])
-        loss = loss + settings.l2 * reg.mean()
-    return loss
+        reg = model.regularised_rows(users, items) + model.regularised_rows(neg_users, neg_items).view(-1, k).sum(1)
+        per_positive = per_positive + settings.l2 * reg / (k + 1)
+    return per_positive
 
 
 def make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
@@ -89,22 +94,24 @@ def train(
     settings: TrainSettings,
     generator: torch.Generator,
     optimizer: torch.optim.Optimizer | None = None,
+    params: list[torch.nn.Parameter] | None = None,
 ) -> float:
     """Train on positive pairs; returns the mean loss.
 
     `users` index the model's own user table. Negatives are sampled afresh
     every epoch from `generator`, so a seeded generator gives a repeatable run.
     Pass `optimizer` to keep its state across calls (centralized epochs);
-    by default a fresh one trains every parameter.
+    by default a fresh one trains `params` (default: every parameter).
     """
-    optimizer = optimizer or make_optimizer(list(model.parameters()), settings)
+    optimizer = optimizer or make_optimizer(list(model.parameters()) if params is None else params, settings)
     n_items = _n_items(model)
     total, batches = 0.0, 0
     for _ in range(settings.epochs):
         order = torch.randperm(len(users), generator=generator).to(users.device)
         for start in range(0, len(users), settings.batch_size):
             idx = order[start : start + settings.batch_size]
-            loss = _batch_loss(model, users[idx], items[idx], settings, n_items, generator)
+            per_positive = _per_positive_loss(model, users[idx], items[idx], settings, n_items, generator)
+            loss = per_positive.sum() if settings.reduction == "sum" else per_positive.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -131,29 +138,17 @@ def fold_in(
     exactly the path it would follow alone, whether one client folds in its
     user or the server folds in all users at once.
     """
-    shared = [p for n, p in model.named_parameters() if n in set(model.shared_names())]
+    shared = model.shared_parameters()
     for p in shared:
         p.requires_grad_(False)
     n_items = _n_items(model)
-    k = settings.num_negatives
-    counts = torch.bincount(users, minlength=int(users.max()) + 1 if len(users) else 1).clamp(min=1)
-    weights = 1.0 / counts[users].float()
+    weights = 1.0 / torch.bincount(users)[users].float()
     n_seen = max(int(torch.unique(users).numel()), 1)
     optimizer = torch.optim.Adam(model.private_parameters(), lr=lr)
     loss_value = 0.0
     try:
         for _ in range(steps):
-            neg_items = _negatives(len(items) * k, n_items, generator).to(items.device)
-            neg_users = users.repeat_interleave(k)
-            pos, neg = model(users, items), model(neg_users, neg_items)
-            if settings.loss == "bce":
-                per_sample = F.softplus(-pos) + F.softplus(neg).view(-1, k).sum(1)
-                per_sample = per_sample / (k + 1)
-            else:
-                per_sample = -F.logsigmoid(pos.repeat_interleave(k) - neg).view(-1, k).mean(1)
-            loss = (per_sample * weights).sum()
-            if settings.l2 > 0:
-                loss = loss + settings.l2 * (model.regularised_rows(users, items) * weights).sum()
+            loss = (_per_positive_loss(model, users, items, settings, n_items, generator) * weights).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -14,10 +14,10 @@ from flwr.serverapp import Grid, ServerApp
 from common.config import Config, from_run_config
 from common.datasets import load_split, num_partitions
 from common.models import build_model
-from common.params import from_record, to_record
+from common.params import from_record, to_record, wire_bytes
 from common.results import format_table, plot_curve, write_rounds, write_summary
 from server.evaluation import CentralEvaluator
-from server.ledger import Ledger, payload_bytes
+from server.ledger import Ledger
 from server.strategy import PrunusStrategy
 
 log = logging.getLogger("prunus")
@@ -72,12 +72,12 @@ def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, 
         time.sleep(1.0)
     queries = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
     entry = ledger.round(0)
-    entry.downlink_bytes += sum(payload_bytes(q.content) for q in queries)
+    entry.downlink_bytes += sum(wire_bytes(q.content) for q in queries)
     nodes: dict[int, int] = {}
     for reply in grid.send_and_receive(queries, timeout=DISCOVERY_TIMEOUT_S):
         if reply.has_error():
             raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: {reply.error.reason}")
-        entry.uplink_bytes += payload_bytes(reply.content)
+        entry.uplink_bytes += wire_bytes(reply.content)
         nodes[int(reply.content["info"]["partition-id"])] = reply.metadata.src_node_id
     if sorted(nodes) != list(range(expected)):
         raise RuntimeError(f"expected partitions 0..{expected - 1}, nodes report {len(nodes)} distinct ids")

@@ -1,21 +1,12 @@
 """The communication ledger: exact bytes of what travels, per round and direction.
 
-Bytes are counted from the serialised payload, the way Flower ships a message
-between SuperLink and SuperNode: every distinct object of the message content
-(RecordDict, records, arrays, chunks) deflated to its wire bytes.
+Bytes are counted from the serialised payloads (`common.params.wire_bytes`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from flwr.app import RecordDict
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-
-
-def payload_bytes(content: RecordDict) -> int:
-    """Serialised size of a message's content, in bytes."""
-    return sum(len(obj.deflate()) for obj in get_all_nested_objects(content).values())
 
 
 @dataclass

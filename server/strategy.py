@@ -18,9 +18,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from common.config import Config
-from common.params import Params, to_record
+from common.params import Params, to_record, wire_bytes
 from server.aggregation import aggregate
-from server.ledger import Ledger, payload_bytes
+from server.ledger import Ledger
 from server.optimizer import ServerOptimizer
 from server.validation import ReplyError, validate_train_reply
 
@@ -63,7 +63,7 @@ class PrunusStrategy(FedAvg):
         record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
         entry = self.ledger.round(server_round)
         entry.clients = len(node_ids)
-        entry.downlink_bytes += payload_bytes(record) * len(node_ids)
+        entry.downlink_bytes += wire_bytes(record) * len(node_ids)
         return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
     def aggregate_train(
@@ -77,7 +77,7 @@ class PrunusStrategy(FedAvg):
                 entry.failures += 1
                 log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
                 continue
-            entry.uplink_bytes += payload_bytes(msg.content)
+            entry.uplink_bytes += wire_bytes(msg.content)
             try:
                 delta, num_examples, partition = validate_train_reply(msg.content, self.params)
             except ReplyError as err:
@@ -107,13 +107,13 @@ class PrunusStrategy(FedAvg):
             return []
         node_ids = self.sample(server_round, self.cfg.federated_eval_clients, EVAL_STREAM)
         record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
-        self.ledger.round(server_round).downlink_bytes += payload_bytes(record) * len(node_ids)
+        self.ledger.round(server_round).downlink_bytes += wire_bytes(record) * len(node_ids)
         return self._construct_messages(record, node_ids, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
         entry = self.ledger.round(server_round)
-        entry.uplink_bytes += sum(payload_bytes(m.content) for m in replies if not m.has_error())
+        entry.uplink_bytes += sum(wire_bytes(m.content) for m in replies if not m.has_error())
         metrics = super().aggregate_evaluate(server_round, replies)
         if metrics is not None:
             entry.metrics |= {f"fed-{k}": float(v) for k, v in metrics.items() if k != "num-examples"}

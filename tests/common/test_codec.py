@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.params import wire_bytes
 from common.codec import (
     INDEX_CODECS,
     VALUE_CODECS,
@@ -20,7 +21,6 @@ from common.codec import (
     pack_update,
     payload_nbytes,
     read_header,
-    record_wire_nbytes,
     unpack_update,
 )
 from common.codec_index import expected_stream_bounds
@@ -405,6 +405,6 @@ def test_record_through_flower_serialisation():
     inflated = inflate_object_from_contents(record.object_id, dict(contents))
     assert set(unpack_update(inflated)) == set(update)
     sent = sum(map(len, contents.values()))
-    assert sent == record_wire_nbytes(record)
+    assert sent == wire_bytes(record)
     # overhead over the codec payloads: npy header + object headers, per tensor
     assert payload_nbytes(record) < sent < payload_nbytes(record) + 600 * len(update)

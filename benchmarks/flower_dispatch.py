@@ -1,0 +1,87 @@
+"""Per-round cost of Flower's Simulation Engine with many SuperNodes:
+Flower's own dispatcher against `simulations.flower_dispatch`, same run.
+
+A ServerApp sends `--messages` messages carrying a `--floats` float32 array to
+that many of `--nodes` SuperNodes, whose ClientApp echoes them back; each
+setting runs `--rounds` rounds and the first (actor start-up) is dropped.
+
+    python benchmarks/flower_dispatch.py [--nodes 6040 --messages 256] [--out benchmarks/results/flower_dispatch.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import statistics
+import time
+
+import numpy as np
+
+
+def _one_setting(fast: bool, nodes: int, messages: int, floats: int, rounds: int, out: mp.Queue) -> None:
+    from flwr.app import Array, ArrayRecord, Context, Message, MessageType, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    from simulations import flower_dispatch
+
+    flower_dispatch.enable(fast)
+    client = ClientApp()
+
+    @client.train()
+    def echo(msg: Message, context: Context) -> Message:
+        return Message(RecordDict({"arrays": msg.content["arrays"]}), reply_to=msg)
+
+    server = ServerApp()
+    times: list[float] = []
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        while len(list(grid.get_node_ids())) < nodes:
+            time.sleep(0.2)
+        targets = sorted(grid.get_node_ids())[:messages]
+        record = ArrayRecord({"x": Array(np.zeros(floats, np.float32))})
+        for _ in range(rounds):
+            tick = time.perf_counter()
+            batch = [Message(RecordDict({"arrays": record}), dst_node_id=n, message_type=MessageType.TRAIN) for n in targets]
+            replies = list(grid.send_and_receive(batch))
+            assert len(replies) == messages
+            times.append(time.perf_counter() - tick)
+
+    run_simulation(server_app=server, client_app=client, num_supernodes=nodes, backend_config={"client_resources": {"num_cpus": 1}})
+    out.put(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=6040)
+    parser.add_argument("--messages", type=int, default=256)
+    parser.add_argument("--floats", type=int, default=120_000)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--out", default="benchmarks/results/flower_dispatch.json")
+    args = parser.parse_args()
+    results = {}
+    for name, fast in (("flower", False), ("fast-dispatch", True)):
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(
+            target=_one_setting, args=(fast, args.nodes, args.messages, args.floats, args.rounds, queue)
+        )
+        proc.start()
+        times = queue.get()
+        proc.join()
+        results[name] = {"round_seconds": times, "median_round_s": statistics.median(times)}
+        print(f"{name:>14}: median round {statistics.median(times):6.2f} s  ({args.messages} messages, {args.nodes} nodes)")
+    ratio = results["flower"]["median_round_s"] / results["fast-dispatch"]["median_round_s"]
+    print(f"speed-up: {ratio:.1f}x")
+    report = {"command": "python benchmarks/flower_dispatch.py", "args": vars(args), "results": results,
+              "speedup": ratio, "machine": platform.platform(), "cpus": mp.cpu_count()}  # fmt: skip
+    with open(args.out, "w") as handle:
+        json.dump(report, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+import numpy as np
+import torch
+
+from client.local_update import local_data, local_update
+from common.config import Config
+from common.datasets import load_split, partitions
+from common.models import build_model
+
+CFG = Config(synthetic_users=40, synthetic_items=30, eval_negatives=9, dim=4, local_epochs=2, user_refit_epochs=2)
+CPU = torch.device("cpu")
+
+
+def _global():
+    split = load_split(CFG)
+    model = build_model(CFG.model, 1, split.n_items, CFG.dim, seed=0)
+    return split, {k: v.numpy() for k, v in model.shared_state().items()}
+
+
+def _update(partition: int, private=None, server_round: int = 1):
+    split, params = _global()
+    data = local_data(split.indptr, split.train_items, np.asarray(partitions(CFG)[partition]), CPU)
+    return data, local_update(CFG, data, split.n_items, params, private, server_round, partition, CPU)
+
+
+def test_update_holds_only_shared_parameters():
+    _, result = _update(3)
+    assert set(result.delta) == {"item_embedding.weight", "item_bias.weight"}
+    assert set(result.private) == {"user_embedding.weight"}
+    assert result.private["user_embedding.weight"].shape == (1, CFG.dim)
+
+
+def test_rows_of_items_the_client_never_used_stay_zero():
+    """L2 only on touched rows and sparse SGD: an item neither trained on nor
+    sampled as a negative gets an exactly-zero update (row sparsity)."""
+    data, result = _update(5)
+    touched = np.flatnonzero(np.abs(result.delta["item_embedding.weight"]).sum(1))
+    assert set(data.items.tolist()) <= set(touched.tolist())
+    assert len(touched) < CFG.synthetic_items
+
+
+def test_update_is_deterministic_in_seed_round_and_partition():
+    _, a = _update(2, server_round=4)
+    _, b = _update(2, server_round=4)
+    _, c = _update(2, server_round=5)
+    np.testing.assert_array_equal(a.delta["item_embedding.weight"], b.delta["item_embedding.weight"])
+    assert not np.array_equal(a.delta["item_embedding.weight"], c.delta["item_embedding.weight"])
+
+
+def test_private_state_carries_over():
+    _, first = _update(1)
+    _, second = _update(1, private=first.private, server_round=2)
+    assert not np.array_equal(first.private["user_embedding.weight"], second.private["user_embedding.weight"])

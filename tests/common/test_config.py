@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from common.config import Config, ConfigError, from_run_config, load, parse_value
+
+
+def test_defaults_are_valid_and_round_trip_through_run_config():
+    cfg = Config()
+    assert from_run_config(cfg.to_dict()) == cfg
+
+
+def test_toml_file_and_overrides_apply_in_order(tmp_path: Path):
+    path = tmp_path / "run.toml"
+    path.write_text('rounds = 7\nlocal-lr = 1\nrow-averaging = false\n')
+    cfg = load(path, ["rounds=9", "dim=8"])
+    assert (cfg.rounds, cfg.local_lr, cfg.row_averaging, cfg.dim) == (9, 1.0, False, 8)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["rouns=3"], "rouns"),
+        (["rounds=three"], "rounds"),
+        (["rounds=0"], "rounds"),
+        (["dataset=movies"], "dataset"),
+        (["local-lr=-1"], "local-lr"),
+        (["row-averaging=maybe"], "row-averaging"),
+        (["mlp-layers=64,x"], "mlp-layers"),
+        (["dataset=ml-1m"], "data-dir"),
+        (["dataset=ml-1m", "data-dir=/nonexistent/prunus"], "data-dir"),
+        (["rounds"], "key=value"),
+    ],
+)
+def test_bad_keys_and_values_fail_naming_the_key(overrides, named):
+    with pytest.raises(ConfigError, match=named):
+        load(None, overrides)
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path: Path):
+    path = tmp_path / "bad.toml"
+    path.write_text("learning-rate = 0.1\n")
+    with pytest.raises(ConfigError, match=r"learning-rate.*bad\.toml"):
+        load(path)
+
+
+def test_wrong_type_in_file_fails(tmp_path: Path):
+    path = tmp_path / "bad.toml"
+    path.write_text('rounds = "many"\n')
+    with pytest.raises(ConfigError, match="rounds"):
+        load(path)
+
+
+def test_parse_value_uses_declared_type():
+    assert parse_value("rounds", "12") == 12
+    assert parse_value("server-lr", "2") == 2.0
+    assert parse_value("full-ranking", "true") is True

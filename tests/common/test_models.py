@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from common.models import build_model
+
+
+@pytest.mark.parametrize("name", ["mf", "neumf"])
+def test_shared_and_private_split_covers_all_parameters(name):
+    model = build_model(name, 5, 7, 4, (8, 4), seed=1)
+    shared, private = set(model.shared_names()), set(model.private_names())
+    assert shared and private and not shared & private
+    assert shared | private == {n for n, _ in model.named_parameters()}
+    assert all(n.startswith("user") for n in private)
+    assert not any(n.startswith("user") for n in shared)
+
+
+@pytest.mark.parametrize("name", ["mf", "neumf"])
+def test_seeded_build_is_deterministic_and_scores_pairs(name):
+    a, b = build_model(name, 5, 7, 4, (8, 4), seed=3), build_model(name, 5, 7, 4, (8, 4), seed=3)
+    users, items = torch.tensor([0, 4]), torch.tensor([6, 1])
+    assert torch.equal(a(users, items), b(users, items))
+    assert a(users, items).shape == (2,)
+
+
+def test_load_shared_leaves_private_untouched():
+    a, b = build_model("mf", 3, 4, 2, seed=1), build_model("mf", 3, 4, 2, seed=2)
+    users_before = b.private_state()
+    b.load_shared(a.shared_state())
+    assert all(torch.equal(a.shared_state()[k], v) for k, v in b.shared_state().items())
+    assert all(torch.equal(users_before[k], v) for k, v in b.private_state().items())
+
+
+def test_unknown_model_is_rejected():
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("svd", 1, 1, 1)
