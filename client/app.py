@@ -73,7 +73,8 @@ def make_client_app(config: Config | None = None) -> ClientApp:
         fold_in(model, data.local_users, data.items, client_settings(cfg), cfg.user_refit_epochs, cfg.user_lr, generator)
         metrics = ranking_metrics(model, split, k=cfg.top_k, users=data.users)
         n_eval = int(metrics.pop("eval-users"))
-        return Message(RecordDict({"metrics": MetricRecord({**metrics, "num-examples": n_eval})}), reply_to=msg)
+        content = {"metrics": MetricRecord({**metrics, "num-examples": n_eval}), "info": ConfigRecord(_node_info(context))}
+        return Message(RecordDict(content), reply_to=msg)
 
     return app
 

@@ -111,13 +111,26 @@ class PrunusStrategy(FedAvg):
         return self._construct_messages(record, node_ids, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        replies = list(replies)
+        """Example-weighted mean of the clients' metrics, summed in partition
+        order so the result does not depend on reply order."""
         entry = self.ledger.round(server_round)
-        entry.uplink_bytes += sum(wire_bytes(m.content) for m in replies if not m.has_error())
-        metrics = super().aggregate_evaluate(server_round, replies)
-        if metrics is not None:
-            entry.metrics |= {f"fed-{k}": float(v) for k, v in metrics.items() if k != "num-examples"}
-        return metrics
+        rows = []
+        for msg in replies:
+            if msg.has_error():
+                entry.failures += 1
+                log.warning("round %d: evaluation on node %d failed: %s", server_round, msg.metadata.src_node_id, msg.error.reason)
+                continue
+            entry.uplink_bytes += wire_bytes(msg.content)
+            metrics = dict(msg.content["metrics"])
+            rows.append((int(msg.content["info"]["partition-id"]), metrics.pop("num-examples"), metrics))
+        rows = sorted((row for row in rows if row[1] > 0), key=lambda row: row[0])
+        total = sum(n for _, n, _ in rows)
+        if not total:
+            return None
+        names = sorted(rows[0][2])
+        averaged = {name: sum(n * m[name] for _, n, m in rows) / total for name in names}
+        entry.metrics |= {f"fed-{k}": float(v) for k, v in averaged.items()}
+        return MetricRecord({**averaged, "num-examples": total})
 
     def is_eval_round(self, server_round: int) -> bool:
         return server_round % self.cfg.eval_every == 0 or server_round == self.cfg.rounds
