@@ -22,6 +22,7 @@ from server.strategy import PrunusStrategy
 
 log = logging.getLogger("prunus")
 
+NODE_WAIT_S = 120.0
 DISCOVERY_TIMEOUT_S = 600.0
 
 
@@ -65,10 +66,14 @@ def run_federation(cfg: Config, grid: Grid) -> dict:
 def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, int]:
     """Ask every node for its partition id: sampling by partition is what makes
     runs repeatable, since node ids are random per run."""
-    deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
-    while len(node_ids := list(grid.get_node_ids())) < expected:
+    deadline = time.monotonic() + NODE_WAIT_S
+    while len(node_ids := list(grid.get_node_ids())) != expected:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(node_ids)} of {expected} nodes connected")
+            raise RuntimeError(
+                f"the federation has {len(node_ids)} SuperNodes but the config has {expected} partitions "
+                "(one per user with partition=user, else num-silos); give the federation that many "
+                f"SuperNodes (flwr run: --federation-config 'num-supernodes={expected}') or change the config"
+            )
         time.sleep(1.0)
     queries = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
     entry = ledger.round(0)
