@@ -1,0 +1,309 @@
+"""Update pruning: which entries of a client's model update are sent.
+
+A client's update (``delta``: tensor name -> dense float32 array) is pruned to
+a :data:`SparseUpdate` -- per tensor the codec's ``(indices, values, shape)``
+form (flat row-major int64 indices, strictly increasing; float32 values) --
+before :func:`common.codec.pack_update` encodes it.
+
+Selection methods (:data:`METHODS`); ``k(d, n) = ceil(d * n)`` (see
+:func:`keep_count`).  No method ever keeps an exact zero (``0.0`` or
+``-0.0``): the receiver reads every unsent entry as zero anyway, so sending
+one only costs bits.  Every method therefore keeps ``min(k, nnz)`` entries
+when it has a count at all.
+
+* ``none``: every non-zero entry (lossless; a dense update of a row-sparse
+  embedding table still drops its all-zero rows).
+* ``topk``: per tensor the ``k(d, numel)`` largest ``|x|``.
+* ``topk-global``: one ``k(d, total numel)`` over all tensors together.
+* ``threshold``: ``|x| >= spec.threshold`` (density ignored).
+* ``randomk``: per tensor ``k(d, numel)`` positions drawn uniformly without
+  replacement among the non-zero entries (a baseline; uses the ``rng``;
+  values are not rescaled -- error feedback keeps the rest).
+* ``rows``: structured.  A tensor is viewed as ``(shape[0], -1)`` (1-D and
+  0-D tensors as one entry per row, so ``(n,)`` and ``(n, 1)`` prune single
+  entries) and the ``k(d, rows)`` rows of largest L2 norm are kept whole
+  (their exact zeros excepted).  For an item table that is item pruning, for
+  a dense layer's ``(out, in)`` weight it is output-neuron pruning.
+
+Ties (equal ``|x|`` or equal row norm at the cut) go to the lower flat index;
+``topk-global`` orders tensors by name first.  So selection is a
+deterministic function of the values (and of the ``rng`` for ``randomk``).
+
+Quantisation: the kept values are round-tripped through the codec's own
+value codec (:func:`quantise`), so ``sent_dense`` is bit-for-bit what
+:func:`common.codec.decode` will give the receiver when the same
+``value_codec`` is passed to ``encode``/``pack_update``.  The sparse update
+itself carries the *pre*-quantisation kept values (the codec quantises on
+encode).
+
+Error feedback (:func:`prune_update`): ``corrected = update + residual``
+(float32), and the new residual is ``corrected - sent_dense`` (float32), so
+``sent_dense + new_residual == corrected``.  That is bit-exact for the fp32,
+fp16 and int8 codecs (every quantised value lies within a factor 2 of its
+original or is 0, so the subtraction is exact by Sterbenz's lemma); for
+ternary each entry is off by at most one float32 rounding of the subtraction
+and one of the addition, ``<= 2^-23 * (|corrected| + |sent|)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Real
+from typing import Mapping
+
+import numpy as np
+
+from .codec_values import VALUE_CODECS, decode_values, encode_values
+
+__all__ = [
+    "METHODS", "SparseTensor", "SparseUpdate", "PruneSpec", "PruneResult", "keep_count",
+    "density_at", "select", "quantise", "prune_update", "densify", "compact", "expand",
+]
+
+SparseTensor = tuple[np.ndarray, np.ndarray, tuple[int, ...]]
+SparseUpdate = dict[str, SparseTensor]
+
+METHODS = ("none", "topk", "topk-global", "threshold", "randomk", "rows")
+_COUNTED = ("topk", "topk-global", "randomk", "rows")  # methods that use the density
+
+
+def _check_density(density, name: str = "density") -> float:
+    if isinstance(density, bool) or not isinstance(density, Real) or not 0 < float(density) <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {density!r}")
+    return float(density)
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """How a client prunes its update (see the module docstring)."""
+
+    method: str = "none"
+    density: float = 1.0  # target fraction of entries kept, in (0, 1]
+    threshold: float = 0.0  # method "threshold": keep |x| >= threshold
+    error_feedback: bool = True  # keep what was not sent as a residual
+    value_codec: str = "fp32"  # the codec's value codec for the kept values
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        _check_density(self.density)
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, Real) or not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"threshold must be a finite number >= 0, got {t!r}")
+        if self.value_codec not in VALUE_CODECS:
+            raise ValueError(f"value_codec must be one of {tuple(VALUE_CODECS)}, got {self.value_codec!r}")
+
+
+def keep_count(density: float, n: int) -> int:
+    """``ceil(density * n)`` clamped to ``[0, n]``, robust to float noise
+    (``0.1 * 30`` is 3, not 4): the product is shrunk by one part in 10^12
+    before the ceiling."""
+    if n <= 0:
+        return 0
+    return min(n, max(1, math.ceil(density * n * (1 - 1e-12))))
+
+
+def density_at(round: int, target: float, warmup_rounds: int, start: float = 1.0) -> float:
+    """Density schedule (DGC-style warm-up).
+
+    ``target`` every round when ``warmup_rounds == 0``; otherwise exponential
+    decay ``start * (target/start) ** ((round-1)/warmup_rounds)`` from
+    ``start`` at round 1 to exactly ``target`` at round ``warmup_rounds + 1``
+    and after.  Rounds count from 1 (Flower's server rounds); requires
+    ``0 < target <= start <= 1``.
+    """
+    target = _check_density(target, "target")
+    start = _check_density(start, "start")
+    if start < target:
+        raise ValueError(f"start ({start}) must be >= target ({target})")
+    if isinstance(warmup_rounds, bool) or not isinstance(warmup_rounds, (int, np.integer)) \
+            or warmup_rounds < 0:
+        raise ValueError(f"warmup_rounds must be an int >= 0, got {warmup_rounds!r}")
+    if isinstance(round, bool) or not isinstance(round, (int, np.integer)) or round < 1:
+        raise ValueError(f"round must be an int >= 1, got {round!r}")
+    if warmup_rounds == 0 or round >= warmup_rounds + 1:
+        return target
+    if round == 1:
+        return start
+    d = start * (target / start) ** ((round - 1) / warmup_rounds)
+    return min(start, max(target, d))
+
+
+# ---------------------------------------------------------------- selection
+def _top_mask(key: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the ``k`` largest entries of 1-D ``key`` (>= 0) among its
+    positive ones; ties at the cut go to the lowest positions.  O(n)."""
+    mask = np.zeros(key.shape, dtype=bool)
+    # partition only the positive keys: introselect is slow on the many
+    # duplicate zeros of a row-sparse update
+    pos = key[key > 0]
+    k = min(k, pos.size)
+    if k == 0:
+        return mask
+    cut = np.partition(pos, pos.size - k)[pos.size - k]  # the k-th largest value
+    np.greater(key, cut, out=mask)
+    rest = k - int(np.count_nonzero(mask))
+    if rest:
+        mask[np.flatnonzero(key == cut)[:rest]] = True
+    return mask
+
+
+def _check_finite(name: str, x: np.ndarray) -> None:
+    if not np.isfinite(x).all():
+        raise ValueError(f"tensor {name!r} has non-finite values")
+
+
+def select(update: Mapping[str, np.ndarray], spec: PruneSpec, density: float,
+           rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """Boolean keep-mask per tensor (same shapes); see the module docstring.
+
+    ``density`` is the density of this round (e.g. from :func:`density_at`;
+    ``spec.density`` is not read here).  ``rng`` is only used (and then
+    required) for ``randomk``.  Raises ``ValueError`` for non-finite values.
+    """
+    density = _check_density(density)
+    arrays = {name: np.asarray(x) for name, x in update.items()}
+    for name, x in arrays.items():
+        _check_finite(name, x)
+    method = spec.method
+    if method == "topk-global":
+        names = sorted(arrays)
+        flat = [np.abs(arrays[n]).ravel() for n in names]
+        total = sum(f.size for f in flat)
+        allmask = _top_mask(np.concatenate(flat) if flat else np.zeros(0), keep_count(density, total))
+        out, at = {}, 0
+        for n, f in zip(names, flat):
+            out[n] = allmask[at:at + f.size].reshape(arrays[n].shape)
+            at += f.size
+        return {n: out[n] for n in arrays}
+    if method == "randomk" and rng is None:
+        raise ValueError("method 'randomk' needs a numpy Generator (rng)")
+    masks = {}
+    for name, x in arrays.items():
+        nonzero = x != 0
+        if method == "none":
+            mask = nonzero
+        elif method == "threshold":
+            mask = (np.abs(x) >= spec.threshold) & nonzero
+        elif method == "topk":
+            mask = _top_mask(np.abs(x).ravel(), keep_count(density, x.size)).reshape(x.shape)
+        elif method == "randomk":
+            candidates = np.flatnonzero(nonzero)
+            k = min(keep_count(density, x.size), candidates.size)
+            mask = np.zeros(x.size, dtype=bool)
+            mask[rng.choice(candidates, size=k, replace=False)] = True
+            mask = mask.reshape(x.shape)
+        elif method == "rows":
+            rows = x.shape[0] if x.ndim else 1
+            m = x.reshape(rows, -1).astype(np.float64)
+            norms = np.einsum("ij,ij->i", m, m)  # squared L2 norms, no overflow
+            keep = _top_mask(norms, keep_count(density, rows))
+            mask = (keep[:, None] & nonzero.reshape(rows, -1)).reshape(x.shape)
+        else:  # pragma: no cover - PruneSpec validates the method
+            raise ValueError(f"unknown method {method!r}")
+        masks[name] = mask
+    return masks
+
+
+def quantise(values: np.ndarray, value_codec: str) -> np.ndarray:
+    """What the receiver decodes for ``values`` sent with ``value_codec``:
+    a round trip through :mod:`common.codec_values` (the codec's own value
+    codecs, with the dtype handling of :func:`common.codec.encode`), as
+    float32 of the input's shape.  Raises ``ValueError`` where ``encode``
+    would (unknown codec, fp16 overflow)."""
+    if value_codec not in VALUE_CODECS:
+        raise ValueError(f"unknown value codec {value_codec!r}")
+    v = np.asarray(values)
+    shape = v.shape
+    v = v.ravel().astype(np.float32 if v.dtype in (np.float16, np.float32) else np.float64)
+    stream = np.frombuffer(encode_values(value_codec, v), dtype=np.uint8)
+    return decode_values(VALUE_CODECS[value_codec], stream, v.size).reshape(shape)
+
+
+# ------------------------------------------------------------------ pruning
+@dataclass(frozen=True)
+class PruneResult:
+    sparse: SparseUpdate  # what is sent: pre-quantisation kept values (the codec quantises)
+    residual: dict[str, np.ndarray]  # new residual, dense float32; zeros without error feedback
+    sent_dense: dict[str, np.ndarray]  # what the receiver reconstructs, dense float32
+
+    @property
+    def nnz(self) -> int:
+        """Number of entries sent, over all tensors."""
+        return sum(len(idx) for idx, _, _ in self.sparse.values())
+
+
+def prune_update(update: Mapping[str, np.ndarray], residual: Mapping[str, np.ndarray] | None,
+                 spec: PruneSpec, density: float,
+                 rng: np.random.Generator | None = None) -> PruneResult:
+    """Prune one update with optional error feedback.
+
+    ``corrected = update + residual`` in float32 when ``spec.error_feedback``
+    and a residual is given (it may omit tensors: zero; it must not have
+    others, nor other shapes), else ``update`` as float32.  The kept entries
+    (:func:`select`) are quantised with ``spec.value_codec``;
+    ``new residual = corrected - sent_dense`` (zeros without error feedback).
+    Inputs are not modified.
+    """
+    corrected: dict[str, np.ndarray] = {}
+    use_residual = spec.error_feedback and residual is not None
+    if use_residual:
+        extra = set(residual) - set(update)
+        if extra:
+            raise ValueError(f"residual has tensors not in the update: {sorted(extra)}")
+    for name, x in update.items():
+        x = np.asarray(x, dtype=np.float32)
+        if use_residual and name in residual:
+            r = np.asarray(residual[name], dtype=np.float32)
+            if r.shape != x.shape:
+                raise ValueError(f"residual {name!r} has shape {r.shape}, update {x.shape}")
+            x = x + r
+        corrected[name] = x
+    masks = select(corrected, spec, density, rng)
+    sparse, sent_dense, new_residual = {}, {}, {}
+    for name, x in corrected.items():
+        flat = x.ravel()
+        idx = np.flatnonzero(masks[name].ravel()).astype(np.int64)
+        vals = flat[idx]  # a copy (fancy indexing)
+        try:
+            q = quantise(vals, spec.value_codec)
+        except ValueError as exc:
+            raise ValueError(f"tensor {name!r}: {exc}") from exc
+        sent = np.zeros(x.size, dtype=np.float32)
+        sent[idx] = q
+        sent = sent.reshape(x.shape)
+        sparse[name] = (idx, vals, tuple(int(d) for d in x.shape))
+        sent_dense[name] = sent
+        new_residual[name] = (x - sent) if spec.error_feedback else np.zeros(x.shape, np.float32)
+    return PruneResult(sparse=sparse, residual=new_residual, sent_dense=sent_dense)
+
+
+# ------------------------------------------------------------ dense/sparse
+def densify(sparse: Mapping[str, SparseTensor]) -> dict[str, np.ndarray]:
+    """Dense float32 arrays from ``name -> (indices, values, shape)``."""
+    out = {}
+    for name, (idx, vals, shape) in sparse.items():
+        shape = tuple(int(d) for d in shape)
+        dense = np.zeros(math.prod(shape), dtype=np.float32)
+        dense[np.asarray(idx, dtype=np.int64)] = np.asarray(vals, dtype=np.float32)
+        out[name] = dense.reshape(shape)
+    return out
+
+
+def compact(residual: Mapping[str, np.ndarray]) -> SparseUpdate:
+    """Store dense float32 tensors as their non-zero entries (a residual of a
+    row-sparse update is itself row-sparse).  ``-0.0`` counts as non-zero so
+    :func:`expand` restores the arrays bit for bit."""
+    out = {}
+    for name, x in residual.items():
+        x = np.asarray(x, dtype=np.float32)
+        flat = x.ravel()
+        idx = np.flatnonzero((flat != 0) | np.signbit(flat)).astype(np.int64)
+        out[name] = (idx, flat[idx], tuple(int(d) for d in x.shape))
+    return out
+
+
+def expand(compacted: Mapping[str, SparseTensor]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`compact` (dense float32 arrays)."""
+    return densify(compacted)
