@@ -17,6 +17,9 @@ import time
 import numpy as np
 import torch
 
+from flwr.app import MetricRecord, RecordDict
+
+from client.compression import encode_update
 from client.local_update import local_data, local_update
 from common.config import load
 from common.datasets import load_split, partitions
@@ -25,6 +28,7 @@ from server.aggregation import aggregate
 from server.evaluation import CentralEvaluator
 from server.ledger import Ledger
 from server.strategy import TRAIN_STREAM, PrunusStrategy
+from server.validation import validate_train_reply
 
 
 def main() -> None:
@@ -41,15 +45,20 @@ def main() -> None:
     strategy = PrunusStrategy(cfg, {p: p for p in range(len(parts))}, params, Ledger())
     evaluator = CentralEvaluator(cfg, split)
     private: dict[int, dict] = {}
+    residuals: dict[int, dict] = {}
     curve, started, device = [], time.perf_counter(), torch.device("cpu")
     for server_round in range(1, cfg.rounds + 1):
         updates = []
         for pid in strategy.sample(server_round, cfg.clients_per_round, TRAIN_STREAM):
             data = local_data(split.indptr, split.train_items, np.asarray(parts[pid]), device)
             result = local_update(cfg, data, split.n_items, strategy.params, private.get(pid), server_round, pid, device)
-            private[pid] = result.private
-            updates.append((result.delta, 1.0 if cfg.row_averaging else float(result.num_examples)))
-        strategy.params = strategy.optimizer.step(strategy.params, aggregate(updates, cfg.row_averaging))
+            encoded = encode_update(cfg, result.delta, residuals.get(pid), server_round, pid)
+            private[pid], residuals[pid] = result.private, encoded.residual
+            reply = RecordDict({"arrays": encoded.record, "metrics": MetricRecord({"num-examples": result.num_examples})})
+            update, num_examples, _ = validate_train_reply(reply, strategy.shapes, cfg.dense_uplink)
+            updates.append((update, 1.0 if cfg.row_averaging else num_examples))
+        aggregated = aggregate(updates, strategy.shapes, cfg.row_averaging)
+        strategy.params = strategy.optimizer.step(strategy.params, aggregated)
         if strategy.is_eval_round(server_round):
             metrics = evaluator(strategy.params)
             curve.append({"round": server_round, **metrics, "seconds": time.perf_counter() - started})

@@ -15,7 +15,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.compression import encode_update, residual_from_record, residual_to_record
 from client.local_update import LocalData, build_local_model, local_data, local_update
+from common.broadcast import decode_broadcast
 from common.config import Config, from_run_config
 from common.datasets import load_split, partitions
 from common.evaluation import ranking_metrics
@@ -23,6 +25,7 @@ from common.params import from_record, to_record
 from common.training import client_settings, fold_in, seeded_generator
 
 PRIVATE_KEY = "private"
+RESIDUAL_KEY = "residual"
 
 
 def make_client_app(config: Config | None = None) -> ClientApp:
@@ -41,21 +44,18 @@ def make_client_app(config: Config | None = None) -> ClientApp:
         data = _local_data(cfg, partition_id, device)
         split = load_split(cfg)
         private = from_record(context.state[PRIVATE_KEY]) if PRIVATE_KEY in context.state else None
-        result = local_update(
-            cfg,
-            data,
-            split.n_items,
-            from_record(msg.content["arrays"]),
-            private,
-            int(msg.content["config"]["server-round"]),
-            partition_id,
-            device,
-        )
+        server_round = int(msg.content["config"]["server-round"])
+        global_params = decode_broadcast(msg.content["arrays"], cfg.downlink_codec)
+        result = local_update(cfg, data, split.n_items, global_params, private, server_round, partition_id, device)
+        residual = residual_from_record(context.state[RESIDUAL_KEY]) if RESIDUAL_KEY in context.state else None
+        encoded = encode_update(cfg, result.delta, residual, server_round, partition_id)
         context.state[PRIVATE_KEY] = to_record(result.private)
-        metrics = MetricRecord({"num-examples": result.num_examples, "train-loss": result.loss})
-        content = RecordDict(
-            {"arrays": to_record(result.delta), "metrics": metrics, "info": ConfigRecord(_node_info(context))}
+        if encoded.residual:
+            context.state[RESIDUAL_KEY] = residual_to_record(encoded.residual)
+        metrics = MetricRecord(
+            {"num-examples": result.num_examples, "train-loss": result.loss, "nnz": encoded.nnz, "density": encoded.density}
         )
+        content = RecordDict({"arrays": encoded.record, "metrics": metrics, "info": ConfigRecord(_node_info(context))})
         return Message(content, reply_to=msg)
 
     @app.evaluate()
@@ -66,7 +66,8 @@ def make_client_app(config: Config | None = None) -> ClientApp:
         data = _local_data(cfg, partition_id, device)
         split = load_split(cfg)
         model = build_local_model(cfg, len(data.users), split.n_items, partition_id).to(device)
-        model.load_shared({k: torch.as_tensor(v) for k, v in from_record(msg.content["arrays"]).items()})
+        shared = decode_broadcast(msg.content["arrays"], cfg.downlink_codec)
+        model.load_shared({k: torch.as_tensor(v) for k, v in shared.items()})
         if PRIVATE_KEY in context.state:
             model.load_private({k: torch.as_tensor(v) for k, v in from_record(context.state[PRIVATE_KEY]).items()})
         generator = seeded_generator(cfg.seed, int(msg.content["config"]["server-round"]), partition_id, 1)

@@ -78,7 +78,7 @@ def local_update(
     if private is not None:
         model.load_private({k: torch.as_tensor(v) for k, v in private.items()})
     generator = seeded_generator(cfg.seed, server_round, partition_id)
-    settings = client_settings(cfg)
+    settings = client_settings(cfg, server_round)
     if cfg.user_refit_epochs:
         fold_in(model, data.local_users, data.items, settings, cfg.user_refit_epochs, cfg.user_lr, generator)
     loss = train(model, data.local_users, data.items, settings, generator, params=model.shared_parameters())

@@ -8,6 +8,7 @@ typo or a bad value fails at once, naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -60,11 +61,23 @@ class Config:
     train_negatives: int = field(default=4, metadata=_positive())
     local_epochs: int = field(default=2, metadata=_positive())
     local_lr: float = field(default=0.05, metadata=_positive())
+    # cosine decay of the local learning rate to this value at the last round
+    # (0 = constant local-lr)
+    local_lr_final: float = field(default=0.0, metadata=_non_negative())
     local_optimizer: str = field(default="sgd", metadata=_choice("sgd", "adam"))
     batch_size: int = field(default=256, metadata=_positive())
     l2: float = field(default=0.0, metadata=_non_negative())
     user_refit_epochs: int = field(default=5, metadata=_non_negative())
     user_lr: float = field(default=0.1, metadata=_positive())
+    # --- what clients send (pruning + wire format) ---
+    prune_method: str = field(default="none", metadata=_choice("none", "topk", "topk-global", "threshold", "randomk", "rows"))
+    density: float = field(default=1.0, metadata=_positive())
+    density_warmup_rounds: int = field(default=0, metadata=_non_negative())
+    prune_threshold: float = field(default=0.0, metadata=_non_negative())
+    error_feedback: bool = True
+    value_codec: str = field(default="fp32", metadata=_choice("fp32", "fp16", "int8", "ternary"))
+    index_codec: str = field(default="auto", metadata=_choice("auto", "bitmap", "delta-varint", "rice", "elias-fano"))
+    downlink_codec: str = field(default="fp32", metadata=_choice("fp32", "fp16", "int8"))
     # --- federation (server) ---
     rounds: int = field(default=20, metadata=_positive())
     clients_per_round: int = field(default=50, metadata=_positive())
@@ -96,6 +109,8 @@ class Config:
         for f in fields(self):
             _check_value(f, getattr(self, f.name))
         _check_layers(self.mlp_layers)
+        if self.density > 1:
+            raise ConfigError(f"density: must be in (0, 1], got {self.density!r}")
         if self.dataset not in ("synthetic",) and not self.data_dir:
             raise ConfigError(f"data-dir: dataset {self.dataset!r} needs a data-dir")
         if self.data_dir and not Path(self.data_dir).exists():
@@ -105,6 +120,19 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Flat dict with dashed keys (the form of TOML files and run configs)."""
         return {key_of(f.name): getattr(self, f.name) for f in fields(self)}
+
+    def local_lr_at(self, server_round: int) -> float:
+        """The round's local learning rate (cosine from local-lr to local-lr-final)."""
+        if not self.local_lr_final or self.rounds <= 1:
+            return self.local_lr
+        progress = min(max(server_round - 1, 0) / (self.rounds - 1), 1.0)
+        return self.local_lr_final + 0.5 * (self.local_lr - self.local_lr_final) * (1 + math.cos(math.pi * progress))
+
+    @property
+    def dense_uplink(self) -> bool:
+        """Clients send plain float32 arrays (the FedAvg baseline) unless they
+        prune or quantise; then every tensor goes through `common.codec`."""
+        return self.prune_method == "none" and self.value_codec == "fp32"
 
     @property
     def mlp_widths(self) -> tuple[int, ...]:

@@ -61,6 +61,9 @@ def format_table(summary: dict[str, Any]) -> str:
     for key in ("uplink_bytes", "downlink_bytes"):
         if key in comm:
             lines.append((key.replace("_", " "), _human_bytes(comm[key])))
+    for key in ("uplink_ratio", "downlink_ratio"):
+        if isinstance(comm.get(key), float) and math.isfinite(comm[key]):
+            lines.append((key.replace("_", " ") + " (dense/sent)", f"{comm[key]:.1f}x"))
     lines.append(("wall time", f"{summary.get('wall_seconds', 0.0):.1f} s"))
     width = max(len(name) for name, _ in lines)
     rule = "-" * (width + 22)

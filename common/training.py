@@ -37,13 +37,13 @@ class TrainSettings:
     reduction: str = "mean"
 
 
-def client_settings(cfg: Config) -> TrainSettings:
-    """The local-training settings of a run (also used to fold in users)."""
+def client_settings(cfg: Config, server_round: int = 1) -> TrainSettings:
+    """The local-training settings of a run's round (also used to fold in users)."""
     return TrainSettings(
         loss=cfg.loss,
         num_negatives=cfg.train_negatives,
         epochs=cfg.local_epochs,
-        lr=cfg.local_lr,
+        lr=cfg.local_lr_at(server_round),
         batch_size=cfg.batch_size,
         l2=cfg.l2,
         optimizer=cfg.local_optimizer,

@@ -1,4 +1,4 @@
-"""Aggregate client updates into one global update.
+"""Aggregate sparse client updates into one global update (scatter-add).
 
 Two rules: weighted FedAvg over all replies, or per-row averaging, where each
 row of a table (an item's embedding, say) is averaged only over the clients
@@ -9,37 +9,40 @@ shrink its update toward zero (the popularity trap of federated MF).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from common.params import Params
+from common.pruning import SparseUpdate
 
 
-def aggregate(updates: list[tuple[Params, float]], row_averaging: bool) -> Params:
-    """Combine `(delta, weight)` pairs (in a fixed order) into one update.
+def aggregate(updates: list[tuple[SparseUpdate, float]], shapes: dict[str, tuple[int, ...]], row_averaging: bool) -> Params:
+    """Combine `(sparse update, weight)` pairs, in the given (fixed) order.
 
-    Each name's first axis is its rows. With `row_averaging`, a row's average
-    runs over the clients with a non-zero entry in that row, each weighted by
-    its weight; rows nobody touched stay zero.
+    A tensor's first axis is its rows. With `row_averaging`, a row's average
+    runs over the clients that sent an entry in that row, each with its
+    weight; rows nobody sent stay zero. Otherwise every entry is divided by
+    the total weight (FedAvg).
     """
     if not updates:
         raise ValueError("no updates to aggregate")
-    names = list(updates[0][0])
-    out: Params = {}
-    for name in names:
-        total = np.zeros_like(updates[0][0][name], dtype=np.float64)
+    return {name: _aggregate_tensor(name, shape, updates, row_averaging) for name, shape in shapes.items()}
+
+
+def _aggregate_tensor(
+    name: str, shape: tuple[int, ...], updates: list[tuple[SparseUpdate, float]], row_averaging: bool
+) -> np.ndarray:
+    rows = shape[0] if shape else 1
+    row_size = math.prod(shape[1:]) if len(shape) > 1 else 1
+    total = np.zeros(rows * row_size, dtype=np.float64)
+    weight = np.zeros(rows, dtype=np.float64)
+    for update, w in updates:
+        indices, values, _ = update[name]
+        total[indices] += w * values.astype(np.float64)  # indices are unique within a tensor
         if row_averaging:
-            row_weight = np.zeros(total.shape[0], dtype=np.float64)
-            for delta, weight in updates:
-                value = delta[name]
-                total += weight * value
-                touched = value.reshape(len(value), -1).any(axis=1) if value.ndim else np.array([value != 0])
-                row_weight += weight * touched
-            scale = np.divide(1.0, row_weight, out=np.zeros_like(row_weight), where=row_weight > 0)
-            out[name] = (total * scale.reshape((-1,) + (1,) * (total.ndim - 1))).astype(np.float32)
+            weight[np.unique(indices // row_size)] += w
         else:
-            weights = 0.0
-            for delta, weight in updates:
-                total += weight * delta[name]
-                weights += weight
-            out[name] = (total / weights).astype(np.float32)
-    return out
+            weight += w
+    scale = np.divide(1.0, weight, out=np.zeros_like(weight), where=weight > 0)
+    return (total.reshape(rows, row_size) * scale[:, None]).reshape(shape).astype(np.float32)

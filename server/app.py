@@ -78,11 +78,13 @@ def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, 
     queries = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
     entry = ledger.round(0)
     entry.downlink_bytes += sum(wire_bytes(q.content) for q in queries)
+    entry.dense_downlink_bytes = entry.downlink_bytes
     nodes: dict[int, int] = {}
     for reply in grid.send_and_receive(queries, timeout=DISCOVERY_TIMEOUT_S):
         if reply.has_error():
             raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: {reply.error.reason}")
         entry.uplink_bytes += wire_bytes(reply.content)
+        entry.dense_uplink_bytes = entry.uplink_bytes
         nodes[int(reply.content["info"]["partition-id"])] = reply.metadata.src_node_id
     if sorted(nodes) != list(range(expected)):
         raise RuntimeError(f"expected partitions 0..{expected - 1}, nodes report {len(nodes)} distinct ids")
@@ -101,7 +103,7 @@ def finish(cfg: Config, ledger: Ledger, wall_seconds: float) -> dict:
         "kind": "federated",
         "metrics": {k: float(final[k]) for k in metric_keys},
         "best": {k: max(float(r[k]) for r in evaluated if k in r) for k in metric_keys},
-        "comm": {"uplink_bytes": ledger.uplink_bytes, "downlink_bytes": ledger.downlink_bytes},
+        "comm": ledger.comm_summary(),
         "rounds": cfg.rounds,
         "clients": sum(r["clients"] for r in rows),
         "failures": sum(r["failures"] for r in rows),

@@ -17,8 +17,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from common.broadcast import encode_broadcast
 from common.config import Config
 from common.params import Params, to_record, wire_bytes
+from common.pruning import SparseUpdate
 from server.aggregation import aggregate
 from server.ledger import Ledger
 from server.optimizer import ServerOptimizer
@@ -42,6 +44,10 @@ class PrunusStrategy(FedAvg):
         self.nodes_by_partition = nodes_by_partition
         self.partition_ids = sorted(nodes_by_partition)
         self.params = params
+        self.shapes = {name: value.shape for name, value in params.items()}
+        # bytes of the shared parameters as dense float32 arrays: the yardstick
+        # for the dense-equivalent columns of the ledger
+        self.dense_array_bytes = wire_bytes(to_record(params))
         self.ledger = ledger
         self.optimizer = ServerOptimizer(
             cfg.server_optimizer, cfg.server_lr, cfg.server_momentum, cfg.server_beta2, cfg.server_eps
@@ -60,39 +66,49 @@ class PrunusStrategy(FedAvg):
     ) -> Iterable[Message]:
         self.round_started = time.perf_counter()
         node_ids = self.sample(server_round, self.cfg.clients_per_round, TRAIN_STREAM)
-        record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
         entry = self.ledger.round(server_round)
         entry.clients = len(node_ids)
-        entry.downlink_bytes += wire_bytes(record) * len(node_ids)
-        return self._construct_messages(record, node_ids, MessageType.TRAIN)
+        return self._broadcast(server_round, node_ids, MessageType.TRAIN)
+
+    def _broadcast(self, server_round: int, node_ids: list[int], message_type: str) -> Iterable[Message]:
+        """The global parameters (downlink codec applied) to every sampled node."""
+        arrays = encode_broadcast(self.params, self.cfg.downlink_codec)
+        record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+        sent = wire_bytes(record)
+        entry = self.ledger.round(server_round)
+        entry.downlink_bytes += sent * len(node_ids)
+        entry.dense_downlink_bytes += (sent - wire_bytes(arrays) + self.dense_array_bytes) * len(node_ids)
+        return self._construct_messages(record, node_ids, message_type)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         entry = self.ledger.round(server_round)
-        accepted: list[tuple[int, int, Params, float, float]] = []
+        accepted: list[tuple[int, int, SparseUpdate, float, float]] = []
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
                 entry.failures += 1
                 log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
                 continue
-            entry.uplink_bytes += wire_bytes(msg.content)
+            self._count_uplink(entry, msg.content)
             try:
-                delta, num_examples, partition = validate_train_reply(msg.content, self.params)
+                update, num_examples, partition = validate_train_reply(msg.content, self.shapes, self.cfg.dense_uplink)
             except ReplyError as err:
                 entry.rejected += 1
                 log.warning("round %d: rejected reply of node %d: %s", server_round, node, err)
                 continue
+            entry.uplink_nnz += sum(len(indices) for indices, _, _ in update.values())
             loss = float(msg.content["metrics"].get("train-loss", float("nan")))
-            accepted.append((partition, node, delta, num_examples, loss))
+            accepted.append((partition, node, update, num_examples, loss))
         entry.replies = len(accepted)
         if not accepted:
             log.warning("round %d: no usable replies; global model unchanged", server_round)
             return None, None
         accepted.sort(key=lambda item: (item[0], item[1]))
         weights = [1.0 if self.cfg.row_averaging else n for _, _, _, n, _ in accepted]
-        update = aggregate([(delta, w) for (_, _, delta, _, _), w in zip(accepted, weights)], self.cfg.row_averaging)
+        pairs = [(update, w) for (_, _, update, _, _), w in zip(accepted, weights)]
+        update = aggregate(pairs, self.shapes, self.cfg.row_averaging)
         self.params = self.optimizer.step(self.params, update)
         examples = np.array([n for _, _, _, n, _ in accepted])
         losses = np.array([loss for *_, loss in accepted])
@@ -106,9 +122,7 @@ class PrunusStrategy(FedAvg):
         if not self.cfg.federated_eval_clients or not self.is_eval_round(server_round):
             return []
         node_ids = self.sample(server_round, self.cfg.federated_eval_clients, EVAL_STREAM)
-        record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
-        self.ledger.round(server_round).downlink_bytes += wire_bytes(record) * len(node_ids)
-        return self._construct_messages(record, node_ids, MessageType.EVALUATE)
+        return self._broadcast(server_round, node_ids, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Example-weighted mean of the clients' metrics, summed in partition
@@ -120,7 +134,7 @@ class PrunusStrategy(FedAvg):
                 entry.failures += 1
                 log.warning("round %d: evaluation on node %d failed: %s", server_round, msg.metadata.src_node_id, msg.error.reason)
                 continue
-            entry.uplink_bytes += wire_bytes(msg.content)
+            self._count_uplink(entry, msg.content)
             metrics = dict(msg.content["metrics"])
             rows.append((int(msg.content["info"]["partition-id"]), metrics.pop("num-examples"), metrics))
         rows = sorted((row for row in rows if row[1] > 0), key=lambda row: row[0])
@@ -131,6 +145,16 @@ class PrunusStrategy(FedAvg):
         averaged = {name: sum(n * m[name] for _, n, m in rows) / total for name in names}
         entry.metrics |= {f"fed-{k}": float(v) for k, v in averaged.items()}
         return MetricRecord({**averaged, "num-examples": total})
+
+    def _count_uplink(self, entry, content: RecordDict) -> None:
+        """Bytes actually received, and what the same reply would cost dense."""
+        sent = wire_bytes(content)
+        entry.uplink_bytes += sent
+        arrays = content.get("arrays")
+        if isinstance(arrays, ArrayRecord):
+            entry.dense_uplink_bytes += sent - wire_bytes(arrays) + self.dense_array_bytes
+        else:
+            entry.dense_uplink_bytes += sent
 
     def is_eval_round(self, server_round: int) -> bool:
         return server_round % self.cfg.eval_every == 0 or server_round == self.cfg.rounds

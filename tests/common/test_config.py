@@ -55,3 +55,11 @@ def test_parse_value_uses_declared_type():
     assert parse_value("rounds", "12") == 12
     assert parse_value("server-lr", "2") == 2.0
     assert parse_value("full-ranking", "true") is True
+
+
+def test_local_lr_schedule_is_cosine_from_start_to_final():
+    cfg = Config(rounds=11, local_lr=5.0, local_lr_final=1.0)
+    assert cfg.local_lr_at(1) == 5.0
+    assert abs(cfg.local_lr_at(6) - 3.0) < 1e-12
+    assert abs(cfg.local_lr_at(11) - 1.0) < 1e-12
+    assert Config(rounds=11, local_lr=5.0).local_lr_at(7) == 5.0

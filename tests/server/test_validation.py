@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from common.codec import pack_update
 from common.params import to_record
 from server.validation import ReplyError, validate_train_reply
 
 EXPECTED = {"item": np.zeros((3, 2), np.float32), "bias": np.zeros(3, np.float32)}
+SHAPES = {name: value.shape for name, value in EXPECTED.items()}
 
 
 def _reply(arrays=None, metrics=None, info=True):
@@ -20,7 +22,7 @@ def _reply(arrays=None, metrics=None, info=True):
 
 
 def test_good_reply_is_accepted():
-    delta, n, pid = validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 5}), EXPECTED)
+    delta, n, pid = validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 5}), SHAPES, dense=True)
     assert (n, pid) == (5.0, 4) and set(delta) == set(EXPECTED)
 
 
@@ -40,4 +42,28 @@ def test_good_reply_is_accepted():
 )
 def test_malformed_replies_are_rejected_with_their_reason(arrays, metrics, reason):
     with pytest.raises(ReplyError, match=reason):
-        validate_train_reply(_reply(arrays, metrics), EXPECTED)
+        validate_train_reply(_reply(arrays, metrics), SHAPES, dense=True)
+
+
+def _encoded(tensors):
+    return pack_update(tensors, value_codec="fp16")
+
+
+def test_encoded_reply_decodes_to_its_sparse_update():
+    tensors = {"item": (np.array([1, 4]), np.array([0.5, -1.0], np.float32), (3, 2)), "bias": (np.array([2]), np.array([2.0], np.float32), (3,))}
+    update, _, _ = validate_train_reply(_reply(_encoded(tensors), {"num-examples": 2}), SHAPES, dense=False)
+    assert update["item"][0].tolist() == [1, 4] and update["item"][1].tolist() == [0.5, -1.0]
+
+
+def test_corrupted_or_misshapen_payloads_are_rejected():
+    tensors = {"item": (np.array([1, 4]), np.array([0.5, -1.0], np.float32), (3, 2)), "bias": (np.array([2]), np.array([2.0], np.float32), (3,))}
+    record = _encoded(tensors)
+    raw = bytearray(record["item"].numpy().tobytes())
+    record["item"] = Array(np.frombuffer(bytes(raw[:-3]), dtype=np.uint8))
+    with pytest.raises(ReplyError, match="undecodable"):
+        validate_train_reply(_reply(record, {"num-examples": 2}), SHAPES, dense=False)
+    wrong = _encoded({**tensors, "bias": (np.array([2]), np.array([2.0], np.float32), (4,))})
+    with pytest.raises(ReplyError, match="expected shape"):
+        validate_train_reply(_reply(wrong, {"num-examples": 2}), SHAPES, dense=False)
+    with pytest.raises(ReplyError, match="not a 1-D uint8"):
+        validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 2}), SHAPES, dense=False)  # dense arrays where encoded ones belong
