@@ -29,7 +29,7 @@ def run_centralized(cfg: Config) -> dict:
         epochs=1,
         lr=cfg.centralized_lr,
         batch_size=cfg.centralized_batch_size,
-        l2=cfg.l2,
+        l2=cfg.centralized_l2,
         optimizer="adam",
     )
     optimizer = make_optimizer(list(model.parameters()), settings)

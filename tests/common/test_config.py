@@ -63,3 +63,25 @@ def test_local_lr_schedule_is_cosine_from_start_to_final():
     assert abs(cfg.local_lr_at(6) - 3.0) < 1e-12
     assert abs(cfg.local_lr_at(11) - 1.0) < 1e-12
     assert Config(rounds=11, local_lr=5.0).local_lr_at(7) == 5.0
+
+
+def test_a_file_can_start_from_a_base_file(tmp_path: Path):
+    (tmp_path / "base.toml").write_text("rounds = 7\ndim = 8\n")
+    (tmp_path / "child.toml").write_text('base = "base.toml"\ndim = 16\n')
+    cfg = load(tmp_path / "child.toml")
+    assert (cfg.rounds, cfg.dim) == (7, 16)
+    (tmp_path / "loop.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(ConfigError, match="loops"):
+        load(tmp_path / "loop.toml")
+
+
+def test_committed_experiment_configs_are_valid(monkeypatch):
+    """Every committed config loads (data paths resolve from the project root,
+    where ../shared/datasets lives on the machines that run them)."""
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    shared = root.parent / "shared" / "datasets"
+    for path in sorted((root / "simulations" / "configs").glob("*.toml")):
+        if "ml1m" in path.name and not shared.exists():
+            continue
+        assert load(path).rounds > 0
