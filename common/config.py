@@ -60,10 +60,10 @@ class Config:
     loss: str = field(default="bce", metadata=_choice("bce", "bpr"))
     train_negatives: int = field(default=8, metadata=_positive())
     local_epochs: int = field(default=2, metadata=_positive())
-    local_lr: float = field(default=0.05, metadata=_positive())
+    local_lr: float = field(default=5.0, metadata=_positive())
     # cosine decay of the local learning rate to this value at the last round
     # (0 = constant local-lr)
-    local_lr_final: float = field(default=0.0, metadata=_non_negative())
+    local_lr_final: float = field(default=0.5, metadata=_non_negative())
     local_optimizer: str = field(default="sgd", metadata=_choice("sgd", "adam"))
     batch_size: int = field(default=256, metadata=_positive())
     l2: float = field(default=0.0, metadata=_non_negative())
