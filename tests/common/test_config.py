@@ -62,7 +62,7 @@ def test_local_lr_schedule_is_cosine_from_start_to_final():
     assert cfg.local_lr_at(1) == 5.0
     assert abs(cfg.local_lr_at(6) - 3.0) < 1e-12
     assert abs(cfg.local_lr_at(11) - 1.0) < 1e-12
-    assert Config(rounds=11, local_lr=5.0).local_lr_at(7) == 5.0
+    assert Config(rounds=11, local_lr=5.0, local_lr_final=0.0).local_lr_at(7) == 5.0
 
 
 def test_a_file_can_start_from_a_base_file(tmp_path: Path):
