@@ -15,8 +15,8 @@ ARGS = ["--set", "synthetic-users=40", "--set", "synthetic-items=60", "--set", "
         "--set", "federated-eval-clients=6", "--set", "seed=3"]  # fmt: skip
 
 
-def _simulate(out: Path) -> dict:
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", *ARGS, "--out", str(out)]
+def _simulate(out: Path, extra: list[str] | None = None) -> dict:
+    cmd = [sys.executable, "-m", "simulations.cli", "simulate", *ARGS, *(extra or []), "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "uplink bytes" in done.stdout  # the final table
@@ -53,3 +53,17 @@ def test_same_config_and_seed_give_the_same_metrics(two_runs):
     _, first, second = two_runs
     assert first["metrics"] == second["metrics"]
     assert first["comm"] == second["comm"]
+
+
+def test_pruned_federation_counts_fewer_bytes_than_dense(two_runs):
+    """Top-k with error feedback, fp16 values and an fp16 broadcast, through
+    Flower and Ray: the ledger shows the saving against the dense equivalent,
+    and the dense run's equivalent is itself (ratio 1)."""
+    base, dense, _ = two_runs
+    pruned = _simulate(base / "topk", ["--set", "prune-method=topk", "--set", "density=0.05",
+                                       "--set", "value-codec=fp16", "--set", "downlink-codec=fp16"])  # fmt: skip
+    assert dense["comm"]["uplink_ratio"] == 1.0
+    assert pruned["comm"]["uplink_ratio"] > 5
+    assert pruned["comm"]["downlink_ratio"] > 1.5
+    assert pruned["comm"]["dense_uplink_bytes"] == dense["comm"]["dense_uplink_bytes"]
+    assert pruned["rejected"] == 0 and 0 <= pruned["metrics"]["hr@10"] <= 1
