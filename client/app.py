@@ -45,7 +45,7 @@ def make_client_app(config: Config | None = None) -> ClientApp:
         split = load_split(cfg)
         private = from_record(context.state[PRIVATE_KEY]) if PRIVATE_KEY in context.state else None
         server_round = int(msg.content["config"]["server-round"])
-        global_params = decode_broadcast(msg.content["arrays"], cfg.downlink_codec)
+        global_params = decode_broadcast(msg.content["arrays"], cfg)
         result = local_update(cfg, data, split.n_items, global_params, private, server_round, partition_id, device)
         residual = residual_from_record(context.state[RESIDUAL_KEY]) if RESIDUAL_KEY in context.state else None
         encoded = encode_update(cfg, result.delta, residual, server_round, partition_id)
@@ -66,7 +66,7 @@ def make_client_app(config: Config | None = None) -> ClientApp:
         data = _local_data(cfg, partition_id, device)
         split = load_split(cfg)
         model = build_local_model(cfg, len(data.users), split.n_items, partition_id).to(device)
-        shared = decode_broadcast(msg.content["arrays"], cfg.downlink_codec)
+        shared = decode_broadcast(msg.content["arrays"], cfg)
         model.load_shared({k: torch.as_tensor(v) for k, v in shared.items()})
         if PRIVATE_KEY in context.state:
             model.load_private({k: torch.as_tensor(v) for k, v in from_record(context.state[PRIVATE_KEY]).items()})

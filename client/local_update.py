@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from common.config import Config
-from common.models import Recommender, build_model
+from common.models import Recommender, build_model, is_prunable
 from common.params import Params
 from common.training import client_settings, fold_in, seeded_generator, train
 
@@ -84,5 +84,10 @@ def local_update(
     loss = train(model, data.local_users, data.items, settings, generator, params=model.shared_parameters())
     local_shared = model.shared_state()
     delta = {k: (local_shared[k].cpu().numpy() - global_shared[k]).astype(np.float32) for k in global_shared}
+    if cfg.model_sparsity:
+        # the server prunes the model; its zeros are the mask, kept in the update
+        for name, value in delta.items():
+            if is_prunable(name):
+                value[global_shared[name] == 0] = 0.0
     private_out = {k: v.cpu().numpy() for k, v in model.private_state().items()}
     return LocalResult(delta=delta, private=private_out, num_examples=data.num_examples, loss=loss)

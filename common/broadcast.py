@@ -1,8 +1,9 @@
 """The downlink: global shared parameters as sent to clients.
 
-fp32 sends the arrays as they are; fp16 / int8 send every entry through
-`common.codec` (a lossy, smaller broadcast). Clients train from what they
-decode, and their update is relative to it.
+Dense (`Config.dense_downlink`): the float32 arrays as they are. Otherwise the
+non-zero entries go through `common.codec` with the downlink value codec: a
+pruned model travels as its non-zeros, and fp16 / int8 give a lossy, smaller
+broadcast. Clients train from what they decode; their update is relative to it.
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ import numpy as np
 from flwr.app import ArrayRecord
 
 from common.codec import pack_update, unpack_update
+from common.config import Config
 from common.params import Params, from_record, to_record
 from common.pruning import densify
 
 
-def encode_broadcast(params: Params, codec: str) -> ArrayRecord:
-    if codec == "fp32":
+def encode_broadcast(params: Params, cfg: Config) -> ArrayRecord:
+    if cfg.dense_downlink:
         return to_record(params)
-    full = {name: (np.arange(value.size, dtype=np.int64), value.ravel(), value.shape) for name, value in params.items()}
-    return pack_update(full, index_codec="auto", value_codec=codec)
+    nonzeros = {}
+    for name, value in params.items():
+        flat = value.ravel()
+        indices = np.flatnonzero(flat)
+        nonzeros[name] = (indices, flat[indices], value.shape)
+    return pack_update(nonzeros, index_codec="auto", value_codec=cfg.downlink_codec)
 
 
-def decode_broadcast(record: ArrayRecord, codec: str) -> Params:
-    if codec == "fp32":
-        return from_record(record)
-    return densify(unpack_update(record))
+def decode_broadcast(record: ArrayRecord, cfg: Config) -> Params:
+    return from_record(record) if cfg.dense_downlink else densify(unpack_update(record))

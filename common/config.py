@@ -78,6 +78,10 @@ class Config:
     value_codec: str = field(default="fp32", metadata=_choice("fp32", "fp16", "int8", "ternary"))
     index_codec: str = field(default="auto", metadata=_choice("auto", "bitmap", "delta-varint", "rice", "elias-fano"))
     downlink_codec: str = field(default="fp32", metadata=_choice("fp32", "fp16", "int8"))
+    # gradual magnitude pruning of the global model (0 = off)
+    model_sparsity: float = field(default=0.0, metadata=_non_negative())
+    model_prune_start: int = field(default=1, metadata=_positive())
+    model_prune_end: int = field(default=10, metadata=_positive())
     # --- federation (server) ---
     rounds: int = field(default=20, metadata=_positive())
     clients_per_round: int = field(default=50, metadata=_positive())
@@ -115,6 +119,10 @@ class Config:
         _check_layers(self.mlp_layers)
         if self.density > 1:
             raise ConfigError(f"density: must be in (0, 1], got {self.density!r}")
+        if self.model_sparsity >= 1:
+            raise ConfigError(f"model-sparsity: must be in [0, 1), got {self.model_sparsity!r}")
+        if self.model_prune_end < self.model_prune_start:
+            raise ConfigError("model-prune-end: must not come before model-prune-start")
         if self.dataset not in ("synthetic",) and not self.data_dir:
             raise ConfigError(f"data-dir: dataset {self.dataset!r} needs a data-dir")
         if self.data_dir and not Path(self.data_dir).exists():
@@ -137,6 +145,13 @@ class Config:
         """Clients send plain float32 arrays (the FedAvg baseline) unless they
         prune or quantise; then every tensor goes through `common.codec`."""
         return self.prune_method == "none" and self.value_codec == "fp32"
+
+    @property
+    def dense_downlink(self) -> bool:
+        """The server broadcasts plain float32 arrays unless it quantises the
+        broadcast or prunes the model; then it sends the non-zeros through
+        `common.codec`."""
+        return self.downlink_codec == "fp32" and self.model_sparsity == 0
 
     @property
     def mlp_widths(self) -> tuple[int, ...]:

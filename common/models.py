@@ -14,6 +14,11 @@ from torch import nn
 MODEL_NAMES = ("mf", "neumf")
 
 
+def is_prunable(name: str) -> bool:
+    """Tensors that model pruning may sparsify: tables and weight matrices, not biases."""
+    return "bias" not in name
+
+
 class Recommender(nn.Module):
     """Base class: names which parameters are private (the rest are shared)."""
 

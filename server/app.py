@@ -18,6 +18,7 @@ from common.params import from_record, to_record, wire_bytes
 from common.results import format_table, plot_curve, write_rounds, write_summary
 from server.evaluation import CentralEvaluator
 from server.ledger import Ledger
+from server.model_store import save_model
 from server.strategy import PrunusStrategy
 
 log = logging.getLogger("prunus")
@@ -63,7 +64,8 @@ def run_federation(cfg: Config, grid: Grid) -> dict:
         return MetricRecord({k: float(v) for k, v in entry.metrics.items()}) if entry.metrics else None
 
     strategy.start(grid=grid, initial_arrays=to_record(params), num_rounds=cfg.rounds, evaluate_fn=evaluate)
-    return finish(cfg, ledger, time.perf_counter() - started)
+    model = save_model(out, strategy.params)
+    return finish(cfg, ledger, model, time.perf_counter() - started)
 
 
 def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, int]:
@@ -99,7 +101,7 @@ def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, 
     return nodes
 
 
-def finish(cfg: Config, ledger: Ledger, wall_seconds: float) -> dict:
+def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dict:
     """Write the outputs and print the final table."""
     out = Path(cfg.out)
     rows = ledger.rows()
@@ -111,6 +113,7 @@ def finish(cfg: Config, ledger: Ledger, wall_seconds: float) -> dict:
         "metrics": {k: float(final[k]) for k in metric_keys},
         "best": {k: max(float(r[k]) for r in evaluated if k in r) for k in metric_keys},
         "comm": ledger.comm_summary(),
+        "model": model,
         "rounds": cfg.rounds,
         "clients": sum(r["clients"] for r in rows),
         "failures": sum(r["failures"] for r in rows),

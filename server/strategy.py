@@ -23,6 +23,7 @@ from common.params import Params, to_record, wire_bytes
 from common.pruning import SparseUpdate
 from server.aggregation import aggregate
 from server.ledger import Ledger
+from server.model_pruning import prune_model, sparsity_at
 from server.optimizer import ServerOptimizer
 from server.validation import ReplyError, validate_train_reply
 
@@ -72,7 +73,7 @@ class PrunusStrategy(FedAvg):
 
     def _broadcast(self, server_round: int, node_ids: list[int], message_type: str) -> Iterable[Message]:
         """The global parameters (downlink codec applied) to every sampled node."""
-        arrays = encode_broadcast(self.params, self.cfg.downlink_codec)
+        arrays = encode_broadcast(self.params, self.cfg)
         record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
         sent = wire_bytes(record)
         entry = self.ledger.round(server_round)
@@ -109,7 +110,7 @@ class PrunusStrategy(FedAvg):
         weights = [1.0 if self.cfg.row_averaging else n for _, _, _, n, _ in accepted]
         pairs = [(update, w) for (_, _, update, _, _), w in zip(accepted, weights)]
         update = aggregate(pairs, self.shapes, self.cfg.row_averaging)
-        self.params = self.optimizer.step(self.params, update)
+        self.params = prune_model(self.optimizer.step(self.params, update), sparsity_at(self.cfg, server_round))
         examples = np.array([n for _, _, _, n, _ in accepted])
         losses = np.array([loss for *_, loss in accepted])
         entry.train_loss = float((examples * losses).sum() / examples.sum())

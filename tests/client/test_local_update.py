@@ -6,7 +6,7 @@ from common.config import Config
 from common.datasets import load_split, partitions
 from common.models import build_model
 
-CFG = Config(synthetic_users=40, synthetic_items=30, eval_negatives=9, dim=4, local_epochs=2, user_refit_epochs=2)
+CFG = Config(synthetic_users=40, synthetic_items=30, eval_negatives=9, train_negatives=2, dim=4, local_epochs=2, user_refit_epochs=2)
 CPU = torch.device("cpu")
 
 
@@ -50,3 +50,14 @@ def test_private_state_carries_over():
     _, first = _update(1)
     _, second = _update(1, private=first.private, server_round=2)
     assert not np.array_equal(first.private["user_embedding.weight"], second.private["user_embedding.weight"])
+
+
+def test_a_pruned_model_keeps_its_mask_but_biases_still_learn():
+    cfg = CFG.replace(model_sparsity=0.5)
+    split, params = _global()
+    params["item_embedding.weight"][::2] = 0.0  # the server's pruned entries
+    data = local_data(split.indptr, split.train_items, np.asarray(partitions(cfg)[4]), CPU)
+    result = local_update(cfg, data, split.n_items, params, None, 1, 4, CPU)
+    assert not result.delta["item_embedding.weight"][::2].any()
+    assert result.delta["item_embedding.weight"][1::2].any()
+    assert result.delta["item_bias.weight"].any()  # zero-initialised, yet not masked

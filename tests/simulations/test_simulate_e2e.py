@@ -61,10 +61,14 @@ def test_pruned_federation_counts_fewer_bytes_than_dense(two_runs):
     and the dense run's equivalent is itself (ratio 1)."""
     base, dense, _ = two_runs
     pruned = _simulate(base / "topk", ["--set", "prune-method=topk", "--set", "density=0.05",
-                                       "--set", "value-codec=fp16", "--set", "downlink-codec=fp16"])  # fmt: skip
+                                       "--set", "value-codec=fp16", "--set", "downlink-codec=fp16",
+                                       "--set", "model-sparsity=0.5", "--set", "model-prune-end=2"])  # fmt: skip
     assert dense["comm"]["uplink_ratio"] == 1.0
     assert pruned["comm"]["uplink_ratio"] > 5
     assert pruned["comm"]["downlink_ratio"] > 1.5
     # same replies in dense form: equal up to the few bytes of metric values
     assert abs(pruned["comm"]["dense_uplink_bytes"] / dense["comm"]["dense_uplink_bytes"] - 1) < 0.01
     assert pruned["rejected"] == 0 and 0 <= pruned["metrics"]["hr@10"] <= 1
+    # the served model is pruned and stored sparse
+    assert abs(pruned["model"]["sparsity"] - 0.5) < 0.01
+    assert pruned["model"]["file_bytes"] < dense["model"]["file_bytes"]

@@ -1,0 +1,51 @@
+"""The final global model on disk, in sparse form (codec payloads in an .npz).
+
+A pruned model is stored as its non-zeros, so the served recommender is as
+small as the pruning made it; the file holds no pickled objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from common.codec import decode, encode
+from common.models import is_prunable
+from common.params import Params
+
+MODEL_FILE = "model.npz"
+
+
+def save_model(out: Path, params: Params) -> dict[str, float]:
+    """Write `out/model.npz`; return its size next to the dense size and the sparsity."""
+    payloads = {}
+    for name, value in params.items():
+        flat = value.ravel()
+        indices = np.flatnonzero(flat)
+        payloads[name] = np.frombuffer(encode(indices, flat[indices], value.shape), dtype=np.uint8)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / MODEL_FILE
+    np.savez(path, **payloads)
+    prunable = [v for n, v in params.items() if is_prunable(n)]
+    zeros = sum(int(v.size - np.count_nonzero(v)) for v in prunable)
+    total = sum(v.size for v in prunable)
+    return {
+        "file": MODEL_FILE,
+        "file_bytes": path.stat().st_size,
+        "dense_fp32_bytes": int(sum(v.size * 4 for v in params.values())),
+        "nonzeros": int(sum(np.count_nonzero(v) for v in params.values())),
+        "sparsity": zeros / total if total else 0.0,
+    }
+
+
+def load_model(path: Path) -> Params:
+    """Dense float32 arrays back from a saved model."""
+    params = {}
+    with np.load(path, allow_pickle=False) as archive:
+        for name in archive.files:
+            indices, values, shape = decode(archive[name].tobytes())
+            dense = np.zeros(int(np.prod(shape)), dtype=np.float32)
+            dense[indices] = values
+            params[name] = dense.reshape(shape)
+    return params
