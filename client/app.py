@@ -9,6 +9,7 @@ metrics.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,7 +22,8 @@ from common.broadcast import decode_broadcast
 from common.config import Config, from_run_config
 from common.datasets import load_split, partitions
 from common.evaluation import ranking_metrics
-from common.params import from_record, to_record
+from common.data import SplitData
+from common.params import Params, from_record, to_record
 from common.training import client_settings, fold_in, seeded_generator
 
 PRIVATE_KEY = "private"
@@ -39,16 +41,12 @@ def make_client_app(config: Config | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        cfg = config or from_run_config(context.run_config)
-        partition_id, device = _setup(cfg, context)
-        data = _local_data(cfg, partition_id, device)
-        split = load_split(cfg)
-        private = from_record(context.state[PRIVATE_KEY]) if PRIVATE_KEY in context.state else None
-        server_round = int(msg.content["config"]["server-round"])
-        global_params = decode_broadcast(msg.content["arrays"], cfg)
-        result = local_update(cfg, data, split.n_items, global_params, private, server_round, partition_id, device)
+        job = _Job.of(msg, context, config)
+        result = local_update(
+            job.cfg, job.data, job.split.n_items, job.global_params, job.private, job.server_round, job.partition_id, job.device
+        )
         residual = residual_from_record(context.state[RESIDUAL_KEY]) if RESIDUAL_KEY in context.state else None
-        encoded = encode_update(cfg, result.delta, residual, server_round, partition_id)
+        encoded = encode_update(job.cfg, result.delta, residual, job.server_round, job.partition_id)
         context.state[PRIVATE_KEY] = to_record(result.private)
         if encoded.residual:
             context.state[RESIDUAL_KEY] = residual_to_record(encoded.residual)
@@ -61,18 +59,16 @@ def make_client_app(config: Config | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         """Federated evaluation: rank each local user's held-out item."""
-        cfg = config or from_run_config(context.run_config)
-        partition_id, device = _setup(cfg, context)
-        data = _local_data(cfg, partition_id, device)
-        split = load_split(cfg)
-        model = build_local_model(cfg, len(data.users), split.n_items, partition_id).to(device)
-        shared = decode_broadcast(msg.content["arrays"], cfg)
-        model.load_shared({k: torch.as_tensor(v) for k, v in shared.items()})
-        if PRIVATE_KEY in context.state:
-            model.load_private({k: torch.as_tensor(v) for k, v in from_record(context.state[PRIVATE_KEY]).items()})
-        generator = seeded_generator(cfg.seed, int(msg.content["config"]["server-round"]), partition_id, 1)
+        job = _Job.of(msg, context, config)
+        cfg = job.cfg
+        model = build_local_model(cfg, len(job.data.users), job.split.n_items, job.partition_id).to(job.device)
+        model.load_shared({k: torch.as_tensor(v) for k, v in job.global_params.items()})
+        if job.private is not None:
+            model.load_private({k: torch.as_tensor(v) for k, v in job.private.items()})
+        generator = seeded_generator(cfg.seed, job.server_round, job.partition_id, 1)
+        data = job.data
         fold_in(model, data.local_users, data.items, client_settings(cfg), cfg.user_refit_epochs, cfg.user_lr, generator)
-        metrics = ranking_metrics(model, split, k=cfg.top_k, users=data.users)
+        metrics = ranking_metrics(model, job.split, k=cfg.top_k, users=data.users)
         n_eval = int(metrics.pop("eval-users"))
         content = {"metrics": MetricRecord({**metrics, "num-examples": n_eval}), "info": ConfigRecord(_node_info(context))}
         return Message(RecordDict(content), reply_to=msg)
@@ -80,17 +76,38 @@ def make_client_app(config: Config | None = None) -> ClientApp:
     return app
 
 
-def _setup(cfg: Config, context: Context) -> tuple[int, torch.device]:
-    """Pin torch to the CPUs Ray gave the actor and pick CUDA when given a GPU."""
-    torch.set_num_threads(max(1, int(cfg.client_num_cpus)))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return int(context.node_config["partition-id"]), device
+@dataclass(frozen=True)
+class _Job:
+    """What a train or evaluate message needs: config, data, global and private state."""
 
+    cfg: Config
+    partition_id: int
+    device: torch.device
+    split: SplitData
+    data: LocalData
+    server_round: int
+    global_params: Params
+    private: Params | None
 
-def _local_data(cfg: Config, partition_id: int, device: torch.device) -> LocalData:
-    split = load_split(cfg)
-    users = partitions(cfg)[partition_id]
-    return local_data(split.indptr, split.train_items, np.asarray(users), device)
+    @classmethod
+    def of(cls, msg: Message, context: Context, config: Config | None) -> _Job:
+        cfg = config or from_run_config(context.run_config)
+        # use the CPUs Ray gave the actor, and CUDA when it gave a GPU
+        torch.set_num_threads(max(1, int(cfg.client_num_cpus)))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        partition_id = int(context.node_config["partition-id"])
+        split = load_split(cfg)
+        users = np.asarray(partitions(cfg)[partition_id])
+        return cls(
+            cfg=cfg,
+            partition_id=partition_id,
+            device=device,
+            split=split,
+            data=local_data(split.indptr, split.train_items, users, device),
+            server_round=int(msg.content["config"]["server-round"]),
+            global_params=decode_broadcast(msg.content["arrays"], cfg),
+            private=from_record(context.state[PRIVATE_KEY]) if PRIVATE_KEY in context.state else None,
+        )
 
 
 def _node_info(context: Context) -> dict[str, str | int]:
