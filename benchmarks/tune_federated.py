@@ -24,6 +24,7 @@ from client.local_update import local_data, local_update
 from common.config import load
 from common.datasets import load_split, partitions
 from common.models import build_model
+from common.params import wire_bytes
 from server.aggregation import aggregate
 from server.evaluation import CentralEvaluator
 from server.ledger import Ledger
@@ -47,6 +48,7 @@ def main() -> None:
     private: dict[int, dict] = {}
     residuals: dict[int, dict] = {}
     curve, started, device = [], time.perf_counter(), torch.device("cpu")
+    uplink_bytes = 0
     for server_round in range(1, cfg.rounds + 1):
         updates = []
         for pid in strategy.sample(server_round, cfg.clients_per_round, TRAIN_STREAM):
@@ -55,17 +57,18 @@ def main() -> None:
             encoded = encode_update(cfg, result.delta, residuals.get(pid), server_round, pid)
             private[pid], residuals[pid] = result.private, encoded.residual
             reply = RecordDict({"arrays": encoded.record, "metrics": MetricRecord({"num-examples": result.num_examples})})
+            uplink_bytes += wire_bytes(reply)
             update, num_examples, _ = validate_train_reply(reply, strategy.shapes, cfg.dense_uplink)
             updates.append((update, 1.0 if cfg.row_averaging else num_examples))
         aggregated = aggregate(updates, strategy.shapes, cfg.row_averaging)
         strategy.params = strategy.optimizer.step(strategy.params, aggregated)
         if strategy.is_eval_round(server_round):
             metrics = evaluator(strategy.params)
-            curve.append({"round": server_round, **metrics, "seconds": time.perf_counter() - started})
+            curve.append({"round": server_round, **metrics, "uplink_bytes": uplink_bytes, "seconds": time.perf_counter() - started})
             print(json.dumps(curve[-1]), flush=True)
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump({"config": cfg.to_dict(), "curve": curve}, handle, indent=1)
+            if args.out:  # after every evaluation, so a cut-short run keeps its curve
+                with open(args.out, "w") as handle:
+                    json.dump({"config": cfg.to_dict(), "curve": curve}, handle, indent=1)
 
 
 if __name__ == "__main__":
