@@ -67,6 +67,8 @@ class Config:
     local_optimizer: str = field(default="sgd", metadata=_choice("sgd", "adam"))
     batch_size: int = field(default=256, metadata=_positive())
     l2: float = field(default=0.0, metadata=_non_negative())
+    # L1 on the embedding rows a client's batch touches (sparser updates and models)
+    l1: float = field(default=0.0, metadata=_non_negative())
     user_refit_epochs: int = field(default=5, metadata=_non_negative())
     user_lr: float = field(default=0.1, metadata=_positive())
     # --- what clients send (pruning + wire format) ---

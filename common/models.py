@@ -51,6 +51,19 @@ class Recommender(nn.Module):
         """Overwrite the private parameters in place (shapes must match)."""
         self._load(self.private_names(), state)
 
+    def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The embedding rows a batch of pairs reads."""
+        raise NotImplementedError
+
+    def regularised_rows(self, users: torch.Tensor, items: torch.Tensor, power: int = 2) -> torch.Tensor:
+        """Per pair, the sum of |x|^power over the embedding rows it touches.
+
+        Regularising only touched rows keeps untouched rows' updates exactly
+        zero, so updates stay row-sparse (power 2: L2; power 1: L1, which
+        pushes entries to zero and so helps pruning).
+        """
+        return sum(r.abs().pow(power).sum(-1) for r in self.embedding_rows(users, items))
+
     def private_parameters(self) -> list[nn.Parameter]:
         params = dict(self.named_parameters())
         return [params[n] for n in self.private_names()]
@@ -89,12 +102,8 @@ class MatrixFactorization(Recommender):
         v = self.item_embedding(items)
         return (u * v).sum(-1) + self.item_bias(items).squeeze(-1)
 
-    def regularised_rows(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Squared norm of the rows a batch touches (L2 on touched rows only keeps
-        untouched rows' updates exactly zero, so updates stay row-sparse)."""
-        u = self.user_embedding(users)
-        v = self.item_embedding(items)
-        return (u * u).sum(-1) + (v * v).sum(-1)
+    def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.user_embedding(users), self.item_embedding(items)
 
 
 class NeuMF(Recommender):
@@ -130,9 +139,8 @@ class NeuMF(Recommender):
         mlp = self.mlp(torch.cat([self.user_mlp(users), self.item_mlp(items)], dim=-1))
         return self.output(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)
 
-    def regularised_rows(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        rows = (self.user_gmf(users), self.item_gmf(items), self.user_mlp(users), self.item_mlp(items))
-        return sum((r * r).sum(-1) for r in rows)
+    def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.user_gmf(users), self.item_gmf(items), self.user_mlp(users), self.item_mlp(items)
 
 
 def build_model(

@@ -30,6 +30,7 @@ class TrainSettings:
     lr: float = 0.01
     batch_size: int = 1024
     l2: float = 0.0
+    l1: float = 0.0
     optimizer: str = "adam"
     # "mean" over a batch's samples, or "sum": each positive (with its
     # negatives) counts once, so an item's step does not shrink with the
@@ -46,6 +47,7 @@ def client_settings(cfg: Config, server_round: int = 1) -> TrainSettings:
         lr=cfg.local_lr_at(server_round),
         batch_size=cfg.batch_size,
         l2=cfg.l2,
+        l1=cfg.l1,
         optimizer=cfg.local_optimizer,
         reduction="sum",
     )
@@ -75,9 +77,10 @@ def _per_positive_loss(
         per_positive = (F.softplus(-pos) + F.softplus(neg).view(-1, k).sum(1)) / (k + 1)
     else:
         per_positive = -F.logsigmoid(pos.repeat_interleave(k) - neg).view(-1, k).mean(1)
-    if settings.l2 > 0:
-        reg = model.regularised_rows(users, items) + model.regularised_rows(neg_users, neg_items).view(-1, k).sum(1)
-        per_positive = per_positive + settings.l2 * reg / (k + 1)
+    for weight, power in ((settings.l2, 2), (settings.l1, 1)):
+        if weight > 0:
+            reg = model.regularised_rows(users, items, power) + model.regularised_rows(neg_users, neg_items, power).view(-1, k).sum(1)
+            per_positive = per_positive + weight * reg / (k + 1)
     return per_positive
 
 

@@ -33,3 +33,16 @@ def test_load_shared_leaves_private_untouched():
 def test_unknown_model_is_rejected():
     with pytest.raises(ValueError, match="unknown model"):
         build_model("svd", 1, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["mf", "neumf"])
+def test_regularisation_covers_exactly_the_touched_rows(name):
+    model = build_model(name, 3, 5, 4, (8, 4), seed=0)
+    users, items = torch.tensor([1]), torch.tensor([2])
+    rows = model.embedding_rows(users, items)
+    assert torch.allclose(model.regularised_rows(users, items, 1), sum(r.abs().sum(-1) for r in rows))
+    assert torch.allclose(model.regularised_rows(users, items, 2), sum((r * r).sum(-1) for r in rows))
+    model.regularised_rows(users, items, 1).sum().backward()
+    table = model.item_embedding.weight if name == "mf" else model.item_gmf.weight
+    touched = table.grad.abs().sum(1) > 0
+    assert touched.tolist() == [False, False, True, False, False]

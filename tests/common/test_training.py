@@ -53,3 +53,12 @@ def test_fold_in_gives_each_user_the_path_it_would_take_alone():
     fold_in(full, torch.tensor([1]), torch.tensor([0]), settings, 3, 0.1, seeded_generator(5))
     fold_in(alone, torch.tensor([0]), torch.tensor([0]), settings, 3, 0.1, seeded_generator(5))
     assert torch.allclose(full.user_embedding.weight[1], alone.user_embedding.weight[0])
+
+
+def test_l1_drives_embedding_entries_toward_zero():
+    users, items = _data()
+    plain, sparse = build_model("mf", 3, 10, 4, seed=0), build_model("mf", 3, 10, 4, seed=0)
+    base = TrainSettings(loss="bce", num_negatives=2, epochs=20, lr=0.05, batch_size=64, optimizer="adam")
+    train(plain, users, items, base, seeded_generator(0))
+    train(sparse, users, items, TrainSettings(**{**base.__dict__, "l1": 0.5}), seeded_generator(0))
+    assert sparse.item_embedding.weight.abs().sum() < 0.8 * plain.item_embedding.weight.abs().sum()
