@@ -61,3 +61,16 @@ def test_a_pruned_model_keeps_its_mask_but_biases_still_learn():
     assert not result.delta["item_embedding.weight"][::2].any()
     assert result.delta["item_embedding.weight"][1::2].any()
     assert result.delta["item_bias.weight"].any()  # zero-initialised, yet not masked
+
+
+def test_neumf_update_carries_item_tables_and_dense_layers_but_no_user_tables():
+    cfg = CFG.replace(model="neumf", mlp_layers="8,4")
+    split = load_split(cfg)
+    model = build_model("neumf", 1, split.n_items, cfg.dim, cfg.mlp_widths, seed=0)
+    params = {k: v.numpy() for k, v in model.shared_state().items()}
+    data = local_data(split.indptr, split.train_items, np.asarray(partitions(cfg)[2]), CPU)
+    result = local_update(cfg, data, split.n_items, params, None, 1, 2, CPU)
+    assert set(result.delta) == set(params)
+    assert {"item_gmf.weight", "item_mlp.weight", "output.weight"} <= set(result.delta)
+    assert set(result.private) == {"user_gmf.weight", "user_mlp.weight"}
+    assert np.abs(result.delta["output.weight"]).sum() > 0
