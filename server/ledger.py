@@ -23,6 +23,7 @@ class RoundLog:
     dense_uplink_bytes: int = 0
     dense_downlink_bytes: int = 0
     uplink_nnz: int = 0
+    downlink_nnz: int = 0
     train_loss: float = float("nan")
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
@@ -56,6 +57,7 @@ class Ledger:
             "uplink_ratio": dense_up / up if up else float("nan"),
             "downlink_ratio": dense_down / down if down else float("nan"),
             "uplink_nnz": self.total("uplink_nnz"),
+            "downlink_nnz": self.total("downlink_nnz"),
         }
 
     def rows(self) -> list[dict[str, float | int]]:

@@ -79,6 +79,7 @@ class PrunusStrategy(FedAvg):
         entry = self.ledger.round(server_round)
         entry.downlink_bytes += sent * len(node_ids)
         entry.dense_downlink_bytes += (sent - wire_bytes(arrays) + self.dense_array_bytes) * len(node_ids)
+        entry.downlink_nnz += sum(int(np.count_nonzero(v)) for v in self.params.values()) * len(node_ids)
         return self._construct_messages(record, node_ids, message_type)
 
     def aggregate_train(

@@ -76,3 +76,14 @@ def test_sampling_depends_only_on_seed_and_round():
     a, b = _strategy(), _strategy()
     assert a.sample(3, 2, 0) == b.sample(3, 2, 0)
     assert sorted(a.sample(1, 3, 0)) == [10, 11, 12]
+
+
+def test_broadcast_is_counted_with_its_non_zeros_and_dense_equivalent():
+    strategy = _strategy(downlink_codec="fp16")
+    strategy.params["item_embedding.weight"][0] = 1.0
+    messages = list(strategy.configure_train(1, to_record(strategy.params), ConfigRecord(), grid=None))
+    entry = strategy.ledger.round(1)
+    assert len(messages) == 3 and entry.clients == 3
+    assert entry.downlink_nnz == 3 * 2
+    assert entry.downlink_bytes == sum(wire_bytes(m.content) for m in messages)
+    assert entry.dense_downlink_bytes > 0
