@@ -47,9 +47,17 @@ def encode_update(
         return Encoded(to_record(delta), {}, nnz, 1.0)
     density = density_at(server_round, cfg.density, cfg.density_warmup_rounds)
     rng = np.random.default_rng([cfg.seed, server_round, partition_id, 2])
-    result = prune_update(delta, expand(residual) if residual else None, prune_spec(cfg), density, rng)
+    # The residual is kept per unit of local learning rate: a user returns
+    # every few dozen rounds, and an update left over from a round with a
+    # larger rate would otherwise land at that rate on a model trained since
+    # at a smaller one (measured on ML-1M: HR@10 fell from 0.65 to 0.58 over
+    # the last rounds of a decaying schedule).
+    lr = cfg.local_lr_at(server_round)
+    carried = {name: value * lr for name, value in expand(residual).items()} if residual else None
+    result = prune_update(delta, carried, prune_spec(cfg), density, rng)
     record = pack_update(result.sparse, index_codec=cfg.index_codec, value_codec=cfg.value_codec)
-    return Encoded(record, compact(result.residual), result.nnz, density)
+    kept = compact({name: value / lr for name, value in result.residual.items()})
+    return Encoded(record, kept, result.nnz, density)
 
 
 def residual_to_record(residual: SparseUpdate) -> ArrayRecord:

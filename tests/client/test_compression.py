@@ -26,19 +26,24 @@ def test_topk_sends_what_it_kept_and_keeps_the_rest_as_residual():
     encoded = encode_update(cfg, delta, None, 1, 0)
     sent = densify(unpack_update(encoded.record))
     residual = expand(encoded.residual)
+    lr = cfg.local_lr_at(1)
     for name, value in delta.items():
-        np.testing.assert_array_equal(sent[name] + residual.get(name, 0), value)
+        np.testing.assert_allclose(sent[name] + lr * residual.get(name, 0), value, rtol=1e-6, atol=1e-6)
     assert encoded.nnz == sum(int(np.ceil(0.1 * v.size)) for v in delta.values())
 
 
-def test_residual_is_added_to_the_next_update():
-    cfg = Config(prune_method="topk", density=0.05)
+def test_residual_is_added_to_the_next_update_at_the_current_learning_rate():
+    cfg = Config(prune_method="topk", density=0.05, rounds=10, local_lr=4.0, local_lr_final=1.0)
     first = encode_update(cfg, _delta(1), None, 1, 3)
-    second = encode_update(cfg, _delta(2), first.residual, 2, 3)
+    second = encode_update(cfg, _delta(2), first.residual, 5, 3)
+    lr1, lr5 = cfg.local_lr_at(1), cfg.local_lr_at(5)
+    sent1 = densify(unpack_update(first.record))
+    for name in sent1:  # stored per unit of learning rate
+        np.testing.assert_allclose(sent1[name] + lr1 * expand(first.residual)[name], _delta(1)[name], atol=1e-5)
     sent = densify(unpack_update(second.record))
-    corrected = {n: _delta(2)[n] + expand(first.residual)[n] for n in sent}
+    corrected = {n: _delta(2)[n] + lr5 * expand(first.residual)[n] for n in sent}
     for name in sent:
-        np.testing.assert_allclose(sent[name] + expand(second.residual)[name], corrected[name], atol=1e-6)
+        np.testing.assert_allclose(sent[name] + lr5 * expand(second.residual)[name], corrected[name], atol=1e-5)
 
 
 def test_without_error_feedback_nothing_is_kept():
