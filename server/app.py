@@ -17,7 +17,7 @@ from common.models import build_model
 from common.params import from_record, to_record, wire_bytes
 from common.results import format_table, plot_curve, write_rounds, write_summary
 from server.evaluation import CentralEvaluator
-from server.ledger import Ledger
+from server.ledger import Ledger, RoundLog
 from server.model_store import save_model
 from server.strategy import PrunusStrategy
 
@@ -128,7 +128,7 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
     return summary
 
 
-def _progress(cfg: Config, entry) -> None:
+def _progress(cfg: Config, entry: RoundLog) -> None:
     metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))
     print(
         f"[prunus] round {entry.round:>4}/{cfg.rounds}  clients {entry.clients:>4}  "

@@ -22,7 +22,7 @@ from common.config import Config
 from common.params import Params, to_record, wire_bytes
 from common.pruning import SparseUpdate
 from server.aggregation import aggregate
-from server.ledger import Ledger
+from server.ledger import Ledger, RoundLog
 from server.model_pruning import prune_model, sparsity_at
 from server.optimizer import ServerOptimizer
 from server.validation import ReplyError, validate_train_reply
@@ -148,7 +148,7 @@ class PrunusStrategy(FedAvg):
         entry.metrics |= {f"fed-{k}": float(v) for k, v in averaged.items()}
         return MetricRecord({**averaged, "num-examples": total})
 
-    def _count_uplink(self, entry, content: RecordDict) -> None:
+    def _count_uplink(self, entry: RoundLog, content: RecordDict) -> None:
         """Bytes actually received, and what the same reply would cost dense."""
         sent = wire_bytes(content)
         entry.uplink_bytes += sent
