@@ -23,4 +23,12 @@ def wire_bytes(content: RecordDict | ArrayRecord) -> int:
     """Serialised size in bytes, the way Flower ships a message between
     SuperLink and SuperNode: every distinct object of the content (records,
     arrays, chunks) deflated to its wire bytes."""
-    return sum(len(obj.deflate()) for obj in get_all_nested_objects(content).values())
+    return wire_bytes_with_part(content, None)[0]
+
+
+def wire_bytes_with_part(content: RecordDict | ArrayRecord, part: ArrayRecord | None) -> tuple[int, int]:
+    """`wire_bytes` of the content and of one record inside it, each object
+    deflated once (the server counts both for every reply)."""
+    sizes = {oid: len(obj.deflate()) for oid, obj in get_all_nested_objects(content).items()}
+    part_ids = get_all_nested_objects(part).keys() if part is not None else ()
+    return sum(sizes.values()), sum(sizes[oid] for oid in part_ids)

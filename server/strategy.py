@@ -19,7 +19,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from common.broadcast import encode_broadcast
 from common.config import Config
-from common.params import Params, to_record, wire_bytes
+from common.params import Params, to_record, wire_bytes, wire_bytes_with_part
 from common.pruning import SparseUpdate
 from server.aggregation import aggregate
 from server.ledger import Ledger, RoundLog
@@ -75,10 +75,10 @@ class PrunusStrategy(FedAvg):
         """The global parameters (downlink codec applied) to every sampled node."""
         arrays = encode_broadcast(self.params, self.cfg)
         record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
-        sent = wire_bytes(record)
+        sent, arrays_sent = wire_bytes_with_part(record, arrays)
         entry = self.ledger.round(server_round)
         entry.downlink_bytes += sent * len(node_ids)
-        entry.dense_downlink_bytes += (sent - wire_bytes(arrays) + self.dense_array_bytes) * len(node_ids)
+        entry.dense_downlink_bytes += (sent - arrays_sent + self.dense_array_bytes) * len(node_ids)
         entry.downlink_nnz += sum(int(np.count_nonzero(v)) for v in self.params.values()) * len(node_ids)
         return self._construct_messages(record, node_ids, message_type)
 
@@ -150,13 +150,11 @@ class PrunusStrategy(FedAvg):
 
     def _count_uplink(self, entry: RoundLog, content: RecordDict) -> None:
         """Bytes actually received, and what the same reply would cost dense."""
-        sent = wire_bytes(content)
-        entry.uplink_bytes += sent
         arrays = content.get("arrays")
-        if isinstance(arrays, ArrayRecord):
-            entry.dense_uplink_bytes += sent - wire_bytes(arrays) + self.dense_array_bytes
-        else:
-            entry.dense_uplink_bytes += sent
+        arrays = arrays if isinstance(arrays, ArrayRecord) else None
+        sent, arrays_sent = wire_bytes_with_part(content, arrays)
+        entry.uplink_bytes += sent
+        entry.dense_uplink_bytes += sent - arrays_sent + (self.dense_array_bytes if arrays is not None else 0)
 
     def is_eval_round(self, server_round: int) -> bool:
         return server_round % self.cfg.eval_every == 0 or server_round == self.cfg.rounds
