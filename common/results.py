@@ -15,9 +15,17 @@ import pandas as pd
 
 def write_rounds(out: Path, rows: list[dict[str, Any]]) -> Path:
     """One row per round (or epoch); metrics are blank where not evaluated."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "rounds.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
+    return _write_csv(out / "rounds.csv", rows)
+
+
+def write_clients(out: Path, rows: list[dict[str, Any]], columns: list[str]) -> Path:
+    """One row per client reply: round, partition, host, Ray node, status, bytes."""
+    return _write_csv(out / "clients.csv", rows, columns)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
     return path
 
 

@@ -15,9 +15,9 @@ from common.config import Config, from_run_config
 from common.datasets import load_split, num_partitions
 from common.models import build_model
 from common.params import from_record, to_record, wire_bytes
-from common.results import format_table, plot_curve, write_rounds, write_summary
+from common.results import format_table, plot_curve, write_clients, write_rounds, write_summary
 from server.evaluation import CentralEvaluator
-from server.ledger import Ledger, RoundLog
+from server.ledger import REPLY_COLUMNS, Ledger, RoundLog
 from server.model_store import save_model
 from server.strategy import PrunusStrategy
 
@@ -119,10 +119,12 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
         "failures": sum(r["failures"] for r in rows),
         "rejected": sum(r["rejected"] for r in rows),
         "wall_seconds": wall_seconds,
+        "placement": ledger.placement(),
         "config": cfg.to_dict(),
     }
     write_summary(out, summary)
     write_rounds(out, rows)
+    write_clients(out, ledger.reply_rows(), REPLY_COLUMNS)
     plot_curve(out, rows, cfg.top_k)
     print(format_table(summary), flush=True)
     return summary

@@ -5,8 +5,8 @@ Bytes are counted from the serialised payloads (`common.params.wire_bytes`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -33,11 +33,34 @@ class RoundLog:
         return {**{k: v for k, v in values.items() if k != "metrics"}, **self.metrics}
 
 
+@dataclass
+class ReplyLog:
+    """One client reply in `clients.csv`: who computed it, where, and what it cost.
+
+    `ray_node` is the Ray node that ran the client actor (empty outside Ray), so a
+    run on a cluster shows how its work spread across machines.
+    """
+
+    round: int
+    kind: str  # "train" or "evaluate"
+    partition: int
+    node: int
+    host: str
+    ray_node: str
+    status: str  # "accepted", "rejected" or "failed"
+    uplink_bytes: int = 0
+    uplink_nnz: int = 0
+
+
+REPLY_COLUMNS = [f.name for f in fields(ReplyLog)]
+
+
 class Ledger:
-    """Accumulates the per-round logs of a run."""
+    """Accumulates the per-round logs and the per-reply logs of a run."""
 
     def __init__(self) -> None:
         self.rounds: dict[int, RoundLog] = {}
+        self.replies: list[ReplyLog] = []
 
     def round(self, server_round: int) -> RoundLog:
         return self.rounds.setdefault(server_round, RoundLog(server_round))
@@ -62,3 +85,15 @@ class Ledger:
 
     def rows(self) -> list[dict[str, float | int]]:
         return [self.rounds[k].row() for k in sorted(self.rounds)]
+
+    def reply_rows(self) -> list[dict[str, str | int]]:
+        """Replies in (round, kind, partition) order, whatever order they arrived in."""
+        ordered = sorted(self.replies, key=lambda r: (r.round, r.kind, r.partition, r.node))
+        return [asdict(r) for r in ordered]
+
+    def placement(self) -> dict[str, dict[str, int]]:
+        """Replies computed per Ray node and per host (for summary.json)."""
+        return {
+            "ray_nodes": dict(sorted(Counter(r.ray_node for r in self.replies if r.ray_node).items())),
+            "hosts": dict(sorted(Counter(r.host for r in self.replies if r.host).items())),
+        }

@@ -22,7 +22,7 @@ from common.config import Config
 from common.params import Params, to_record, wire_bytes, wire_bytes_with_part
 from common.pruning import SparseUpdate
 from server.aggregation import aggregate
-from server.ledger import Ledger, RoundLog
+from server.ledger import Ledger, ReplyLog, RoundLog
 from server.model_pruning import prune_model, sparsity_at
 from server.optimizer import ServerOptimizer
 from server.validation import ReplyError, validate_train_reply
@@ -44,6 +44,7 @@ class PrunusStrategy(FedAvg):
         self.cfg = cfg
         self.nodes_by_partition = nodes_by_partition
         self.partition_ids = sorted(nodes_by_partition)
+        self.partition_of_node = {node: partition for partition, node in nodes_by_partition.items()}
         self.params = params
         self.shapes = {name: value.shape for name, value in params.items()}
         # bytes of the shared parameters as dense float32 arrays: the yardstick
@@ -91,16 +92,20 @@ class PrunusStrategy(FedAvg):
             node = msg.metadata.src_node_id
             if msg.has_error():
                 entry.failures += 1
+                self._log_reply(server_round, "train", msg, "failed")
                 log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
                 continue
-            self._count_uplink(entry, msg.content)
+            sent = self._count_uplink(entry, msg.content)
             try:
                 update, num_examples, partition = validate_train_reply(msg.content, self.shapes, self.cfg.dense_uplink)
             except ReplyError as err:
                 entry.rejected += 1
+                self._log_reply(server_round, "train", msg, "rejected", sent)
                 log.warning("round %d: rejected reply of node %d: %s", server_round, node, err)
                 continue
-            entry.uplink_nnz += sum(len(indices) for indices, _, _ in update.values())
+            nnz = sum(len(indices) for indices, _, _ in update.values())
+            entry.uplink_nnz += nnz
+            self._log_reply(server_round, "train", msg, "accepted", sent, nnz)
             loss = float(msg.content["metrics"].get("train-loss", float("nan")))
             accepted.append((partition, node, update, num_examples, loss))
         entry.replies = len(accepted)
@@ -134,9 +139,10 @@ class PrunusStrategy(FedAvg):
         for msg in replies:
             if msg.has_error():
                 entry.failures += 1
+                self._log_reply(server_round, "evaluate", msg, "failed")
                 log.warning("round %d: evaluation on node %d failed: %s", server_round, msg.metadata.src_node_id, msg.error.reason)
                 continue
-            self._count_uplink(entry, msg.content)
+            self._log_reply(server_round, "evaluate", msg, "accepted", self._count_uplink(entry, msg.content))
             metrics = dict(msg.content["metrics"])
             rows.append((int(msg.content["info"]["partition-id"]), metrics.pop("num-examples"), metrics))
         rows = sorted((row for row in rows if row[1] > 0), key=lambda row: row[0])
@@ -148,13 +154,37 @@ class PrunusStrategy(FedAvg):
         entry.metrics |= {f"fed-{k}": float(v) for k, v in averaged.items()}
         return MetricRecord({**averaged, "num-examples": total})
 
-    def _count_uplink(self, entry: RoundLog, content: RecordDict) -> None:
-        """Bytes actually received, and what the same reply would cost dense."""
+    def _count_uplink(self, entry: RoundLog, content: RecordDict) -> int:
+        """Bytes actually received (returned), and what the same reply would cost dense."""
         arrays = content.get("arrays")
         arrays = arrays if isinstance(arrays, ArrayRecord) else None
         sent, arrays_sent = wire_bytes_with_part(content, arrays)
         entry.uplink_bytes += sent
         entry.dense_uplink_bytes += sent - arrays_sent + (self.dense_array_bytes if arrays is not None else 0)
+        return sent
+
+    def _log_reply(self, server_round: int, kind: str, msg: Message, status: str, sent: int = 0, nnz: int = 0) -> None:
+        """Where a reply came from (partition, host, Ray node) for clients.csv.
+
+        The partition comes from the discovery map, not from the reply, so a
+        failed or malformed reply is still attributed to the right client.
+        """
+        info = msg.content.get("info") if not msg.has_error() else None
+        info = info if isinstance(info, ConfigRecord) else {}
+        node = msg.metadata.src_node_id
+        self.ledger.replies.append(
+            ReplyLog(
+                round=server_round,
+                kind=kind,
+                partition=self.partition_of_node.get(node, -1),
+                node=node,
+                host=str(info.get("host", "")),
+                ray_node=str(info.get("ray-node", "")),
+                status=status,
+                uplink_bytes=sent,
+                uplink_nnz=nnz,
+            )
+        )
 
     def is_eval_round(self, server_round: int) -> bool:
         return server_round % self.cfg.eval_every == 0 or server_round == self.cfg.rounds

@@ -20,11 +20,12 @@ def _task_identity():
     yield
 
 
-def _reply(node: int, partition: int, arrays: ArrayRecord, examples: int = 3) -> Message:
+def _reply(node: int, partition: int, arrays: ArrayRecord, examples: int = 3, ray_node: str = "") -> Message:
     request = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
     request.metadata.__dict__["_message_id"] = f"m{node}"
+    info = {"partition-id": partition, "host": "h", **({"ray-node": ray_node} if ray_node else {})}
     content = RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": examples, "train-loss": 0.5}),
-                          "info": ConfigRecord({"partition-id": partition})})  # fmt: skip
+                          "info": ConfigRecord(info)})  # fmt: skip
     reply = Message(content, reply_to=request)
     reply.metadata.__dict__["_src_node_id"] = node
     return reply
@@ -49,6 +50,20 @@ def test_a_malformed_reply_is_rejected_and_the_round_goes_on():
     entry = strategy.ledger.round(1)
     assert (entry.replies, entry.rejected, entry.failures) == (2, 1, 0)
     assert entry.uplink_bytes == sum(wire_bytes(r.content) for r in replies)
+
+
+def test_every_reply_is_logged_with_its_client_and_ray_node():
+    strategy = _strategy()
+    bad = ArrayRecord({"item_embedding.weight": Array(np.zeros((9, 9), np.float32))})
+    replies = [_reply(12, 2, to_record(_update(1.0)), ray_node="nodeB"), _reply(11, 1, bad, ray_node="nodeA"),
+               _reply(10, 0, to_record(_update(1.0)), ray_node="nodeA")]  # fmt: skip
+    strategy.aggregate_train(1, replies)
+    rows = strategy.ledger.reply_rows()
+    assert [(r["partition"], r["ray_node"], r["status"]) for r in rows] == [
+        (0, "nodeA", "accepted"), (1, "nodeA", "rejected"), (2, "nodeB", "accepted")]  # fmt: skip
+    assert sum(r["uplink_bytes"] for r in rows) == strategy.ledger.round(1).uplink_bytes
+    assert rows[0]["uplink_nnz"] == 12 and rows[1]["uplink_nnz"] == 0
+    assert strategy.ledger.placement() == {"ray_nodes": {"nodeA": 2, "nodeB": 1}, "hosts": {"h": 3}}
 
 
 def test_reply_order_does_not_change_the_model():

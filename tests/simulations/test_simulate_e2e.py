@@ -49,6 +49,24 @@ def test_rounds_csv_logs_every_round_with_bytes(two_runs):
     assert (base / "a" / "curve.png").exists()
 
 
+def test_clients_csv_keeps_where_each_reply_was_computed(two_runs):
+    base, summary, _ = two_runs
+    clients = pd.read_csv(base / "a" / "clients.csv")
+    train = clients[clients["kind"] == "train"]
+    assert len(train) == 3 * 12 and (train["status"] == "accepted").all()
+    assert train.groupby("round")["partition"].nunique().tolist() == [12, 12, 12]
+    assert clients["ray_node"].notna().all() and clients["host"].notna().all()
+    assert train["uplink_bytes"].sum() + clients.loc[clients["kind"] == "evaluate", "uplink_bytes"].sum() == (
+        summary["comm"]["uplink_bytes"] - _discovery_bytes(base / "a")
+    )
+    assert sum(summary["placement"]["ray_nodes"].values()) == len(clients)
+
+
+def _discovery_bytes(run: Path) -> int:
+    rounds = pd.read_csv(run / "rounds.csv")
+    return int(rounds.loc[rounds["round"] == 0, "uplink_bytes"].sum())
+
+
 def test_same_config_and_seed_give_the_same_metrics(two_runs):
     _, first, second = two_runs
     assert first["metrics"] == second["metrics"]
