@@ -24,6 +24,7 @@ from common.datasets import load_split, partitions
 from common.evaluation import ranking_metrics
 from common.data import SplitData
 from common.params import Params, from_record, to_record
+from common.partition_files import load_partition_file
 from common.training import client_settings, fold_in, seeded_generator
 
 PRIVATE_KEY = "private"
@@ -96,8 +97,7 @@ class _Job:
         torch.set_num_threads(max(1, int(cfg.client_num_cpus)))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         partition_id = int(context.node_config["partition-id"])
-        split = load_split(cfg)
-        users = np.asarray(partitions(cfg)[partition_id])
+        split, users = _partition_data(cfg, context, partition_id)
         return cls(
             cfg=cfg,
             partition_id=partition_id,
@@ -108,6 +108,20 @@ class _Job:
             global_params=decode_broadcast(msg.content["arrays"], cfg),
             private=from_record(context.state[PRIVATE_KEY]) if PRIVATE_KEY in context.state else None,
         )
+
+
+def _partition_data(cfg: Config, context: Context, partition_id: int) -> tuple[SplitData, np.ndarray]:
+    """This node's split and user rows in it.
+
+    With `data-file` in the node config (Deployment Engine) the node reads its
+    own partition file only; otherwise (simulation) it takes its users from the
+    whole data set, which every actor of the machine shares through a cache.
+    """
+    data_file = context.node_config.get("data-file")
+    if data_file:
+        split = load_partition_file(str(data_file), cfg, partition_id)
+        return split, np.arange(split.n_users)
+    return load_split(cfg), np.asarray(partitions(cfg)[partition_id])
 
 
 def _node_info(context: Context) -> dict[str, str | int]:

@@ -59,6 +59,26 @@ class SplitData:
         """That user's train items (sorted)."""
         return self.train_items[self.indptr[user] : self.indptr[user + 1]]
 
+    def subset(self, users: np.ndarray) -> SplitData:
+        """The split restricted to `users`, renumbered 0..len(users)-1 in that order.
+
+        Item ids are kept, so the subset works with the global item tables: it
+        is what a SuperNode holding one partition needs, and nothing more.
+        """
+        users = np.asarray(users, dtype=np.int64)
+        counts = self.indptr[users + 1] - self.indptr[users]
+        rows = np.concatenate([np.arange(self.indptr[u], self.indptr[u + 1]) for u in users]) if len(users) else []
+        rows = np.asarray(rows, dtype=np.int64)
+        return SplitData(
+            n_users=len(users),
+            n_items=self.n_items,
+            train_users=np.repeat(np.arange(len(users), dtype=np.int64), counts),
+            train_items=self.train_items[rows],
+            test_items=self.test_items[users],
+            test_negatives=self.test_negatives[users],
+            train_timestamps=None if self.train_timestamps is None else self.train_timestamps[rows],
+        )
+
     def validation(self, seed: int, n_negatives: int = 99) -> SplitData:
         """Split for hyper-parameter tuning that never sees the test item.
 

@@ -9,6 +9,7 @@ from common.config import Config
 from common.datasets import load_split
 from common.models import build_model
 from common.params import to_record
+from common.partition_files import write_partition_files
 from flwr.supercore.task_identity import TaskIdentity
 
 CFG = Config(synthetic_users=30, synthetic_items=25, eval_negatives=9, dim=4)
@@ -27,8 +28,12 @@ def _context(partition: int) -> Context:
 
 
 def _train_message(server_round: int = 1) -> Message:
-    split = load_split(CFG)
-    model = build_model(CFG.model, 1, split.n_items, CFG.dim, seed=0)
+    return _train_message_for(CFG, server_round)
+
+
+def _train_message_for(cfg: Config, server_round: int = 1) -> Message:
+    split = load_split(cfg)
+    model = build_model(cfg.model, 1, split.n_items, cfg.dim, seed=0)
     content = RecordDict({"arrays": to_record({k: v.numpy() for k, v in model.shared_state().items()}),
                           "config": ConfigRecord({"server-round": server_round})})  # fmt: skip
     message = Message(content, dst_node_id=107, message_type=MessageType.TRAIN)
@@ -49,3 +54,23 @@ def test_reply_carries_shared_update_and_never_private_parameters():
     user = context.state[PRIVATE_KEY]["user_embedding.weight"].numpy()
     sent = np.concatenate([a.numpy().ravel() for a in arrays.values()])
     assert not np.isin(user.ravel(), sent).any()
+
+
+def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path):
+    """Deployment mode: the node reads its own file (the data set itself is gone)
+    and sends exactly what a simulated node of the same partition sends."""
+    table = tmp_path / "ratings.csv"
+    rng = np.random.default_rng(0)
+    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, 12, 120), rng.integers(0, 40, 120))}
+    table.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in sorted(pairs)))
+    cfg = Config(dataset="csv", data_dir=str(table), partition="iid", num_silos=3, eval_negatives=5, dim=4)
+    write_partition_files(cfg, tmp_path / "parts")
+    message = _train_message_for(cfg)
+    simulated = make_client_app(cfg)(message, _context(1))
+    table.unlink()
+    node = Context(run_id=1, node_id=101, state=RecordDict(), run_config={},
+                   node_config={"partition-id": 1, "data-file": str(tmp_path / "parts" / "partition-1.npz")})  # fmt: skip
+    deployed = make_client_app(cfg)(message, node)
+    assert not deployed.has_error(), deployed.error
+    for name, array in simulated.content["arrays"].items():
+        np.testing.assert_array_equal(deployed.content["arrays"][name].numpy(), array.numpy())

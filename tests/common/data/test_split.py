@@ -154,3 +154,14 @@ def test_split_data_rejects_unsorted_train() -> None:
         SplitData(
             2, 3, np.array([1, 0]), np.array([0, 1]), np.array([-1, -1]), np.full((2, 1), -1, dtype=np.int64)
         )
+
+
+def test_subset_renumbers_users_and_keeps_items() -> None:
+    split = leave_one_out(SMALL, n_negatives=2, seed=0)
+    users = np.array([2, 4, 0])
+    sub = split.subset(users)
+    assert sub.n_users == 3 and sub.n_items == split.n_items
+    for row, user in enumerate(users):
+        np.testing.assert_array_equal(sub.user_items(row), split.user_items(user))
+    np.testing.assert_array_equal(sub.test_items, split.test_items[users])
+    np.testing.assert_array_equal(sub.test_negatives, split.test_negatives[users])
