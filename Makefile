@@ -18,6 +18,8 @@ install: $(BIN)/python
 
 install-dev: $(BIN)/python
 	$(PIP) -e ".[dev]"
+# npm: dclint, the Compose linter of tests/docker, pinned in package-lock.json
+	npm ci --no-audit --no-fund
 
 demo: install
 	$(BIN)/prunus simulate simulations/configs/demo.toml --out runs/demo
