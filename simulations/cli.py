@@ -23,11 +23,27 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", help="output folder (runs: summary.json, rounds.csv, curve.png; partition: the files)")
         if name == "simulate":
             sub.add_argument("--ray-address", help="attach to a running Ray cluster (auto or HOST:PORT)")
+    sweep = commands.add_parser("sweep", help="run every point of a grid of configs (resumable), then report")
+    sweep.add_argument("grid", help="grid TOML: base config, seeds, [set] and [[grids]] blocks of key = [values]")
+    sweep.add_argument("--out", required=True, help="sweep folder: runs/<point>/, results.csv, report.md")
+    sweep.add_argument("--jobs", type=_positive_int, default=1, help="points run at once (default 1)")
+    sweep.add_argument("--ray-address", help="attach every point to this Ray cluster (auto or HOST:PORT)")
+    report = commands.add_parser("report", help="results tables, plots and report.md of a sweep folder")
+    report.add_argument("dir", help="the folder `prunus sweep --out` wrote")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("sweep", "report"):
+        return _sweep_or_report(args)
     overrides = list(args.set)
     if args.out:
         overrides.append(f"out={args.out}")
@@ -49,6 +65,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prunus: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _sweep_or_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simulations.report import write_report
+    from simulations.sweep import run_sweep
+    from simulations.table import ReportError
+
+    try:
+        if args.command == "sweep":
+            return run_sweep(args.grid, Path(args.out), args.jobs, args.ray_address)
+        print(write_report(Path(args.dir)))
+        return 0
+    except (ConfigError, ReportError) as err:
+        print(f"prunus: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prunus: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 def _partition(cfg) -> None:

@@ -1,0 +1,122 @@
+"""A sweep's figures, meant to read in print as on screen: large type, a
+distinct marker (not only a colour) per method, axes labelled with units."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from simulations.table import Tables, pareto  # noqa: E402
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "8")
+STYLE = {"font.size": 13, "axes.titlesize": 14, "axes.labelsize": 14, "legend.fontsize": 11,
+         "lines.linewidth": 2, "lines.markersize": 9, "axes.grid": True, "grid.alpha": 0.3}  # fmt: skip
+
+
+def markers(tables: Tables) -> dict[str, tuple[str, str]]:
+    """Marker and colour per method, in order of first appearance (stable across plots)."""
+    methods = list(dict.fromkeys(tables.settings["method"]))
+    colours = plt.get_cmap("tab10").colors
+    return {m: (MARKERS[i % len(MARKERS)], colours[i % len(colours)]) for i, m in enumerate(methods)}
+
+
+@contextmanager
+def _figure(path: Path, size: tuple[float, float]) -> Iterator[plt.Axes]:
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=size, dpi=150)
+        yield ax
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def plot_frontier(tables: Tables, path: Path) -> Path:
+    """Final HR@k (mean over seeds, bar = std) against uplink bytes per setting."""
+    hr, settings, style = tables.hr, tables.settings, markers(tables)
+    x, y = "uplink_bytes_mean", f"{hr}_mean"
+    with _figure(path, (9, 6)) as ax:
+        for method, group in settings.groupby("method", sort=False):
+            marker, colour = style[method]
+            ax.errorbar(group[x], group[y], yerr=group[f"{hr}_std"].fillna(0), marker=marker, color=colour,
+                        linestyle="none", capsize=3, label=method)  # fmt: skip
+        front = pareto(settings, x, y)
+        ax.step(front[x], front[y], where="post", color="black", alpha=0.5, linewidth=1.5, label="Pareto frontier")
+        for _, row in front.iterrows():
+            ax.annotate(row["label"], (row[x], row[y]), xytext=(6, 6), textcoords="offset points", fontsize=9)
+        base = settings[settings["baseline"]]
+        if len(base):
+            ax.scatter(base[x], base[y], marker="*", s=500, facecolor="none", edgecolor="black", linewidth=1.5,
+                       zorder=5, label="baseline")  # fmt: skip
+            ax.axhline(float(base[y].iloc[0]), color="grey", linestyle=":", linewidth=1.5)
+        _log_x(ax, "uplink bytes over the whole run", f"{hr.upper()} at the last round")
+        ax.legend(loc="lower right")
+    return path
+
+
+def plot_curves(tables: Tables, sweep: Path, path: Path) -> Path:
+    """HR@k against cumulative uplink bytes, for the best setting of each method
+    (its first seed): how fast each method buys its quality."""
+    hr, style = tables.hr, markers(tables)
+    with _figure(path, (9, 6)) as ax:
+        for _, row in best_per_method(tables).iterrows():
+            rounds = rounds_of(sweep, row["folder"])
+            rounds["cumulative"] = rounds["uplink_bytes"].cumsum()
+            points = rounds.dropna(subset=[hr])
+            marker, colour = style[row["method"]]
+            ax.plot(points["cumulative"], points[hr], marker=marker, color=colour, label=row["label"])
+        _log_x(ax, "cumulative uplink bytes", f"{hr.upper()} (evaluated rounds)")
+        ax.legend(loc="lower right")
+    return path
+
+
+def plot_bytes(tables: Tables, sweep: Path, path: Path) -> Path:
+    """Mean bytes per training round, uplink and downlink, per setting."""
+    per_round = []
+    for _, row in tables.settings.iterrows():
+        runs = tables.results[tables.results["setting"] == row["setting"]]
+        means = pd.concat([_train_rounds(sweep, f) for f in runs["folder"]]).mean()
+        per_round.append((row["label"], means["uplink_bytes"], means["downlink_bytes"]))
+    frame = pd.DataFrame(per_round, columns=["label", "up", "down"]).sort_values("up", ascending=False)
+    positions = range(len(frame))
+    with _figure(path, (10, 1.5 + 0.45 * len(frame))) as ax:
+        ax.barh([p + 0.2 for p in positions], frame["up"], height=0.4, color="tab:blue", hatch="//",
+                edgecolor="black", label="uplink (all clients)")  # fmt: skip
+        ax.barh([p - 0.2 for p in positions], frame["down"], height=0.4, color="lightgrey",
+                edgecolor="black", label="downlink (all clients)")  # fmt: skip
+        ax.set_yticks(list(positions), frame["label"])
+        _log_x(ax, "bytes per training round (mean over rounds and seeds)", "")
+        smallest = frame[["up", "down"]].min().min()
+        ax.set_xlim(left=10 ** np.floor(np.log10(smallest)))  # bars on a log axis need a stated origin
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    return path
+
+
+def _log_x(ax: plt.Axes, xlabel: str, ylabel: str) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{xlabel} (log scale)")
+    ax.set_ylabel(ylabel)
+
+
+def best_per_method(tables: Tables) -> pd.DataFrame:
+    """The first-seed run of each method's setting with the best mean final HR@k."""
+    settings = tables.settings.sort_values(f"{tables.hr}_mean", ascending=False, kind="stable")
+    best = settings.drop_duplicates("method")["setting"]
+    runs = tables.results.sort_values("seed", kind="stable").drop_duplicates("setting")
+    return runs.set_index("setting").loc[list(best)].reset_index()
+
+
+def rounds_of(sweep: Path, folder: str) -> pd.DataFrame:
+    return pd.read_csv(sweep / folder / "rounds.csv")
+
+
+def _train_rounds(sweep: Path, folder: str) -> pd.DataFrame:
+    rounds = rounds_of(sweep, folder)
+    return rounds.loc[rounds["round"] > 0, ["uplink_bytes", "downlink_bytes"]]

@@ -1,0 +1,139 @@
+"""`prunus report DIR`: tables, plots and report.md of a sweep from its run
+folders alone, so a sweep can be re-reported (or reported while it is still
+running) without its grid file and without re-running anything."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from common.config import Config
+from simulations.plots import plot_bytes, plot_curves, plot_frontier
+from simulations.runs import read_runs
+from simulations.table import NOT_SETTINGS, Tables, make_tables, pareto
+
+
+def write_report(sweep: Path) -> Path:
+    """Write results.{csv,parquet}, settings.{csv,parquet}, the plots and report.md."""
+    runs, missing = read_runs(sweep)
+    tables = make_tables(runs)
+    for name, frame in (("results", tables.results), ("settings", tables.settings)):
+        frame.to_csv(sweep / f"{name}.csv", index=False)
+        frame.to_parquet(sweep / f"{name}.parquet", index=False)
+    plot_frontier(tables, sweep / "frontier.png")
+    plot_curves(tables, sweep, sweep / "curves.png")
+    plot_bytes(tables, sweep, sweep / "bytes.png")
+    fixed = _fixed_settings(runs[0].summary["config"], tables.varied)
+    path = sweep / "report.md"
+    path.write_text(render(sweep.name, tables, fixed, missing))
+    return path
+
+
+def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]) -> str:
+    """report.md: what was run, the frontier, the best setting per byte budget, every setting and run."""
+    hr, ndcg, settings, results = tables.hr, tables.ndcg, tables.settings, tables.results
+    base = settings[settings["baseline"]]
+    lines = [f"# Sweep `{title}`", ""]
+    lines.append(f"{len(results)} runs of {len(settings)} settings, seeds "
+                 f"{', '.join(str(s) for s in sorted(results['seed'].unique()))}; "
+                 f"baseline: {base['label'].iloc[0] if len(base) else 'none named'}. "
+                 f"Varied: {', '.join(f'`{k}`' for k in tables.varied) or 'nothing'}.")  # fmt: skip
+    if fixed:
+        lines.append("Fixed (differing from the defaults): " + ", ".join(f"`{k} = {v!r}`" for k, v in fixed.items()) + ".")
+    if missing:
+        lines.append(f"Not complete, so not in the tables: {', '.join(f'`{m}`' for m in missing)}.")
+    lines += ["", f"Figures are means over seeds (± standard deviation); {hr.upper()} and {ndcg.upper()} are those of "
+              "the last round; bytes are totals over the run; `x fewer` is the baseline's bytes over the "
+              "setting's. Regenerate with `prunus report DIR`.", ""]  # fmt: skip
+    lines += ["## Quality against uplink bytes", "", "![frontier](frontier.png)", "",
+              "The Pareto frontier (no other setting has both fewer uplink bytes and a higher mean "
+              f"{hr.upper()}):", ""]  # fmt: skip
+    lines += _settings_rows(tables, pareto(settings, "uplink_bytes_mean", f"{hr}_mean"))
+    lines += ["", "## Best setting per uplink budget", ""]
+    lines += _budget_rows(tables)
+    lines += ["", "## Learning curves and bytes per round", "",
+              f"{hr.upper()} against cumulative uplink bytes for the best setting of each method (first seed):",
+              "", "![curves](curves.png)", "", "![bytes per round](bytes.png)", ""]  # fmt: skip
+    lines += ["## All settings", ""] + _settings_rows(tables, settings)
+    lines += ["", "## All runs", "", "Also in `results.csv` / `results.parquet` (one row per run) and "
+              "`settings.csv` / `settings.parquet` (per setting).", ""]  # fmt: skip
+    lines += _run_rows(tables)
+    return "\n".join(lines) + "\n"
+
+
+def _settings_rows(tables: Tables, settings: pd.DataFrame) -> list[str]:
+    hr, ndcg = tables.hr, tables.ndcg
+    header = ["setting", "n", f"{hr.upper()}", f"{ndcg.upper()}", f"best {hr.upper()}", "uplink bytes",
+              "x fewer up", "downlink bytes", "x fewer down", f"{hr.upper()} kept", "wall s"]  # fmt: skip
+    rows = [
+        [row["label"] + (" **(baseline)**" if row["baseline"] else ""), row["n"],
+         _spread(row, hr, 4), _spread(row, ndcg, 4), _spread(row, f"{hr}_best", 4),
+         _bytes(row["uplink_bytes_mean"]), _times(row["uplink_reduction_mean"]),
+         _bytes(row["downlink_bytes_mean"]), _times(row["downlink_reduction_mean"]),
+         _percent(row[f"{hr}_retained_mean"]), f"{row['wall_seconds_mean']:.0f}"]  # fmt: skip
+        for _, row in settings.iterrows()
+    ]
+    return markdown_table(header, rows)
+
+
+def _budget_rows(tables: Tables) -> list[str]:
+    """For each decade of uplink bytes: the best mean HR@k among the settings within it."""
+    hr, settings = tables.hr, tables.settings
+    up = settings["uplink_bytes_mean"]
+    rows = []
+    for exponent in range(math.floor(math.log10(up.min())) + 1, math.ceil(math.log10(up.max())) + 1):
+        budget = 10.0**exponent
+        within = settings[up <= budget]
+        best = within.loc[within[f"{hr}_mean"].idxmax()]
+        rows.append([f"<= {_bytes(budget)}", best["label"], _spread(best, hr, 4), _bytes(best["uplink_bytes_mean"]),
+                     _times(best["uplink_reduction_mean"]), _percent(best[f"{hr}_retained_mean"])])  # fmt: skip
+    header = ["uplink budget", "best setting", hr.upper(), "uplink bytes", "x fewer up", f"{hr.upper()} kept"]
+    return markdown_table(header, rows)
+
+
+def _run_rows(tables: Tables) -> list[str]:
+    hr, ndcg = tables.hr, tables.ndcg
+    header = ["run", "seed", hr.upper(), ndcg.upper(), f"best {hr.upper()}", "uplink bytes", "downlink bytes",
+              "x fewer up", "x fewer down", "wall s"]  # fmt: skip
+    rows = [
+        [f"[{row['run']}]({row['folder']})", row["seed"], f"{row[hr]:.4f}", f"{row[ndcg]:.4f}",
+         f"{row[f'{hr}_best']:.4f}", f"{row['uplink_bytes']:,}", f"{row['downlink_bytes']:,}",
+         _times(row["uplink_reduction"]), _times(row["downlink_reduction"]), f"{row['wall_seconds']:.0f}"]  # fmt: skip
+        for _, row in tables.results.iterrows()
+    ]
+    return markdown_table(header, rows)
+
+
+def markdown_table(header: list[str], rows: Iterable[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def _fixed_settings(config: dict[str, Any], varied: list[str]) -> dict[str, Any]:
+    defaults = Config().to_dict()
+    skip = {*varied, *NOT_SETTINGS}
+    return {k: v for k, v in config.items() if k not in skip and v != defaults.get(k)}
+
+
+def _spread(row: pd.Series, column: str, digits: int) -> str:
+    mean, std = row[f"{column}_mean"], row[f"{column}_std"]
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if np.isfinite(std) else "")
+
+
+def _bytes(count: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count:.0f} B"
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.1f}x" if np.isfinite(ratio) else "-"
+
+
+def _percent(ratio: float) -> str:
+    return f"{100 * ratio:.1f}%" if np.isfinite(ratio) else "-"

@@ -1,0 +1,148 @@
+"""A sweep's results as tables, from its run folders' summaries alone.
+
+`results_table`: one row per run: the settings that vary across the sweep,
+seed, final and best metrics, bytes, ratios to the dense baseline, wall time.
+`settings_table`: the same per setting, mean and spread across seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from simulations.grid import RUNTIME_KEYS
+from simulations.runs import Run
+
+# config keys that never make two settings different
+NOT_SETTINGS = frozenset({"seed", *RUNTIME_KEYS})
+BYTES = ("uplink_bytes", "downlink_bytes", "dense_uplink_bytes", "dense_downlink_bytes")
+# short names for the settings most sweeps vary, in labels (others keep their key)
+_SHORT = {"prune-method": "", "density": "d", "error-feedback": "ef", "value-codec": "values", "downlink-codec": "down"}
+
+
+class ReportError(ValueError):
+    """Runs that cannot be tabulated (none complete, or incomparable)."""
+
+
+def metric_names(runs: list[Run]) -> tuple[str, str]:
+    """`hr@k`, `ndcg@k` for the sweep's k (one k per sweep, or the table would mix)."""
+    ks = {r.summary["config"]["top-k"] for r in runs}
+    if len(ks) != 1:
+        raise ReportError(f"the runs use different top-k values {sorted(ks)}; report them separately")
+    k = ks.pop()
+    return f"hr@{k}", f"ndcg@{k}"
+
+
+def varied_keys(runs: list[Run]) -> list[str]:
+    """Config keys whose values differ between runs: the grid's keys first, in
+    the order the grid names them, then any other (say, a changed base)."""
+    configs = [r.summary["config"] for r in runs]
+    keys = {k for c in configs for k in c if k not in NOT_SETTINGS}
+    varied = {k for k in keys if len({repr(c.get(k)) for c in configs}) > 1}
+    named = [k for r in runs for k in r.point["overrides"]]
+    ordered = list(dict.fromkeys([*named, *(k for c in configs for k in c)]))
+    return [k for k in ordered if k in varied]
+
+
+def method_of(config: dict[str, Any]) -> str:
+    """What a run does to its updates, for markers and legends."""
+    method = config["prune-method"]
+    dense = method == "none" and config["value-codec"] == "fp32"
+    if method == "none":
+        method = "dense" if dense else "quantised"
+    return f"{method} + EF" if config["error-feedback"] and not dense else method
+
+
+def label_of(row: pd.Series | dict[str, Any], varied: list[str]) -> str:
+    """A setting's short name from its varied values: `topk-global d=0.01 ef=False`,
+    without the values that do nothing in it (density without pruning, error
+    feedback on dense updates)."""
+    unused = {"density"} if row["method"] in ("dense", "quantised") else set()
+    if row["method"] == "dense":
+        unused.add("error-feedback")
+    parts = []
+    for key in (k for k in varied if k not in unused):
+        short = _SHORT.get(key, key)
+        parts.append(f"{short}={row[key]}" if short else str(row[key]))
+    return " ".join(parts) or "base"
+
+
+@dataclass(frozen=True)
+class Tables:
+    results: pd.DataFrame  # one row per run
+    settings: pd.DataFrame  # one row per setting: mean and std across seeds
+    varied: list[str]
+    hr: str  # "hr@10"
+    ndcg: str
+
+
+def make_tables(runs: list[Run]) -> Tables:
+    if not runs:
+        raise ReportError("no complete runs to tabulate")
+    hr, ndcg = metric_names(runs)
+    varied = varied_keys(runs)
+    results = results_table(runs, varied, hr, ndcg)
+    return Tables(results, settings_table(results, varied, hr, ndcg), varied, hr, ndcg)
+
+
+def figure_columns(hr: str, ndcg: str) -> list[str]:
+    """The numeric result columns (what a setting averages over its seeds)."""
+    return [hr, f"{hr}_best", ndcg, f"{ndcg}_best", *BYTES, f"{hr}_retained", f"{ndcg}_retained",
+            "uplink_reduction", "downlink_reduction", "wall_seconds"]  # fmt: skip
+
+
+def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        summary, config = run.summary, run.summary["config"]
+        row: dict[str, Any] = {"run": run.name, "setting": run.point["setting"], "method": method_of(config)}
+        row |= {key: config[key] for key in varied}
+        row |= {"seed": config["seed"], "baseline": bool(run.point["baseline"])}
+        for metric in (hr, ndcg):
+            row[metric] = summary["metrics"].get(metric, np.nan)
+            row[f"{metric}_best"] = summary["best"].get(metric, np.nan)
+        row |= {key: summary["comm"][key] for key in BYTES}
+        row |= {"rounds": summary["rounds"], "wall_seconds": summary["wall_seconds"], "folder": f"runs/{run.name}"}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.insert(3, "label", [label_of(row, varied) for _, row in table.iterrows()])
+    return _with_ratios(table, hr, ndcg)
+
+
+def _with_ratios(table: pd.DataFrame, hr: str, ndcg: str) -> pd.DataFrame:
+    """Quality kept (run / baseline) and bytes saved (baseline / run) against
+    the baseline run of the same seed, else the mean of the baseline's seeds."""
+    baseline = table[table["baseline"]]
+    ratios = {f"{hr}_retained": (hr, False), f"{ndcg}_retained": (ndcg, False),
+              "uplink_reduction": ("uplink_bytes", True), "downlink_reduction": ("downlink_bytes", True)}  # fmt: skip
+    for column, (source, inverse) in ratios.items():
+        by_seed = baseline.set_index("seed")[source]
+        reference = table["seed"].map(by_seed).fillna(by_seed.mean() if len(by_seed) else np.nan)
+        table[column] = reference / table[source] if inverse else table[source] / reference
+    return table
+
+
+def settings_table(results: pd.DataFrame, varied: list[str], hr: str, ndcg: str) -> pd.DataFrame:
+    """Per setting: its identifying columns, n seeds, and mean and std of every figure."""
+    identity = list(dict.fromkeys(["method", "label", *varied, "baseline", "rounds"]))
+    grouped = results.groupby("setting", sort=True)
+    table = grouped[identity].first().reset_index()
+    table["n"] = grouped.size().to_numpy()
+    for column in figure_columns(hr, ndcg):
+        table[f"{column}_mean"] = grouped[column].mean().to_numpy()
+        table[f"{column}_std"] = grouped[column].std().to_numpy()
+    return table
+
+
+def pareto(settings: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The settings no other beats on both counts (fewer bytes, higher quality), by bytes."""
+    ordered = settings.sort_values([x, y], ascending=[True, False], kind="stable")
+    keep, best = [], -np.inf
+    for index, value in ordered[y].items():
+        if value > best:
+            keep.append(index)
+            best = value
+    return ordered.loc[keep]

@@ -1,0 +1,133 @@
+"""The report of a sweep from fabricated run folders: tables, ratios, frontier, report.md."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulations.cli import main
+from simulations.grid import load_grid
+from simulations.runs import MANIFEST, point_record, read_runs, run_dir, write_json
+
+GRID = """
+seeds = [0, 1]
+baseline = {prune-method = "none"}
+[set]
+rounds = 2
+[[grids]]
+prune-method = ["none"]
+[[grids]]
+prune-method = ["topk-global"]
+density = [0.1, 0.01]
+[[grids]]
+prune-method = ["randomk"]
+density = [0.1]
+"""
+# (HR@10, uplink bytes) per setting, for seeds 0 and 1
+FIGURES = {
+    0: [(0.60, 1000), (0.62, 1000)],  # dense
+    1: [(0.58, 200), (0.60, 210)],  # top-k 10%
+    2: [(0.50, 20), (0.54, 22)],  # top-k 1%
+    3: [(0.40, 205), (0.42, 205)],  # random-k 10%: dominated by top-k 10%
+}
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """A sweep folder as `prunus sweep` leaves it, without running anything."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    out = tmp_path / "sweep"
+    points = load_grid(grid)
+    write_json(out / MANIFEST, {"grid": str(grid), "points": [point_record(p) for p in points]})
+    for point in points:
+        hr, up = FIGURES[point.setting][point.seed]
+        folder = run_dir(out, point.name)
+        write_json(folder / "point.json", point_record(point))
+        write_json(folder / "summary.json", {
+            "metrics": {"hr@10": hr, "ndcg@10": hr / 2}, "best": {"hr@10": hr + 0.01, "ndcg@10": hr / 2},
+            "comm": {"uplink_bytes": up, "downlink_bytes": 5000, "dense_uplink_bytes": 1000,
+                     "dense_downlink_bytes": 5000},
+            "rounds": 2, "wall_seconds": 10.0 + point.seed, "config": point.config.to_dict(),
+        })  # fmt: skip
+        pd.DataFrame({"round": [0, 1, 2], "uplink_bytes": [0, up // 2, up - up // 2],
+                      "downlink_bytes": [0, 2500, 2500], "hr@10": [0.1, np.nan, hr]}).to_csv(folder / "rounds.csv", index=False)  # fmt: skip
+        (folder / "curve.png").write_bytes(b"png")
+    return out
+
+
+def _name(sweep: Path, setting: int, seed: int) -> str:
+    points = json.loads((sweep / MANIFEST).read_text())["points"]
+    return next(p["name"] for p in points if p["setting"] == setting and p["seed"] == seed)
+
+
+def test_results_have_one_row_per_run_with_ratios_to_the_same_seed_baseline(sweep: Path):
+    assert main(["report", str(sweep)]) == 0
+    results = pd.read_csv(sweep / "results.csv")
+    assert len(results) == 8 and list(results["setting"]) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert {"prune-method", "density", "seed", "hr@10", "hr@10_best", "uplink_bytes", "downlink_bytes",
+            "dense_uplink_bytes", "uplink_reduction", "hr@10_retained", "wall_seconds", "folder"} <= set(results)  # fmt: skip
+    assert "rounds" in results and "dim" not in results  # only what varies is a setting column
+    row = results[(results["setting"] == 1) & (results["seed"] == 1)].iloc[0]
+    assert row["uplink_reduction"] == pytest.approx(1000 / 210)
+    assert row["hr@10_retained"] == pytest.approx(0.60 / 0.62)
+    assert row["downlink_reduction"] == 1.0 and row["method"] == "topk-global + EF"
+    for _, run in results.iterrows():  # every figure is its run folder's
+        summary = json.loads((sweep / run["folder"] / "summary.json").read_text())
+        assert run["hr@10"] == summary["metrics"]["hr@10"]
+        assert run["uplink_bytes"] == summary["comm"]["uplink_bytes"]
+    assert pd.read_parquet(sweep / "results.parquet").equals(pd.read_csv(sweep / "results.csv"))
+
+
+def test_settings_have_mean_spread_and_count(sweep: Path):
+    main(["report", str(sweep)])
+    settings = pd.read_csv(sweep / "settings.csv")
+    assert list(settings["n"]) == [2, 2, 2, 2]
+    topk1 = settings.iloc[2]
+    assert topk1["density"] == 0.01 and topk1["hr@10_mean"] == pytest.approx(0.52)
+    assert topk1["hr@10_std"] == pytest.approx(np.std([0.50, 0.54], ddof=1))
+    assert topk1["uplink_bytes_mean"] == 21 and bool(settings.iloc[0]["baseline"])
+
+
+def test_report_shows_the_frontier_budgets_and_every_run(sweep: Path):
+    report = (Path(main(["report", str(sweep)]) == 0 and sweep) / "report.md").read_text()
+    frontier = report.split("## Best setting")[0]
+    assert "topk-global d=0.01" in frontier and "randomk d=0.1" not in frontier  # dominated
+    budgets = report.split("## Best setting per uplink budget")[1].split("##")[0]
+    assert "| <= 100 B | topk-global d=0.01 | 0.5200 ± 0.0283 |" in budgets
+    assert "| <= 1 KB | none | 0.6100 ± 0.0141 | 1 KB | 1.0x | 100.0% |" in budgets
+    for _, run in pd.read_csv(sweep / "results.csv").iterrows():
+        assert f"[{run['run']}]({run['folder']}) | {run['seed']} | {run['hr@10']:.4f} |" in report
+    for figure in ("frontier.png", "curves.png", "bytes.png"):
+        assert f"({figure})" in report and (sweep / figure).stat().st_size > 10_000
+
+
+def test_incomplete_or_changed_runs_are_left_out_and_named(sweep: Path):
+    dense_seed1 = run_dir(sweep, _name(sweep, 0, 1))
+    (dense_seed1 / "curve.png").unlink()  # killed before its last output
+    changed = run_dir(sweep, _name(sweep, 3, 0))
+    summary = json.loads((changed / "summary.json").read_text())
+    summary["config"]["dim"] = 7  # ran with another config than the point's
+    write_json(changed / "summary.json", summary)
+    runs, missing = read_runs(sweep)
+    assert sorted(missing) == sorted([dense_seed1.name, changed.name]) and len(runs) == 6
+    main(["report", str(sweep)])
+    results = pd.read_csv(sweep / "results.csv")
+    row = results[(results["setting"] == 1) & (results["seed"] == 1)].iloc[0]
+    assert row["uplink_reduction"] == pytest.approx(1000 / 210)  # the baseline's seeds' mean: seed 0 alone
+    assert row["hr@10_retained"] == pytest.approx(0.60 / 0.60)
+    assert dense_seed1.name in (sweep / "report.md").read_text()
+
+
+def test_without_a_manifest_every_run_folder_is_reported(sweep: Path):
+    (sweep / MANIFEST).unlink()
+    runs, missing = read_runs(sweep)
+    assert len(runs) == 8 and not missing
+    assert [(r.point["setting"], r.point["seed"]) for r in runs][:3] == [(0, 0), (0, 1), (1, 0)]
+
+
+def test_report_of_a_folder_without_runs_fails_cleanly(tmp_path: Path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no complete runs" in capsys.readouterr().err
