@@ -86,13 +86,13 @@ def plot_bytes(tables: Tables, sweep: Path, path: Path) -> Path:
         per_round.append((row["label"], means["uplink_bytes"], means["downlink_bytes"]))
     frame = pd.DataFrame(per_round, columns=["label", "up", "down"]).sort_values("up", ascending=False)
     positions = range(len(frame))
-    with _figure(path, (10, 1.5 + 0.45 * len(frame))) as ax:
+    with _figure(path, (12, 1.5 + 0.45 * len(frame))) as ax:
         ax.barh([p + 0.2 for p in positions], frame["up"], height=0.4, color="tab:blue", hatch="//",
                 edgecolor="black", label="uplink (all clients)")  # fmt: skip
         ax.barh([p - 0.2 for p in positions], frame["down"], height=0.4, color="lightgrey",
                 edgecolor="black", label="downlink (all clients)")  # fmt: skip
         ax.set_yticks(list(positions), frame["label"])
-        _log_x(ax, "bytes per training round (mean over rounds and seeds)", "")
+        _log_x(ax, "bytes per training round, mean over rounds and seeds", "")
         smallest = frame[["up", "down"]].min().min()
         ax.set_xlim(left=10 ** np.floor(np.log10(smallest)))  # bars on a log axis need a stated origin
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)

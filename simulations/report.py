@@ -48,7 +48,9 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
         lines.append(f"Not complete, so not in the tables: {', '.join(f'`{m}`' for m in missing)}.")
     lines += ["", f"Figures are means over seeds (± standard deviation); {hr.upper()} and {ndcg.upper()} are those of "
               "the last round; bytes are totals over the run; `x fewer` is the baseline's bytes over the "
-              "setting's. Regenerate with `prunus report DIR`.", ""]  # fmt: skip
+              "setting's. A setting's label names its method and the values that differ from the baseline's "
+              "(`d` density, `ef` error feedback, `values` value codec, `down` downlink codec). "
+              "Regenerate with `prunus report DIR`.", ""]  # fmt: skip
     lines += ["## Quality against uplink bytes", "", "![frontier](frontier.png)", "",
               "The Pareto frontier (no other setting has both fewer uplink bytes and a higher mean "
               f"{hr.upper()}):", ""]  # fmt: skip

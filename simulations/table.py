@@ -37,14 +37,11 @@ def metric_names(runs: list[Run]) -> tuple[str, str]:
 
 
 def varied_keys(runs: list[Run]) -> list[str]:
-    """Config keys whose values differ between runs: the grid's keys first, in
-    the order the grid names them, then any other (say, a changed base)."""
+    """Config keys whose values differ between runs, in the config's order
+    (method, density, error feedback, codecs: how a label reads best)."""
     configs = [r.summary["config"] for r in runs]
-    keys = {k for c in configs for k in c if k not in NOT_SETTINGS}
-    varied = {k for k in keys if len({repr(c.get(k)) for c in configs}) > 1}
-    named = [k for r in runs for k in r.point["overrides"]]
-    ordered = list(dict.fromkeys([*named, *(k for c in configs for k in c)]))
-    return [k for k in ordered if k in varied]
+    ordered = dict.fromkeys(k for c in configs for k in c if k not in NOT_SETTINGS)
+    return [k for k in ordered if len({repr(c.get(k)) for c in configs}) > 1]
 
 
 def method_of(config: dict[str, Any]) -> str:
@@ -56,15 +53,17 @@ def method_of(config: dict[str, Any]) -> str:
     return f"{method} + EF" if config["error-feedback"] and not dense else method
 
 
-def label_of(row: pd.Series | dict[str, Any], varied: list[str]) -> str:
-    """A setting's short name from its varied values: `topk-global d=0.01 ef=False`,
-    without the values that do nothing in it (density without pruning, error
-    feedback on dense updates)."""
+def label_of(row: pd.Series | dict[str, Any], varied: list[str], reference: dict[str, Any] | None) -> str:
+    """A setting's short name: its method and the varied values that differ
+    from the baseline's (`topk-global d=0.01 ef=False`), leaving out those that
+    do nothing in it (density without pruning, error feedback on dense updates)."""
     unused = {"density"} if row["method"] in ("dense", "quantised") else set()
     if row["method"] == "dense":
         unused.add("error-feedback")
     parts = []
-    for key in (k for k in varied if k not in unused):
+    for key in varied:
+        if key in unused or (key != "prune-method" and reference and row[key] == reference[key]):
+            continue
         short = _SHORT.get(key, key)
         parts.append(f"{short}={row[key]}" if short else str(row[key]))
     return " ".join(parts) or "base"
@@ -108,7 +107,8 @@ def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.
         row |= {"rounds": summary["rounds"], "wall_seconds": summary["wall_seconds"], "folder": f"runs/{run.name}"}
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.insert(3, "label", [label_of(row, varied) for _, row in table.iterrows()])
+    baseline = next((r.summary["config"] for r in runs if r.point["baseline"]), None)
+    table.insert(3, "label", [label_of(row, varied, baseline) for _, row in table.iterrows()])
     return _with_ratios(table, hr, ndcg)
 
 

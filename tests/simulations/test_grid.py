@@ -121,3 +121,19 @@ def test_bad_grid_in_the_last_block_fails_before_any_run(tmp_path: Path, capsys)
     err = capsys.readouterr().err
     assert "local-lr" in err and "bad-grid.toml" in err
     assert not out.exists()
+
+
+def test_the_ml100k_frontier_experiment_is_a_valid_grid(monkeypatch):
+    root = Path(__file__).resolve().parents[2]
+    if not (root.parent / "shared" / "datasets" / "ml-100k" / "u.data").exists():
+        pytest.skip("ML-100K is not at ../shared/datasets/ml-100k")
+    monkeypatch.chdir(root)  # data-dir is relative to where prunus runs
+    points = load_grid("simulations/experiments/ml100k-frontier.toml")
+    configs = [p.config for p in points if p.seed == 0]
+    assert {p.seed for p in points} == {0, 1} and len(points) == 2 * len(configs)
+    assert {c.dataset for c in configs} == {"ml-100k"} and [p.baseline for p in points].count(True) == 2
+    topk = {(c.density, c.error_feedback) for c in configs if c.prune_method == "topk-global" and c.value_codec == "fp32"}
+    assert topk == {(d, ef) for d in (0.1, 0.03, 0.01, 0.003, 0.001) for ef in (True, False)}
+    assert {"randomk", "rows", "none"} <= {c.prune_method for c in configs}
+    assert {"fp16", "int8", "ternary"} <= {c.value_codec for c in configs}
+    assert {"fp32", "fp16"} == {c.downlink_codec for c in configs}
