@@ -16,11 +16,15 @@ from simulations import flower_dispatch
 
 
 def backend_config(cfg: Config) -> dict:
-    """Ray resources per client actor, and the cluster to attach to if any."""
-    init_args: dict = {}
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS", "")
-    if address:
-        init_args["address"] = address
+    """Ray resources per client actor, and the cluster to attach to if any.
+
+    Without one, Ray is told to start a fresh local instance ("local"): plain
+    `ray.init()` would silently join whatever cluster `ray start` last left
+    recorded in /tmp/ray, and a simulation must not land on a stranger's
+    cluster (or hang on a dead one).
+    """
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS", "") or "local"
+    init_args = {"address": address}
     return {
         "client_resources": {"num_cpus": cfg.client_num_cpus, "num_gpus": cfg.client_num_gpus},
         "init_args": init_args,

@@ -4,15 +4,23 @@ A head and a second node, each with one CPU of its own, joined on 127.0.0.1;
 with one CPU per client actor Flower puts one actor on each node, so the
 replies must come from both. Each node runs `ray start --block` in its own
 process, so stopping that process stops exactly the node this test started
-(`ray stop` would stop every Ray on the machine).
+(`ray stop` would stop every Ray on the machine), and the head keeps its
+files in a temporary folder of its own, so the address it records there is
+gone afterwards and no later `ray.init()` on this machine can find it.
+
+Ray 2.55 turns `--node-ip-address 127.0.0.1` into the address of the
+machine's own interface (`resolve_ip_for_localhost`), so the nodes advertise
+that address; nothing outside this machine is involved.
 """
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,9 +69,11 @@ def _cluster_nodes(address: str) -> list[str]:
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("ray-logs")
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
     address = f"{LOOPBACK}:{port}"
-    head = _start_node(["--head", "--port", str(port), "--include-dashboard", "false"], logs / "head.log")
+    head = _start_node(["--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", temp_dir],
+                       logs / "head.log")  # fmt: skip
     nodes = [head]
     try:
         deadline = time.monotonic() + 120
@@ -84,6 +94,7 @@ def ray_cluster(tmp_path_factory):
     finally:
         for node in reversed(nodes):
             _stop(node)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_simulation_on_a_two_node_cluster_uses_both_nodes(ray_cluster, tmp_path):

@@ -1,0 +1,18 @@
+"""Where a simulation's Ray comes from: a cluster named by config or RAY_ADDRESS, else a fresh local one."""
+
+from common.config import Config
+from simulations.simulate import backend_config
+
+
+def test_without_a_cluster_ray_starts_a_fresh_local_one(monkeypatch):
+    """Never `ray.init()` bare: it would join a cluster left recorded in /tmp/ray."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    config = backend_config(Config(client_num_cpus=2, client_num_gpus=0.25))
+    assert config["init_args"] == {"address": "local"}
+    assert config["client_resources"] == {"num_cpus": 2, "num_gpus": 0.25}
+
+
+def test_the_cluster_comes_from_the_config_or_from_ray_address(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert backend_config(Config())["init_args"] == {"address": "10.0.0.5:6379"}
+    assert backend_config(Config(ray_address="auto"))["init_args"] == {"address": "auto"}
