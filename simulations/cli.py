@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="sweep folder: runs/<point>/, results.csv, report.md")
     sweep.add_argument("--jobs", type=_positive_int, default=1, help="points run at once (default 1)")
     sweep.add_argument("--ray-address", help="attach every point to this Ray cluster (auto or HOST:PORT)")
+    sweep.add_argument("--point-timeout", type=float, metavar="SECONDS",
+                       help="stop a point that runs longer and count it failed (default: no limit)")  # fmt: skip
     report = commands.add_parser("report", help="results tables, plots and report.md of a sweep folder")
     report.add_argument("dir", help="the folder `prunus sweep --out` wrote")
     return parser
@@ -76,7 +78,7 @@ def _sweep_or_report(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "sweep":
-            return run_sweep(args.grid, Path(args.out), args.jobs, args.ray_address)
+            return run_sweep(args.grid, Path(args.out), args.jobs, args.ray_address, args.point_timeout)
         print(write_report(Path(args.dir)))
         return 0
     except (ConfigError, ReportError) as err:

@@ -35,6 +35,11 @@ class _Active:
     process: subprocess.Popen
     started: float
     log: TextIO
+    timed_out: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
 
 
 @dataclass
@@ -44,6 +49,7 @@ class _Progress:
     log_path: Path
     total: int
     jobs: int
+    point_timeout: float | None
     skipped: int = 0
     done: int = 0
     failed: list[str] = field(default_factory=list)
@@ -56,26 +62,31 @@ class _Progress:
         with self.log_path.open("a") as log:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
-    def status(self, running: int, pending: int) -> str:
+    def status(self, active: list[_Active], pending: int) -> str:
         elapsed = time.monotonic() - self.started
         eta = "?"
         if self.durations:
             mean = sum(self.durations) / len(self.durations)
-            eta = _duration(mean * (pending + running) / self.jobs)
+            left = mean * (pending + len(active)) - sum(min(r.seconds, mean) for r in active)
+            eta = _duration(left / self.jobs)
         return (
-            f"{self.skipped + self.done}/{self.total} complete ({self.skipped} skipped), {running} running, "
+            f"{self.skipped + self.done}/{self.total} complete ({self.skipped} skipped), {len(active)} running, "
             f"{len(self.failed)} failed, elapsed {_duration(elapsed)}, ETA {eta}"
         )
 
 
-def run_sweep(grid: str | Path, out: Path, jobs: int = 1, ray_address: str | None = None) -> int:
-    """Run the grid's missing points, then write the report; 0 if every point is complete."""
+def run_sweep(
+    grid: str | Path, out: Path, jobs: int = 1, ray_address: str | None = None, point_timeout: float | None = None
+) -> int:
+    """Run the grid's missing points, then write the report; 0 if every point is complete.
+    A point running longer than `point_timeout` seconds is stopped and counted failed,
+    so one hung simulation cannot hold the sweep."""
     points = load_grid(grid)  # every config resolved and checked before anything runs
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / MANIFEST, {"grid": str(Path(grid).resolve()), "points": [point_record(p) for p in points]})
-    progress = _Progress(out / "sweep.log", len(points), jobs)
+    progress = _Progress(out / "sweep.log", len(points), jobs, point_timeout)
     progress.say(f"{len(points)} points from {grid} into {out}, {jobs} at a time")
-    todo = deque()
+    todo: deque[Point] = deque()
     for point in points:
         if complete_summary(run_dir(out, point.name), point.config_hash) is not None:
             progress.skipped += 1
@@ -83,7 +94,7 @@ def run_sweep(grid: str | Path, out: Path, jobs: int = 1, ray_address: str | Non
         else:
             todo.append(point)
     _run_points(todo, out, progress, ray_address)
-    progress.say(f"finished: {progress.status(0, 0)}")
+    progress.say(f"finished: {progress.status([], 0)}")
     for name in progress.failed:
         progress.say(f"failed: {name} (log: {run_dir(out, name) / LOG})")
     try:
@@ -104,13 +115,17 @@ def _run_points(todo: deque[Point], out: Path, progress: _Progress, ray_address:
                 active.append(_start(todo.popleft(), out, ray_address))
                 progress.say(f"start {active[-1].point.name}")
             time.sleep(POLL_S)
+            for run in active:
+                if progress.point_timeout and run.seconds > progress.point_timeout:
+                    run.timed_out = True
+                    _stop(run.process)
             for run in [r for r in active if r.process.poll() is not None]:
                 active.remove(run)
                 _finish(run, out, progress)
-                progress.say(progress.status(len(active), len(todo)))
+                progress.say(progress.status(active, len(todo)))
                 last_status = time.monotonic()
             if time.monotonic() - last_status > PROGRESS_EVERY_S:
-                progress.say(progress.status(len(active), len(todo)))
+                progress.say(progress.status(active, len(todo)))
                 last_status = time.monotonic()
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -137,7 +152,7 @@ def _start(point: Point, out: Path, ray_address: str | None) -> _Active:
 
 def _finish(run: _Active, out: Path, progress: _Progress) -> None:
     run.log.close()
-    seconds = time.monotonic() - run.started
+    seconds = run.seconds
     progress.durations.append(seconds)
     folder = run_dir(out, run.point.name)
     code = run.process.returncode
@@ -147,6 +162,8 @@ def _finish(run: _Active, out: Path, progress: _Progress) -> None:
     else:
         progress.failed.append(run.point.name)
         reason = f"exit code {code}" if code else "exited 0 without complete outputs"
+        if run.timed_out:
+            reason = f"stopped after the point timeout of {progress.point_timeout:g} s"
         progress.say(f"FAILED {run.point.name} ({reason}, log: {folder / LOG})")
 
 

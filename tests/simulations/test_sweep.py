@@ -36,9 +36,21 @@ density = [0.5, 0.1]
 """
 
 
-def _command(grid: Path, out: Path) -> list[str]:
+def _command(grid: Path, out: Path, point_timeout: int = 240) -> list[str]:
     return [sys.executable, "-m", "simulations.cli", "sweep", str(grid), "--out", str(out), "--jobs", "2",
-            "--ray-address", "local"]  # fmt: skip
+            "--ray-address", "local", "--point-timeout", str(point_timeout)]  # fmt: skip
+
+
+def _sweep(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a sweep in its own process group, so that on a timeout its simulations stop with it."""
+    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = sweep.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(sweep.pid, signal.SIGKILL)
+        stdout, stderr = sweep.communicate()
+        pytest.fail(f"the sweep ran past {timeout} s:\n{stdout[-3000:]}")
+    return subprocess.CompletedProcess(command, sweep.returncode, stdout, stderr)
 
 
 def _complete(out: Path) -> dict[str, float]:
@@ -66,7 +78,7 @@ def test_killed_sweep_resumes_with_only_the_missing_points_and_report_reproduces
     before = _complete(out)
     assert 2 <= len(before) < 8
 
-    done = subprocess.run(_command(grid, out), capture_output=True, text=True, timeout=600)
+    done = _sweep(_command(grid, out))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     after = _complete(out)
     assert len(after) == 8
@@ -102,9 +114,18 @@ def test_a_failing_point_is_reported_and_the_sweep_says_so(tmp_path: Path):
     (data / "u.data").write_text("1\t2\t5\t100\n1\tx\t4\t101\n")
     grid = tmp_path / "grid.toml"
     grid.write_text(f'[set]\ndataset = "ml-100k"\ndata-dir = "{data}"\n[[grids]]\ndensity = [0.5, 0.1]\n')
-    done = subprocess.run(_command(grid, tmp_path / "sweep"), capture_output=True, text=True, timeout=300)
+    done = _sweep(_command(grid, tmp_path / "sweep"), timeout=300)
     assert done.returncode == 1
     assert "FAILED density=0.5_seed=0 (exit code 2, log: " in done.stdout
     assert "FAILED density=0.1_seed=0" in done.stdout and "no report: no complete runs" in done.stdout
     log = tmp_path / "sweep" / "runs" / "density=0.5_seed=0" / "simulate.log"
     assert "u.data" in log.read_text() and "line 2" in log.read_text()
+
+
+def test_a_point_past_its_timeout_is_stopped_and_counted_failed(tmp_path: Path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text("[set]\nrounds = 1000\n")
+    done = _sweep(_command(grid, tmp_path / "sweep", point_timeout=3), timeout=120)
+    assert done.returncode == 1
+    assert "FAILED seed=0 (stopped after the point timeout of 3 s" in done.stdout
+    assert "0/1 complete (0 skipped), 0 running, 1 failed" in done.stdout
