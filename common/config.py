@@ -249,16 +249,21 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     return from_mapping(values, source=str(path) if path else "overrides")
 
 
+def read_toml_file(path: Path, kind: str = "config file") -> dict[str, Any]:
+    """A TOML file's tables; a missing or unparsable file is a ConfigError naming it."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{kind} {str(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{kind} {str(path)!r}: {err}") from None
+
+
 def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise ConfigError(f"config file {str(path)!r}: 'base' chain loops back to itself")
-    try:
-        with path.open("rb") as handle:
-            values = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {str(path)!r}: {err}") from None
+    values = read_toml_file(path)
     for key, value in values.items():
         if isinstance(value, dict):
             raise ConfigError(f"{key}: tables are not supported; use flat keys in {path}")

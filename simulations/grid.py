@@ -25,12 +25,11 @@ import hashlib
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from common.config import Config, ConfigError, from_mapping, key_of, load
+from common.config import Config, ConfigError, from_mapping, key_of, load, read_toml_file
 
 TOP_LEVEL = ("base", "seeds", "baseline", "set", "grids")
 # keys the sweep sets itself, per point or per invocation; not part of a point's identity
@@ -69,13 +68,7 @@ def config_hash(values: dict[str, Any]) -> str:
 def load_grid(path: str | Path) -> list[Point]:
     """Expand, resolve and check a grid file; raises ConfigError naming the file and key."""
     path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            grid = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"grid file {str(path)!r} not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"grid file {str(path)!r}: {err}") from None
+    grid = read_toml_file(path, "grid file")
     try:
         return _points(path, grid)
     except ConfigError as err:
