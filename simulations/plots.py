@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -42,22 +43,31 @@ def plot_frontier(tables: Tables, path: Path) -> Path:
     """Final HR@k (mean over seeds, bar = std) against uplink bytes per setting."""
     hr, settings, style = tables.hr, tables.settings, markers(tables)
     x, y = "uplink_bytes_mean", f"{hr}_mean"
-    with _figure(path, (9, 6)) as ax:
+    with _figure(path, (13, 6)) as ax:
         for method, group in settings.groupby("method", sort=False):
             marker, colour = style[method]
             ax.errorbar(group[x], group[y], yerr=group[f"{hr}_std"].fillna(0), marker=marker, color=colour,
                         linestyle="none", capsize=3, label=method)  # fmt: skip
         front = pareto(settings, x, y)
         ax.step(front[x], front[y], where="post", color="black", alpha=0.5, linewidth=1.5, label="Pareto frontier")
-        for _, row in front.iterrows():
-            ax.annotate(row["label"], (row[x], row[y]), xytext=(6, 6), textcoords="offset points", fontsize=9)
+        # frontier points numbered, their labels listed in the plot's empty middle:
+        # written beside a crowded frontier, labels would hide the neighbouring points
+        keys = []
+        for number, (_, row) in enumerate(front.iterrows(), start=1):
+            ax.annotate(str(number), (row[x], row[y]), xytext=(-7, 7), textcoords="offset points", ha="right",
+                        fontsize=10, fontweight="bold")  # fmt: skip
+            keys.append(f"{number}  {row['label']}")
         base = settings[settings["baseline"]]
         if len(base):
             ax.scatter(base[x], base[y], marker="*", s=500, facecolor="none", edgecolor="black", linewidth=1.5,
                        zorder=5, label="baseline")  # fmt: skip
             ax.axhline(float(base[y].iloc[0]), color="grey", linestyle=":", linewidth=1.5)
         _log_x(ax, "uplink bytes over the whole run", f"{hr.upper()} at the last round")
-        ax.legend(loc="lower right")
+        # both legends right of the axes, where they hide no point whatever the sweep
+        ax.add_artist(ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0)))
+        blank = [Line2D([], [], linestyle="none")] * len(keys)  # a legend of text only
+        ax.legend(blank, keys, title="Pareto frontier", loc="lower left", bbox_to_anchor=(1.02, 0.0), handlelength=0,
+                  handletextpad=0, fontsize=10, alignment="left")  # fmt: skip
     return path
 
 

@@ -83,18 +83,27 @@ def _settings_rows(tables: Tables, settings: pd.DataFrame) -> list[str]:
 
 
 def _budget_rows(tables: Tables) -> list[str]:
-    """For each decade of uplink bytes: the best mean HR@k among the settings within it."""
+    """For each round budget of uplink bytes (1-2-5 steps from the cheapest
+    setting to the dearest): the best mean HR@k among the settings within it."""
     hr, settings = tables.hr, tables.settings
     up = settings["uplink_bytes_mean"]
     rows = []
-    for exponent in range(math.floor(math.log10(up.min())) + 1, math.ceil(math.log10(up.max())) + 1):
-        budget = 10.0**exponent
+    for budget in budgets(up.min(), up.max()):
         within = settings[up <= budget]
         best = within.loc[within[f"{hr}_mean"].idxmax()]
         rows.append([f"<= {_bytes(budget)}", best["label"], _spread(best, hr, 4), _bytes(best["uplink_bytes_mean"]),
                      _times(best["uplink_reduction_mean"]), _percent(best[f"{hr}_retained_mean"])])  # fmt: skip
     header = ["uplink budget", "best setting", hr.upper(), "uplink bytes", "x fewer up", f"{hr.upper()} kept"]
     return markdown_table(header, rows)
+
+
+def budgets(low: float, high: float) -> list[float]:
+    """Round budgets (1, 2, 5 x 10^k): from the first that admits `low` to the first that admits `high`."""
+    low, high = max(low, 1.0), max(high, 1.0)
+    steps = [m * 10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for m in (1, 2, 5)]
+    first = next(i for i, b in enumerate(steps) if b >= low)
+    last = next(i for i, b in enumerate(steps) if b >= high)
+    return steps[first : last + 1]
 
 
 def _run_rows(tables: Tables) -> list[str]:

@@ -83,7 +83,7 @@ def run_sweep(
     so one hung simulation cannot hold the sweep."""
     points = load_grid(grid)  # every config resolved and checked before anything runs
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / MANIFEST, {"grid": str(Path(grid).resolve()), "points": [point_record(p) for p in points]})
+    write_json(out / MANIFEST, {"grid": str(grid), "points": [point_record(p) for p in points]})
     progress = _Progress(out / "sweep.log", len(points), jobs, point_timeout)
     progress.say(f"{len(points)} points from {grid} into {out}, {jobs} at a time")
     todo: deque[Point] = deque()

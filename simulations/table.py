@@ -65,7 +65,10 @@ def label_of(row: pd.Series | dict[str, Any], varied: list[str], reference: dict
         if key in unused or (key != "prune-method" and reference and row[key] == reference[key]):
             continue
         short = _SHORT.get(key, key)
-        parts.append(f"{short}={row[key]}" if short else str(row[key]))
+        if key == "prune-method" and row[key] == "none":
+            parts.append(row["method"])  # "dense" or "quantised" reads better than "none"
+        else:
+            parts.append(f"{short}={row[key]}" if short else str(row[key]))
     return " ".join(parts) or "base"
 
 

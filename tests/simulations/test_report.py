@@ -9,6 +9,7 @@ import pytest
 
 from simulations.cli import main
 from simulations.grid import load_grid
+from simulations.report import budgets
 from simulations.runs import MANIFEST, point_record, read_runs, run_dir, write_json
 
 GRID = """
@@ -96,12 +97,22 @@ def test_report_shows_the_frontier_budgets_and_every_run(sweep: Path):
     frontier = report.split("## Best setting")[0]
     assert "topk-global d=0.01" in frontier and "randomk d=0.1" not in frontier  # dominated
     budgets = report.split("## Best setting per uplink budget")[1].split("##")[0]
-    assert "| <= 100 B | topk-global d=0.01 | 0.5200 ± 0.0283 |" in budgets
-    assert "| <= 1 KB | none | 0.6100 ± 0.0141 | 1 KB | 1.0x | 100.0% |" in budgets
+    assert "| <= 50 B | topk-global d=0.01 | 0.5200 ± 0.0283 |" in budgets
+    assert "| <= 200 B | topk-global d=0.01 |" in budgets  # top-k 10% (205 B) is over this budget
+    assert "| <= 500 B | topk-global d=0.1 | 0.5900 ± 0.0141 |" in budgets
+    assert "| <= 1 KB | dense | 0.6100 ± 0.0141 | 1 KB | 1.0x | 100.0% |" in budgets
     for _, run in pd.read_csv(sweep / "results.csv").iterrows():
         assert f"[{run['run']}]({run['folder']}) | {run['seed']} | {run['hr@10']:.4f} |" in report
     for figure in ("frontier.png", "curves.png", "bytes.png"):
         assert f"({figure})" in report and (sweep / figure).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "low, high, expected",
+    [(21, 1000, [50, 100, 200, 500, 1000]), (1.01e7, 1.12e9, [2e7, 5e7, 1e8, 2e8, 5e8, 1e9, 2e9]), (300, 300, [500])],
+)
+def test_budgets_step_1_2_5_from_the_cheapest_to_the_dearest_setting(low, high, expected):
+    assert budgets(low, high) == pytest.approx(expected)
 
 
 def test_incomplete_or_changed_runs_are_left_out_and_named(sweep: Path):
