@@ -112,6 +112,9 @@ class Config:
     client_num_cpus: float = field(default=1.0, metadata=_positive())
     client_num_gpus: float = field(default=0.0, metadata=_non_negative())
     ray_address: str = ""
+    # a client actor whose Ray worker dies (OOM killer, crash) is restarted and
+    # its message retried this many times before the reply counts as failed
+    client_actor_restarts: int = field(default=3, metadata=_non_negative())
     fast_dispatch: bool = True
     out: str = "runs/latest"
 

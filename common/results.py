@@ -72,6 +72,9 @@ def format_table(summary: dict[str, Any]) -> str:
     for key in ("uplink_ratio", "downlink_ratio"):
         if isinstance(comm.get(key), float) and math.isfinite(comm[key]):
             lines.append((key.replace("_", " ") + " (dense/sent)", f"{comm[key]:.1f}x"))
+    if "failures" in summary:  # federated runs: replies lost to client errors or to validation
+        lines.append(("client replies failed", str(summary["failures"])))
+        lines.append(("client replies rejected", str(summary["rejected"])))
     lines.append(("wall time", f"{summary.get('wall_seconds', 0.0):.1f} s"))
     width = max(len(name) for name, _ in lines)
     rule = "-" * (width + 22)

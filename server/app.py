@@ -132,8 +132,10 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
 
 def _progress(cfg: Config, entry: RoundLog) -> None:
     metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))
+    # lost replies are named on the line: a run whose clients fail must not look like a healthy one
+    lost = "".join(f"  {n} {what}" for n, what in ((entry.failures, "failed"), (entry.rejected, "rejected")) if n)
     print(
-        f"[prunus] round {entry.round:>4}/{cfg.rounds}  clients {entry.clients:>4}  "
+        f"[prunus] round {entry.round:>4}/{cfg.rounds}  clients {entry.replies:>4}/{entry.clients:<4}{lost}  "
         f"up {entry.uplink_bytes / 1e6:8.2f} MB  down {entry.downlink_bytes / 1e6:8.2f} MB  "
         f"loss {entry.train_loss:.4f}  {entry.seconds:6.1f} s  {metrics}",
         flush=True,

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="stop a point that runs longer and count it failed (default: no limit)")  # fmt: skip
     report = commands.add_parser("report", help="results tables, plots and report.md of a sweep folder")
     report.add_argument("dir", help="the folder `prunus sweep --out` wrote")
+    report.add_argument("--curves", nargs="+", metavar="LABEL",
+                        help="settings (labels as in report.md) to draw in curves.png; "
+                             "default: the best setting of each method")  # fmt: skip
     return parser
 
 
@@ -79,7 +82,7 @@ def _sweep_or_report(args: argparse.Namespace) -> int:
     try:
         if args.command == "sweep":
             return run_sweep(args.grid, Path(args.out), args.jobs, args.ray_address, args.point_timeout)
-        print(write_report(Path(args.dir)))
+        print(write_report(Path(args.dir), args.curves))
         return 0
     except (ConfigError, ReportError) as err:
         print(f"prunus: error: {err}", file=sys.stderr)

@@ -32,8 +32,10 @@ from typing import Any
 from common.config import Config, ConfigError, from_mapping, key_of, load, read_toml_file
 
 TOP_LEVEL = ("base", "seeds", "baseline", "set", "grids")
-# keys the sweep sets itself, per point or per invocation; not part of a point's identity
-RUNTIME_KEYS = ("out", "ray-address")
+# keys the sweep sets itself, per point or per invocation
+LAUNCH_KEYS = ("out", "ray-address")
+# keys that say how a run is carried out, not what it computes: not part of a point's identity
+RUNTIME_KEYS = (*LAUNCH_KEYS, "client-actor-restarts")
 CONFIG_KEYS = frozenset(key_of(f.name) for f in fields(Config))
 _RESERVED = {
     "seed": "set seeds with the top-level `seeds` list",

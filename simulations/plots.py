@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from simulations.table import Tables, pareto  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "8")
+LINES = ("-", "--", ":", "-.")
 STYLE = {"font.size": 13, "axes.titlesize": 14, "axes.labelsize": 14, "legend.fontsize": 11,
          "lines.linewidth": 2, "lines.markersize": 9, "axes.grid": True, "grid.alpha": 0.3}  # fmt: skip
 
@@ -71,17 +72,20 @@ def plot_frontier(tables: Tables, path: Path) -> Path:
     return path
 
 
-def plot_curves(tables: Tables, sweep: Path, path: Path) -> Path:
-    """HR@k against cumulative uplink bytes, for the best setting of each method
-    (its first seed): how fast each method buys its quality."""
+def plot_curves(tables: Tables, runs: pd.DataFrame, sweep: Path, path: Path) -> Path:
+    """HR@k against cumulative uplink bytes, one line per run of `runs` (rows of
+    the results table): how fast each buys its quality."""
     hr, style = tables.hr, markers(tables)
     with _figure(path, (9, 6)) as ax:
-        for _, row in best_per_method(tables).iterrows():
+        drawn: dict[str, int] = {}  # runs drawn per method: the second of a method is dashed, and so on
+        for _, row in runs.iterrows():
             rounds = rounds_of(sweep, row["folder"])
             rounds["cumulative"] = rounds["uplink_bytes"].cumsum()
             points = rounds.dropna(subset=[hr])
             marker, colour = style[row["method"]]
-            ax.plot(points["cumulative"], points[hr], marker=marker, color=colour, label=row["label"])
+            line = LINES[drawn.get(row["method"], 0) % len(LINES)]
+            drawn[row["method"]] = drawn.get(row["method"], 0) + 1
+            ax.plot(points["cumulative"], points[hr], marker=marker, color=colour, linestyle=line, label=row["label"])
         _log_x(ax, "cumulative uplink bytes", f"{hr.upper()} (evaluated rounds)")
         ax.legend(loc="lower right")
     return path
@@ -113,14 +117,6 @@ def _log_x(ax: plt.Axes, xlabel: str, ylabel: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel(f"{xlabel} (log scale)")
     ax.set_ylabel(ylabel)
-
-
-def best_per_method(tables: Tables) -> pd.DataFrame:
-    """The first-seed run of each method's setting with the best mean final HR@k."""
-    settings = tables.settings.sort_values(f"{tables.hr}_mean", ascending=False, kind="stable")
-    best = settings.drop_duplicates("method")["setting"]
-    runs = tables.results.sort_values("seed", kind="stable").drop_duplicates("setting")
-    return runs.set_index("setting").loc[list(best)].reset_index()
 
 
 def rounds_of(sweep: Path, folder: str) -> pd.DataFrame:

@@ -14,26 +14,29 @@ import pandas as pd
 from common.config import Config
 from simulations.plots import plot_bytes, plot_curves, plot_frontier
 from simulations.runs import read_runs
-from simulations.table import NOT_SETTINGS, Tables, make_tables, pareto
+from simulations.table import NOT_SETTINGS, Tables, chosen_runs, make_tables, pareto
 
 
-def write_report(sweep: Path) -> Path:
-    """Write results.{csv,parquet}, settings.{csv,parquet}, the plots and report.md."""
+def write_report(sweep: Path, curves: list[str] | None = None) -> Path:
+    """Write results.{csv,parquet}, settings.{csv,parquet}, the plots and report.md.
+    `curves` names the settings (by label) whose learning curves to draw; by
+    default, the best setting of each method."""
     runs, missing = read_runs(sweep)
     tables = make_tables(runs)
+    chosen = chosen_runs(tables, curves)
     for name, frame in (("results", tables.results), ("settings", tables.settings)):
         frame.to_csv(sweep / f"{name}.csv", index=False)
         frame.to_parquet(sweep / f"{name}.parquet", index=False)
     plot_frontier(tables, sweep / "frontier.png")
-    plot_curves(tables, sweep, sweep / "curves.png")
+    plot_curves(tables, chosen, sweep, sweep / "curves.png")
     plot_bytes(tables, sweep, sweep / "bytes.png")
     fixed = _fixed_settings(runs[0].summary["config"], tables.varied)
     path = sweep / "report.md"
-    path.write_text(render(sweep.name, tables, fixed, missing))
+    path.write_text(render(sweep.name, tables, fixed, missing, curves is not None))
     return path
 
 
-def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]) -> str:
+def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str], chosen: bool = False) -> str:
     """report.md: what was run, the frontier, the best setting per byte budget, every setting and run."""
     hr, ndcg, settings, results = tables.hr, tables.ndcg, tables.settings, tables.results
     base = settings[settings["baseline"]]
@@ -46,6 +49,10 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
         lines.append("Fixed (differing from the defaults): " + ", ".join(f"`{k} = {v!r}`" for k, v in fixed.items()) + ".")
     if missing:
         lines.append(f"Not complete, so not in the tables: {', '.join(f'`{m}`' for m in missing)}.")
+    lossy = results[(results["failures"] > 0) | (results["rejected"] > 0)]
+    if len(lossy):  # their figures are those of fewer clients than asked for
+        lines.append("Runs that lost client replies (failed / rejected), see their `clients.csv`: " + ", ".join(
+            f"`{r['run']}` ({r['failures']} / {r['rejected']})" for _, r in lossy.iterrows()) + ".")  # fmt: skip
     lines += ["", f"Figures are means over seeds (± standard deviation); {hr.upper()} and {ndcg.upper()} are those of "
               "the last round; bytes are totals over the run; `x fewer` is the baseline's bytes over the "
               "setting's. A setting's label names its method and the values that differ from the baseline's "
@@ -58,7 +65,8 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
     lines += ["", "## Best setting per uplink budget", ""]
     lines += _budget_rows(tables)
     lines += ["", "## Learning curves and bytes per round", "",
-              f"{hr.upper()} against cumulative uplink bytes for the best setting of each method (first seed):",
+              f"{hr.upper()} against cumulative uplink bytes for "
+              f"{'the chosen settings' if chosen else 'the best setting of each method'} (first seed):",
               "", "![curves](curves.png)", "", "![bytes per round](bytes.png)", ""]  # fmt: skip
     lines += ["## All settings", ""] + _settings_rows(tables, settings)
     lines += ["", "## All runs", "", "Also in `results.csv` / `results.parquet` (one row per run) and "

@@ -16,7 +16,7 @@ from simulations import flower_dispatch
 
 
 def backend_config(cfg: Config) -> dict:
-    """Ray resources per client actor, and the cluster to attach to if any.
+    """Ray resources and restarts per client actor, and the cluster to attach to if any.
 
     Without one, Ray is told to start a fresh local instance ("local"): plain
     `ray.init()` would silently join whatever cluster `ray start` last left
@@ -26,7 +26,11 @@ def backend_config(cfg: Config) -> dict:
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS", "") or "local"
     init_args = {"address": address}
     return {
-        "client_resources": {"num_cpus": cfg.client_num_cpus, "num_gpus": cfg.client_num_gpus},
+        # Flower passes these to Ray's actor options: resources, and restarts
+        # of a dead actor with retries of the message it was running
+        "client_resources": {"num_cpus": cfg.client_num_cpus, "num_gpus": cfg.client_num_gpus,
+                             "max_restarts": cfg.client_actor_restarts,
+                             "max_task_retries": cfg.client_actor_restarts},
         "init_args": init_args,
     }
 

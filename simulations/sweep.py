@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from simulations.grid import RUNTIME_KEYS, Point, load_grid
+from simulations.grid import LAUNCH_KEYS, Point, load_grid
 from simulations.report import write_report
 from simulations.runs import MANIFEST, POINT, complete_summary, point_record, run_dir, write_json
 from simulations.table import ReportError
@@ -140,7 +140,7 @@ def _start(point: Point, out: Path, ray_address: str | None) -> _Active:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     write_json(folder / POINT, point_record(point))
-    values = {k: v for k, v in point.config.to_dict().items() if k not in RUNTIME_KEYS}
+    values = {k: v for k, v in point.config.to_dict().items() if k not in LAUNCH_KEYS}
     (folder / CONFIG).write_text(_toml(values))
     command = [sys.executable, "-m", "simulations.cli", "simulate", str(folder / CONFIG), "--out", str(folder)]
     if ray_address:

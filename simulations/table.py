@@ -107,6 +107,7 @@ def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.
             row[metric] = summary["metrics"].get(metric, np.nan)
             row[f"{metric}_best"] = summary["best"].get(metric, np.nan)
         row |= {key: summary["comm"][key] for key in BYTES}
+        row |= {"failures": summary.get("failures", 0), "rejected": summary.get("rejected", 0)}
         row |= {"rounds": summary["rounds"], "wall_seconds": summary["wall_seconds"], "folder": f"runs/{run.name}"}
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -149,3 +150,19 @@ def pareto(settings: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
             keep.append(index)
             best = value
     return ordered.loc[keep]
+
+
+def chosen_runs(tables: Tables, labels: list[str] | None) -> pd.DataFrame:
+    """The first-seed run of each setting named by label (in that order), or
+    without labels of each method's setting with the best mean final HR@k."""
+    settings = tables.settings
+    if labels is None:
+        ranked = settings.sort_values(f"{tables.hr}_mean", ascending=False, kind="stable")
+        chosen = list(ranked.drop_duplicates("method")["setting"])
+    else:
+        unknown = [label for label in labels if label not in set(settings["label"])]
+        if unknown:
+            raise ReportError(f"--curves: no setting is labelled {unknown}; the labels are {list(settings['label'])}")
+        chosen = [s for label in labels for s in settings.loc[settings["label"] == label, "setting"]]
+    first_seed = tables.results.sort_values("seed", kind="stable").drop_duplicates("setting")
+    return first_seed.set_index("setting").loc[chosen].reset_index()

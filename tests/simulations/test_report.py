@@ -11,6 +11,7 @@ from simulations.cli import main
 from simulations.grid import load_grid
 from simulations.report import budgets
 from simulations.runs import MANIFEST, point_record, read_runs, run_dir, write_json
+from simulations.table import chosen_runs, make_tables
 
 GRID = """
 seeds = [0, 1]
@@ -107,12 +108,38 @@ def test_report_shows_the_frontier_budgets_and_every_run(sweep: Path):
         assert f"({figure})" in report and (sweep / figure).stat().st_size > 10_000
 
 
+def test_curves_of_chosen_settings_or_of_each_methods_best(sweep: Path):
+    tables = make_tables(read_runs(sweep)[0])
+    assert list(chosen_runs(tables, None)["label"]) == ["dense", "topk-global d=0.1", "randomk d=0.1"]
+    chosen = chosen_runs(tables, ["topk-global d=0.01", "dense"])
+    assert list(chosen["label"]) == ["topk-global d=0.01", "dense"] and (chosen["seed"] == 0).all()
+    assert main(["report", str(sweep), "--curves", "topk-global d=0.01", "dense"]) == 0
+    assert "for the chosen settings (first seed)" in (sweep / "report.md").read_text()
+
+
+def test_unknown_curve_label_fails_naming_it_and_the_labels(sweep: Path, capsys):
+    assert main(["report", str(sweep), "--curves", "topk d=7"]) == 2
+    err = capsys.readouterr().err
+    assert "'topk d=7'" in err and "'topk-global d=0.01'" in err
+
+
 @pytest.mark.parametrize(
     "low, high, expected",
     [(21, 1000, [50, 100, 200, 500, 1000]), (1.01e7, 1.12e9, [2e7, 5e7, 1e8, 2e8, 5e8, 1e9, 2e9]), (300, 300, [500])],
 )
 def test_budgets_step_1_2_5_from_the_cheapest_to_the_dearest_setting(low, high, expected):
     assert budgets(low, high) == pytest.approx(expected)
+
+
+def test_runs_that_lost_replies_are_named(sweep: Path):
+    lossy = run_dir(sweep, _name(sweep, 2, 1))
+    summary = json.loads((lossy / "summary.json").read_text())
+    write_json(lossy / "summary.json", summary | {"failures": 7, "rejected": 1})
+    main(["report", str(sweep)])
+    results = pd.read_csv(sweep / "results.csv").set_index("run")
+    assert (results.loc[lossy.name, ["failures", "rejected"]] == [7, 1]).all()
+    assert results["failures"].sum() == 7
+    assert f"`{lossy.name}` (7 / 1)" in (sweep / "report.md").read_text()
 
 
 def test_incomplete_or_changed_runs_are_left_out_and_named(sweep: Path):

@@ -1,11 +1,14 @@
 """End to end through Flower's Simulation Engine and real Ray processes."""
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -90,3 +93,42 @@ def test_pruned_federation_counts_fewer_bytes_than_dense(two_runs):
     # the served model is pruned and stored sparse
     assert abs(pruned["model"]["sparsity"] - 0.5) < 0.01
     assert pruned["model"]["file_bytes"] < dense["model"]["file_bytes"]
+
+
+def _client_actors(pid: int) -> list[psutil.Process]:
+    """The Ray worker processes running this simulation's ClientApp actors."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "ClientAppActor" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def test_a_killed_client_actor_is_restarted_and_the_run_is_unchanged(two_runs, tmp_path: Path):
+    """A Ray worker that dies mid-run (the OOM killer, a crash) is restarted and
+    its message retried: no reply is lost and the run's figures are those of an
+    undisturbed run of the same config and seed."""
+    base, undisturbed, _ = two_runs
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-u", "-m", "simulations.cli", "simulate", *ARGS, "--out", str(out)]
+    log = tmp_path / "simulate.log"
+    with log.open("w") as sink:
+        run = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while "round    1/3" not in log.read_text() or len(actors := _client_actors(run.pid)) < 2:
+                assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+            actors[0].kill()
+            assert run.wait(timeout=300) == 0, log.read_text()[-3000:]
+        finally:
+            run.kill()
+    text = log.read_text()
+    assert "worker died or was killed" in text, text[-3000:]  # Ray saw the kill
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failures"] == 0 and summary["rejected"] == 0
+    assert summary["metrics"] == undisturbed["metrics"] and summary["comm"] == undisturbed["comm"]
+    assert re.search(r"client replies failed +0\n", text)  # the final table counts lost replies
