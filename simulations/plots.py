@@ -51,8 +51,8 @@ def plot_frontier(tables: Tables, path: Path) -> Path:
                         linestyle="none", capsize=3, label=method)  # fmt: skip
         front = pareto(settings, x, y)
         ax.step(front[x], front[y], where="post", color="black", alpha=0.5, linewidth=1.5, label="Pareto frontier")
-        # frontier points numbered, their labels listed in the plot's empty middle:
-        # written beside a crowded frontier, labels would hide the neighbouring points
+        # frontier points numbered, their labels listed in a legend: written beside
+        # a crowded frontier, labels would hide the neighbouring points
         keys = []
         for number, (_, row) in enumerate(front.iterrows(), start=1):
             ax.annotate(str(number), (row[x], row[y]), xytext=(-7, 7), textcoords="offset points", ha="right",
