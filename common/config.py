@@ -115,6 +115,9 @@ class Config:
     # a client actor whose Ray worker dies (OOM killer, crash) is restarted and
     # its message retried this many times before the reply counts as failed
     client_actor_restarts: int = field(default=3, metadata=_non_negative())
+    # runs sharing one Ray cluster (a sweep's --jobs): each creates 1/N of the
+    # client actors that fit, so that none waits on actors another one holds
+    ray_share: int = field(default=1, metadata=_positive())
     fast_dispatch: bool = True
     out: str = "runs/latest"
 

@@ -33,7 +33,7 @@ from common.config import Config, ConfigError, from_mapping, key_of, load, read_
 
 TOP_LEVEL = ("base", "seeds", "baseline", "set", "grids")
 # keys the sweep sets itself, per point or per invocation
-LAUNCH_KEYS = ("out", "ray-address")
+LAUNCH_KEYS = ("out", "ray-address", "ray-share")
 # keys that say how a run is carried out, not what it computes: not part of a point's identity
 RUNTIME_KEYS = (*LAUNCH_KEYS, "client-actor-restarts")
 CONFIG_KEYS = frozenset(key_of(f.name) for f in fields(Config))
@@ -41,6 +41,7 @@ _RESERVED = {
     "seed": "set seeds with the top-level `seeds` list",
     "out": "the sweep gives every point its own folder",
     "ray-address": "pass --ray-address to prunus sweep",
+    "ray-share": "prunus sweep sets it from --jobs",
 }
 
 

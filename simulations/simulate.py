@@ -12,7 +12,7 @@ from client.app import make_client_app
 from common.config import Config
 from common.datasets import num_partitions
 from server.app import make_server_app
-from simulations import flower_dispatch
+from simulations import actor_share, flower_dispatch
 
 
 def backend_config(cfg: Config) -> dict:
@@ -41,6 +41,7 @@ def run_simulate(cfg: Config) -> dict:
     summary_path = Path(cfg.out) / "summary.json"
     summary_path.unlink(missing_ok=True)
     flower_dispatch.enable(cfg.fast_dispatch)
+    actor_share.enable(cfg.ray_share)
     run_simulation(
         server_app=make_server_app(cfg),
         client_app=make_client_app(cfg),

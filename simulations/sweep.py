@@ -112,7 +112,7 @@ def _run_points(todo: deque[Point], out: Path, progress: _Progress, ray_address:
     try:
         while todo or active:
             while todo and len(active) < progress.jobs:
-                active.append(_start(todo.popleft(), out, ray_address))
+                active.append(_start(todo.popleft(), out, ray_address, progress.jobs))
                 progress.say(f"start {active[-1].point.name}")
             time.sleep(POLL_S)
             for run in active:
@@ -134,7 +134,7 @@ def _run_points(todo: deque[Point], out: Path, progress: _Progress, ray_address:
             run.log.close()
 
 
-def _start(point: Point, out: Path, ray_address: str | None) -> _Active:
+def _start(point: Point, out: Path, ray_address: str | None, jobs: int) -> _Active:
     """A fresh folder (so no file of a broken or older run survives), then the run."""
     folder = run_dir(out, point.name)
     shutil.rmtree(folder, ignore_errors=True)
@@ -143,6 +143,8 @@ def _start(point: Point, out: Path, ray_address: str | None) -> _Active:
     values = {k: v for k, v in point.config.to_dict().items() if k not in LAUNCH_KEYS}
     (folder / CONFIG).write_text(_toml(values))
     command = [sys.executable, "-m", "simulations.cli", "simulate", str(folder / CONFIG), "--out", str(folder)]
+    if jobs > 1:  # the points running at once share the cluster's (or the machine's) client actors
+        command += ["--set", f"ray-share={jobs}"]
     if ray_address:
         command += ["--ray-address", ray_address]
     log = (folder / LOG).open("w")

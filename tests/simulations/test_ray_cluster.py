@@ -115,3 +115,39 @@ def test_simulation_on_a_two_node_cluster_uses_both_nodes(ray_cluster, tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["placement"]["ray_nodes"]) == cluster
     assert summary["comm"]["uplink_ratio"] > 1.0
+
+
+SWEEP = """
+seeds = [0, 1, 2]
+baseline = {prune-method = "none"}
+[set]
+synthetic-users = 30
+synthetic-items = 40
+eval-negatives = 20
+dim = 8
+rounds = 4
+clients-per-round = 12
+eval-every = 2
+partition = "user"
+[[grids]]
+prune-method = ["none"]
+"""
+
+
+def test_sweep_points_run_side_by_side_on_one_cluster(ray_cluster, tmp_path):
+    """Three simulations at once on a 2-CPU cluster. Sized by Flower alone, each
+    would ask for both CPUs' actors, get part of them, and wait on the others'
+    (all points ran into their timeout, before `ray-share`)."""
+    grid, out = tmp_path / "grid.toml", tmp_path / "sweep"
+    grid.write_text(SWEEP)
+    cmd = [sys.executable, "-m", "simulations.cli", "sweep", str(grid), "--out", str(out), "--jobs", "3",
+           "--ray-address", ray_cluster, "--point-timeout", "240"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, start_new_session=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cluster = set(_cluster_nodes(ray_cluster))
+    for folder in (out / "runs").iterdir():
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["config"]["ray-share"] == 3 and summary["failures"] == 0
+        assert set(summary["placement"]["ray_nodes"]) <= cluster
+    assert len(pd.read_csv(out / "results.csv")) == 3
