@@ -59,7 +59,7 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
               "(`d` density, `ef` error feedback, `values` value codec, `down` downlink codec). "
               "Regenerate with `prunus report DIR`.", ""]  # fmt: skip
     lines += ["## Quality against uplink bytes", "", "![frontier](frontier.png)", "",
-              "The Pareto frontier (no other setting has both fewer uplink bytes and a higher mean "
+              "The Pareto frontier (no other setting has at most as many uplink bytes and a higher mean "
               f"{hr.upper()}):", ""]  # fmt: skip
     lines += _settings_rows(tables, pareto(settings, "uplink_bytes_mean", f"{hr}_mean"))
     lines += ["", "## Best setting per uplink budget", ""]
