@@ -122,12 +122,18 @@ def test_a_killed_client_actor_is_restarted_and_the_run_is_unchanged(two_runs, t
             while "round    1/3" not in log.read_text() or len(actors := _client_actors(run.pid)) < 2:
                 assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.1)
+            before = {actor.pid for actor in actors}
             actors[0].kill()
+            restarted = False
+            while run.poll() is None and not restarted:  # Ray starts a new worker for the actor
+                restarted = any(actor.pid not in before for actor in _client_actors(run.pid))
+                time.sleep(0.1)
             assert run.wait(timeout=300) == 0, log.read_text()[-3000:]
         finally:
             run.kill()
     text = log.read_text()
-    assert "worker died or was killed" in text, text[-3000:]  # Ray saw the kill
+    # killed mid-message (Ray reports the dead worker, the message is retried) or between rounds
+    assert "worker died or was killed" in text or restarted, text[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failures"] == 0 and summary["rejected"] == 0
     assert summary["metrics"] == undisturbed["metrics"] and summary["comm"] == undisturbed["comm"]
