@@ -32,6 +32,7 @@ PROGRESS_EVERY_S = 60.0
 @dataclass
 class _Active:
     point: Point
+    out: Path  # the sweep folder
     process: subprocess.Popen
     started: float
     log: TextIO
@@ -40,6 +41,14 @@ class _Active:
     @property
     def seconds(self) -> float:
         return time.monotonic() - self.started
+
+    def round(self) -> int:
+        """The last round the run has logged (its rounds.csv is rewritten every round), 0 before any."""
+        try:
+            last = (run_dir(self.out, self.point.name) / "rounds.csv").read_text().strip().splitlines()[-1]
+            return int(last.split(",")[0])
+        except (OSError, IndexError, ValueError):
+            return 0
 
 
 @dataclass
@@ -65,13 +74,16 @@ class _Progress:
     def status(self, active: list[_Active], pending: int) -> str:
         elapsed = time.monotonic() - self.started
         eta = "?"
-        if self.durations:
-            mean = sum(self.durations) / len(self.durations)
+        # a point's duration: the mean of those done, else extrapolated from the running points' rounds
+        durations = self.durations or [r.seconds * r.point.config.rounds / r.round() for r in active if r.round()]
+        if durations:
+            mean = sum(durations) / len(durations)
             left = mean * (pending + len(active)) - sum(min(r.seconds, mean) for r in active)
             eta = _duration(left / self.jobs)
+        rounds = "".join(f" [{r.point.name}: round {r.round()}/{r.point.config.rounds}]" for r in active)
         return (
             f"{self.skipped + self.done}/{self.total} complete ({self.skipped} skipped), {len(active)} running, "
-            f"{len(self.failed)} failed, elapsed {_duration(elapsed)}, ETA {eta}"
+            f"{len(self.failed)} failed, elapsed {_duration(elapsed)}, ETA {eta}{rounds}"
         )
 
 
@@ -149,7 +161,7 @@ def _start(point: Point, out: Path, ray_address: str | None, jobs: int) -> _Acti
         command += ["--ray-address", ray_address]
     log = (folder / LOG).open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return _Active(point, process, time.monotonic(), log)
+    return _Active(point, out, process, time.monotonic(), log)
 
 
 def _finish(run: _Active, out: Path, progress: _Progress) -> None:

@@ -15,6 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from simulations.grid import load_grid
+from simulations.runs import run_dir
+from simulations.sweep import _Active, _Progress
+
 pytestmark = pytest.mark.slow
 
 GRID = """
@@ -129,3 +133,18 @@ def test_a_point_past_its_timeout_is_stopped_and_counted_failed(tmp_path: Path):
     assert done.returncode == 1
     assert "FAILED seed=0 (stopped after the point timeout of 3 s" in done.stdout
     assert "0/1 complete (0 skipped), 0 running, 1 failed" in done.stdout
+
+
+def test_progress_shows_each_running_points_round_and_extrapolates_the_eta(tmp_path: Path):
+    grid, out = tmp_path / "grid.toml", tmp_path / "sweep"
+    grid.write_text(GRID)
+    first, second = load_grid(grid)[:2]
+    (run_dir(out, first.name)).mkdir(parents=True)
+    (run_dir(out, first.name) / "rounds.csv").write_text("round,clients\n0,0\n1,12\n")  # 1 of 3 rounds done
+    now = time.monotonic()
+    active = [_Active(first, out, None, now - 30.0, None), _Active(second, out, None, now - 5.0, None)]
+    progress = _Progress(tmp_path / "sweep.log", total=8, jobs=2, point_timeout=None)
+    line = progress.status(active, pending=6)
+    assert f"[{first.name}: round 1/3]" in line and f"[{second.name}: round 0/3]" in line
+    # one point takes ~90 s (30 s for 1 of 3 rounds); 8 left of which 35 s are done, 2 at a time
+    assert "ETA 5m43s" in line or "ETA 5m42s" in line
