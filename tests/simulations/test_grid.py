@@ -123,12 +123,17 @@ def test_bad_grid_in_the_last_block_fails_before_any_run(tmp_path: Path, capsys)
     assert not out.exists()
 
 
-def test_the_ml100k_frontier_experiment_is_a_valid_grid(monkeypatch):
+def _experiment(name: str, monkeypatch) -> list:
+    """The points of a committed ML-100K experiment (its data must be there: the grid loads it)."""
     root = Path(__file__).resolve().parents[2]
     if not (root.parent / "shared" / "datasets" / "ml-100k" / "u.data").exists():
         pytest.skip("ML-100K is not at ../shared/datasets/ml-100k")
     monkeypatch.chdir(root)  # data-dir is relative to where prunus runs
-    points = load_grid("simulations/experiments/ml100k-frontier.toml")
+    return load_grid(f"simulations/experiments/{name}.toml")
+
+
+def test_the_ml100k_frontier_experiment_is_a_valid_grid(monkeypatch):
+    points = _experiment("ml100k-frontier", monkeypatch)
     configs = [p.config for p in points if p.seed == 0]
     assert {p.seed for p in points} == {0, 1} and len(points) == 2 * len(configs)
     assert {c.dataset for c in configs} == {"ml-100k"} and [p.baseline for p in points].count(True) == 2
@@ -137,3 +142,14 @@ def test_the_ml100k_frontier_experiment_is_a_valid_grid(monkeypatch):
     assert {"randomk", "rows", "none"} <= {c.prune_method for c in configs}
     assert {"fp16", "int8", "ternary"} <= {c.value_codec for c in configs}
     assert {"fp32", "fp16"} == {c.downlink_codec for c in configs}
+
+
+def test_the_ml100k_downlink_experiment_is_a_valid_grid(monkeypatch):
+    points = _experiment("ml100k-downlink", monkeypatch)
+    configs = [p.config for p in points if p.seed == 0]
+    assert len(points) == 2 * len(configs) == 20 and [p.baseline for p in points].count(True) == 2
+    pruned = [c for c in configs if c.prune_method == "topk-global"]
+    assert {(c.density, c.value_codec) for c in pruned} == {(0.01, "int8")}
+    assert {(c.downlink_codec, c.model_sparsity) for c in pruned} == {
+        (codec, sparsity) for codec in ("fp32", "fp16", "int8") for sparsity in (0.0, 0.5, 0.8)
+    }
