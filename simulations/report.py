@@ -78,12 +78,14 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
 def _settings_rows(tables: Tables, settings: pd.DataFrame) -> list[str]:
     hr, ndcg = tables.hr, tables.ndcg
     header = ["setting", "n", f"{hr.upper()}", f"{ndcg.upper()}", f"best {hr.upper()}", "uplink bytes",
-              "x fewer up", "downlink bytes", "x fewer down", f"{hr.upper()} kept", "wall s"]  # fmt: skip
+              "x fewer up", "downlink bytes", "x fewer down", "total bytes", "x fewer total", f"{hr.upper()} kept",
+              "wall s"]  # fmt: skip
     rows = [
         [row["label"] + (" **(baseline)**" if row["baseline"] else ""), row["n"],
          _spread(row, hr, 4), _spread(row, ndcg, 4), _spread(row, f"{hr}_best", 4),
          _bytes(row["uplink_bytes_mean"]), _times(row["uplink_reduction_mean"]),
          _bytes(row["downlink_bytes_mean"]), _times(row["downlink_reduction_mean"]),
+         _bytes(row["total_bytes_mean"]), _times(row["total_reduction_mean"]),
          _percent(row[f"{hr}_retained_mean"]), f"{row['wall_seconds_mean']:.0f}"]  # fmt: skip
         for _, row in settings.iterrows()
     ]

@@ -92,8 +92,8 @@ def make_tables(runs: list[Run]) -> Tables:
 
 def figure_columns(hr: str, ndcg: str) -> list[str]:
     """The numeric result columns (what a setting averages over its seeds)."""
-    return [hr, f"{hr}_best", ndcg, f"{ndcg}_best", *BYTES, f"{hr}_retained", f"{ndcg}_retained",
-            "uplink_reduction", "downlink_reduction", "wall_seconds"]  # fmt: skip
+    return [hr, f"{hr}_best", ndcg, f"{ndcg}_best", *BYTES, "total_bytes", f"{hr}_retained", f"{ndcg}_retained",
+            "uplink_reduction", "downlink_reduction", "total_reduction", "wall_seconds"]  # fmt: skip
 
 
 def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.DataFrame:
@@ -107,6 +107,7 @@ def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.
             row[metric] = summary["metrics"].get(metric, np.nan)
             row[f"{metric}_best"] = summary["best"].get(metric, np.nan)
         row |= {key: summary["comm"][key] for key in BYTES}
+        row["total_bytes"] = row["uplink_bytes"] + row["downlink_bytes"]
         row |= {"failures": summary.get("failures", 0), "rejected": summary.get("rejected", 0)}
         row |= {"rounds": summary["rounds"], "wall_seconds": summary["wall_seconds"], "folder": f"runs/{run.name}"}
         rows.append(row)
@@ -121,7 +122,8 @@ def _with_ratios(table: pd.DataFrame, hr: str, ndcg: str) -> pd.DataFrame:
     the baseline run of the same seed, else the mean of the baseline's seeds."""
     baseline = table[table["baseline"]]
     ratios = {f"{hr}_retained": (hr, False), f"{ndcg}_retained": (ndcg, False),
-              "uplink_reduction": ("uplink_bytes", True), "downlink_reduction": ("downlink_bytes", True)}  # fmt: skip
+              "uplink_reduction": ("uplink_bytes", True), "downlink_reduction": ("downlink_bytes", True),
+              "total_reduction": ("total_bytes", True)}  # fmt: skip
     for column, (source, inverse) in ratios.items():
         by_seed = baseline.set_index("seed")[source]
         reference = table["seed"].map(by_seed).fillna(by_seed.mean() if len(by_seed) else np.nan)
