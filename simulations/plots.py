@@ -40,10 +40,11 @@ def _figure(path: Path, size: tuple[float, float]) -> Iterator[plt.Axes]:
         plt.close(fig)
 
 
-def plot_frontier(tables: Tables, path: Path) -> Path:
-    """Final HR@k (mean over seeds, bar = std) against uplink bytes per setting."""
+def plot_frontier(tables: Tables, path: Path, direction: str = "uplink") -> Path:
+    """Final HR@k (mean over seeds, bar = std) against bytes per setting:
+    `uplink` (what pruning saves) or `total` (up and down, what a deployment pays)."""
     hr, settings, style = tables.hr, tables.settings, markers(tables)
-    x, y = "uplink_bytes_mean", f"{hr}_mean"
+    x, y = f"{direction}_bytes_mean", f"{hr}_mean"
     with _figure(path, (13, 6)) as ax:
         for method, group in settings.groupby("method", sort=False):
             marker, colour = style[method]
@@ -63,7 +64,8 @@ def plot_frontier(tables: Tables, path: Path) -> Path:
             ax.scatter(base[x], base[y], marker="*", s=500, facecolor="none", edgecolor="black", linewidth=1.5,
                        zorder=5, label="baseline")  # fmt: skip
             ax.axhline(float(base[y].iloc[0]), color="grey", linestyle=":", linewidth=1.5)
-        _log_x(ax, "uplink bytes over the whole run", f"{hr.upper()} at the last round")
+        _log_x(ax, f"{'uplink' if direction == 'uplink' else 'uplink + downlink'} bytes over the whole run",
+               f"{hr.upper()} at the last round")  # fmt: skip
         # both legends right of the axes, where they hide no point whatever the sweep
         ax.add_artist(ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0)))
         blank = [Line2D([], [], linestyle="none")] * len(keys)  # a legend of text only

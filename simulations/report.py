@@ -28,6 +28,7 @@ def write_report(sweep: Path, curves: list[str] | None = None) -> Path:
         frame.to_csv(sweep / f"{name}.csv", index=False)
         frame.to_parquet(sweep / f"{name}.parquet", index=False)
     plot_frontier(tables, sweep / "frontier.png")
+    plot_frontier(tables, sweep / "frontier-total.png", "total")
     plot_curves(tables, chosen, sweep, sweep / "curves.png")
     plot_bytes(tables, sweep, sweep / "bytes.png")
     fixed = _fixed_settings(runs[0].summary["config"], tables.varied)
@@ -56,7 +57,8 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
     lines += ["", f"Figures are means over seeds (± standard deviation); {hr.upper()} and {ndcg.upper()} are those of "
               "the last round; bytes are totals over the run; `x fewer` is the baseline's bytes over the "
               "setting's. A setting's label names its method and the values that differ from the baseline's "
-              "(`d` density, `ef` error feedback, `values` value codec, `down` downlink codec). "
+              "(`d` density, `ef` error feedback, `values` value codec, `down` downlink codec, "
+              "`sparsity` the global model's). "
               "Regenerate with `prunus report DIR`.", ""]  # fmt: skip
     lines += ["## Quality against uplink bytes", "", "![frontier](frontier.png)", "",
               "The Pareto frontier (no other setting has at most as many uplink bytes and a higher mean "
@@ -64,6 +66,9 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
     lines += _settings_rows(tables, pareto(settings, "uplink_bytes_mean", f"{hr}_mean"))
     lines += ["", "## Best setting per uplink budget", ""]
     lines += _budget_rows(tables)
+    lines += ["", "## Quality against total bytes", "", "![frontier, total bytes](frontier-total.png)", "",
+              "Uplink and downlink together, what a deployment pays. The Pareto frontier on total bytes:", ""]
+    lines += _settings_rows(tables, pareto(settings, "total_bytes_mean", f"{hr}_mean"))
     lines += ["", "## Learning curves and bytes per round", "",
               f"{hr.upper()} against cumulative uplink bytes for "
               f"{'the chosen settings' if chosen else 'the best setting of each method'} (first seed):",

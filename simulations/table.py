@@ -20,7 +20,8 @@ from simulations.runs import Run
 NOT_SETTINGS = frozenset({"seed", *RUNTIME_KEYS})
 BYTES = ("uplink_bytes", "downlink_bytes", "dense_uplink_bytes", "dense_downlink_bytes")
 # short names for the settings most sweeps vary, in labels (others keep their key)
-_SHORT = {"prune-method": "", "density": "d", "error-feedback": "ef", "value-codec": "values", "downlink-codec": "down"}
+_SHORT = {"prune-method": "", "density": "d", "error-feedback": "ef", "value-codec": "values", "downlink-codec": "down",
+          "model-sparsity": "sparsity"}  # fmt: skip
 
 
 class ReportError(ValueError):
