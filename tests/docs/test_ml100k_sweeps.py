@@ -20,7 +20,7 @@ from simulations.report import write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
-SETTINGS = {"ml100k-frontier": 18}  # committed sweep -> its number of settings
+SETTINGS = {"ml100k-frontier": 18, "ml100k-downlink": 10}  # committed sweep -> its number of settings
 
 
 def _section(text: str, heading: str) -> str:
@@ -130,10 +130,13 @@ def _figures(text: str) -> set[str]:
 
 
 def _unchecked(text: str, report: str) -> list[str]:
-    """Result figures of `text` that are none of: the checked report's, the ML-1M
-    headline table's (checked by its own test), the centralized ML-100K run's."""
+    """Result figures of `text` that are none of: the checked report's (or another
+    committed sweep's), the ML-1M headline table's (checked by its own test), the
+    centralized ML-100K run's."""
     headline = (RESULTS / "ml1m-headline.md").read_text().splitlines()
     checked = _figures(report) | _figures("\n".join(line for line in headline if line.startswith("|")))
+    for other in SETTINGS:
+        checked |= _figures((RESULTS / other / "report.md").read_text())
     centralized = json.loads((RESULTS / "runs" / "ml100k-centralized" / "summary.json").read_text())
     checked |= {f"{value:.4f}" for value in centralized["metrics"].values()}
     return sorted(set(FIGURE.findall(text)) - checked)
@@ -145,9 +148,9 @@ def test_the_results_page_quotes_only_checked_figures(sweep: Path):
     page = (RESULTS / f"{sweep.name}.md").read_text()
     assert len(FIGURE.findall(page)) > 20
     assert not _unchecked(page, (sweep / "report.md").read_text())
-    for image in ("frontier.png", "curves.png", "bytes.png"):
+    for image in ("frontier.png", "frontier-total.png", "curves.png", "bytes.png"):
         assert (sweep / image).exists()
-    assert f"({sweep.name}/frontier.png)" in page and f"({sweep.name}/report.md)" in page
+    assert f"({sweep.name}/report.md)" in page and re.search(rf"\({sweep.name}/frontier(-total)?\.png\)", page)
 
 
 def test_the_frontier_pages_frontier_is_the_reports_row_for_row():
