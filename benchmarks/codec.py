@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from common.codec import INDEX_CODECS, decode, encode, read_header  # noqa: E402
+from prunus.common.codec import INDEX_CODECS, decode, encode, read_header  # noqa: E402
 
 SIZES = (237_184, 10_000_000)
 DENSITIES = (0.001, 0.01, 0.1)

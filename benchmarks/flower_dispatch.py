@@ -1,5 +1,5 @@
 """Per-round cost of Flower's Simulation Engine with many SuperNodes:
-Flower's own dispatcher against `simulations.flower_dispatch`, same run.
+Flower's own dispatcher against `prunus.common.flower_compat.enable_fast_dispatch`, same run.
 
 A ServerApp sends `--messages` messages carrying a `--floats` float32 array to
 that many of `--nodes` SuperNodes, whose ClientApp echoes them back; each
@@ -26,9 +26,9 @@ def _one_setting(fast: bool, nodes: int, messages: int, floats: int, rounds: int
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
-    from simulations import flower_dispatch
+    from prunus.common import flower_compat
 
-    flower_dispatch.enable(fast)
+    flower_compat.enable_fast_dispatch(fast)
     client = ClientApp()
 
     @client.train()

@@ -19,17 +19,17 @@ import torch
 
 from flwr.app import MetricRecord, RecordDict
 
-from client.compression import encode_update
-from client.local_update import local_data, local_update
-from common.config import load
-from common.datasets import load_split, partitions
-from common.models import build_model
-from common.params import wire_bytes
-from server.aggregation import aggregate
-from server.evaluation import CentralEvaluator
-from server.ledger import Ledger
-from server.strategy import TRAIN_STREAM, PrunusStrategy
-from server.validation import validate_train_reply
+from prunus.client.compression import encode_update
+from prunus.client.local_update import local_data, local_update
+from prunus.common.config import load
+from prunus.common.datasets import load_split, partitions
+from prunus.common.models import build_model
+from prunus.common.params import wire_bytes
+from prunus.server.aggregation import aggregate
+from prunus.server.evaluation import CentralEvaluator
+from prunus.server.ledger import Ledger
+from prunus.server.strategy import TRAIN_STREAM, PrunusStrategy
+from prunus.server.validation import validate_train_reply
 
 
 def main() -> None:

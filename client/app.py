@@ -16,16 +16,16 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.compression import encode_update, residual_from_record, residual_to_record
-from client.local_update import LocalData, build_local_model, local_data, local_update
-from common.broadcast import decode_broadcast
-from common.config import Config, from_run_config
-from common.datasets import load_split, partitions
-from common.evaluation import ranking_metrics
-from common.data import SplitData
-from common.params import Params, from_record, to_record
-from common.partition_files import load_partition_file
-from common.training import client_settings, fold_in, seeded_generator
+from prunus.client.compression import encode_update, residual_from_record, residual_to_record
+from prunus.client.local_update import LocalData, build_local_model, local_data, local_update
+from prunus.common.broadcast import decode_broadcast
+from prunus.common.config import Config, from_run_config
+from prunus.common.datasets import load_split, partitions
+from prunus.common.evaluation import ranking_metrics
+from prunus.common.data import SplitData
+from prunus.common.params import Params, from_record, to_record
+from prunus.common.partition_files import load_partition_file
+from prunus.common.training import client_settings, fold_in, seeded_generator
 
 PRIVATE_KEY = "private"
 RESIDUAL_KEY = "residual"

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord
 
-from common.codec import pack_update
-from common.config import Config
-from common.params import Params, to_record
-from common.pruning import PruneSpec, SparseUpdate, compact, density_at, expand, prune_update
+from prunus.common.codec import pack_update
+from prunus.common.config import Config
+from prunus.common.params import Params, to_record
+from prunus.common.pruning import PruneSpec, SparseUpdate, compact, density_at, expand, prune_update
 
 RESIDUAL_INDEX, RESIDUAL_VALUES = ".idx", ".val"
 

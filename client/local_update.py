@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from common.config import Config
-from common.models import Recommender, build_model, is_prunable
-from common.params import Params
-from common.training import client_settings, fold_in, seeded_generator, train
+from prunus.common.config import Config
+from prunus.common.models import Recommender, build_model, is_prunable
+from prunus.common.params import Params
+from prunus.common.training import client_settings, fold_in, seeded_generator, train
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import ArrayRecord
 
-from common.codec import pack_update, unpack_update
-from common.config import Config
-from common.params import Params, from_record, to_record
-from common.pruning import densify
+from prunus.common.codec import pack_update, unpack_update
+from prunus.common.config import Config
+from prunus.common.params import Params, from_record, to_record
+from prunus.common.pruning import densify
 
 
 def encode_broadcast(params: Params, cfg: Config) -> ArrayRecord:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import Config
-from common.data import (
+from prunus.common.config import Config
+from prunus.common.data import (
     SplitData,
     generate_synthetic,
     leave_one_out,

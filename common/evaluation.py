@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common.data import SplitData
-from common.metrics import hit_rate, ndcg, rank_of_positive
-from common.models import Recommender
+from prunus.common.data import SplitData
+from prunus.common.metrics import hit_rate, ndcg, rank_of_positive
+from prunus.common.models import Recommender
 
 CHUNK_USERS = 512
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+from prunus.common.flower_compat import nested_objects
 
 Params = dict[str, np.ndarray]
 
@@ -29,6 +30,6 @@ def wire_bytes(content: RecordDict | ArrayRecord) -> int:
 def wire_bytes_with_part(content: RecordDict | ArrayRecord, part: ArrayRecord | None) -> tuple[int, int]:
     """`wire_bytes` of the content and of one record inside it, each object
     deflated once (the server counts both for every reply)."""
-    sizes = {oid: len(obj.deflate()) for oid, obj in get_all_nested_objects(content).items()}
-    part_ids = get_all_nested_objects(part).keys() if part is not None else ()
+    sizes = {oid: len(obj.deflate()) for oid, obj in nested_objects(content).items()}
+    part_ids = nested_objects(part).keys() if part is not None else ()
     return sum(sizes.values()), sum(sizes[oid] for oid in part_ids)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import Config
-from common.data import DatasetError, SplitData
-from common.datasets import load_split, partitions
+from prunus.common.config import Config
+from prunus.common.data import DatasetError, SplitData
+from prunus.common.datasets import load_split, partitions
 
 FORMAT_VERSION = 1
 # the keys that decide which users, items and negatives a partition holds

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.config import Config
-from common.models import Recommender
+from prunus.common.config import Config
+from prunus.common.models import Recommender
 
 LOSSES = ("bce", "bpr")
 OPTIMIZERS = ("sgd", "adam")

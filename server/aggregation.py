@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from common.params import Params
-from common.pruning import SparseUpdate
+from prunus.common.params import Params
+from prunus.common.pruning import SparseUpdate
 
 
 def aggregate(updates: list[tuple[SparseUpdate, float]], shapes: dict[str, tuple[int, ...]], row_averaging: bool) -> Params:

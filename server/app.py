@@ -11,15 +11,15 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from common.config import Config, from_run_config
-from common.datasets import load_split, num_partitions
-from common.models import build_model
-from common.params import from_record, to_record, wire_bytes
-from common.results import format_table, plot_curve, write_clients, write_rounds, write_summary
-from server.evaluation import CentralEvaluator
-from server.ledger import REPLY_COLUMNS, Ledger, RoundLog
-from server.model_store import save_model
-from server.strategy import PrunusStrategy
+from prunus.common.config import Config, from_run_config
+from prunus.common.datasets import load_split, num_partitions
+from prunus.common.models import build_model
+from prunus.common.params import from_record, to_record, wire_bytes
+from prunus.common.results import format_table, plot_curve, write_clients, write_rounds, write_summary
+from prunus.server.evaluation import CentralEvaluator
+from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
+from prunus.server.model_store import save_model
+from prunus.server.strategy import PrunusStrategy
 
 log = logging.getLogger("prunus")
 

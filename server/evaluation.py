@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from common.config import Config
-from common.data import SplitData
-from common.evaluation import ranking_metrics
-from common.models import build_model
-from common.params import Params
-from common.training import client_settings, fold_in, seeded_generator
+from prunus.common.config import Config
+from prunus.common.data import SplitData
+from prunus.common.evaluation import ranking_metrics
+from prunus.common.models import build_model
+from prunus.common.params import Params
+from prunus.common.training import client_settings, fold_in, seeded_generator
 
 EVAL_STREAM = 0xE7A1  # keeps evaluation's random stream apart from training's
 

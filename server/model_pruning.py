@@ -10,10 +10,10 @@ broadcast and the saved model then travel in sparse form.
 
 from __future__ import annotations
 
-from common.config import Config
-from common.models import is_prunable
-from common.params import Params
-from common.pruning import PruneSpec, select
+from prunus.common.config import Config
+from prunus.common.models import is_prunable
+from prunus.common.params import Params
+from prunus.common.pruning import PruneSpec, select
 
 TOPK = PruneSpec(method="topk")
 

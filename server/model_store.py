@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.codec import decode, encode
-from common.models import is_prunable
-from common.params import Params
+from prunus.common.codec import decode, encode
+from prunus.common.models import is_prunable
+from prunus.common.params import Params
 
 MODEL_FILE = "model.npz"
 

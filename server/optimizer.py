@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.params import Params
+from prunus.common.params import Params
 
 
 class ServerOptimizer:

@@ -17,15 +17,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from common.broadcast import encode_broadcast
-from common.config import Config
-from common.params import Params, to_record, wire_bytes, wire_bytes_with_part
-from common.pruning import SparseUpdate
-from server.aggregation import aggregate
-from server.ledger import Ledger, ReplyLog, RoundLog
-from server.model_pruning import prune_model, sparsity_at
-from server.optimizer import ServerOptimizer
-from server.validation import ReplyError, validate_train_reply
+from prunus.common.broadcast import encode_broadcast
+from prunus.common.config import Config
+from prunus.common.params import Params, to_record, wire_bytes, wire_bytes_with_part
+from prunus.common.pruning import SparseUpdate
+from prunus.server.aggregation import aggregate
+from prunus.server.ledger import Ledger, ReplyLog, RoundLog
+from prunus.server.model_pruning import prune_model, sparsity_at
+from prunus.server.optimizer import ServerOptimizer
+from prunus.server.validation import ReplyError, validate_train_reply
 
 log = logging.getLogger("prunus")
 

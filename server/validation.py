@@ -13,9 +13,9 @@ import math
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
-from common.codec import CodecError, unpack_update
-from common.params import from_record
-from common.pruning import SparseUpdate
+from prunus.common.codec import CodecError, unpack_update
+from prunus.common.params import from_record
+from prunus.common.pruning import SparseUpdate
 
 Shapes = dict[str, tuple[int, ...]]
 

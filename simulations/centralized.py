@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from common.config import Config
-from common.datasets import load_split
-from common.evaluation import ranking_metrics
-from common.models import build_model
-from common.results import format_table, plot_curve, write_rounds, write_summary
-from common.training import TrainSettings, make_optimizer, seeded_generator, train
+from prunus.common.config import Config
+from prunus.common.datasets import load_split
+from prunus.common.evaluation import ranking_metrics
+from prunus.common.models import build_model
+from prunus.common.results import format_table, plot_curve, write_rounds, write_summary
+from prunus.common.training import TrainSettings, make_optimizer, seeded_generator, train
 
 
 def run_centralized(cfg: Config) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.config import ConfigError, load
-from common.data import DatasetError
+from prunus.common.config import ConfigError, load
+from prunus.common.data import DatasetError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(args.config, overrides)
         if args.command == "simulate":
-            from simulations.simulate import run_simulate
+            from prunus.simulations.simulate import run_simulate
 
             run_simulate(cfg)
         elif args.command == "partition":
             _partition(cfg)
         else:
-            from simulations.centralized import run_centralized
+            from prunus.simulations.centralized import run_centralized
 
             run_centralized(cfg)
     except (ConfigError, DatasetError) as err:
@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 def _sweep_or_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from simulations.report import write_report
-    from simulations.sweep import run_sweep
-    from simulations.table import ReportError
+    from prunus.simulations.report import write_report
+    from prunus.simulations.sweep import run_sweep
+    from prunus.simulations.table import ReportError
 
     try:
         if args.command == "sweep":
@@ -95,7 +95,7 @@ def _sweep_or_report(args: argparse.Namespace) -> int:
 def _partition(cfg) -> None:
     from pathlib import Path
 
-    from common.partition_files import write_partition_files
+    from prunus.common.partition_files import write_partition_files
 
     out = Path(cfg.out)
     manifest = write_partition_files(cfg, out)

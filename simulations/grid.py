@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from common.config import Config, ConfigError, from_mapping, key_of, load, read_toml_file
+from prunus.common.config import Config, ConfigError, from_mapping, key_of, load, read_toml_file
 
 TOP_LEVEL = ("base", "seeds", "baseline", "set", "grids")
 # keys the sweep sets itself, per point or per invocation

@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from simulations.table import Tables, pareto  # noqa: E402
+from prunus.simulations.table import Tables, pareto  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "8")
 LINES = ("-", "--", ":", "-.")

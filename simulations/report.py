@@ -11,10 +11,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from common.config import Config
-from simulations.plots import plot_bytes, plot_curves, plot_frontier
-from simulations.runs import read_runs
-from simulations.table import NOT_SETTINGS, Tables, chosen_runs, make_tables, pareto
+from prunus.common.config import Config
+from prunus.simulations.plots import plot_bytes, plot_curves, plot_frontier
+from prunus.simulations.runs import read_runs
+from prunus.simulations.table import NOT_SETTINGS, Tables, chosen_runs, make_tables, pareto
 
 
 def write_report(sweep: Path, curves: list[str] | None = None) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simulations.grid import Point, config_hash
+from prunus.simulations.grid import Point, config_hash
 
 MANIFEST = "sweep.json"
 POINT = "point.json"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from flwr.simulation import run_simulation
 
-from client.app import make_client_app
-from common.config import Config
-from common.datasets import num_partitions
-from server.app import make_server_app
-from simulations import actor_share, flower_dispatch
+from prunus.client.app import make_client_app
+from prunus.common import flower_compat
+from prunus.common.config import Config
+from prunus.common.datasets import num_partitions
+from prunus.server.app import make_server_app
 
 
 def backend_config(cfg: Config) -> dict:
@@ -40,8 +40,8 @@ def run_simulate(cfg: Config) -> dict:
     supernodes = num_partitions(cfg)  # loads (and checks) the data before Ray starts
     summary_path = Path(cfg.out) / "summary.json"
     summary_path.unlink(missing_ok=True)
-    flower_dispatch.enable(cfg.fast_dispatch)
-    actor_share.enable(cfg.ray_share)
+    flower_compat.enable_fast_dispatch(cfg.fast_dispatch)
+    flower_compat.enable_actor_share(cfg.ray_share)
     run_simulation(
         server_app=make_server_app(cfg),
         client_app=make_client_app(cfg),

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from simulations.grid import LAUNCH_KEYS, Point, load_grid
-from simulations.report import write_report
-from simulations.runs import MANIFEST, POINT, complete_summary, point_record, run_dir, write_json
-from simulations.table import ReportError
+from prunus.simulations.grid import LAUNCH_KEYS, Point, load_grid
+from prunus.simulations.report import write_report
+from prunus.simulations.runs import MANIFEST, POINT, complete_summary, point_record, run_dir, write_json
+from prunus.simulations.table import ReportError
 
 CONFIG = "config.toml"
 LOG = "simulate.log"
@@ -155,7 +155,7 @@ def _start(point: Point, out: Path, ray_address: str | None, jobs: int) -> _Acti
     write_json(folder / POINT, point_record(point))
     values = {k: v for k, v in point.config.to_dict().items() if k not in LAUNCH_KEYS}
     (folder / CONFIG).write_text(_toml(values))
-    command = [sys.executable, "-m", "simulations.cli", "simulate", str(folder / CONFIG), "--out", str(folder)]
+    command = [sys.executable, "-m", "prunus.simulations.cli", "simulate", str(folder / CONFIG), "--out", str(folder)]
     if jobs > 1:  # the points running at once share the cluster's (or the machine's) client actors
         command += ["--set", f"ray-share={jobs}"]
     if ray_address:

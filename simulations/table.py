@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simulations.grid import RUNTIME_KEYS
-from simulations.runs import Run
+from prunus.simulations.grid import RUNTIME_KEYS
+from prunus.simulations.runs import Run
 
 # config keys that never make two settings different
 NOT_SETTINGS = frozenset({"seed", *RUNTIME_KEYS})

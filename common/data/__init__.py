@@ -1,11 +1,11 @@
 """Loading, splitting, generating and partitioning recommender interaction data."""
 
-from common.data.errors import DatasetError
-from common.data.interactions import Interactions
-from common.data.loaders import load_ml1m, load_ml100k, load_ncf, load_table
-from common.data.partition import partition_users, user_groups_by_popularity
-from common.data.split import SplitData, leave_one_out, sample_negatives, to_implicit
-from common.data.synthetic import generate_synthetic, planted_factors
+from prunus.common.data.errors import DatasetError
+from prunus.common.data.interactions import Interactions
+from prunus.common.data.loaders import load_ml1m, load_ml100k, load_ncf, load_table
+from prunus.common.data.partition import partition_users, user_groups_by_popularity
+from prunus.common.data.split import SplitData, leave_one_out, sample_negatives, to_implicit
+from prunus.common.data.synthetic import generate_synthetic, planted_factors
 
 __all__ = [
     "DatasetError",

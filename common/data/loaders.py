@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.data.errors import DatasetError
-from common.data.interactions import Interactions
-from common.data.split import SplitData, _contains, _latest_unique, _pair_keys
+from prunus.common.data.errors import DatasetError
+from prunus.common.data.interactions import Interactions
+from prunus.common.data.split import SplitData, _contains, _latest_unique, _pair_keys
 
 _UNIT_SEPARATOR = "\x1f"  # stands in for multi-character separators so the C parser can be used
 _NCF_PAIR = r"^\(\s*(\d+)\s*,\s*(\d+)\s*\)$"

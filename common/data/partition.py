@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.data.split import SplitData
+from prunus.common.data.split import SplitData
 
 SCHEMES = ("user", "iid", "dirichlet")
 _DEFAULT_GROUPS = 10

@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from common.data.interactions import Interactions
+from prunus.common.data.interactions import Interactions
 
 # Oversampling factor for rejection sampling: with 1.5x the expected number of
 # draws nearly every user is filled in the first round.

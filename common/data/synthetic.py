@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.data.interactions import Interactions
+from prunus.common.data.interactions import Interactions
 
 _TEMPERATURE = 0.5  # latent scores have unit variance; 0.5 makes them outweigh popularity
 _BLOCK = 1 << 20  # score-matrix elements per Gumbel-top-k block, bounds memory

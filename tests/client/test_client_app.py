@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
-from client.app import PRIVATE_KEY, make_client_app
-from common.config import Config
-from common.datasets import load_split
-from common.models import build_model
-from common.params import to_record
-from common.partition_files import write_partition_files
+from prunus.client.app import PRIVATE_KEY, make_client_app
+from prunus.common.config import Config
+from prunus.common.datasets import load_split
+from prunus.common.models import build_model
+from prunus.common.params import to_record
+from prunus.common.partition_files import write_partition_files
 from flwr.supercore.task_identity import TaskIdentity
 
 CFG = Config(synthetic_users=30, synthetic_items=25, eval_negatives=9, dim=4)

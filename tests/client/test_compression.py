@@ -1,10 +1,10 @@
 import numpy as np
 
-from client.compression import encode_update, residual_from_record, residual_to_record
-from common.codec import unpack_update
-from common.config import Config
-from common.params import from_record
-from common.pruning import densify, expand
+from prunus.client.compression import encode_update, residual_from_record, residual_to_record
+from prunus.common.codec import unpack_update
+from prunus.common.config import Config
+from prunus.common.params import from_record
+from prunus.common.pruning import densify, expand
 
 
 def _delta(seed: int = 0):

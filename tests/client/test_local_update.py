@@ -1,10 +1,10 @@
 import numpy as np
 import torch
 
-from client.local_update import local_data, local_update
-from common.config import Config
-from common.datasets import load_split, partitions
-from common.models import build_model
+from prunus.client.local_update import local_data, local_update
+from prunus.common.config import Config
+from prunus.common.datasets import load_split, partitions
+from prunus.common.models import build_model
 
 CFG = Config(synthetic_users=40, synthetic_items=30, eval_negatives=9, train_negatives=2, dim=4, local_epochs=2, user_refit_epochs=2)
 CPU = torch.device("cpu")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.params import wire_bytes
-from common.codec import (
+from prunus.common.params import wire_bytes
+from prunus.common.codec import (
     INDEX_CODECS,
     VALUE_CODECS,
     CodecError,
@@ -23,7 +23,7 @@ from common.codec import (
     read_header,
     unpack_update,
 )
-from common.codec_index import expected_stream_bounds
+from prunus.common.codec_index import expected_stream_bounds
 
 INDEX = sorted(INDEX_CODECS)
 VALUE = sorted(VALUE_CODECS)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Config, ConfigError, from_run_config, load, parse_value
+from prunus.common.config import Config, ConfigError, from_run_config, load, parse_value
 
 
 def test_defaults_are_valid_and_round_trip_through_run_config():

@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from common.data import SplitData
-from common.evaluation import ranking_metrics
-from common.models import Recommender
+from prunus.common.data import SplitData
+from prunus.common.evaluation import ranking_metrics
+from prunus.common.models import Recommender
 
 
 class TableModel(Recommender):

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from common.metrics import hit_rate, ndcg, rank_of_positive
+from prunus.common.metrics import hit_rate, ndcg, rank_of_positive
 
 
 def test_rank_counts_negatives_scoring_at_least_the_positive():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from common.models import build_model
+from prunus.common.models import build_model
 
 
 @pytest.mark.parametrize("name", ["mf", "neumf"])

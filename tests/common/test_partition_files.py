@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from common.config import Config
-from common.data import DatasetError
-from common.datasets import load_split, partitions
-from common.partition_files import load_partition_file, write_partition_files
+from prunus.common.config import Config
+from prunus.common.data import DatasetError
+from prunus.common.datasets import load_split, partitions
+from prunus.common.partition_files import load_partition_file, write_partition_files
 
 CFG = Config(synthetic_users=40, synthetic_items=30, eval_negatives=9, partition="iid", num_silos=3)
 

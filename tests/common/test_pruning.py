@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.codec import VALUE_CODECS, decode, encode, max_abs_error
-from common.pruning import (
+from prunus.common.codec import VALUE_CODECS, decode, encode, max_abs_error
+from prunus.common.pruning import (
     METHODS,
     PruneSpec,
     compact,
@@ -353,7 +353,7 @@ def test_sparse_round_trips_through_the_codec(data, update, spec, density):
 
 
 def test_pack_update_round_trip():
-    from common.codec import pack_update, unpack_update
+    from prunus.common.codec import pack_update, unpack_update
 
     rng = np.random.default_rng(4)
     u = {"items": rng.standard_normal((50, 8)).astype(np.float32),

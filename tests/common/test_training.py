@@ -1,7 +1,7 @@
 import torch
 
-from common.models import build_model
-from common.training import TrainSettings, fold_in, seeded_generator, train
+from prunus.common.models import build_model
+from prunus.common.training import TrainSettings, fold_in, seeded_generator, train
 
 SETTINGS = TrainSettings(loss="bce", num_negatives=2, epochs=1, lr=0.05, batch_size=64, optimizer="adam")
 

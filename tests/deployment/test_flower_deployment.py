@@ -88,7 +88,7 @@ def federation(tmp_path_factory):
     base = tmp_path_factory.mktemp("deploy")
     certs, parts, out = base / "certs", base / "parts", base / "out"
     subprocess.run(["bash", str(ROOT / "docker" / "make-certs.sh"), str(certs), str(SILOS + 1)], check=True, capture_output=True)
-    partition = [sys.executable, "-m", "simulations.cli", "partition", "--set", f"num-silos={SILOS}",
+    partition = [sys.executable, "-m", "prunus.simulations.cli", "partition", "--set", f"num-silos={SILOS}",
                  "--set", "partition=iid", "--out", str(parts)]  # fmt: skip
     subprocess.run(partition, cwd=ROOT, check=True, capture_output=True)
 

@@ -192,8 +192,8 @@ def test_every_flower_command_in_the_federation_parses_with_flower_1_41():
 def test_every_ray_and_prunus_command_parses(monkeypatch):
     from ray.scripts.scripts import start
 
-    from common.config import load
-    from simulations.cli import _parser
+    from prunus.common.config import load
+    from prunus.simulations.cli import _parser
 
     monkeypatch.chdir(REPO)  # the image's WORKDIR /app holds the same tree
     for path in (RAY, RAY_GPU):

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.pruning import PruneSpec, prune_update
-from server.aggregation import aggregate
+from prunus.common.pruning import PruneSpec, prune_update
+from prunus.server.aggregation import aggregate
 
 SHAPES = {"items": (3, 2), "bias": (3,)}
 

@@ -1,8 +1,8 @@
 import numpy as np
 
-from common.config import Config
-from server.model_pruning import prune_model, sparsity_at
-from server.model_store import load_model, save_model
+from prunus.common.config import Config
+from prunus.server.model_pruning import prune_model, sparsity_at
+from prunus.server.model_store import load_model, save_model
 
 
 def test_cubic_schedule_ramps_from_start_to_end():

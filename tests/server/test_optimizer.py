@@ -1,6 +1,6 @@
 import numpy as np
 
-from server.optimizer import ServerOptimizer
+from prunus.server.optimizer import ServerOptimizer
 
 
 def test_fedavg_adds_the_scaled_update():

@@ -5,11 +5,11 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from common.codec import pack_update
-from common.config import Config
-from common.params import to_record, wire_bytes
-from server.ledger import Ledger
-from server.strategy import PrunusStrategy
+from prunus.common.codec import pack_update
+from prunus.common.config import Config
+from prunus.common.params import to_record, wire_bytes
+from prunus.server.ledger import Ledger
+from prunus.server.strategy import PrunusStrategy
 
 PARAMS = {"item_embedding.weight": np.zeros((4, 2), np.float32), "item_bias.weight": np.zeros((4, 1), np.float32)}
 

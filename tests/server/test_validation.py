@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from common.codec import pack_update
-from common.params import to_record
-from server.validation import ReplyError, validate_train_reply
+from prunus.common.codec import pack_update
+from prunus.common.params import to_record
+from prunus.server.validation import ReplyError, validate_train_reply
 
 EXPECTED = {"item": np.zeros((3, 2), np.float32), "bias": np.zeros(3, np.float32)}
 SHAPES = {name: value.shape for name, value in EXPECTED.items()}

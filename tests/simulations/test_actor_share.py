@@ -2,15 +2,16 @@
 
 from flwr.simulation.ray_transport import ray_actor
 
-from simulations import actor_share
+from prunus.common import flower_compat
 
 
 def test_a_run_creates_its_share_of_the_actors_and_at_least_one(monkeypatch):
-    monkeypatch.setattr(actor_share, "_ORIGINAL", lambda resources: 8)  # 8 actors fit the cluster
+    flower_compat.enable_actor_share(1)  # records Flower's own sizing
+    monkeypatch.setattr(ray_actor, "_prunus_original_pool_size", lambda resources: 8)  # 8 actors fit the cluster
     monkeypatch.setattr(ray_actor, "pool_size_from_resources", ray_actor.pool_size_from_resources)
     sizes = {}
     for share in (3, 8, 16, 1):
-        actor_share.enable(share)
+        flower_compat.enable_actor_share(share)
         sizes[share] = ray_actor.pool_size_from_resources({"num_cpus": 1})
     assert sizes == {3: 2, 8: 1, 16: 1, 1: 8}
-    assert ray_actor.pool_size_from_resources is actor_share._ORIGINAL  # a share of 1 is Flower's own sizing
+    assert ray_actor.pool_size_from_resources is ray_actor._prunus_original_pool_size  # a share of 1 is Flower's own

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from simulations.cli import main
+from prunus.simulations.cli import main
 
 SMALL = ["--set", "synthetic-users=60", "--set", "synthetic-items=80", "--set", "eval-negatives=20", "--set", "dim=8"]
 
@@ -36,7 +36,7 @@ def test_malformed_dataset_names_file_and_line(tmp_path: Path, capsys):
 
 def test_centralized_writes_summary_rounds_and_curve(tmp_path: Path):
     out = tmp_path / "central"
-    cmd = [sys.executable, "-m", "simulations.cli", "centralized", *SMALL, "--set", "centralized-epochs=4",
+    cmd = [sys.executable, "-m", "prunus.simulations.cli", "centralized", *SMALL, "--set", "centralized-epochs=4",
            "--set", "eval-every=2", "--out", str(out)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ConfigError, load
-from simulations.cli import main
-from simulations.grid import load_grid
-from simulations.sweep import _toml
+from prunus.common.config import ConfigError, load
+from prunus.simulations.cli import main
+from prunus.simulations.grid import load_grid
+from prunus.simulations.sweep import _toml
 
 GRID = """
 seeds = [0, 1]

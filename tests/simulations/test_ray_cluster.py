@@ -99,7 +99,7 @@ def ray_cluster(tmp_path_factory):
 
 def test_simulation_on_a_two_node_cluster_uses_both_nodes(ray_cluster, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", "--ray-address", ray_cluster,
+    cmd = [sys.executable, "-m", "prunus.simulations.cli", "simulate", "--ray-address", ray_cluster,
            "--set", "synthetic-users=30", "--set", "synthetic-items=40", "--set", "eval-negatives=20",
            "--set", "dim=8", "--set", "rounds=2", "--set", "clients-per-round=12",
            "--set", "partition=user", "--set", "client-num-cpus=1",
@@ -140,7 +140,7 @@ def test_sweep_points_run_side_by_side_on_one_cluster(ray_cluster, tmp_path):
     (all points ran into their timeout, before `ray-share`)."""
     grid, out = tmp_path / "grid.toml", tmp_path / "sweep"
     grid.write_text(SWEEP)
-    cmd = [sys.executable, "-m", "simulations.cli", "sweep", str(grid), "--out", str(out), "--jobs", "3",
+    cmd = [sys.executable, "-m", "prunus.simulations.cli", "sweep", str(grid), "--out", str(out), "--jobs", "3",
            "--ray-address", ray_cluster, "--point-timeout", "240"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, start_new_session=True)

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulations.cli import main
-from simulations.grid import load_grid
-from simulations.report import budgets
-from simulations.runs import MANIFEST, point_record, read_runs, run_dir, write_json
-from simulations.table import chosen_runs, make_tables
+from prunus.simulations.cli import main
+from prunus.simulations.grid import load_grid
+from prunus.simulations.report import budgets
+from prunus.simulations.runs import MANIFEST, point_record, read_runs, run_dir, write_json
+from prunus.simulations.table import chosen_runs, make_tables
 
 GRID = """
 seeds = [0, 1]

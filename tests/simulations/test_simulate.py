@@ -1,7 +1,7 @@
 """Where a simulation's Ray comes from: a cluster named by config or RAY_ADDRESS, else a fresh local one."""
 
-from common.config import Config
-from simulations.simulate import backend_config
+from prunus.common.config import Config
+from prunus.simulations.simulate import backend_config
 
 
 def test_without_a_cluster_ray_starts_a_fresh_local_one(monkeypatch):

@@ -19,7 +19,7 @@ ARGS = ["--set", "synthetic-users=40", "--set", "synthetic-items=60", "--set", "
 
 
 def _simulate(out: Path, extra: list[str] | None = None) -> dict:
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", *ARGS, *(extra or []), "--out", str(out)]
+    cmd = [sys.executable, "-m", "prunus.simulations.cli", "simulate", *ARGS, *(extra or []), "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "uplink bytes" in done.stdout  # the final table
@@ -113,7 +113,7 @@ def test_a_killed_client_actor_is_restarted_and_the_run_is_unchanged(two_runs, t
     undisturbed run of the same config and seed."""
     base, undisturbed, _ = two_runs
     out = tmp_path / "run"
-    cmd = [sys.executable, "-u", "-m", "simulations.cli", "simulate", *ARGS, "--out", str(out)]
+    cmd = [sys.executable, "-u", "-m", "prunus.simulations.cli", "simulate", *ARGS, "--out", str(out)]
     log = tmp_path / "simulate.log"
     with log.open("w") as sink:
         run = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)

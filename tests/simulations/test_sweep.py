@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simulations.grid import load_grid
-from simulations.runs import run_dir
-from simulations.sweep import _Active, _Progress
+from prunus.simulations.grid import load_grid
+from prunus.simulations.runs import run_dir
+from prunus.simulations.sweep import _Active, _Progress
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ density = [0.5, 0.1]
 
 
 def _command(grid: Path, out: Path, point_timeout: int = 240) -> list[str]:
-    return [sys.executable, "-m", "simulations.cli", "sweep", str(grid), "--out", str(out), "--jobs", "2",
+    return [sys.executable, "-m", "prunus.simulations.cli", "sweep", str(grid), "--out", str(out), "--jobs", "2",
             "--ray-address", "local", "--point-timeout", str(point_timeout)]  # fmt: skip
 
 
@@ -104,7 +104,7 @@ def test_killed_sweep_resumes_with_only_the_missing_points_and_report_reproduces
     table = (out / "results.csv").read_text()
     for name in ("results.csv", "settings.csv", "report.md", "frontier.png"):
         (out / name).unlink()
-    report = subprocess.run([sys.executable, "-m", "simulations.cli", "report", str(out)], capture_output=True, text=True)
+    report = subprocess.run([sys.executable, "-m", "prunus.simulations.cli", "report", str(out)], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (out / "results.csv").read_text() == table
     assert (out / "report.md").exists() and (out / "frontier.png").exists() and (out / "settings.csv").exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.data import DatasetError, load_ml1m, load_ml100k, load_ncf, load_table
+from prunus.common.data import DatasetError, load_ml1m, load_ml100k, load_ncf, load_table
 
 DATASETS = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets"
 

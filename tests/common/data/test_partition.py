@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.data import SplitData, generate_synthetic, leave_one_out, partition_users, user_groups_by_popularity
+from prunus.common.data import SplitData, generate_synthetic, leave_one_out, partition_users, user_groups_by_popularity
 
 
 def assert_exact_cover(parts: list[np.ndarray], n_users: int) -> None:

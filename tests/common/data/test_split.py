@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.data import Interactions, SplitData, generate_synthetic, leave_one_out, sample_negatives, to_implicit
+from prunus.common.data import Interactions, SplitData, generate_synthetic, leave_one_out, sample_negatives, to_implicit
 
 
 def interactions(rows: list[tuple[int, int, float, int]], n_users: int, n_items: int) -> Interactions:

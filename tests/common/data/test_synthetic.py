@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.data import generate_synthetic, leave_one_out, planted_factors
+from prunus.common.data import generate_synthetic, leave_one_out, planted_factors
 
 
 def test_deterministic_in_seed() -> None:

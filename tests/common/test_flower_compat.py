@@ -1,0 +1,27 @@
+"""The Flower internals prunus relies on are pinned to one Flower version."""
+
+import subprocess
+import sys
+from importlib.metadata import distribution
+
+from prunus.common import flower_compat
+
+
+def test_another_flower_version_fails_at_import_naming_both_versions():
+    code = (
+        "import importlib.metadata as m; real = m.version\n"
+        "m.version = lambda name: '9.9.9' if name == 'flwr' else real(name)\n"
+        "import prunus.common.flower_compat\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "flwr 9.9.9 is installed" in result.stderr and flower_compat.SUPPORTED_FLOWER in result.stderr
+
+
+def test_the_distribution_installs_one_namespace_and_no_top_level_packages():
+    tops = {entry.split("/")[0] for entry in distribution("prunus").read_text("top_level.txt").split()} \
+        if distribution("prunus").read_text("top_level.txt") else set()
+    for name in ("common", "client", "server", "simulations"):
+        result = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, cwd="/")
+        assert result.returncode != 0, f"a top-level {name!r} package is importable"
+    assert tops <= {"prunus"}
