@@ -53,6 +53,7 @@ from .codec_index import (
     encode_indices,
     expected_stream_bounds,
 )
+from .update import Sparse
 from .codec_values import (
     VALUE_CODEC_NAMES,
     VALUE_CODECS,
@@ -65,7 +66,7 @@ from .codec_values import (
 __all__ = [
     "CodecError", "INDEX_CODECS", "VALUE_CODECS", "PayloadInfo", "encode",
     "decode", "read_header", "max_abs_error", "pack_update", "unpack_update",
-    "payload_nbytes", "record_wire_nbytes",
+    "payload_nbytes", "record_payload",
 ]
 
 MAGIC = b"PRSP"
@@ -74,7 +75,6 @@ MAX_NDIM = 64
 _FIXED = struct.Struct("<4sBBBBB")
 _TAIL = struct.Struct("<QQQ")
 _F32_MAX = float(np.finfo(np.float32).max)
-SparseTensor = tuple[np.ndarray, np.ndarray, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def read_header(data: bytes) -> PayloadInfo:
         raise CodecError(f"malformed header: {exc}") from exc
 
 
-def decode(data: bytes) -> SparseTensor:
+def decode(data: bytes) -> Sparse:
     """Decode one payload -> ``(indices int64, values float32, shape tuple)``.
 
     ``indices`` are strictly increasing.  Raises :class:`CodecError` (and
@@ -256,7 +256,7 @@ def decode(data: bytes) -> SparseTensor:
         raise
     except _WRAPPED as exc:  # defensive: explicit checks should pre-empt these
         raise CodecError(f"malformed payload: {exc}") from exc
-    return idx, val, info.shape
+    return Sparse(idx, val, info.shape)
 
 
 # ---------------------------------------------------------- Flower records
@@ -276,7 +276,7 @@ def pack_update(tensors: Mapping[str, tuple[Any, Any, Any]], *, index_codec: str
     return ArrayRecord(array_dict=arrays)
 
 
-def _record_payload(name: str, arr: Any) -> bytes:
+def record_payload(name: str, arr: Any) -> bytes:
     from flwr.app import Array
 
     if not isinstance(arr, Array) or arr.stype != "numpy.ndarray" \
@@ -291,11 +291,11 @@ def _record_payload(name: str, arr: Any) -> bytes:
     return raw.tobytes()
 
 
-def unpack_update(record) -> dict[str, SparseTensor]:
+def unpack_update(record) -> dict[str, Sparse]:
     """Inverse of :func:`pack_update`; raises :class:`CodecError` on bad data."""
     out = {}
     for name, arr in record.items():
-        payload = _record_payload(name, arr)
+        payload = record_payload(name, arr)
         try:
             out[name] = decode(payload)
         except CodecError as exc:
@@ -305,4 +305,4 @@ def unpack_update(record) -> dict[str, SparseTensor]:
 
 def payload_nbytes(record) -> int:
     """Total codec payload bytes in a packed record (without Flower framing)."""
-    return sum(len(_record_payload(k, a)) for k, a in record.items())
+    return sum(len(record_payload(k, a)) for k, a in record.items())

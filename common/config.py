@@ -28,6 +28,11 @@ def _choice(*options: str) -> dict[str, Any]:
     return {"choices": options}
 
 
+def _lazy_choice(registry: str) -> dict[str, Any]:
+    """Choices read from a registry when a value is checked (see `_registry_names`)."""
+    return {"registry": registry}
+
+
 def _positive() -> dict[str, Any]:
     return {"min": 0, "exclusive": True}
 
@@ -36,11 +41,21 @@ def _non_negative() -> dict[str, Any]:
     return {"min": 0, "exclusive": False}
 
 
-@dataclass(frozen=True)
-class Config:
-    """Every setting of a run. Keys are written with dashes (`local-lr`)."""
+def _section(cls):
+    """A frozen dataclass whose fields are checked against their metadata."""
 
-    # --- data ---
+    def __post_init__(self: Any) -> None:
+        for f in fields(self):
+            _check_value(f, getattr(self, f.name))
+
+    cls.__post_init__ = __post_init__
+    return dataclass(frozen=True)(cls)
+
+
+@_section
+class DataConfig:
+    """What data, how it is split and how it is cut into partitions (clients)."""
+
     dataset: str = field(default="synthetic", metadata=_choice(*DATASETS))
     data_dir: str = ""
     min_rating: float = field(default=0.0, metadata=_non_negative())
@@ -52,11 +67,25 @@ class Config:
     partition: str = field(default="user", metadata=_choice(*PARTITIONS))
     num_silos: int = field(default=10, metadata=_positive())
     dirichlet_alpha: float = field(default=0.5, metadata=_positive())
-    # --- model ---
-    model: str = field(default="mf", metadata=_choice("mf", "neumf"))
+
+
+@_section
+class ModelConfig:
+    """Which recommender and its sizes."""
+
+    model: str = field(default="mf", metadata=_lazy_choice("models"))
     dim: int = field(default=128, metadata=_positive())
     mlp_layers: str = "64,32,16"
-    # --- local training (clients) ---
+
+    @property
+    def mlp_widths(self) -> tuple[int, ...]:
+        return tuple(int(w) for w in self.mlp_layers.split(","))
+
+
+@_section
+class TrainingConfig:
+    """A client's local training (and the fold-in of user vectors)."""
+
     loss: str = field(default="bce", metadata=_choice("bce", "bpr"))
     train_negatives: int = field(default=8, metadata=_positive())
     local_epochs: int = field(default=2, metadata=_positive())
@@ -71,20 +100,34 @@ class Config:
     l1: float = field(default=0.0, metadata=_non_negative())
     user_refit_epochs: int = field(default=5, metadata=_non_negative())
     user_lr: float = field(default=0.1, metadata=_positive())
-    # --- what clients send (pruning + wire format) ---
-    prune_method: str = field(default="none", metadata=_choice("none", "topk", "topk-global", "threshold", "randomk", "rows"))
+
+
+@_section
+class CompressionConfig:
+    """What travels: the uplink method, its codecs, the downlink, model pruning.
+
+    Method and codec choices come from their registries
+    (`prunus.common.compression`), so a new method is a new module only.
+    """
+
+    prune_method: str = field(default="none", metadata=_lazy_choice("uplink"))
     density: float = field(default=1.0, metadata=_positive())
     density_warmup_rounds: int = field(default=0, metadata=_non_negative())
     prune_threshold: float = field(default=0.0, metadata=_non_negative())
     error_feedback: bool = True
-    value_codec: str = field(default="fp32", metadata=_choice("fp32", "fp16", "int8", "ternary"))
-    index_codec: str = field(default="auto", metadata=_choice("auto", "bitmap", "delta-varint", "rice", "elias-fano"))
-    downlink_codec: str = field(default="fp32", metadata=_choice("fp32", "fp16", "int8"))
+    value_codec: str = field(default="fp32", metadata=_lazy_choice("values"))
+    index_codec: str = field(default="auto", metadata=_lazy_choice("indices"))
+    downlink_codec: str = field(default="fp32", metadata=_lazy_choice("downlink"))
     # gradual magnitude pruning of the global model (0 = off)
     model_sparsity: float = field(default=0.0, metadata=_non_negative())
     model_prune_start: int = field(default=1, metadata=_positive())
     model_prune_end: int = field(default=10, metadata=_positive())
-    # --- federation (server) ---
+
+
+@_section
+class FederationConfig:
+    """The server's side of training: rounds, sampling, aggregation, optimiser."""
+
     rounds: int = field(default=20, metadata=_positive())
     clients_per_round: int = field(default=50, metadata=_positive())
     server_optimizer: str = field(default="fedavg", metadata=_choice(*SERVER_OPTIMIZERS))
@@ -94,21 +137,41 @@ class Config:
     server_eps: float = field(default=1e-3, metadata=_positive())
     row_averaging: bool = True
     federated_eval_clients: int = field(default=0, metadata=_non_negative())
-    # --- evaluation ---
+
+
+@_section
+class EvaluationConfig:
+    """Central evaluation of the global model."""
+
     eval_every: int = field(default=5, metadata=_positive())
     top_k: int = field(default=10, metadata=_positive())
     full_ranking: bool = False
     fold_in_epochs: int = field(default=10, metadata=_positive())
-    # --- centralized reference ---
-    # defaults tuned on ML-1M's validation split (see docs/results/ml1m-dense.md)
+
+
+@_section
+class CentralizedConfig:
+    """The centralized reference (`prunus centralized`).
+
+    Defaults tuned on ML-1M's validation split (see docs/results/ml1m.md).
+    """
+
     centralized_epochs: int = field(default=20, metadata=_positive())
     centralized_lr: float = field(default=0.005, metadata=_positive())
     centralized_batch_size: int = field(default=4096, metadata=_positive())
     # L2 on the rows a batch touches, per positive (centralized averages the
     # batch loss; clients sum it, so their `l2` is on another scale)
     centralized_l2: float = field(default=0.003, metadata=_non_negative())
-    # --- runtime ---
+
+
+@_section
+class RuntimeConfig:
+    """Where and how the run executes: seed, resources, Ray, engine, outputs."""
+
     seed: int = 0
+    # "flower": Flower's Simulation Engine (Ray actors); "inprocess": the same
+    # rounds, clients and byte counts in one process, no Flower or Ray (tuning)
+    engine: str = field(default="flower", metadata=_choice("flower", "inprocess"))
     client_num_cpus: float = field(default=1.0, metadata=_positive())
     client_num_gpus: float = field(default=0.0, metadata=_non_negative())
     ray_address: str = ""
@@ -121,59 +184,107 @@ class Config:
     fast_dispatch: bool = True
     out: str = "runs/latest"
 
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "training": TrainingConfig,
+    "compression": CompressionConfig,
+    "federation": FederationConfig,
+    "evaluation": EvaluationConfig,
+    "centralized": CentralizedConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a run, by concern: each component is given its section.
+
+    The user-facing surface stays flat: TOML files, `--set` and Flower's run
+    config use dashed keys (`local-lr`), each of which belongs to exactly one
+    section (`training.local_lr`).
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    centralized: CentralizedConfig = field(default_factory=CentralizedConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
     def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_value(f, getattr(self, f.name))
-        _check_layers(self.mlp_layers)
-        if self.density > 1:
-            raise ConfigError(f"density: must be in (0, 1], got {self.density!r}")
-        if self.model_sparsity >= 1:
-            raise ConfigError(f"model-sparsity: must be in [0, 1), got {self.model_sparsity!r}")
-        if self.model_prune_end < self.model_prune_start:
+        _check_layers(self.model.mlp_layers)
+        c, d = self.compression, self.data
+        if c.density > 1:
+            raise ConfigError(f"density: must be in (0, 1], got {c.density!r}")
+        if c.model_sparsity >= 1:
+            raise ConfigError(f"model-sparsity: must be in [0, 1), got {c.model_sparsity!r}")
+        if c.model_prune_end < c.model_prune_start:
             raise ConfigError("model-prune-end: must not come before model-prune-start")
-        if self.dataset not in ("synthetic",) and not self.data_dir:
-            raise ConfigError(f"data-dir: dataset {self.dataset!r} needs a data-dir")
-        if self.data_dir and not Path(self.data_dir).exists():
-            raise ConfigError(f"data-dir: {self.data_dir!r} does not exist")
+        if d.dataset not in ("synthetic",) and not d.data_dir:
+            raise ConfigError(f"data-dir: dataset {d.dataset!r} needs a data-dir")
+        if d.data_dir and not Path(d.data_dir).exists():
+            raise ConfigError(f"data-dir: {d.data_dir!r} does not exist")
+
+    @classmethod
+    def of(cls, **changes: Any) -> Config:
+        """A Config from flat field names over the defaults: `Config.of(rounds=2, dim=8)`."""
+        return cls().replace(**changes)
 
     # --- conversions -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Flat dict with dashed keys (the form of TOML files and run configs)."""
-        return {key_of(f.name): getattr(self, f.name) for f in fields(self)}
+        return {key_of(f.name): getattr(getattr(self, section), f.name) for section, f in _FLAT.values()}
 
     def local_lr_at(self, server_round: int) -> float:
         """The round's local learning rate (cosine from local-lr to local-lr-final)."""
-        if not self.local_lr_final or self.rounds <= 1:
-            return self.local_lr
-        progress = min(max(server_round - 1, 0) / (self.rounds - 1), 1.0)
-        return self.local_lr_final + 0.5 * (self.local_lr - self.local_lr_final) * (1 + math.cos(math.pi * progress))
-
-    @property
-    def dense_uplink(self) -> bool:
-        """Clients send plain float32 arrays (the FedAvg baseline) unless they
-        prune or quantise; then every tensor goes through `common.codec`."""
-        return self.prune_method == "none" and self.value_codec == "fp32"
-
-    @property
-    def dense_downlink(self) -> bool:
-        """The server broadcasts plain float32 arrays unless it quantises the
-        broadcast or prunes the model; then it sends the non-zeros through
-        `common.codec`."""
-        return self.downlink_codec == "fp32" and self.model_sparsity == 0
-
-    @property
-    def mlp_widths(self) -> tuple[int, ...]:
-        return tuple(int(w) for w in self.mlp_layers.split(","))
+        t, rounds = self.training, self.federation.rounds
+        if not t.local_lr_final or rounds <= 1:
+            return t.local_lr
+        progress = min(max(server_round - 1, 0) / (rounds - 1), 1.0)
+        return t.local_lr_final + 0.5 * (t.local_lr - t.local_lr_final) * (1 + math.cos(math.pi * progress))
 
     def replace(self, **changes: Any) -> Config:
-        return dataclasses.replace(self, **changes)
+        """A copy with flat fields changed (`rounds=3`, not `federation=...`)."""
+        by_section: dict[str, dict[str, Any]] = {}
+        for name, value in changes.items():
+            key = key_of(name)
+            if key not in _FLAT:
+                raise ConfigError(f"unknown config key {key!r}")
+            section, f = _FLAT[key]
+            by_section.setdefault(section, {})[f.name] = _coerce(f, value)
+        sections = {s: dataclasses.replace(getattr(self, s), **v) for s, v in by_section.items()}
+        return dataclasses.replace(self, **sections)
 
 
 def key_of(name: str) -> str:
     return name.replace("_", "-")
 
 
-_FIELDS = {key_of(f.name): f for f in fields(Config)}
+_FLAT: dict[str, tuple[str, dataclasses.Field]] = {
+    key_of(f.name): (section, f) for section, cls in SECTIONS.items() for f in fields(cls)
+}
+KEYS: tuple[str, ...] = tuple(_FLAT)
+
+
+def section_of(key: str) -> str:
+    """The section a dashed key belongs to (`local-lr` -> `training`)."""
+    return _FLAT[key][0]
+
+
+def _registry_names(registry: str) -> tuple[str, ...]:
+    """Names registered for a config choice; imported here, lazily, because the
+    registries' modules import this one."""
+    if registry == "models":
+        from prunus.common.models import MODELS
+
+        return MODELS.names()
+    from prunus.common import compression
+
+    return compression.REGISTRIES[registry].names()
 
 
 def _check_value(f: dataclasses.Field, value: Any) -> None:
@@ -184,8 +295,9 @@ def _check_value(f: dataclasses.Field, value: Any) -> None:
     if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {expected.__name__}, got {value!r}")
     meta = f.metadata
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    choices = _registry_names(meta["registry"]) if "registry" in meta else meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
     if "min" in meta:
         too_small = value <= meta["min"] if meta["exclusive"] else value < meta["min"]
         if too_small:
@@ -206,9 +318,8 @@ def _type_of(f: dataclasses.Field) -> type:
     return {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
     """Convert a float-typed key's int value (TOML `lr = 1`) and keep the rest."""
-    f = _FIELDS[key]
     if _type_of(f) is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
@@ -216,9 +327,9 @@ def _coerce(key: str, value: Any) -> Any:
 
 def parse_value(key: str, text: str) -> Any:
     """Parse a `--set key=value` string by the key's declared type."""
-    if key not in _FIELDS:
+    if key not in _FLAT:
         raise ConfigError(f"unknown config key {key!r}")
-    kind = _type_of(_FIELDS[key])
+    kind = _type_of(_FLAT[key][1])
     try:
         if kind is bool:
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -231,12 +342,10 @@ def parse_value(key: str, text: str) -> Any:
 
 def from_mapping(values: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
     """Build a Config from dashed keys over `base`; unknown keys are errors."""
-    changes = {}
-    for key, value in values.items():
-        if key not in _FIELDS:
+    for key in values:
+        if key not in _FLAT:
             raise ConfigError(f"unknown config key {key!r} in {source}")
-        changes[_FIELDS[key].name] = _coerce(key, value)
-    return dataclasses.replace(base or Config(), **changes)
+    return (base or Config()).replace(**values)
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

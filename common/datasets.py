@@ -30,8 +30,8 @@ from prunus.common.data import (
 def load_split(cfg: Config) -> SplitData:
     """The split to train and evaluate on (validation when tuning)."""
     return _split(
-        cfg.dataset, cfg.data_dir, cfg.min_rating, cfg.eval_negatives, cfg.seed,
-        cfg.synthetic_users, cfg.synthetic_items, cfg.synthetic_interactions, cfg.eval_split,
+        cfg.data.dataset, cfg.data.data_dir, cfg.data.min_rating, cfg.data.eval_negatives, cfg.runtime.seed,
+        cfg.data.synthetic_users, cfg.data.synthetic_items, cfg.data.synthetic_interactions, cfg.data.eval_split,
     )  # fmt: skip
 
 
@@ -39,17 +39,17 @@ def load_split(cfg: Config) -> SplitData:
 def partitions(cfg: Config) -> list[np.ndarray]:
     """User ids of every partition, indexed by Flower's `partition-id`."""
     split = load_split(cfg)
-    if cfg.partition == "user":
+    if cfg.data.partition == "user":
         return partition_users(split.n_users, scheme="user")
-    groups = user_groups_by_popularity(split) if cfg.partition == "dirichlet" else None
+    groups = user_groups_by_popularity(split) if cfg.data.partition == "dirichlet" else None
     return partition_users(
-        split.n_users, scheme=cfg.partition, num_partitions=cfg.num_silos,
-        alpha=cfg.dirichlet_alpha, seed=cfg.seed, user_groups=groups,
+        split.n_users, scheme=cfg.data.partition, num_partitions=cfg.data.num_silos,
+        alpha=cfg.data.dirichlet_alpha, seed=cfg.runtime.seed, user_groups=groups,
     )  # fmt: skip
 
 
 def num_partitions(cfg: Config) -> int:
-    return load_split(cfg).n_users if cfg.partition == "user" else cfg.num_silos
+    return load_split(cfg).n_users if cfg.data.partition == "user" else cfg.data.num_silos
 
 
 @lru_cache(maxsize=4)

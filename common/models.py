@@ -1,39 +1,70 @@
-"""Recommender models, each split into *shared* and *private* parameters.
+"""Recommender models; each declares its tables: role and whether pruning may touch them.
 
-Shared parameters (item embeddings, item biases, dense layers) travel between
-server and clients; private ones (user embeddings) never leave a client. Every
+Shared parameters (item tables, item biases, dense layers) travel between
+server and clients; private ones (user tables) never leave a client. Every
 model scores `(user, item)` pairs with `forward`, where `user` indexes the
-model's own user table: on a client that table holds only its users.
+model's own user table: on a client that table holds only its users. A new
+model is one class here (or in its own module) registered in `MODELS`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
+
 import torch
 from torch import nn
 
-MODEL_NAMES = ("mf", "neumf")
+from prunus.common.registry import Registry
 
 
-def is_prunable(name: str) -> bool:
-    """Tensors that model pruning may sparsify: tables and weight matrices, not biases."""
-    return "bias" not in name
+class Role(str, Enum):
+    """What a parameter tensor is, which decides where it lives and travels."""
+
+    USER = "user"  # a private table, one row per user: never leaves the client
+    ITEM = "item"  # a shared table, one row per item
+    DENSE = "dense"  # a shared weight matrix
+    BIAS = "bias"  # a shared bias vector
+
+
+@dataclass(frozen=True)
+class Table:
+    """The declaration of one parameter tensor."""
+
+    role: Role
+    prunable: bool  # whether model pruning may zero its entries
+
+    @property
+    def private(self) -> bool:
+        return self.role is Role.USER
+
+
+MODELS: Registry[type[Recommender]] = Registry("model")
 
 
 class Recommender(nn.Module):
-    """Base class: names which parameters are private (the rest are shared)."""
+    """Base class: a model declares its tables in `tables()`; the rest follows."""
 
-    private_prefixes: tuple[str, ...] = ()
+    n_items: int
+
+    def tables(self) -> dict[str, Table]:
+        """Every parameter, by name, with its role and prunability."""
+        raise NotImplementedError
 
     def shared_names(self) -> list[str]:
         """Names of the parameters that travel, in a fixed order."""
-        return [n for n, _ in self.named_parameters() if not self._is_private(n)]
+        tables = self.tables()
+        return [n for n, _ in self.named_parameters() if not tables[n].private]
 
     def private_names(self) -> list[str]:
         """Names of the parameters that never leave the client."""
-        return [n for n, _ in self.named_parameters() if self._is_private(n)]
+        tables = self.tables()
+        return [n for n, _ in self.named_parameters() if tables[n].private]
 
-    def _is_private(self, name: str) -> bool:
-        return name.startswith(self.private_prefixes)
+    def prunable_names(self) -> list[str]:
+        """Shared tensors that model pruning may sparsify."""
+        tables = self.tables()
+        return [n for n in self.shared_names() if tables[n].prunable]
 
     def shared_state(self) -> dict[str, torch.Tensor]:
         """Detached copies of the shared parameters."""
@@ -83,13 +114,13 @@ class Recommender(nn.Module):
                 params[name].copy_(state[name])
 
 
+@MODELS.register("mf")
 class MatrixFactorization(Recommender):
     """Dot product of user and item vectors plus an item bias."""
 
-    private_prefixes = ("user_embedding",)
-
     def __init__(self, n_users: int, n_items: int, dim: int, init_std: float = 0.1, sparse: bool = False) -> None:
         super().__init__()
+        self.n_items = n_items
         self.user_embedding = nn.Embedding(n_users, dim)
         self.item_embedding = nn.Embedding(n_items, dim, sparse=sparse)
         self.item_bias = nn.Embedding(n_items, 1, sparse=sparse)
@@ -105,11 +136,21 @@ class MatrixFactorization(Recommender):
     def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.user_embedding(users), self.item_embedding(items)
 
+    def tables(self) -> dict[str, Table]:
+        return {
+            "user_embedding.weight": Table(Role.USER, prunable=False),
+            "item_embedding.weight": Table(Role.ITEM, prunable=True),
+            "item_bias.weight": Table(Role.BIAS, prunable=False),
+        }
 
+    @classmethod
+    def build(cls, n_users: int, n_items: int, dim: int, mlp_layers: tuple[int, ...], sparse: bool) -> Recommender:
+        return cls(n_users, n_items, dim, sparse=sparse)
+
+
+@MODELS.register("neumf")
 class NeuMF(Recommender):
     """Neural matrix factorisation (He et al. 2017): GMF and MLP towers fused."""
-
-    private_prefixes = ("user_gmf", "user_mlp")
 
     def __init__(
         self,
@@ -121,6 +162,7 @@ class NeuMF(Recommender):
         sparse: bool = False,
     ) -> None:
         super().__init__()
+        self.n_items = n_items
         half = mlp_layers[0] // 2
         self.user_gmf = nn.Embedding(n_users, dim)
         self.item_gmf = nn.Embedding(n_items, dim, sparse=sparse)
@@ -142,6 +184,23 @@ class NeuMF(Recommender):
     def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.user_gmf(users), self.item_gmf(items), self.user_mlp(users), self.item_mlp(items)
 
+    def tables(self) -> dict[str, Table]:
+        tables = {
+            "user_gmf.weight": Table(Role.USER, prunable=False),
+            "item_gmf.weight": Table(Role.ITEM, prunable=True),
+            "user_mlp.weight": Table(Role.USER, prunable=False),
+            "item_mlp.weight": Table(Role.ITEM, prunable=True),
+        }
+        for prefix, layer in [*((f"mlp.{i}", m) for i, m in enumerate(self.mlp)), ("output", self.output)]:
+            if isinstance(layer, nn.Linear):
+                tables[f"{prefix}.weight"] = Table(Role.DENSE, prunable=True)
+                tables[f"{prefix}.bias"] = Table(Role.BIAS, prunable=False)
+        return tables
+
+    @classmethod
+    def build(cls, n_users: int, n_items: int, dim: int, mlp_layers: tuple[int, ...], sparse: bool) -> Recommender:
+        return cls(n_users, n_items, dim, mlp_layers, sparse=sparse)
+
 
 def build_model(
     name: str,
@@ -157,13 +216,10 @@ def build_model(
     `sparse=True` gives item tables sparse gradients, so a plain SGD step
     touches only the rows a batch used (a client's few items, not the table).
     """
+    model_class = MODELS.get(name)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        if name == "mf":
-            return MatrixFactorization(n_users, n_items, dim, sparse=sparse)
-        if name == "neumf":
-            return NeuMF(n_users, n_items, dim, mlp_layers, sparse=sparse)
+        return model_class.build(n_users, n_items, dim, mlp_layers, sparse)
     finally:
         torch.random.set_rng_state(generator_state)
-    raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")

@@ -5,25 +5,12 @@ a :data:`SparseUpdate` -- per tensor the codec's ``(indices, values, shape)``
 form (flat row-major int64 indices, strictly increasing; float32 values) --
 before :func:`common.codec.pack_update` encodes it.
 
-Selection methods (:data:`METHODS`); ``k(d, n) = ceil(d * n)`` (see
-:func:`keep_count`).  No method ever keeps an exact zero (``0.0`` or
-``-0.0``): the receiver reads every unsent entry as zero anyway, so sending
+Selection methods are the uplink plug-ins of :mod:`prunus.common.compression`
+(one module each, registered in ``UPLINK``); :func:`select` dispatches to
+them.  ``k(d, n) = ceil(d * n)`` (see :func:`keep_count`).  No method ever
+keeps an exact zero (``0.0`` or ``-0.0``): the receiver reads every unsent entry as zero anyway, so sending
 one only costs bits.  Every method therefore keeps ``min(k, nnz)`` entries
 when it has a count at all.
-
-* ``none``: every non-zero entry (lossless; a dense update of a row-sparse
-  embedding table still drops its all-zero rows).
-* ``topk``: per tensor the ``k(d, numel)`` largest ``|x|``.
-* ``topk-global``: one ``k(d, total numel)`` over all tensors together.
-* ``threshold``: ``|x| >= spec.threshold`` (density ignored).
-* ``randomk``: per tensor ``k(d, numel)`` positions drawn uniformly without
-  replacement among the non-zero entries (a baseline; uses the ``rng``;
-  values are not rescaled -- error feedback keeps the rest).
-* ``rows``: structured.  A tensor is viewed as ``(shape[0], -1)`` (1-D and
-  0-D tensors as one entry per row, so ``(n,)`` and ``(n, 1)`` prune single
-  entries) and the ``k(d, rows)`` rows of largest L2 norm are kept whole
-  (their exact zeros excepted).  For an item table that is item pruning, for
-  a dense layer's ``(out, in)`` weight it is output-neuron pruning.
 
 Ties (equal ``|x|`` or equal row norm at the cut) go to the lower flat index;
 ``topk-global`` orders tensors by name first.  So selection is a
@@ -55,17 +42,18 @@ from typing import Mapping
 import numpy as np
 
 from .codec_values import VALUE_CODECS, decode_values, encode_values
+from .update import Sparse, SparseUpdate
 
 __all__ = [
-    "METHODS", "SparseTensor", "SparseUpdate", "PruneSpec", "PruneResult", "keep_count",
-    "density_at", "select", "quantise", "prune_update", "densify", "compact", "expand",
+    "PruneSpec", "PruneResult", "keep_count", "top_mask", "density_at", "select", "quantise",
+    "prune_update", "compact",
 ]
 
-SparseTensor = tuple[np.ndarray, np.ndarray, tuple[int, ...]]
-SparseUpdate = dict[str, SparseTensor]
 
-METHODS = ("none", "topk", "topk-global", "threshold", "randomk", "rows")
-_COUNTED = ("topk", "topk-global", "randomk", "rows")  # methods that use the density
+def _uplink_methods():
+    from .compression import UPLINK  # the registry imports the methods, which import this module
+
+    return UPLINK
 
 
 def _check_density(density, name: str = "density") -> float:
@@ -85,8 +73,9 @@ class PruneSpec:
     value_codec: str = "fp32"  # the codec's value codec for the kept values
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        methods = _uplink_methods()
+        if self.method not in methods:
+            raise ValueError(f"method must be one of {methods.names()}, got {self.method!r}")
         _check_density(self.density)
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, Real) or not (math.isfinite(t) and t >= 0):
@@ -131,7 +120,7 @@ def density_at(round: int, target: float, warmup_rounds: int, start: float = 1.0
 
 
 # ---------------------------------------------------------------- selection
-def _top_mask(key: np.ndarray, k: int) -> np.ndarray:
+def top_mask(key: np.ndarray, k: int) -> np.ndarray:
     """Mask of the ``k`` largest entries of 1-D ``key`` (>= 0) among its
     positive ones; ties at the cut go to the lowest positions.  O(n)."""
     mask = np.zeros(key.shape, dtype=bool)
@@ -156,54 +145,18 @@ def _check_finite(name: str, x: np.ndarray) -> None:
 
 def select(update: Mapping[str, np.ndarray], spec: PruneSpec, density: float,
            rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
-    """Boolean keep-mask per tensor (same shapes); see the module docstring.
+    """Boolean keep-mask per tensor (same shapes), by the method ``spec.method``.
 
     ``density`` is the density of this round (e.g. from :func:`density_at`;
     ``spec.density`` is not read here).  ``rng`` is only used (and then
-    required) for ``randomk``.  Raises ``ValueError`` for non-finite values.
+    required) by methods that draw (``randomk``).  Raises ``ValueError`` for
+    non-finite values.
     """
     density = _check_density(density)
     arrays = {name: np.asarray(x) for name, x in update.items()}
     for name, x in arrays.items():
         _check_finite(name, x)
-    method = spec.method
-    if method == "topk-global":
-        names = sorted(arrays)
-        flat = [np.abs(arrays[n]).ravel() for n in names]
-        total = sum(f.size for f in flat)
-        allmask = _top_mask(np.concatenate(flat) if flat else np.zeros(0), keep_count(density, total))
-        out, at = {}, 0
-        for n, f in zip(names, flat):
-            out[n] = allmask[at:at + f.size].reshape(arrays[n].shape)
-            at += f.size
-        return {n: out[n] for n in arrays}
-    if method == "randomk" and rng is None:
-        raise ValueError("method 'randomk' needs a numpy Generator (rng)")
-    masks = {}
-    for name, x in arrays.items():
-        nonzero = x != 0
-        if method == "none":
-            mask = nonzero
-        elif method == "threshold":
-            mask = (np.abs(x) >= spec.threshold) & nonzero
-        elif method == "topk":
-            mask = _top_mask(np.abs(x).ravel(), keep_count(density, x.size)).reshape(x.shape)
-        elif method == "randomk":
-            candidates = np.flatnonzero(nonzero)
-            k = min(keep_count(density, x.size), candidates.size)
-            mask = np.zeros(x.size, dtype=bool)
-            mask[rng.choice(candidates, size=k, replace=False)] = True
-            mask = mask.reshape(x.shape)
-        elif method == "rows":
-            rows = x.shape[0] if x.ndim else 1
-            m = x.reshape(rows, -1).astype(np.float64)
-            norms = np.einsum("ij,ij->i", m, m)  # squared L2 norms, no overflow
-            keep = _top_mask(norms, keep_count(density, rows))
-            mask = (keep[:, None] & nonzero.reshape(rows, -1)).reshape(x.shape)
-        else:  # pragma: no cover - PruneSpec validates the method
-            raise ValueError(f"unknown method {method!r}")
-        masks[name] = mask
-    return masks
+    return _uplink_methods().get(spec.method).select(arrays, spec, density, rng)
 
 
 def quantise(values: np.ndarray, value_codec: str) -> np.ndarray:
@@ -273,37 +226,21 @@ def prune_update(update: Mapping[str, np.ndarray], residual: Mapping[str, np.nda
         sent = np.zeros(x.size, dtype=np.float32)
         sent[idx] = q
         sent = sent.reshape(x.shape)
-        sparse[name] = (idx, vals, tuple(int(d) for d in x.shape))
+        sparse[name] = Sparse(idx, vals, tuple(int(d) for d in x.shape))
         sent_dense[name] = sent
         new_residual[name] = (x - sent) if spec.error_feedback else np.zeros(x.shape, np.float32)
     return PruneResult(sparse=sparse, residual=new_residual, sent_dense=sent_dense)
 
 
-# ------------------------------------------------------------ dense/sparse
-def densify(sparse: Mapping[str, SparseTensor]) -> dict[str, np.ndarray]:
-    """Dense float32 arrays from ``name -> (indices, values, shape)``."""
-    out = {}
-    for name, (idx, vals, shape) in sparse.items():
-        shape = tuple(int(d) for d in shape)
-        dense = np.zeros(math.prod(shape), dtype=np.float32)
-        dense[np.asarray(idx, dtype=np.int64)] = np.asarray(vals, dtype=np.float32)
-        out[name] = dense.reshape(shape)
-    return out
-
-
+# ---------------------------------------------------------------- residual
 def compact(residual: Mapping[str, np.ndarray]) -> SparseUpdate:
     """Store dense float32 tensors as their non-zero entries (a residual of a
     row-sparse update is itself row-sparse).  ``-0.0`` counts as non-zero so
-    :func:`expand` restores the arrays bit for bit."""
+    :func:`prunus.common.update.densify` restores the arrays bit for bit."""
     out = {}
     for name, x in residual.items():
         x = np.asarray(x, dtype=np.float32)
         flat = x.ravel()
         idx = np.flatnonzero((flat != 0) | np.signbit(flat)).astype(np.int64)
-        out[name] = (idx, flat[idx], tuple(int(d) for d in x.shape))
+        out[name] = Sparse(idx, flat[idx], tuple(int(d) for d in x.shape))
     return out
-
-
-def expand(compacted: Mapping[str, SparseTensor]) -> dict[str, np.ndarray]:
-    """Inverse of :func:`compact` (dense float32 arrays)."""
-    return densify(compacted)

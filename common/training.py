@@ -16,9 +16,6 @@ import torch.nn.functional as F
 from prunus.common.config import Config
 from prunus.common.models import Recommender
 
-LOSSES = ("bce", "bpr")
-OPTIMIZERS = ("sgd", "adam")
-
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -41,14 +38,14 @@ class TrainSettings:
 def client_settings(cfg: Config, server_round: int = 1) -> TrainSettings:
     """The local-training settings of a run's round (also used to fold in users)."""
     return TrainSettings(
-        loss=cfg.loss,
-        num_negatives=cfg.train_negatives,
-        epochs=cfg.local_epochs,
+        loss=cfg.training.loss,
+        num_negatives=cfg.training.train_negatives,
+        epochs=cfg.training.local_epochs,
         lr=cfg.local_lr_at(server_round),
-        batch_size=cfg.batch_size,
-        l2=cfg.l2,
-        l1=cfg.l1,
-        optimizer=cfg.local_optimizer,
+        batch_size=cfg.training.batch_size,
+        l2=cfg.training.l2,
+        l1=cfg.training.l1,
+        optimizer=cfg.training.local_optimizer,
         reduction="sum",
     )
 
@@ -107,7 +104,7 @@ def train(
     by default a fresh one trains `params` (default: every parameter).
     """
     optimizer = optimizer or make_optimizer(list(model.parameters()) if params is None else params, settings)
-    n_items = _n_items(model)
+    n_items = model.n_items
     total, batches = 0.0, 0
     for _ in range(settings.epochs):
         order = torch.randperm(len(users), generator=generator).to(users.device)
@@ -144,7 +141,7 @@ def fold_in(
     shared = model.shared_parameters()
     for p in shared:
         p.requires_grad_(False)
-    n_items = _n_items(model)
+    n_items = model.n_items
     weights = 1.0 / torch.bincount(users)[users].float()
     n_seen = max(int(torch.unique(users).numel()), 1)
     optimizer = torch.optim.Adam(model.private_parameters(), lr=lr)
@@ -160,13 +157,6 @@ def fold_in(
         for p in shared:
             p.requires_grad_(True)
     return loss_value
-
-
-def _n_items(model: Recommender) -> int:
-    for name, param in model.named_parameters():
-        if name.startswith("item_"):
-            return int(param.shape[0])
-    raise ValueError("model has no item table")
 
 
 def seeded_generator(*parts: int) -> torch.Generator:

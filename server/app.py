@@ -8,18 +8,18 @@ import time
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from prunus.common.config import Config, from_run_config
 from prunus.common.datasets import load_split, num_partitions
 from prunus.common.models import build_model
-from prunus.common.params import from_record, to_record, wire_bytes
+from prunus.common.params import wire_bytes
 from prunus.common.results import format_table, plot_curve, write_clients, write_rounds, write_summary
 from prunus.server.evaluation import CentralEvaluator
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
+from prunus.server.federation import Federation, Outgoing, Reply, Transport
 from prunus.server.model_store import save_model
-from prunus.server.strategy import PrunusStrategy
 
 log = logging.getLogger("prunus")
 
@@ -28,6 +28,7 @@ DISCOVERY_TIMEOUT_S = 600.0
 # Flower's in-memory LinkState scans every message in flight on each poll, so
 # thousands of queries at once cost O(n^2); a few hundred at a time stay cheap.
 DISCOVERY_WAVE = 256
+REPLY_TIMEOUT_S = 3600.0
 
 
 def make_server_app(config: Config | None = None) -> ServerApp:
@@ -37,35 +38,54 @@ def make_server_app(config: Config | None = None) -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or from_run_config(context.run_config)
-        run_federation(cfg, grid)
+        ledger = Ledger()
+        nodes_by_partition = discover_partitions(grid, num_partitions(cfg), ledger)
+        run_federation(cfg, GridTransport(grid, nodes_by_partition), list(nodes_by_partition), ledger)
 
     return app
 
 
-def run_federation(cfg: Config, grid: Grid) -> dict:
-    """Train for `cfg.rounds` rounds and write summary.json, rounds.csv, curve.png."""
-    started = time.perf_counter()
-    out = Path(cfg.out)
-    split = load_split(cfg)
-    ledger = Ledger()
-    nodes_by_partition = discover_partitions(grid, num_partitions(cfg), ledger)
-    model = build_model(cfg.model, 1, split.n_items, cfg.dim, cfg.mlp_widths, seed=cfg.seed)
-    params = {k: v.numpy() for k, v in model.shared_state().items()}
-    strategy = PrunusStrategy(cfg, nodes_by_partition, params, ledger)
-    evaluator = CentralEvaluator(cfg, split, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+class GridTransport:
+    """The Flower adapter of `server.federation`: messages over the Grid."""
 
-    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        entry = ledger.round(server_round)
-        if server_round == 0 or strategy.is_eval_round(server_round):
-            entry.metrics |= evaluator(from_record(arrays))
-        entry.seconds = time.perf_counter() - strategy.round_started if server_round else 0.0
+    def __init__(self, grid: Grid, nodes_by_partition: dict[int, int], timeout: float = REPLY_TIMEOUT_S) -> None:
+        self.grid, self.nodes, self.timeout = grid, nodes_by_partition, timeout
+        self.partition_of_node = {node: partition for partition, node in nodes_by_partition.items()}
+
+    def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]:
+        sent = [Message(m.content, dst_node_id=self.nodes[m.partition], message_type=message_type) for m in messages]
+        replies = self.grid.send_and_receive(sent, timeout=self.timeout) if sent else []
+        return [self._reply(msg) for msg in replies]
+
+    def _reply(self, msg: Message) -> Reply:
+        # attributed by the discovery map, so a failed or malformed reply still names its client
+        node = msg.metadata.src_node_id
+        partition = self.partition_of_node.get(node, -1)
+        if msg.has_error():
+            return Reply(partition, node, None, msg.error.reason)
+        return Reply(partition, node, msg.content)
+
+
+def run_federation(cfg: Config, transport: Transport, partitions: list[int], ledger: Ledger) -> dict:
+    """Train for `rounds` rounds over `transport`; write summary.json, rounds.csv,
+    clients.csv, curve.png and model.npz."""
+    started = time.perf_counter()
+    out = Path(cfg.runtime.out)
+    split = load_split(cfg)
+    m = cfg.model
+    model = build_model(m.model, 1, split.n_items, m.dim, m.mlp_widths, seed=cfg.runtime.seed)
+    params = {k: v.numpy() for k, v in model.shared_state().items()}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    evaluator = CentralEvaluator(cfg, split, device)
+    federation = Federation(cfg, partitions, params, model.prunable_names(), evaluator, ledger)
+
+    def on_round(entry: RoundLog) -> None:
         _progress(cfg, entry)
         write_rounds(out, ledger.rows())
-        return MetricRecord({k: float(v) for k, v in entry.metrics.items()}) if entry.metrics else None
 
-    strategy.start(grid=grid, initial_arrays=to_record(params), num_rounds=cfg.rounds, evaluate_fn=evaluate)
-    model = save_model(out, strategy.params)
-    return finish(cfg, ledger, model, time.perf_counter() - started)
+    final = federation.run(transport, on_round)
+    saved = save_model(out, final, model.prunable_names())
+    return finish(cfg, ledger, saved, time.perf_counter() - started)
 
 
 def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, int]:
@@ -103,9 +123,9 @@ def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, 
 
 def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dict:
     """Write the outputs and print the final table."""
-    out = Path(cfg.out)
+    out = Path(cfg.runtime.out)
     rows = ledger.rows()
-    evaluated = [r for r in rows if f"hr@{cfg.top_k}" in r and r[f"hr@{cfg.top_k}"] == r[f"hr@{cfg.top_k}"]]
+    evaluated = [r for r in rows if f"hr@{cfg.evaluation.top_k}" in r and r[f"hr@{cfg.evaluation.top_k}"] == r[f"hr@{cfg.evaluation.top_k}"]]
     final = evaluated[-1] if evaluated else {}
     metric_keys = [k for k in final if k.startswith(("hr@", "ndcg@", "full-", "fed-"))]
     summary = {
@@ -114,7 +134,7 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
         "best": {k: max(float(r[k]) for r in evaluated if k in r) for k in metric_keys},
         "comm": ledger.comm_summary(),
         "model": model,
-        "rounds": cfg.rounds,
+        "rounds": cfg.federation.rounds,
         "clients": sum(r["clients"] for r in rows),
         "failures": sum(r["failures"] for r in rows),
         "rejected": sum(r["rejected"] for r in rows),
@@ -125,7 +145,7 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
     write_summary(out, summary)
     write_rounds(out, rows)
     write_clients(out, ledger.reply_rows(), REPLY_COLUMNS)
-    plot_curve(out, rows, cfg.top_k)
+    plot_curve(out, rows, cfg.evaluation.top_k)
     print(format_table(summary), flush=True)
     return summary
 
@@ -135,7 +155,7 @@ def _progress(cfg: Config, entry: RoundLog) -> None:
     # lost replies are named on the line: a run whose clients fail must not look like a healthy one
     lost = "".join(f"  {n} {what}" for n, what in ((entry.failures, "failed"), (entry.rejected, "rejected")) if n)
     print(
-        f"[prunus] round {entry.round:>4}/{cfg.rounds}  clients {entry.replies:>4}/{entry.clients:<4}{lost}  "
+        f"[prunus] round {entry.round:>4}/{cfg.federation.rounds}  clients {entry.replies:>4}/{entry.clients:<4}{lost}  "
         f"up {entry.uplink_bytes / 1e6:8.2f} MB  down {entry.downlink_bytes / 1e6:8.2f} MB  "
         f"loss {entry.train_loss:.4f}  {entry.seconds:6.1f} s  {metrics}",
         flush=True,

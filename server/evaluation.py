@@ -30,9 +30,9 @@ class CentralEvaluator:
 
     def __call__(self, shared: Params) -> dict[str, float]:
         cfg = self.cfg
-        model = build_model(cfg.model, self.split.n_users, self.split.n_items, cfg.dim, cfg.mlp_widths, seed=cfg.seed)
+        model = build_model(cfg.model.model, self.split.n_users, self.split.n_items, cfg.model.dim, cfg.model.mlp_widths, seed=cfg.runtime.seed)
         model = model.to(self.device)
         model.load_shared({k: torch.as_tensor(v) for k, v in shared.items()})
-        generator = seeded_generator(cfg.seed, EVAL_STREAM)
-        fold_in(model, self.users, self.items, client_settings(cfg), cfg.fold_in_epochs, cfg.user_lr, generator)
-        return ranking_metrics(model, self.split, k=cfg.top_k, full_ranking=cfg.full_ranking)
+        generator = seeded_generator(cfg.runtime.seed, EVAL_STREAM)
+        fold_in(model, self.users, self.items, client_settings(cfg), cfg.evaluation.fold_in_epochs, cfg.training.user_lr, generator)
+        return ranking_metrics(model, self.split, k=cfg.evaluation.top_k, full_ranking=cfg.evaluation.full_ranking)

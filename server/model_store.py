@@ -11,25 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from prunus.common.codec import decode, encode
-from prunus.common.models import is_prunable
 from prunus.common.params import Params
+from prunus.common.update import nonzeros, to_dense
 
 MODEL_FILE = "model.npz"
 
 
-def save_model(out: Path, params: Params) -> dict[str, float]:
-    """Write `out/model.npz`; return its size next to the dense size and the sparsity."""
-    payloads = {}
-    for name, value in params.items():
-        flat = value.ravel()
-        indices = np.flatnonzero(flat)
-        payloads[name] = np.frombuffer(encode(indices, flat[indices], value.shape), dtype=np.uint8)
+def save_model(out: Path, params: Params, prunable: list[str]) -> dict[str, float]:
+    """Write `out/model.npz`; return its size next to the dense size and the
+    sparsity of the `prunable` tensors."""
+    payloads = {name: np.frombuffer(encode(*nonzeros(value)), dtype=np.uint8) for name, value in params.items()}
     out.mkdir(parents=True, exist_ok=True)
     path = out / MODEL_FILE
     np.savez(path, **payloads)
-    prunable = [v for n, v in params.items() if is_prunable(n)]
-    zeros = sum(int(v.size - np.count_nonzero(v)) for v in prunable)
-    total = sum(v.size for v in prunable)
+    tables = [v for n, v in params.items() if n in prunable]
+    zeros = sum(int(v.size - np.count_nonzero(v)) for v in tables)
+    total = sum(v.size for v in tables)
     return {
         "file": MODEL_FILE,
         "file_bytes": path.stat().st_size,
@@ -44,8 +41,5 @@ def load_model(path: Path) -> Params:
     params = {}
     with np.load(path, allow_pickle=False) as archive:
         for name in archive.files:
-            indices, values, shape = decode(archive[name].tobytes())
-            dense = np.zeros(int(np.prod(shape)), dtype=np.float32)
-            dense[indices] = values
-            params[name] = dense.reshape(shape)
+            params[name] = to_dense(decode(archive[name].tobytes()))
     return params

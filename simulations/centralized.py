@@ -19,46 +19,46 @@ from prunus.common.training import TrainSettings, make_optimizer, seeded_generat
 def run_centralized(cfg: Config) -> dict:
     """Mini-batch Adam over all users' interactions; evaluates every `eval-every` epochs."""
     started = time.perf_counter()
-    out = Path(cfg.out)
-    torch.manual_seed(cfg.seed)
+    out = Path(cfg.runtime.out)
+    torch.manual_seed(cfg.runtime.seed)
     split = load_split(cfg)
-    model = build_model(cfg.model, split.n_users, split.n_items, cfg.dim, cfg.mlp_widths, seed=cfg.seed)
+    model = build_model(cfg.model.model, split.n_users, split.n_items, cfg.model.dim, cfg.model.mlp_widths, seed=cfg.runtime.seed)
     settings = TrainSettings(
-        loss=cfg.loss,
-        num_negatives=cfg.train_negatives,
+        loss=cfg.training.loss,
+        num_negatives=cfg.training.train_negatives,
         epochs=1,
-        lr=cfg.centralized_lr,
-        batch_size=cfg.centralized_batch_size,
-        l2=cfg.centralized_l2,
+        lr=cfg.centralized.centralized_lr,
+        batch_size=cfg.centralized.centralized_batch_size,
+        l2=cfg.centralized.centralized_l2,
         optimizer="adam",
     )
     optimizer = make_optimizer(list(model.parameters()), settings)
     users, items = torch.as_tensor(split.train_users), torch.as_tensor(split.train_items)
-    generator = seeded_generator(cfg.seed, 0)
+    generator = seeded_generator(cfg.runtime.seed, 0)
     rows = []
-    for epoch in range(1, cfg.centralized_epochs + 1):
+    for epoch in range(1, cfg.centralized.centralized_epochs + 1):
         tick = time.perf_counter()
         loss = train(model, users, items, settings, generator, optimizer=optimizer)
         row = {"epoch": epoch, "train_loss": loss}
-        if epoch % cfg.eval_every == 0 or epoch == cfg.centralized_epochs:
-            row |= ranking_metrics(model, split, k=cfg.top_k, full_ranking=cfg.full_ranking)
+        if epoch % cfg.evaluation.eval_every == 0 or epoch == cfg.centralized.centralized_epochs:
+            row |= ranking_metrics(model, split, k=cfg.evaluation.top_k, full_ranking=cfg.evaluation.full_ranking)
         row["seconds"] = time.perf_counter() - tick
         rows.append(row)
         metrics = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("hr@", "ndcg@")))
-        print(f"[prunus] epoch {epoch:>3}/{cfg.centralized_epochs}  loss {loss:.4f}  {row['seconds']:5.1f} s  {metrics}", flush=True)
-    evaluated = [r for r in rows if f"hr@{cfg.top_k}" in r]
+        print(f"[prunus] epoch {epoch:>3}/{cfg.centralized.centralized_epochs}  loss {loss:.4f}  {row['seconds']:5.1f} s  {metrics}", flush=True)
+    evaluated = [r for r in rows if f"hr@{cfg.evaluation.top_k}" in r]
     metric_keys = [k for k in evaluated[-1] if k.startswith(("hr@", "ndcg@", "full-"))]
     summary = {
         "kind": "centralized",
         "metrics": {k: float(evaluated[-1][k]) for k in metric_keys},
         "best": {k: max(float(r[k]) for r in evaluated) for k in metric_keys},
         "comm": {"uplink_bytes": 0, "downlink_bytes": 0},
-        "rounds": cfg.centralized_epochs,
+        "rounds": cfg.centralized.centralized_epochs,
         "wall_seconds": time.perf_counter() - started,
         "config": cfg.to_dict(),
     }
     write_summary(out, summary)
     write_rounds(out, rows)
-    plot_curve(out, rows, cfg.top_k, x="epoch")
+    plot_curve(out, rows, cfg.evaluation.top_k, x="epoch")
     print(format_table(summary), flush=True)
     return summary

@@ -97,7 +97,7 @@ def _partition(cfg) -> None:
 
     from prunus.common.partition_files import write_partition_files
 
-    out = Path(cfg.out)
+    out = Path(cfg.runtime.out)
     manifest = write_partition_files(cfg, out)
     for entry in manifest["files"]:
         print(f"{out / entry['file']}  users {entry['users']:>6}  interactions {entry['interactions']:>8}")

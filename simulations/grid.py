@@ -86,7 +86,7 @@ def _points(path: Path, grid: dict[str, Any]) -> list[Point]:
     base = _resolve(_checked(_table(grid, "set"), "[set]"), base, "[set]")
     settings = _settings(base, _blocks(grid.get("grids", [{}])))
     baseline = _baseline_setting(grid.get("baseline"), base, settings)
-    seeds = _seeds(grid.get("seeds", [base.seed]))
+    seeds = _seeds(grid.get("seeds", [base.runtime.seed]))
     names: set[str] = set()
     points = []
     for seed in seeds:  # seed-major: an interrupted sweep has a whole frontier early

@@ -12,7 +12,9 @@ from prunus.client.app import make_client_app
 from prunus.common import flower_compat
 from prunus.common.config import Config
 from prunus.common.datasets import num_partitions
-from prunus.server.app import make_server_app
+from prunus.server.app import make_server_app, run_federation
+from prunus.server.ledger import Ledger
+from prunus.simulations.inprocess import InProcessTransport
 
 
 def backend_config(cfg: Config) -> dict:
@@ -23,25 +25,31 @@ def backend_config(cfg: Config) -> dict:
     recorded in /tmp/ray, and a simulation must not land on a stranger's
     cluster (or hang on a dead one).
     """
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS", "") or "local"
+    address = cfg.runtime.ray_address or os.environ.get("RAY_ADDRESS", "") or "local"
     init_args = {"address": address}
     return {
         # Flower passes these to Ray's actor options: resources, and restarts
         # of a dead actor with retries of the message it was running
-        "client_resources": {"num_cpus": cfg.client_num_cpus, "num_gpus": cfg.client_num_gpus,
-                             "max_restarts": cfg.client_actor_restarts,
-                             "max_task_retries": cfg.client_actor_restarts},
+        "client_resources": {"num_cpus": cfg.runtime.client_num_cpus, "num_gpus": cfg.runtime.client_num_gpus,
+                             "max_restarts": cfg.runtime.client_actor_restarts,
+                             "max_task_retries": cfg.runtime.client_actor_restarts},
         "init_args": init_args,
     }
 
 
 def run_simulate(cfg: Config) -> dict:
-    """One SuperNode per partition; the ServerApp writes the outputs to `cfg.out`."""
+    """One SuperNode per partition; the ServerApp writes the outputs to `out`.
+
+    With `engine = "inprocess"` the same rounds run in this process instead
+    (`simulations.inprocess`): no Flower runtime, no Ray, no partition discovery.
+    """
     supernodes = num_partitions(cfg)  # loads (and checks) the data before Ray starts
-    summary_path = Path(cfg.out) / "summary.json"
+    if cfg.runtime.engine == "inprocess":
+        return run_federation(cfg, InProcessTransport(cfg), list(range(supernodes)), Ledger())
+    summary_path = Path(cfg.runtime.out) / "summary.json"
     summary_path.unlink(missing_ok=True)
-    flower_compat.enable_fast_dispatch(cfg.fast_dispatch)
-    flower_compat.enable_actor_share(cfg.ray_share)
+    flower_compat.enable_fast_dispatch(cfg.runtime.fast_dispatch)
+    flower_compat.enable_actor_share(cfg.runtime.ray_share)
     run_simulation(
         server_app=make_server_app(cfg),
         client_app=make_client_app(cfg),

@@ -76,12 +76,12 @@ class _Progress:
         eta = "?"
         rounds_done = [(r, r.round()) for r in active]  # each run's rounds.csv read once
         # a point's duration: the mean of those done, else extrapolated from the running points' rounds
-        durations = self.durations or [r.seconds * r.point.config.rounds / done for r, done in rounds_done if done]
+        durations = self.durations or [r.seconds * r.point.config.federation.rounds / done for r, done in rounds_done if done]
         if durations:
             mean = sum(durations) / len(durations)
             left = mean * (pending + len(active)) - sum(min(r.seconds, mean) for r in active)
             eta = _duration(left / self.jobs)
-        rounds = "".join(f" [{r.point.name}: round {done}/{r.point.config.rounds}]" for r, done in rounds_done)
+        rounds = "".join(f" [{r.point.name}: round {done}/{r.point.config.federation.rounds}]" for r, done in rounds_done)
         return (
             f"{self.skipped + self.done}/{self.total} complete ({self.skipped} skipped), {len(active)} running, "
             f"{len(self.failed)} failed, elapsed {_duration(elapsed)}, ETA {eta}{rounds}"

@@ -1,0 +1,43 @@
+"""Compression as plug-ins, in both directions.
+
+* `UPLINK`: how a client turns its update into a reply payload (client half)
+  and how the server turns that payload back into a checked update (server
+  half); one module per method in `uplink/`.
+* `DOWNLINK`: how the server encodes the global model for the broadcast and
+  how a client decodes it; one module per method in `downlink/`.
+* `VALUES`, `INDICES`: the codec's value and index codecs (`common.codec`).
+
+Every module of `uplink/` and `downlink/` is imported here, so a method that
+registers itself in a new module is known to config validation, `prunus
+report` and the tests with no other edit. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from prunus.common.codec_index import INDEX_CODECS
+from prunus.common.codec_values import VALUE_CODECS
+from prunus.common.compression.base import DownlinkMethod, Encoded, PayloadError, RoundContext, UplinkMethod
+from prunus.common.registry import Registry
+
+UPLINK: Registry[type[UplinkMethod]] = Registry("prune-method")
+DOWNLINK: Registry[type[DownlinkMethod]] = Registry("downlink-codec")
+VALUES: Registry[int] = Registry("value-codec")
+INDICES: Registry[int] = Registry("index-codec")
+for _name, _code in VALUE_CODECS.items():
+    VALUES.register(_name)(_code)
+INDICES.register("auto")(0)
+for _name, _code in INDEX_CODECS.items():
+    INDICES.register(_name)(_code)
+
+REGISTRIES: dict[str, Registry] = {"uplink": UPLINK, "downlink": DOWNLINK, "values": VALUES, "indices": INDICES}
+
+for _package in ("uplink", "downlink"):
+    _path = importlib.import_module(f"{__name__}.{_package}").__path__
+    for _module in pkgutil.iter_modules(_path):
+        importlib.import_module(f"{__name__}.{_package}.{_module.name}")
+
+__all__ = ["DOWNLINK", "INDICES", "REGISTRIES", "UPLINK", "VALUES", "DownlinkMethod", "Encoded", "PayloadError",
+           "RoundContext", "UplinkMethod"]

@@ -59,6 +59,13 @@ class SplitData:
         """That user's train items (sorted)."""
         return self.train_items[self.indptr[user] : self.indptr[user + 1]]
 
+    def rows_of(self, users: np.ndarray) -> np.ndarray:
+        """Positions of `users`' interactions in the train arrays, user by user."""
+        users = np.asarray(users, dtype=np.int64)
+        if not len(users):
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(self.indptr[u], self.indptr[u + 1]) for u in users]).astype(np.int64)
+
     def subset(self, users: np.ndarray) -> SplitData:
         """The split restricted to `users`, renumbered 0..len(users)-1 in that order.
 
@@ -67,8 +74,7 @@ class SplitData:
         """
         users = np.asarray(users, dtype=np.int64)
         counts = self.indptr[users + 1] - self.indptr[users]
-        rows = np.concatenate([np.arange(self.indptr[u], self.indptr[u + 1]) for u in users]) if len(users) else []
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self.rows_of(users)
         return SplitData(
             n_users=len(users),
             n_items=self.n_items,

@@ -12,7 +12,7 @@ from prunus.common.params import to_record
 from prunus.common.partition_files import write_partition_files
 from flwr.supercore.task_identity import TaskIdentity
 
-CFG = Config(synthetic_users=30, synthetic_items=25, eval_negatives=9, dim=4)
+CFG = Config.of(synthetic_users=30, synthetic_items=25, eval_negatives=9, dim=4)
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +33,7 @@ def _train_message(server_round: int = 1) -> Message:
 
 def _train_message_for(cfg: Config, server_round: int = 1) -> Message:
     split = load_split(cfg)
-    model = build_model(cfg.model, 1, split.n_items, cfg.dim, seed=0)
+    model = build_model(cfg.model.model, 1, split.n_items, cfg.model.dim, seed=0)
     content = RecordDict({"arrays": to_record({k: v.numpy() for k, v in model.shared_state().items()}),
                           "config": ConfigRecord({"server-round": server_round})})  # fmt: skip
     message = Message(content, dst_node_id=107, message_type=MessageType.TRAIN)
@@ -63,7 +63,7 @@ def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path):
     rng = np.random.default_rng(0)
     pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, 12, 120), rng.integers(0, 40, 120))}
     table.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in sorted(pairs)))
-    cfg = Config(dataset="csv", data_dir=str(table), partition="iid", num_silos=3, eval_negatives=5, dim=4)
+    cfg = Config.of(dataset="csv", data_dir=str(table), partition="iid", num_silos=3, eval_negatives=5, dim=4)
     write_partition_files(cfg, tmp_path / "parts")
     message = _train_message_for(cfg)
     simulated = make_client_app(cfg)(message, _context(1))

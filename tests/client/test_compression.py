@@ -21,7 +21,7 @@ def test_dense_baseline_sends_float32_arrays():
 
 
 def test_topk_sends_what_it_kept_and_keeps_the_rest_as_residual():
-    cfg = Config(prune_method="topk", density=0.1, value_codec="fp32")
+    cfg = Config.of(prune_method="topk", density=0.1, value_codec="fp32")
     delta = _delta()
     encoded = encode_update(cfg, delta, None, 1, 0)
     sent = densify(unpack_update(encoded.record))
@@ -33,7 +33,7 @@ def test_topk_sends_what_it_kept_and_keeps_the_rest_as_residual():
 
 
 def test_residual_is_added_to_the_next_update_at_the_current_learning_rate():
-    cfg = Config(prune_method="topk", density=0.05, rounds=10, local_lr=4.0, local_lr_final=1.0)
+    cfg = Config.of(prune_method="topk", density=0.05, rounds=10, local_lr=4.0, local_lr_final=1.0)
     first = encode_update(cfg, _delta(1), None, 1, 3)
     second = encode_update(cfg, _delta(2), first.residual, 5, 3)
     lr1, lr5 = cfg.local_lr_at(1), cfg.local_lr_at(5)
@@ -47,13 +47,13 @@ def test_residual_is_added_to_the_next_update_at_the_current_learning_rate():
 
 
 def test_without_error_feedback_nothing_is_kept():
-    cfg = Config(prune_method="topk", density=0.05, error_feedback=False)
+    cfg = Config.of(prune_method="topk", density=0.05, error_feedback=False)
     encoded = encode_update(cfg, _delta(), None, 1, 0)
     assert all(len(idx) == 0 for idx, _, _ in encoded.residual.values())
 
 
 def test_residual_survives_the_state_record():
-    cfg = Config(prune_method="randomk", density=0.2, value_codec="int8")
+    cfg = Config.of(prune_method="randomk", density=0.2, value_codec="int8")
     encoded = encode_update(cfg, _delta(), None, 1, 0)
     back = residual_from_record(residual_to_record(encoded.residual))
     for name, (idx, val, shape) in encoded.residual.items():

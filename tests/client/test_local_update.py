@@ -6,19 +6,19 @@ from prunus.common.config import Config
 from prunus.common.datasets import load_split, partitions
 from prunus.common.models import build_model
 
-CFG = Config(synthetic_users=40, synthetic_items=30, eval_negatives=9, train_negatives=2, dim=4, local_epochs=2, user_refit_epochs=2)
+CFG = Config.of(synthetic_users=40, synthetic_items=30, eval_negatives=9, train_negatives=2, dim=4, local_epochs=2, user_refit_epochs=2)
 CPU = torch.device("cpu")
 
 
 def _global():
     split = load_split(CFG)
-    model = build_model(CFG.model, 1, split.n_items, CFG.dim, seed=0)
+    model = build_model(CFG.model.model, 1, split.n_items, CFG.model.dim, seed=0)
     return split, {k: v.numpy() for k, v in model.shared_state().items()}
 
 
 def _update(partition: int, private=None, server_round: int = 1):
     split, params = _global()
-    data = local_data(split.indptr, split.train_items, np.asarray(partitions(CFG)[partition]), CPU)
+    data = local_data(split, np.asarray(partitions(CFG)[partition]), CPU)
     return data, local_update(CFG, data, split.n_items, params, private, server_round, partition, CPU)
 
 
@@ -26,7 +26,7 @@ def test_update_holds_only_shared_parameters():
     _, result = _update(3)
     assert set(result.delta) == {"item_embedding.weight", "item_bias.weight"}
     assert set(result.private) == {"user_embedding.weight"}
-    assert result.private["user_embedding.weight"].shape == (1, CFG.dim)
+    assert result.private["user_embedding.weight"].shape == (1, CFG.model.dim)
 
 
 def test_rows_of_items_the_client_never_used_stay_zero():
@@ -35,7 +35,7 @@ def test_rows_of_items_the_client_never_used_stay_zero():
     data, result = _update(5)
     touched = np.flatnonzero(np.abs(result.delta["item_embedding.weight"]).sum(1))
     assert set(data.items.tolist()) <= set(touched.tolist())
-    assert len(touched) < CFG.synthetic_items
+    assert len(touched) < CFG.data.synthetic_items
 
 
 def test_update_is_deterministic_in_seed_round_and_partition():
@@ -56,7 +56,7 @@ def test_a_pruned_model_keeps_its_mask_but_biases_still_learn():
     cfg = CFG.replace(model_sparsity=0.5)
     split, params = _global()
     params["item_embedding.weight"][::2] = 0.0  # the server's pruned entries
-    data = local_data(split.indptr, split.train_items, np.asarray(partitions(cfg)[4]), CPU)
+    data = local_data(split, np.asarray(partitions(cfg)[4]), CPU)
     result = local_update(cfg, data, split.n_items, params, None, 1, 4, CPU)
     assert not result.delta["item_embedding.weight"][::2].any()
     assert result.delta["item_embedding.weight"][1::2].any()
@@ -66,9 +66,9 @@ def test_a_pruned_model_keeps_its_mask_but_biases_still_learn():
 def test_neumf_update_carries_item_tables_and_dense_layers_but_no_user_tables():
     cfg = CFG.replace(model="neumf", mlp_layers="8,4")
     split = load_split(cfg)
-    model = build_model("neumf", 1, split.n_items, cfg.dim, cfg.mlp_widths, seed=0)
+    model = build_model("neumf", 1, split.n_items, cfg.model.dim, cfg.model.mlp_widths, seed=0)
     params = {k: v.numpy() for k, v in model.shared_state().items()}
-    data = local_data(split.indptr, split.train_items, np.asarray(partitions(cfg)[2]), CPU)
+    data = local_data(split, np.asarray(partitions(cfg)[2]), CPU)
     result = local_update(cfg, data, split.n_items, params, None, 1, 2, CPU)
     assert set(result.delta) == set(params)
     assert {"item_gmf.weight", "item_mlp.weight", "output.weight"} <= set(result.delta)

@@ -14,7 +14,7 @@ def test_toml_file_and_overrides_apply_in_order(tmp_path: Path):
     path = tmp_path / "run.toml"
     path.write_text('rounds = 7\nlocal-lr = 1\nrow-averaging = false\n')
     cfg = load(path, ["rounds=9", "dim=8"])
-    assert (cfg.rounds, cfg.local_lr, cfg.row_averaging, cfg.dim) == (9, 1.0, False, 8)
+    assert (cfg.federation.rounds, cfg.training.local_lr, cfg.federation.row_averaging, cfg.model.dim) == (9, 1.0, False, 8)
 
 
 @pytest.mark.parametrize(
@@ -58,18 +58,18 @@ def test_parse_value_uses_declared_type():
 
 
 def test_local_lr_schedule_is_cosine_from_start_to_final():
-    cfg = Config(rounds=11, local_lr=5.0, local_lr_final=1.0)
+    cfg = Config.of(rounds=11, local_lr=5.0, local_lr_final=1.0)
     assert cfg.local_lr_at(1) == 5.0
     assert abs(cfg.local_lr_at(6) - 3.0) < 1e-12
     assert abs(cfg.local_lr_at(11) - 1.0) < 1e-12
-    assert Config(rounds=11, local_lr=5.0, local_lr_final=0.0).local_lr_at(7) == 5.0
+    assert Config.of(rounds=11, local_lr=5.0, local_lr_final=0.0).local_lr_at(7) == 5.0
 
 
 def test_a_file_can_start_from_a_base_file(tmp_path: Path):
     (tmp_path / "base.toml").write_text("rounds = 7\ndim = 8\n")
     (tmp_path / "child.toml").write_text('base = "base.toml"\ndim = 16\n')
     cfg = load(tmp_path / "child.toml")
-    assert (cfg.rounds, cfg.dim) == (7, 16)
+    assert (cfg.federation.rounds, cfg.model.dim) == (7, 16)
     (tmp_path / "loop.toml").write_text('base = "loop.toml"\n')
     with pytest.raises(ConfigError, match="loops"):
         load(tmp_path / "loop.toml")

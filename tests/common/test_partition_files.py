@@ -10,7 +10,7 @@ from prunus.common.data import DatasetError
 from prunus.common.datasets import load_split, partitions
 from prunus.common.partition_files import load_partition_file, write_partition_files
 
-CFG = Config(synthetic_users=40, synthetic_items=30, eval_negatives=9, partition="iid", num_silos=3)
+CFG = Config.of(synthetic_users=40, synthetic_items=30, eval_negatives=9, partition="iid", num_silos=3)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_a_file_of_another_partition_is_refused(files):
 
 def test_a_run_config_that_disagrees_with_the_file_is_refused_naming_the_key(files):
     out, _ = files
-    other = dataclasses.replace(CFG, eval_split="validation")
+    other = CFG.replace(eval_split="validation")
     with pytest.raises(DatasetError, match="eval-split='test' but the run has eval-split='validation'"):
         load_partition_file(str(out / "partition-0.npz"), other, 0)
 

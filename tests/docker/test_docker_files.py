@@ -210,7 +210,7 @@ def test_every_ray_and_prunus_command_parses(monkeypatch):
                 assert args.ray_address == "ray-head:6379"
                 cfg = load(args.config, args.set)  # every --set key and value is valid
                 if path == RAY_GPU:
-                    assert 0 < cfg.client_num_gpus < 1, "GPU variant: fractional GPUs per client"
+                    assert 0 < cfg.runtime.client_num_gpus < 1, "GPU variant: fractional GPUs per client"
 
 
 # --- what the federation promises -------------------------------------------------------------------

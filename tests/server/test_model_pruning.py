@@ -6,7 +6,7 @@ from prunus.server.model_store import load_model, save_model
 
 
 def test_cubic_schedule_ramps_from_start_to_end():
-    cfg = Config(model_sparsity=0.8, model_prune_start=3, model_prune_end=7)
+    cfg = Config.of(model_sparsity=0.8, model_prune_start=3, model_prune_end=7)
     values = [sparsity_at(cfg, r) for r in range(1, 10)]
     assert values[:2] == [0.0, 0.0] and values[2] == 0.0
     assert all(a <= b for a, b in zip(values, values[1:]))

@@ -32,7 +32,7 @@ def _reply(node: int, partition: int, arrays: ArrayRecord, examples: int = 3, ra
 
 
 def _strategy(params=PARAMS, **overrides) -> PrunusStrategy:
-    cfg = Config(rounds=2, clients_per_round=3, **overrides)
+    cfg = Config.of(rounds=2, clients_per_round=3, **overrides)
     return PrunusStrategy(cfg, {0: 10, 1: 11, 2: 12}, {k: v.copy() for k, v in params.items()}, Ledger())
 
 

@@ -52,9 +52,9 @@ def test_blocks_are_united_and_deduplicated_seed_major(tmp_path: Path):
     assert first_seed[1].name == "prune-method=topk-global_density=0.1_error-feedback=true_seed=0"
     assert first_seed[6].name == "prune-method=rows_density=0.01_seed=0"
     assert len({p.name for p in points}) == len(points)
-    assert all(p.config.rounds == 4 and p.config.dim == 8 for p in points)
+    assert all(p.config.federation.rounds == 4 and p.config.model.dim == 8 for p in points)
     assert [p.baseline for p in points].count(True) == 2  # the dense setting, once per seed
-    assert points[1].config.error_feedback and not points[2].config.error_feedback
+    assert points[1].config.compression.error_feedback and not points[2].config.compression.error_feedback
 
 
 def test_a_value_equal_to_the_base_is_the_same_point(tmp_path: Path):
@@ -67,7 +67,7 @@ def test_base_is_relative_to_the_grid_file(tmp_path: Path):
     (tmp_path / "configs" / "small.toml").write_text("dim = 4\nseed = 7\n")
     (tmp_path / "experiments").mkdir()
     points = load_grid(_grid(tmp_path / "experiments", 'base = "../configs/small.toml"\n[[grids]]\ndensity = [0.5]\n'))
-    assert [(p.config.dim, p.seed) for p in points] == [(4, 7)]  # no seeds: the base's seed
+    assert [(p.config.model.dim, p.seed) for p in points] == [(4, 7)]  # no seeds: the base's seed
 
 
 def test_config_hash_ignores_where_the_run_goes(tmp_path: Path):
@@ -136,20 +136,20 @@ def test_the_ml100k_frontier_experiment_is_a_valid_grid(monkeypatch):
     points = _experiment("ml100k-frontier", monkeypatch)
     configs = [p.config for p in points if p.seed == 0]
     assert {p.seed for p in points} == {0, 1} and len(points) == 2 * len(configs)
-    assert {c.dataset for c in configs} == {"ml-100k"} and [p.baseline for p in points].count(True) == 2
-    topk = {(c.density, c.error_feedback) for c in configs if c.prune_method == "topk-global" and c.value_codec == "fp32"}
+    assert {c.data.dataset for c in configs} == {"ml-100k"} and [p.baseline for p in points].count(True) == 2
+    topk = {(c.compression.density, c.compression.error_feedback) for c in configs if c.compression.prune_method == "topk-global" and c.compression.value_codec == "fp32"}
     assert topk == {(d, ef) for d in (0.1, 0.03, 0.01, 0.003, 0.001) for ef in (True, False)}
-    assert {"randomk", "rows", "none"} <= {c.prune_method for c in configs}
-    assert {"fp16", "int8", "ternary"} <= {c.value_codec for c in configs}
-    assert {"fp32", "fp16"} == {c.downlink_codec for c in configs}
+    assert {"randomk", "rows", "none"} <= {c.compression.prune_method for c in configs}
+    assert {"fp16", "int8", "ternary"} <= {c.compression.value_codec for c in configs}
+    assert {"fp32", "fp16"} == {c.compression.downlink_codec for c in configs}
 
 
 def test_the_ml100k_downlink_experiment_is_a_valid_grid(monkeypatch):
     points = _experiment("ml100k-downlink", monkeypatch)
     configs = [p.config for p in points if p.seed == 0]
     assert len(points) == 2 * len(configs) == 20 and [p.baseline for p in points].count(True) == 2
-    pruned = [c for c in configs if c.prune_method == "topk-global"]
-    assert {(c.density, c.value_codec) for c in pruned} == {(0.01, "int8")}
-    assert {(c.downlink_codec, c.model_sparsity) for c in pruned} == {
+    pruned = [c for c in configs if c.compression.prune_method == "topk-global"]
+    assert {(c.compression.density, c.compression.value_codec) for c in pruned} == {(0.01, "int8")}
+    assert {(c.compression.downlink_codec, c.compression.model_sparsity) for c in pruned} == {
         (codec, sparsity) for codec in ("fp32", "fp16", "int8") for sparsity in (0.0, 0.5, 0.8)
     }

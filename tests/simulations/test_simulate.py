@@ -7,17 +7,17 @@ from prunus.simulations.simulate import backend_config
 def test_without_a_cluster_ray_starts_a_fresh_local_one(monkeypatch):
     """Never `ray.init()` bare: it would join a cluster left recorded in /tmp/ray."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    config = backend_config(Config(client_num_cpus=2, client_num_gpus=0.25))
+    config = backend_config(Config.of(client_num_cpus=2, client_num_gpus=0.25))
     assert config["init_args"] == {"address": "local"}
     assert config["client_resources"] == {"num_cpus": 2, "num_gpus": 0.25, "max_restarts": 3, "max_task_retries": 3}
 
 
 def test_a_dead_client_actor_is_restarted_and_its_message_retried_as_configured():
-    resources = backend_config(Config(client_actor_restarts=0))["client_resources"]
+    resources = backend_config(Config.of(client_actor_restarts=0))["client_resources"]
     assert resources["max_restarts"] == 0 and resources["max_task_retries"] == 0
 
 
 def test_the_cluster_comes_from_the_config_or_from_ray_address(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     assert backend_config(Config())["init_args"] == {"address": "10.0.0.5:6379"}
-    assert backend_config(Config(ray_address="auto"))["init_args"] == {"address": "auto"}
+    assert backend_config(Config.of(ray_address="auto"))["init_args"] == {"address": "auto"}

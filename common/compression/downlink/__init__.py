@@ -1,0 +1,1 @@
+"""Downlink (broadcast) methods: one module each, registered in `prunus.common.compression.DOWNLINK`."""

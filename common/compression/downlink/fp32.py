@@ -1,0 +1,30 @@
+"""`fp32`: the global model as it is (the FedAvg baseline).
+
+Plain float32 arrays, unless the server prunes the model (`model-sparsity`):
+then its non-zeros travel through the codec, exactly.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord
+
+from prunus.common.compression import DOWNLINK
+from prunus.common.compression.base import Params, Shapes
+from prunus.common.compression.broadcast import CodecBroadcast
+from prunus.common.params import from_record, to_record
+
+
+@DOWNLINK.register("fp32")
+class Fp32Broadcast(CodecBroadcast):
+    name = "fp32"
+    value_codec = "fp32"
+
+    @property
+    def dense(self) -> bool:
+        return self.settings.model_sparsity == 0
+
+    def encode(self, params: Params) -> ArrayRecord:
+        return to_record(params) if self.dense else super().encode(params)
+
+    def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:
+        return from_record(record) if self.dense else super().decode(record, shapes)

@@ -1,0 +1,97 @@
+"""The shared client and server halves of every entry-selecting uplink method.
+
+Client half: `corrected = update + residual` (error feedback), keep the
+entries the method's `select` picks, quantise them with the value codec, keep
+what was not sent (pruned entries and quantisation error) as the new residual,
+and encode the kept entries with `common.codec`. Server half: decode each
+tensor's payload, checking its header's shape against the model before the
+streams are decoded. A method module only says which entries to keep.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+from flwr.app import ArrayRecord
+
+from prunus.common.codec import CodecError, decode, pack_update, read_header, record_payload
+from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
+from prunus.common.pruning import PruneSpec, compact, density_at, prune_update
+from prunus.common.update import Sparse, Update, densify
+
+if TYPE_CHECKING:
+    from prunus.common.config import CompressionConfig
+
+_INDEX, _VALUES, _SHAPE = ".idx", ".val", ".shape"
+
+
+class SparseUplink:
+    """Base of the selection methods: subclasses implement `select`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: CompressionConfig) -> None:
+        self.settings = settings
+        self.spec = PruneSpec(method=self.name, density=settings.density, threshold=settings.prune_threshold,
+                              error_feedback=settings.error_feedback, value_codec=settings.value_codec)
+
+    @staticmethod
+    def select(arrays: Params, spec: PruneSpec, density: float, rng: np.random.Generator | None) -> Params:
+        """Boolean keep-mask per tensor (finite inputs; see `common.pruning.select`)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------- client half
+    def encode(self, update: Params, state: Params | None, ctx: RoundContext) -> Encoded:
+        s = self.settings
+        density = density_at(ctx.server_round, s.density, s.density_warmup_rounds)
+        rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 2])
+        # the residual is kept per unit of local learning rate (see RoundContext.lr)
+        residual = _residual_from_state(state) if state else None
+        carried = {name: value * ctx.lr for name, value in residual.items()} if residual else None
+        result = prune_update(update, carried, self.spec, density, rng)
+        record = pack_update(result.sparse, index_codec=s.index_codec, value_codec=s.value_codec)
+        kept = compact({name: value / ctx.lr for name, value in result.residual.items()})
+        return Encoded(record, _residual_to_state(kept), result.nnz, density)
+
+    # ---------------------------------------------------------- server half
+    def decode(self, record: ArrayRecord, shapes: Shapes) -> Update:
+        check_names(record, shapes)
+        update: Update = {}
+        for name, array in record.items():
+            try:
+                payload = record_payload(name, array)
+            except CodecError as err:
+                raise PayloadError(f"undecodable payload: {err}") from None
+            try:
+                shape = read_header(payload).shape
+                if tuple(shape) != tuple(shapes[name]):  # before any stream is decoded
+                    raise PayloadError(f"tensor {name!r}: expected shape {shapes[name]}, got {shape}")
+                update[name] = Sparse(*decode(payload))
+            except CodecError as err:
+                raise PayloadError(f"undecodable payload: tensor {name!r}: {err}") from None
+        return update
+
+
+def check_names(record: ArrayRecord, shapes: Shapes) -> None:
+    if set(record) != set(shapes):
+        missing, extra = sorted(set(shapes) - set(record)), sorted(set(record) - set(shapes))
+        raise PayloadError(f"reply arrays do not match the model: missing {missing}, unexpected {extra}")
+
+
+def _residual_to_state(residual: dict[str, Sparse]) -> Params:
+    """The compact residual as flat arrays for the client's state."""
+    arrays: Params = {}
+    for name, (indices, values, shape) in residual.items():
+        arrays[name + _INDEX] = indices.astype(np.int64)
+        arrays[name + _VALUES] = values.astype(np.float32)
+        arrays[name + _SHAPE] = np.asarray(shape, dtype=np.int64)
+    return arrays
+
+
+def _residual_from_state(arrays: Params) -> Params:
+    names = {key[: -len(_INDEX)] for key in arrays if key.endswith(_INDEX)}
+    return densify({
+        name: Sparse(arrays[name + _INDEX], arrays[name + _VALUES], tuple(int(d) for d in arrays[name + _SHAPE]))
+        for name in names
+    })

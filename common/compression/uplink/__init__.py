@@ -1,0 +1,1 @@
+"""Uplink methods: one module each, registered in `prunus.common.compression.UPLINK`."""

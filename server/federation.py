@@ -1,0 +1,214 @@
+"""The rounds of a federation, in one place and free of Flower's runtime.
+
+Sampling, the broadcast (downlink method), reply validation (uplink method),
+aggregation, the server optimiser, model pruning, federated and central
+evaluation and the byte ledger all happen here. How messages reach clients is
+a `Transport`: Flower's Grid (`server.app`) or direct calls in one process
+(`simulations.inprocess`); both move the same `RecordDict`s, so both count the
+same bytes and give the same model.
+
+Sampling and aggregation order depend only on the seed, the round and the
+partition ids, so a run gives the same model whatever order clients reply in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
+
+from prunus.common.compression import DOWNLINK, UPLINK
+from prunus.common.config import Config
+from prunus.common.params import Params, to_record, wire_bytes, wire_bytes_with_part
+from prunus.common.update import Update, sent_entries
+from prunus.server.aggregation import aggregate
+from prunus.server.ledger import Ledger, ReplyLog, RoundLog
+from prunus.server.model_pruning import ModelPruner
+from prunus.server.optimizer import ServerOptimizer
+from prunus.server.validation import ReplyError, validate_train_reply
+
+log = logging.getLogger("prunus")
+
+TRAIN_STREAM, EVAL_STREAM = 0, 1
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to send: to a partition's node."""
+
+    partition: int
+    content: RecordDict
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply, attributed by the transport (not by what the reply claims)."""
+
+    partition: int
+    node: int
+    content: RecordDict | None  # None when the client failed
+    error: str = ""
+
+
+class Transport(Protocol):
+    """Delivers messages of one type and returns the replies that came back."""
+
+    def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]: ...
+
+
+Evaluator = Callable[[Params], dict[str, float]]
+
+
+class Federation:
+    """Holds the global shared parameters and runs rounds over a transport."""
+
+    def __init__(self, cfg: Config, partitions: list[int], params: Params, prunable: list[str],
+                 evaluator: Evaluator, ledger: Ledger | None = None) -> None:
+        self.cfg = cfg
+        self.partitions = sorted(partitions)
+        self.params = params
+        self.shapes = {name: value.shape for name, value in params.items()}
+        self.evaluator = evaluator
+        self.ledger = ledger or Ledger()
+        self.uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
+        self.downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
+        f = cfg.federation
+        self.optimizer = ServerOptimizer(f.server_optimizer, f.server_lr, f.server_momentum, f.server_beta2, f.server_eps)
+        self.pruner = ModelPruner(cfg.compression, prunable)
+        # bytes of the shared parameters as dense float32 arrays: the yardstick
+        # for the dense-equivalent columns of the ledger
+        self.dense_array_bytes = wire_bytes(to_record(params))
+
+    # ------------------------------------------------------------------ run
+    def run(self, transport: Transport, on_round: Callable[[RoundLog], None] = lambda entry: None) -> Params:
+        """Evaluate the initial model, then train `rounds` rounds; returns the final parameters."""
+        self.evaluate(0, time.perf_counter())
+        on_round(self.ledger.round(0))
+        for server_round in range(1, self.cfg.federation.rounds + 1):
+            started = time.perf_counter()
+            self.train(server_round, transport)
+            self.federated_evaluation(server_round, transport)
+            self.evaluate(server_round, started)
+            on_round(self.ledger.round(server_round))
+        return self.params
+
+    def sample(self, server_round: int, count: int, stream: int) -> list[int]:
+        """`count` partitions drawn from (seed, round, stream) alone."""
+        rng = np.random.default_rng([self.cfg.runtime.seed, server_round, stream])
+        count = min(count, len(self.partitions))
+        chosen = np.sort(rng.choice(len(self.partitions), size=count, replace=False))
+        return [self.partitions[i] for i in chosen]
+
+    def is_eval_round(self, server_round: int) -> bool:
+        return server_round % self.cfg.evaluation.eval_every == 0 or server_round == self.cfg.federation.rounds
+
+    # ---------------------------------------------------------------- train
+    def train(self, server_round: int, transport: Transport) -> None:
+        """One training round: broadcast, collect, validate, aggregate, step, prune."""
+        chosen = self.sample(server_round, self.cfg.federation.clients_per_round, TRAIN_STREAM)
+        entry = self.ledger.round(server_round)
+        entry.clients = len(chosen)
+        replies = transport.exchange(MessageType.TRAIN, self.broadcast(server_round, chosen))
+        accepted: list[tuple[int, int, Update, float, float]] = []
+        for reply in replies:
+            if reply.content is None:
+                self._failed(server_round, "train", reply)
+                continue
+            sent = self._count_uplink(entry, reply.content)
+            try:
+                update, num_examples = validate_train_reply(reply.content, self.shapes, self.uplink)
+            except ReplyError as err:
+                entry.rejected += 1
+                self._log_reply(server_round, "train", reply, "rejected", sent)
+                log.warning("round %d: rejected reply of partition %d: %s", server_round, reply.partition, err)
+                continue
+            nnz = sum(sent_entries(t) for t in update.values())
+            entry.uplink_nnz += nnz
+            self._log_reply(server_round, "train", reply, "accepted", sent, nnz)
+            loss = float(reply.content["metrics"].get("train-loss", float("nan")))
+            accepted.append((reply.partition, reply.node, update, num_examples, loss))
+        entry.replies = len(accepted)
+        if not accepted:
+            log.warning("round %d: no usable replies; global model unchanged", server_round)
+            return
+        accepted.sort(key=lambda item: (item[0], item[1]))
+        weights = [1.0 if self.cfg.federation.row_averaging else n for _, _, _, n, _ in accepted]
+        pairs = [(update, w) for (_, _, update, _, _), w in zip(accepted, weights)]
+        step = aggregate(pairs, self.shapes, self.cfg.federation.row_averaging)
+        self.params = self.pruner.prune(self.optimizer.step(self.params, step), server_round)
+        examples = np.array([n for _, _, _, n, _ in accepted])
+        losses = np.array([loss for *_, loss in accepted])
+        entry.train_loss = float((examples * losses).sum() / examples.sum())
+
+    def broadcast(self, server_round: int, partitions: list[int]) -> list[Outgoing]:
+        """The global parameters (downlink method applied) to every chosen partition."""
+        arrays = self.downlink.encode(self.params)
+        record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+        sent, arrays_sent = wire_bytes_with_part(record, arrays)
+        entry = self.ledger.round(server_round)
+        entry.downlink_bytes += sent * len(partitions)
+        entry.dense_downlink_bytes += (sent - arrays_sent + self.dense_array_bytes) * len(partitions)
+        entry.downlink_nnz += sum(int(np.count_nonzero(v)) for v in self.params.values()) * len(partitions)
+        return [Outgoing(p, record) for p in partitions]
+
+    # ----------------------------------------------------------- evaluation
+    def federated_evaluation(self, server_round: int, transport: Transport) -> None:
+        """Clients rank their own held-out items; example-weighted mean, summed in
+        partition order so the result does not depend on reply order."""
+        count = self.cfg.federation.federated_eval_clients
+        if not count or not self.is_eval_round(server_round):
+            return
+        chosen = self.sample(server_round, count, EVAL_STREAM)
+        replies = transport.exchange(MessageType.EVALUATE, self.broadcast(server_round, chosen))
+        entry = self.ledger.round(server_round)
+        rows = []
+        for reply in replies:
+            if reply.content is None:
+                self._failed(server_round, "evaluate", reply)
+                continue
+            self._log_reply(server_round, "evaluate", reply, "accepted", self._count_uplink(entry, reply.content))
+            metrics = dict(reply.content["metrics"])
+            rows.append((reply.partition, metrics.pop("num-examples"), metrics))
+        rows = sorted((row for row in rows if row[1] > 0), key=lambda row: row[0])
+        total = sum(n for _, n, _ in rows)
+        if total:
+            names = sorted(rows[0][2])
+            averaged = {name: sum(n * m[name] for _, n, m in rows) / total for name in names}
+            entry.metrics |= {f"fed-{k}": float(v) for k, v in averaged.items()}
+
+    def evaluate(self, server_round: int, started: float) -> None:
+        """Central evaluation (round 0 and evaluation rounds); closes the round's timing."""
+        entry = self.ledger.round(server_round)
+        if server_round == 0 or self.is_eval_round(server_round):
+            entry.metrics |= self.evaluator(self.params)
+        entry.seconds = time.perf_counter() - started if server_round else 0.0
+
+    # ---------------------------------------------------------------- ledger
+    def _count_uplink(self, entry: RoundLog, content: RecordDict) -> int:
+        """Bytes actually received, and what the same reply would cost dense."""
+        arrays = content.get("arrays")
+        arrays = arrays if isinstance(arrays, ArrayRecord) else None
+        sent, arrays_sent = wire_bytes_with_part(content, arrays)
+        entry.uplink_bytes += sent
+        entry.dense_uplink_bytes += sent - arrays_sent + (self.dense_array_bytes if arrays is not None else 0)
+        return sent
+
+    def _failed(self, server_round: int, kind: str, reply: Reply) -> None:
+        self.ledger.round(server_round).failures += 1
+        self._log_reply(server_round, kind, reply, "failed")
+        log.warning("round %d: %s on partition %d failed: %s", server_round, kind, reply.partition, reply.error)
+
+    def _log_reply(self, server_round: int, kind: str, reply: Reply, status: str, sent: int = 0, nnz: int = 0) -> None:
+        """Where a reply came from (partition, host, Ray node) for clients.csv."""
+        info = reply.content.get("info") if reply.content is not None else None
+        info = info if isinstance(info, ConfigRecord) else {}
+        self.ledger.replies.append(ReplyLog(
+            round=server_round, kind=kind, partition=reply.partition, node=reply.node,
+            host=str(info.get("host", "")), ray_node=str(info.get("ray-node", "")),
+            status=status, uplink_bytes=sent, uplink_nnz=nnz,
+        ))
