@@ -50,7 +50,7 @@ class SparseUplink:
         residual = _residual_from_state(state) if state else None
         carried = {name: value * ctx.lr for name, value in residual.items()} if residual else None
         result = prune_update(update, carried, self.spec, density, rng)
-        record = pack_update(result.sparse, index_codec=s.index_codec, value_codec=s.value_codec)
+        record = pack_update(result.sparse, index_codec=s.index_codec, value_codec=self.spec.value_codec)
         kept = compact({name: value / ctx.lr for name, value in result.residual.items()})
         return Encoded(record, _residual_to_state(kept), result.nnz, density)
 

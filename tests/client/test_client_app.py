@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
-from prunus.client.app import PRIVATE_KEY, make_client_app
+from prunus.client.app import make_client_app
+from prunus.client.handlers import PRIVATE_KEY
 from prunus.common.config import Config
 from prunus.common.datasets import load_split
 from prunus.common.models import build_model

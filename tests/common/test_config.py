@@ -84,4 +84,4 @@ def test_committed_experiment_configs_are_valid(monkeypatch):
     for path in sorted((root / "simulations" / "configs").glob("*.toml")):
         if "ml1m" in path.name and not shared.exists():
             continue
-        assert load(path).rounds > 0
+        assert load(path).federation.rounds > 0

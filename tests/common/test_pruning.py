@@ -10,18 +10,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prunus.common.codec import VALUE_CODECS, decode, encode, max_abs_error
+from prunus.common.compression import UPLINK
 from prunus.common.pruning import (
-    METHODS,
     PruneSpec,
     compact,
-    densify,
     density_at,
-    expand,
     keep_count,
     prune_update,
     quantise,
     select,
 )
+from prunus.common.update import densify
+
+METHODS = UPLINK.names()
 
 VALUE = sorted(VALUE_CODECS)
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -381,9 +382,9 @@ def test_quantise():
 # ----------------------------------------------------------------- compact
 @FAST
 @given(update=updates())
-def test_compact_expand_round_trip(update):
+def test_compact_densify_round_trip(update):
     c = compact(update)
-    back = expand(c)
+    back = densify(c)
     for k, x in update.items():
         assert back[k].dtype == np.float32
         assert back[k].tobytes() == x.tobytes()  # bit-exact, -0.0 included
