@@ -29,6 +29,28 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None
     return path
 
 
+def write_run(out: Path, kind: str, rows: list[dict[str, Any]], k: int, facts: dict[str, Any],
+              config: dict[str, Any], x: str = "round") -> dict[str, Any]:
+    """A finished run's outputs: summary.json (final and best metrics, then
+    `facts` in their order, then the config), rounds.csv, curve.png; prints the
+    final table and returns the summary."""
+    evaluated = [r for r in rows if f"hr@{k}" in r and r[f"hr@{k}"] == r[f"hr@{k}"]]  # NaN: not evaluated
+    final = evaluated[-1] if evaluated else {}
+    keys = [key for key in final if key.startswith(("hr@", "ndcg@", "full-", "fed-"))]
+    summary = {
+        "kind": kind,
+        "metrics": {key: float(final[key]) for key in keys},
+        "best": {key: max(float(r[key]) for r in evaluated if key in r) for key in keys},
+        **facts,
+        "config": config,
+    }
+    write_summary(out, summary)
+    write_rounds(out, rows)
+    plot_curve(out, rows, k, x=x)
+    print(format_table(summary), flush=True)
+    return summary
+
+
 def write_summary(out: Path, summary: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "summary.json"

@@ -1,5 +1,5 @@
-"""The Flower ServerApp: discovers partitions, runs the strategy, evaluates the
-global model centrally and writes the run's outputs."""
+"""The Flower ServerApp: discovers which node holds which partition, then runs
+the rounds of `server.federation` over Flower's Grid and writes the outputs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from prunus.common.config import Config, from_run_config
 from prunus.common.datasets import load_split, num_partitions
 from prunus.common.models import build_model
 from prunus.common.params import wire_bytes
-from prunus.common.results import format_table, plot_curve, write_clients, write_rounds, write_summary
+from prunus.common.results import write_clients, write_rounds, write_run
 from prunus.server.evaluation import CentralEvaluator
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
 from prunus.server.federation import Federation, Outgoing, Reply, Transport
@@ -122,16 +122,11 @@ def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, 
 
 
 def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dict:
-    """Write the outputs and print the final table."""
+    """Write the outputs (clients.csv too) and print the final table."""
     out = Path(cfg.runtime.out)
     rows = ledger.rows()
-    evaluated = [r for r in rows if f"hr@{cfg.evaluation.top_k}" in r and r[f"hr@{cfg.evaluation.top_k}"] == r[f"hr@{cfg.evaluation.top_k}"]]
-    final = evaluated[-1] if evaluated else {}
-    metric_keys = [k for k in final if k.startswith(("hr@", "ndcg@", "full-", "fed-"))]
-    summary = {
-        "kind": "federated",
-        "metrics": {k: float(final[k]) for k in metric_keys},
-        "best": {k: max(float(r[k]) for r in evaluated if k in r) for k in metric_keys},
+    write_clients(out, ledger.reply_rows(), REPLY_COLUMNS)
+    facts = {
         "comm": ledger.comm_summary(),
         "model": model,
         "rounds": cfg.federation.rounds,
@@ -140,14 +135,8 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
         "rejected": sum(r["rejected"] for r in rows),
         "wall_seconds": wall_seconds,
         "placement": ledger.placement(),
-        "config": cfg.to_dict(),
     }
-    write_summary(out, summary)
-    write_rounds(out, rows)
-    write_clients(out, ledger.reply_rows(), REPLY_COLUMNS)
-    plot_curve(out, rows, cfg.evaluation.top_k)
-    print(format_table(summary), flush=True)
-    return summary
+    return write_run(out, "federated", rows, cfg.evaluation.top_k, facts, cfg.to_dict())
 
 
 def _progress(cfg: Config, entry: RoundLog) -> None:

@@ -12,7 +12,7 @@ from prunus.common.config import Config
 from prunus.common.datasets import load_split
 from prunus.common.evaluation import ranking_metrics
 from prunus.common.models import build_model
-from prunus.common.results import format_table, plot_curve, write_rounds, write_summary
+from prunus.common.results import write_run
 from prunus.common.training import TrainSettings, make_optimizer, seeded_generator, train
 
 
@@ -46,19 +46,6 @@ def run_centralized(cfg: Config) -> dict:
         rows.append(row)
         metrics = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("hr@", "ndcg@")))
         print(f"[prunus] epoch {epoch:>3}/{cfg.centralized.centralized_epochs}  loss {loss:.4f}  {row['seconds']:5.1f} s  {metrics}", flush=True)
-    evaluated = [r for r in rows if f"hr@{cfg.evaluation.top_k}" in r]
-    metric_keys = [k for k in evaluated[-1] if k.startswith(("hr@", "ndcg@", "full-"))]
-    summary = {
-        "kind": "centralized",
-        "metrics": {k: float(evaluated[-1][k]) for k in metric_keys},
-        "best": {k: max(float(r[k]) for r in evaluated) for k in metric_keys},
-        "comm": {"uplink_bytes": 0, "downlink_bytes": 0},
-        "rounds": cfg.centralized.centralized_epochs,
-        "wall_seconds": time.perf_counter() - started,
-        "config": cfg.to_dict(),
-    }
-    write_summary(out, summary)
-    write_rounds(out, rows)
-    plot_curve(out, rows, cfg.evaluation.top_k, x="epoch")
-    print(format_table(summary), flush=True)
-    return summary
+    facts = {"comm": {"uplink_bytes": 0, "downlink_bytes": 0}, "rounds": cfg.centralized.centralized_epochs,
+             "wall_seconds": time.perf_counter() - started}
+    return write_run(out, "centralized", rows, cfg.evaluation.top_k, facts, cfg.to_dict(), x="epoch")

@@ -25,18 +25,18 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prunus.common.config import Config, ConfigError, from_mapping, key_of, load, read_toml_file
+from prunus.common.config import KEYS, Config, ConfigError, from_mapping, load, read_toml_file
 
 TOP_LEVEL = ("base", "seeds", "baseline", "set", "grids")
 # keys the sweep sets itself, per point or per invocation
 LAUNCH_KEYS = ("out", "ray-address", "ray-share")
 # keys that say how a run is carried out, not what it computes: not part of a point's identity
-RUNTIME_KEYS = (*LAUNCH_KEYS, "client-actor-restarts")
-CONFIG_KEYS = frozenset(key_of(f.name) for f in fields(Config))
+RUNTIME_KEYS = (*LAUNCH_KEYS, "client-actor-restarts", "engine")
+CONFIG_KEYS = frozenset(KEYS)
 _RESERVED = {
     "seed": "set seeds with the top-level `seeds` list",
     "out": "the sweep gives every point its own folder",

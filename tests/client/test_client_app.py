@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from prunus.client.app import make_client_app
 from prunus.client.handlers import PRIVATE_KEY
@@ -11,40 +11,31 @@ from prunus.common.datasets import load_split
 from prunus.common.models import build_model
 from prunus.common.params import to_record
 from prunus.common.partition_files import write_partition_files
-from flwr.supercore.task_identity import TaskIdentity
 
 CFG = Config.of(synthetic_users=30, synthetic_items=25, eval_negatives=9, dim=4)
-
-
-@pytest.fixture(autouse=True)
-def _task_identity():
-    """Flower stamps messages with the running task's identity; set one as its
-    simulation engine does."""
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    yield
 
 
 def _context(partition: int) -> Context:
     return Context(run_id=1, node_id=100 + partition, node_config={"partition-id": partition, "num-partitions": 30}, state=RecordDict(), run_config={})
 
 
-def _train_message(server_round: int = 1) -> Message:
-    return _train_message_for(CFG, server_round)
+@pytest.fixture
+def train_message_for(make_train_message):
+    """A train message with the initial global model, as the server sends round `server_round`."""
+
+    def build(cfg: Config, server_round: int = 1) -> Message:
+        split = load_split(cfg)
+        model = build_model(cfg.model.model, 1, split.n_items, cfg.model.dim, seed=0)
+        content = RecordDict({"arrays": to_record({k: v.numpy() for k, v in model.shared_state().items()}),
+                              "config": ConfigRecord({"server-round": server_round})})  # fmt: skip
+        return make_train_message(content, dst_node_id=107)
+
+    return build
 
 
-def _train_message_for(cfg: Config, server_round: int = 1) -> Message:
-    split = load_split(cfg)
-    model = build_model(cfg.model.model, 1, split.n_items, cfg.model.dim, seed=0)
-    content = RecordDict({"arrays": to_record({k: v.numpy() for k, v in model.shared_state().items()}),
-                          "config": ConfigRecord({"server-round": server_round})})  # fmt: skip
-    message = Message(content, dst_node_id=107, message_type=MessageType.TRAIN)
-    message.metadata.__dict__["_message_id"] = "m1"  # as the SuperLink assigns on push
-    return message
-
-
-def test_reply_carries_shared_update_and_never_private_parameters():
+def test_reply_carries_shared_update_and_never_private_parameters(train_message_for):
     app, context = make_client_app(CFG), _context(7)
-    reply = app(_train_message(), context)
+    reply = app(train_message_for(CFG), context)
     assert not reply.has_error(), reply.error
     arrays = reply.content["arrays"]
     assert set(arrays) == {"item_embedding.weight", "item_bias.weight"}
@@ -57,7 +48,7 @@ def test_reply_carries_shared_update_and_never_private_parameters():
     assert not np.isin(user.ravel(), sent).any()
 
 
-def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path):
+def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path, train_message_for):
     """Deployment mode: the node reads its own file (the data set itself is gone)
     and sends exactly what a simulated node of the same partition sends."""
     table = tmp_path / "ratings.csv"
@@ -66,7 +57,7 @@ def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path):
     table.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in sorted(pairs)))
     cfg = Config.of(dataset="csv", data_dir=str(table), partition="iid", num_silos=3, eval_negatives=5, dim=4)
     write_partition_files(cfg, tmp_path / "parts")
-    message = _train_message_for(cfg)
+    message = train_message_for(cfg)
     simulated = make_client_app(cfg)(message, _context(1))
     table.unlink()
     node = Context(run_id=1, node_id=101, state=RecordDict(), run_config={},

@@ -1,8 +1,22 @@
 from pathlib import Path
 
+import dataclasses
+
 import pytest
 
-from prunus.common.config import Config, ConfigError, from_run_config, load, parse_value
+from prunus.common.config import (
+    KEYS,
+    SECTIONS,
+    CompressionConfig,
+    Config,
+    ConfigError,
+    from_mapping,
+    from_run_config,
+    key_of,
+    load,
+    parse_value,
+    section_of,
+)
 
 
 def test_defaults_are_valid_and_round_trip_through_run_config():
@@ -85,3 +99,63 @@ def test_committed_experiment_configs_are_valid(monkeypatch):
         if "ml1m" in path.name and not shared.exists():
             continue
         assert load(path).federation.rounds > 0
+
+
+# ---------------------------------------------------------------- sections
+def test_every_flat_key_belongs_to_exactly_one_section():
+    owners: dict[str, list[str]] = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            owners.setdefault(key_of(f.name), []).append(section)
+    assert {key: len(sections) for key, sections in owners.items() if len(sections) != 1} == {}
+    assert set(owners) == set(KEYS) and len(KEYS) == len(set(KEYS))
+    assert all(section_of(key) == owners[key][0] for key in KEYS)
+    # the Config is its sections, and nothing else
+    assert [f.name for f in dataclasses.fields(Config)] == list(SECTIONS)
+    assert all(isinstance(getattr(Config(), s), cls) for s, cls in SECTIONS.items())
+
+
+def test_to_dict_is_flat_and_round_trips():
+    cfg = Config.of(rounds=3, local_lr=2.5, prune_method="topk", density=0.05, value_codec="int8",
+                    downlink_codec="fp16", model="neumf", dim=8, engine="inprocess", seed=7, top_k=5)
+    flat = cfg.to_dict()
+    assert list(flat) == list(KEYS)
+    assert not any(isinstance(v, dict) for v in flat.values())
+    assert from_mapping(flat) == cfg and from_run_config(flat) == cfg
+    assert Config.of(**{key.replace("-", "_"): value for key, value in flat.items()}) == cfg
+    assert Config().to_dict() != flat
+
+
+def test_sections_hold_their_keys():
+    cfg = Config.of(rounds=3, local_lr=2.5, prune_method="topk", dim=8, engine="inprocess",
+                    dataset="synthetic", top_k=5, centralized_lr=0.01)
+    assert cfg.federation.rounds == 3
+    assert cfg.training.local_lr == 2.5
+    assert cfg.compression.prune_method == "topk"
+    assert cfg.model.dim == 8
+    assert cfg.runtime.engine == "inprocess"
+    assert cfg.data.dataset == "synthetic"
+    assert cfg.evaluation.top_k == 5
+    assert cfg.centralized.centralized_lr == 0.01
+    for key, value in cfg.to_dict().items():  # every key lives where section_of says
+        assert getattr(getattr(cfg, section_of(key)), key.replace("-", "_")) == value
+
+
+def test_replace_changes_only_the_named_keys():
+    cfg = Config.of(rounds=3)
+    other = cfg.replace(local_lr=1, dim=16)
+    assert (other.training.local_lr, other.model.dim, other.federation.rounds) == (1.0, 16, 3)
+    assert isinstance(other.training.local_lr, float)  # an int for a float key is converted
+    assert other.compression == cfg.compression and other.data == cfg.data
+    assert cfg.model.dim == 128  # the original is unchanged (frozen)
+    with pytest.raises(ConfigError, match="unknown config key 'learning-rate'"):
+        cfg.replace(learning_rate=0.1)
+
+
+def test_a_section_validates_its_own_values_naming_the_key():
+    with pytest.raises(ConfigError, match="density"):
+        CompressionConfig(density=-1.0)
+    with pytest.raises(ConfigError, match="engine"):
+        Config.of(engine="threads")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().training.local_lr = 1.0  # type: ignore[misc]

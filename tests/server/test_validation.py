@@ -1,13 +1,19 @@
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ConfigRecord, MetricRecord, RecordDict
 
 from prunus.common.codec import pack_update
+from prunus.common.compression import UPLINK, RoundContext
+from prunus.common.config import Config
 from prunus.common.params import to_record
+from prunus.common.pruning import quantise
+from prunus.common.update import Dense, Sparse, densify, sent_entries
 from prunus.server.validation import ReplyError, validate_train_reply
 
 EXPECTED = {"item": np.zeros((3, 2), np.float32), "bias": np.zeros(3, np.float32)}
 SHAPES = {name: value.shape for name, value in EXPECTED.items()}
+DENSE = UPLINK.get("none")(Config.of().compression)  # the FedAvg baseline: plain float32 arrays
+ENCODED = UPLINK.get("topk")(Config.of(prune_method="topk", density=0.5).compression)  # codec payloads
 
 
 def _reply(arrays=None, metrics=None, info=True):
@@ -22,8 +28,17 @@ def _reply(arrays=None, metrics=None, info=True):
 
 
 def test_good_reply_is_accepted():
-    delta, n, pid = validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 5}), SHAPES, dense=True)
-    assert (n, pid) == (5.0, 4) and set(delta) == set(EXPECTED)
+    arrays = {"item": np.arange(6, dtype=np.float32).reshape(3, 2), "bias": np.zeros(3, np.float32)}
+    update, n = validate_train_reply(_reply(arrays, {"num-examples": 5}), SHAPES, DENSE)
+    assert n == 5.0 and set(update) == set(EXPECTED)
+    assert all(isinstance(t, Dense) for t in update.values())
+    np.testing.assert_array_equal(update["item"].values, arrays["item"])
+
+
+def test_the_reply_needs_no_info_record():
+    """Who sent a reply is the transport's to say, not the reply's."""
+    update, n = validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 2.5}, info=False), SHAPES, DENSE)
+    assert n == 2.5 and set(update) == set(EXPECTED)
 
 
 @pytest.mark.parametrize(
@@ -36,34 +51,70 @@ def test_good_reply_is_accepted():
         ({**EXPECTED, "item": np.zeros((4, 2), np.float32)}, {"num-examples": 1}, "expected float32"),
         ({**EXPECTED, "bias": np.zeros(3, np.float64)}, {"num-examples": 1}, "expected float32"),
         ({**EXPECTED, "bias": np.array([0, np.nan, 0], np.float32)}, {"num-examples": 1}, "non-finite"),
+        ({**EXPECTED, "bias": np.array([0, np.inf, 0], np.float32)}, {"num-examples": 1}, "non-finite"),
         (dict(EXPECTED), {"num-examples": 0}, "num-examples"),
+        (dict(EXPECTED), {"num-examples": -2.0}, "num-examples"),
+        (dict(EXPECTED), {"num-examples": float("nan")}, "num-examples"),
         (dict(EXPECTED), {"loss": 1.0}, "num-examples"),
     ],
 )
 def test_malformed_replies_are_rejected_with_their_reason(arrays, metrics, reason):
     with pytest.raises(ReplyError, match=reason):
-        validate_train_reply(_reply(arrays, metrics), SHAPES, dense=True)
+        validate_train_reply(_reply(arrays, metrics), SHAPES, DENSE)
 
 
 def _encoded(tensors):
     return pack_update(tensors, value_codec="fp16")
 
 
+TENSORS = {"item": (np.array([1, 4]), np.array([0.5, -1.0], np.float32), (3, 2)),
+           "bias": (np.array([2]), np.array([2.0], np.float32), (3,))}  # fmt: skip
+
+
 def test_encoded_reply_decodes_to_its_sparse_update():
-    tensors = {"item": (np.array([1, 4]), np.array([0.5, -1.0], np.float32), (3, 2)), "bias": (np.array([2]), np.array([2.0], np.float32), (3,))}
-    update, _, _ = validate_train_reply(_reply(_encoded(tensors), {"num-examples": 2}), SHAPES, dense=False)
-    assert update["item"][0].tolist() == [1, 4] and update["item"][1].tolist() == [0.5, -1.0]
+    update, n = validate_train_reply(_reply(_encoded(TENSORS), {"num-examples": 2}), SHAPES, ENCODED)
+    assert n == 2.0 and isinstance(update["item"], Sparse)
+    assert update["item"].indices.tolist() == [1, 4] and update["item"].values.tolist() == [0.5, -1.0]
+    assert tuple(update["bias"].shape) == (3,)
 
 
 def test_corrupted_or_misshapen_payloads_are_rejected():
-    tensors = {"item": (np.array([1, 4]), np.array([0.5, -1.0], np.float32), (3, 2)), "bias": (np.array([2]), np.array([2.0], np.float32), (3,))}
-    record = _encoded(tensors)
+    record = _encoded(TENSORS)
     raw = bytearray(record["item"].numpy().tobytes())
     record["item"] = Array(np.frombuffer(bytes(raw[:-3]), dtype=np.uint8))
     with pytest.raises(ReplyError, match="undecodable"):
-        validate_train_reply(_reply(record, {"num-examples": 2}), SHAPES, dense=False)
-    wrong = _encoded({**tensors, "bias": (np.array([2]), np.array([2.0], np.float32), (4,))})
+        validate_train_reply(_reply(record, {"num-examples": 2}), SHAPES, ENCODED)
+    wrong = _encoded({**TENSORS, "bias": (np.array([2]), np.array([2.0], np.float32), (4,))})
     with pytest.raises(ReplyError, match="expected shape"):
-        validate_train_reply(_reply(wrong, {"num-examples": 2}), SHAPES, dense=False)
+        validate_train_reply(_reply(wrong, {"num-examples": 2}), SHAPES, ENCODED)
     with pytest.raises(ReplyError, match="not a 1-D uint8"):
-        validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 2}), SHAPES, dense=False)  # dense arrays where encoded ones belong
+        validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 2}), SHAPES, ENCODED)  # dense arrays where encoded ones belong
+    missing = _encoded({"item": TENSORS["item"]})
+    with pytest.raises(ReplyError, match="missing"):
+        validate_train_reply(_reply(missing, {"num-examples": 2}), SHAPES, ENCODED)
+
+
+def test_encoded_payloads_are_rejected_where_plain_arrays_belong():
+    with pytest.raises(ReplyError, match="expected float32"):
+        validate_train_reply(_reply(_encoded(TENSORS), {"num-examples": 2}), SHAPES, DENSE)
+
+
+@pytest.mark.parametrize("method", UPLINK.names())
+@pytest.mark.parametrize("value_codec", ["fp32", "fp16"])
+def test_every_uplink_method_accepts_what_its_client_half_sends(method, value_codec):
+    settings = Config.of(prune_method=method, density=0.5, value_codec=value_codec).compression
+    uplink = UPLINK.get(method)(settings)
+    rng = np.random.default_rng(0)
+    delta = {name: rng.normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
+    encoded = uplink.encode(delta, None, RoundContext(server_round=1, partition_id=4, seed=0))
+    update, n = validate_train_reply(_reply(encoded.record, {"num-examples": 3}), SHAPES, uplink)
+    assert n == 3.0 and set(update) == set(SHAPES)
+    got = densify(update)
+    assert sum(sent_entries(t) for t in update.values()) == encoded.nnz
+    # what arrives is what was sent: kept entries of the update, as the method's
+    # value codec quantised them (a method may fix its own codec, as signsgd does)
+    codec = getattr(getattr(uplink, "spec", None), "value_codec", value_codec)
+    for name, shape in SHAPES.items():
+        assert got[name].shape == shape
+        sent = got[name] != 0
+        np.testing.assert_array_equal(got[name][sent], quantise(delta[name][sent], codec))

@@ -1,0 +1,87 @@
+"""The client's handlers without Flower's runtime: broadcast in, uplink payload out.
+
+What `client.app` and the in-process engine both run: the broadcast is
+decoded with the downlink method, the update encoded with the uplink method,
+and the state (private user vectors, the error-feedback residual) stays in
+the state record, never in the reply.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, RecordDict
+
+from prunus.client import handlers
+from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData
+from prunus.common.compression import DOWNLINK, UPLINK, PayloadError
+from prunus.common.config import Config
+from prunus.common.datasets import load_split, partitions
+from prunus.common.models import build_model
+from prunus.common.update import densify, sent_entries
+
+CFG = Config.of(synthetic_users=30, synthetic_items=25, eval_negatives=9, train_negatives=2, dim=4,
+                local_epochs=1, user_refit_epochs=1)
+CPU = torch.device("cpu")
+
+
+def _global(cfg: Config) -> dict[str, np.ndarray]:
+    split = load_split(cfg)
+    model = build_model(cfg.model.model, 1, split.n_items, cfg.model.dim, cfg.model.mlp_widths, seed=0)
+    return {k: v.numpy() for k, v in model.shared_state().items()}
+
+
+def _content(cfg: Config, params: dict[str, np.ndarray], server_round: int) -> RecordDict:
+    """What the server sends: the broadcast (downlink method applied) and the round."""
+    arrays = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression).encode(params)
+    return RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+
+
+def _client(cfg: Config, partition: int) -> ClientData:
+    return ClientData.of(partition, load_split(cfg), np.asarray(partitions(cfg)[partition]), CPU)
+
+
+@pytest.mark.parametrize("downlink", DOWNLINK.names())
+@pytest.mark.parametrize("uplink", UPLINK.names())
+def test_train_replies_with_the_uplink_payload_and_keeps_its_state(uplink, downlink):
+    cfg = CFG.replace(prune_method=uplink, density=0.2, prune_threshold=0.01, value_codec="int8",
+                      downlink_codec=downlink)
+    params, state, client = _global(cfg), RecordDict(), _client(cfg, 4)
+    shapes = {name: value.shape for name, value in params.items()}
+    for server_round in (1, 2):
+        reply = handlers.train(cfg, _content(cfg, params, server_round), state, client)
+        assert set(reply) == {"arrays", "metrics"}
+        update = UPLINK.get(uplink)(cfg.compression).decode(reply["arrays"], shapes)  # the server's half
+        assert set(update) == set(shapes)
+        assert reply["metrics"]["nnz"] == sum(sent_entries(t) for t in update.values())
+        assert reply["metrics"]["num-examples"] > 0
+        assert PRIVATE_KEY in state and RESIDUAL_KEY in state  # int8 values: a residual is kept
+        assert set(state[PRIVATE_KEY]) == {"user_embedding.weight"}
+        assert not set(reply["arrays"]) & (set(state[PRIVATE_KEY]) | set(state[RESIDUAL_KEY]))
+
+
+def test_the_dense_baseline_keeps_no_residual():
+    params, state, client = _global(CFG), RecordDict(), _client(CFG, 1)
+    reply = handlers.train(CFG, _content(CFG, params, 1), state, client)
+    assert RESIDUAL_KEY not in state and PRIVATE_KEY in state
+    update = densify(UPLINK.get("none")(CFG.compression).decode(reply["arrays"], {k: v.shape for k, v in params.items()}))
+    assert update["item_embedding.weight"].any()
+
+
+def test_a_broadcast_that_does_not_fit_the_model_is_refused():
+    cfg = CFG.replace(downlink_codec="int8")
+    params = _global(cfg)
+    params["item_embedding.weight"] = params["item_embedding.weight"][:-1]  # one item short
+    with pytest.raises(PayloadError):
+        handlers.train(cfg, _content(cfg, params, 1), RecordDict(), _client(cfg, 0))
+
+
+def test_evaluate_ranks_the_local_users_and_replies_metrics_only():
+    params, state, client = _global(CFG), RecordDict(), _client(CFG, 2)
+    handlers.train(CFG, _content(CFG, params, 1), state, client)
+    reply = handlers.evaluate(CFG, _content(CFG, params, 1), state, client)
+    assert set(reply) == {"metrics"}
+    metrics = reply["metrics"]
+    assert metrics["num-examples"] == len(client.data.users)
+    assert all(0.0 <= float(v) <= 1.0 for k, v in metrics.items() if k != "num-examples")

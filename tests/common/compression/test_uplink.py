@@ -1,0 +1,302 @@
+"""Every registered uplink method: its client half and its server half agree.
+
+Parametrised over `UPLINK.names()` (and the value codecs of `VALUES`), so a
+method added as a new module under `common/compression/uplink/` is checked
+here with no edit: its payload decodes into an update of the model's shapes,
+with error feedback what it sent plus what it kept is the corrected update,
+and a payload that does not fit the model is a `PayloadError`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord
+
+from prunus.common.codec import max_abs_error, read_header, record_payload
+from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext
+from prunus.common.compression.sparse import _residual_from_state
+from prunus.common.config import Config
+from prunus.common.params import from_record, to_record
+from prunus.common.pruning import density_at
+from prunus.common.update import Dense, Factored, Sparse, densify, sent_entries, shape_of
+
+METHODS = UPLINK.names()
+VALUE_CODECS = VALUES.names()
+
+
+def _update(seed: int = 0) -> dict[str, np.ndarray]:
+    """A client's update as a recommender makes it: a row-sparse item table,
+    a bias column, a dense layer, a 1-D bias and a tensor it never touched."""
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(50, 4)).astype(np.float32) * (rng.random((50, 1)) < 0.3)
+    return {
+        "item_embedding.weight": items,
+        "item_bias.weight": rng.normal(size=(50, 1)).astype(np.float32),
+        "mlp.0.weight": rng.normal(size=(3, 8)).astype(np.float32),
+        "mlp.0.bias": rng.normal(size=3).astype(np.float32),
+        "output.weight": np.zeros((1, 5), np.float32),
+    }
+
+
+SHAPES = {name: value.shape for name, value in _update().items()}
+
+
+def _method(name: str, **settings):
+    """The method built from its config section, as client and server build it."""
+    values = {"density": 0.1, "prune_threshold": 0.5, **settings}
+    cfg = Config.of(prune_method=name, **values)
+    return UPLINK.get(name)(cfg.compression)
+
+
+def _ctx(server_round: int = 1, partition: int = 0, seed: int = 0, lr: float = 1.0) -> RoundContext:
+    return RoundContext(server_round=server_round, partition_id=partition, seed=seed, lr=lr)
+
+
+def _kept(encoded: Encoded) -> dict[str, np.ndarray]:
+    """The error-feedback residual the client keeps (per unit of local lr), dense.
+
+    Read with the shared sparse half's state reader: a method that keeps its
+    state in another layout needs its own reader here.
+    """
+    return _residual_from_state(encoded.state) if encoded.state else {}
+
+
+def _payload_codecs(record: ArrayRecord) -> dict[str, str | None]:
+    """Per tensor, the value codec its payload says it used (None: a plain float32 array)."""
+    codecs: dict[str, str | None] = {}
+    for name, array in record.items():
+        codecs[name] = read_header(record_payload(name, array)).value_codec if array.dtype == "uint8" else None
+    return codecs
+
+
+def _reconstructs(sent: np.ndarray, kept: np.ndarray, lr: float, corrected: np.ndarray) -> None:
+    """sent + lr * kept == corrected, up to a few float32 roundings (the
+    quantisation error is in `kept`; storing it per unit of lr rounds twice)."""
+    total = sent.astype(np.float64) + lr * kept.astype(np.float64)
+    tol = 2.0**-20 * (np.abs(corrected).astype(np.float64) + np.abs(sent)) + 1e-30
+    assert np.all(np.abs(total - corrected) <= tol), np.abs(total - corrected).max()
+
+
+# ------------------------------------------------------------ round trip
+@pytest.mark.parametrize("value_codec", VALUE_CODECS)
+@pytest.mark.parametrize("name", METHODS)
+def test_payload_decodes_into_an_update_of_the_model(name, value_codec):
+    method = _method(name, value_codec=value_codec)
+    encoded = method.encode(_update(), None, _ctx())
+    assert isinstance(encoded, Encoded)
+    assert not set(encoded.state) & set(encoded.record)  # the state never travels
+    decoded = _method(name, value_codec=value_codec).decode(encoded.record, SHAPES)  # the server's instance
+    assert set(decoded) == set(SHAPES)
+    for tensor, update in decoded.items():
+        assert isinstance(update, (Dense, Sparse, Factored))
+        assert shape_of(update) == SHAPES[tensor]
+        assert densify({tensor: update})[tensor].dtype == np.float32
+    assert encoded.nnz == sum(sent_entries(t) for t in decoded.values())
+    assert 0 < encoded.density <= 1
+    # what travelled is within its value codec's bound of the update
+    codecs = _payload_codecs(encoded.record)
+    for tensor, sent in densify(decoded).items():
+        original = _update()[tensor]
+        update = decoded[tensor]
+        at = update.indices if isinstance(update, Sparse) else np.flatnonzero(sent.ravel())
+        codec = codecs[tensor]
+        bound = 0.0 if codec is None else max_abs_error(original.ravel()[at], codec)
+        assert np.abs(sent.ravel()[at].astype(np.float64) - original.ravel()[at]).max(initial=0.0) <= bound
+        if codec is None:  # a plain array is the update itself
+            np.testing.assert_array_equal(sent, original)
+
+
+@pytest.mark.parametrize("value_codec", VALUE_CODECS)
+@pytest.mark.parametrize("name", METHODS)
+def test_sent_plus_kept_residual_is_the_corrected_update(name, value_codec):
+    """Error feedback over two rounds at different local learning rates: the
+    residual is kept per unit of lr and lands at the next round's lr."""
+    method = _method(name, value_codec=value_codec, error_feedback=True)
+    lr1, lr2 = 2.0, 0.5
+    first = method.encode(_update(1), None, _ctx(1, 3, lr=lr1))
+    sent1, kept1 = densify(method.decode(first.record, SHAPES)), _kept(first)
+    assert set(kept1) <= set(SHAPES)
+    for tensor, value in _update(1).items():
+        kept = kept1.get(tensor, np.zeros(value.shape, np.float32))
+        assert kept.shape == value.shape
+        _reconstructs(sent1[tensor], kept, lr1, value)
+    # the state as the client keeps it between rounds (a Flower record)
+    state = from_record(to_record(first.state))
+    second = method.encode(_update(2), state, _ctx(5, 3, lr=lr2))
+    sent2, kept2 = densify(method.decode(second.record, SHAPES)), _kept(second)
+    for tensor, value in _update(2).items():
+        zero = np.zeros(value.shape, np.float32)
+        corrected = value + kept1.get(tensor, zero) * np.float32(lr2)
+        _reconstructs(sent2[tensor], kept2.get(tensor, zero), lr2, corrected)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_the_residual_is_kept_per_unit_of_learning_rate(name):
+    """The same update at lr 4 leaves a quarter of what it leaves at lr 1 (a
+    returning client's leftover must not land at an old rate)."""
+    method = _method(name, value_codec="int8")
+    at_one = _kept(method.encode(_update(), None, _ctx(lr=1.0)))
+    at_four = _kept(method.encode(_update(), None, _ctx(lr=4.0)))
+    assert set(at_one) == set(at_four)
+    for tensor in at_one:
+        np.testing.assert_allclose(at_four[tensor] * 4.0, at_one[tensor], rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_without_error_feedback_nothing_is_kept(name):
+    method = _method(name, value_codec="int8", error_feedback=False)
+    first = method.encode(_update(1), None, _ctx(1))
+    assert not any(np.any(value) for value in _kept(first).values())
+    # so the next round is as if there were no state
+    with_state = method.encode(_update(2), from_record(to_record(first.state)), _ctx(2))
+    without = method.encode(_update(2), None, _ctx(2))
+    assert _records_equal(with_state.record, without.record)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_state_survives_the_client_state_record(name):
+    """Encoding from the state as it comes back from `context.state` is
+    encoding from the state itself."""
+    method = _method(name, value_codec="int8")
+    first = method.encode(_update(1), None, _ctx(1))
+    assert all(isinstance(v, np.ndarray) for v in first.state.values())
+    direct = method.encode(_update(2), first.state, _ctx(2, lr=0.5))
+    restored = method.encode(_update(2), from_record(to_record(first.state)), _ctx(2, lr=0.5))
+    assert _records_equal(direct.record, restored.record)
+    assert direct.state.keys() == restored.state.keys()
+    assert all(np.array_equal(direct.state[k], restored.state[k]) for k in direct.state)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_encoding_is_a_function_of_update_state_and_context(name):
+    method = _method(name, value_codec="fp16")
+    a, b = method.encode(_update(), None, _ctx(2, 7)), method.encode(_update(), None, _ctx(2, 7))
+    assert _records_equal(a.record, b.record) and a.nnz == b.nnz
+
+
+def _records_equal(a: ArrayRecord, b: ArrayRecord) -> bool:
+    return list(a) == list(b) and all(
+        a[k].dtype == b[k].dtype and np.array_equal(a[k].numpy(), b[k].numpy()) for k in a
+    )
+
+
+# ------------------------------------------------------- bad payloads
+def _reshaped(tensor: str, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    return {**SHAPES, tensor: shape}
+
+
+BAD_SHAPES = {
+    "transposed": _reshaped("item_embedding.weight", (4, 50)),
+    "fewer rows": _reshaped("item_embedding.weight", (49, 4)),
+    "more dims": _reshaped("mlp.0.bias", (3, 1)),
+    "a model tensor the payload lacks": {**SHAPES, "item_gmf.weight": (50, 4)},
+    "a payload tensor the model lacks": {k: v for k, v in SHAPES.items() if k != "mlp.0.weight"},
+}
+
+
+@pytest.mark.parametrize("value_codec", ["fp32", "int8"])
+@pytest.mark.parametrize("bad", BAD_SHAPES, ids=list(BAD_SHAPES))
+@pytest.mark.parametrize("name", METHODS)
+def test_a_payload_for_other_shapes_is_a_payload_error(name, bad, value_codec):
+    method = _method(name, value_codec=value_codec)
+    record = method.encode(_update(), None, _ctx()).record
+    with pytest.raises(PayloadError):
+        method.decode(record, BAD_SHAPES[bad])
+
+
+@pytest.mark.parametrize("value_codec", ["fp32", "int8"])
+@pytest.mark.parametrize("name", METHODS)
+def test_a_payload_missing_a_tensor_is_a_payload_error(name, value_codec):
+    method = _method(name, value_codec=value_codec)
+    record = method.encode(_update(), None, _ctx()).record
+    short = ArrayRecord({k: v for k, v in record.items() if k != "item_bias.weight"})
+    with pytest.raises(PayloadError, match="item_bias.weight"):
+        method.decode(short, SHAPES)
+
+
+@pytest.mark.parametrize("value_codec", ["fp32", "int8"])
+@pytest.mark.parametrize("name", METHODS)
+def test_an_undecodable_tensor_is_a_payload_error(name, value_codec):
+    method = _method(name, value_codec=value_codec)
+    record = method.encode(_update(), None, _ctx()).record
+    for garbage in (np.arange(7, dtype=np.uint8), np.ones(3, np.float64), np.ones((50, 1), np.int32)):
+        arrays = dict(record.items())
+        arrays["item_bias.weight"] = Array(garbage)
+        with pytest.raises(PayloadError):
+            method.decode(ArrayRecord(arrays), SHAPES)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_the_payload_of_another_tensor_is_a_payload_error(name):
+    """Two tensors' payloads swapped: each is well formed, neither fits."""
+    method = _method(name, value_codec="int8")
+    record = method.encode(_update(), None, _ctx()).record
+    arrays = dict(record.items())
+    arrays["mlp.0.weight"], arrays["item_bias.weight"] = arrays["item_bias.weight"], arrays["mlp.0.weight"]
+    with pytest.raises(PayloadError):
+        method.decode(ArrayRecord(arrays), SHAPES)
+
+
+# --------------------------------------------------- particular methods
+def _delta(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(50, 4)).astype(np.float32) * (rng.random((50, 1)) < 0.3)
+    return {"item_embedding.weight": items, "item_bias.weight": rng.normal(size=(50, 1)).astype(np.float32)}
+
+
+SHAPES_DELTA = {name: value.shape for name, value in _delta().items()}
+
+
+def test_dense_baseline_sends_float32_arrays():
+    cfg = Config()
+    assert (cfg.compression.prune_method, cfg.compression.value_codec) == ("none", "fp32")
+    encoded = UPLINK.get("none")(cfg.compression).encode(_delta(), None, _ctx())
+    sent = from_record(encoded.record)
+    for name, value in _delta().items():
+        assert sent[name].dtype == np.float32
+        np.testing.assert_array_equal(sent[name], value)
+    assert encoded.state == {} and encoded.density == 1.0
+
+
+def test_topk_sends_ceil_density_entries_per_tensor():
+    encoded = _method("topk", density=0.1).encode(_delta(), None, _ctx())
+    assert encoded.nnz == sum(int(np.ceil(0.1 * v.size)) for v in _delta().values())
+
+
+def test_density_warm_up_starts_dense():
+    method = _method("topk", density=0.01, density_warmup_rounds=2)
+    first, third = method.encode(_delta(), None, _ctx(1)), method.encode(_delta(), None, _ctx(3))
+    assert first.density == density_at(1, 0.01, 2) == 1.0
+    assert first.nnz == sum(int(np.count_nonzero(v)) for v in _delta().values())
+    assert third.density == 0.01
+
+
+def test_residual_is_added_to_the_next_update_at_the_current_learning_rate():
+    """As the client runs it: the round's rate from the config's schedule."""
+    cfg = Config.of(prune_method="topk", density=0.05, rounds=10, local_lr=4.0, local_lr_final=1.0)
+    method = UPLINK.get("topk")(cfg.compression)
+    lr1, lr5 = cfg.local_lr_at(1), cfg.local_lr_at(5)
+    assert lr1 != lr5
+    first = method.encode(_delta(1), None, _ctx(1, 3, lr=lr1))
+    second = method.encode(_delta(2), first.state, _ctx(5, 3, lr=lr5))
+    sent1, kept1 = densify(method.decode(first.record, SHAPES_DELTA)), _kept(first)
+    for name in sent1:  # stored per unit of learning rate
+        np.testing.assert_allclose(sent1[name] + lr1 * kept1[name], _delta(1)[name], atol=1e-5)
+    sent2, kept2 = densify(method.decode(second.record, SHAPES_DELTA)), _kept(second)
+    for name in sent2:
+        corrected = _delta(2)[name] + lr5 * kept1[name]
+        np.testing.assert_allclose(sent2[name] + lr5 * kept2[name], corrected, atol=1e-5)
+
+
+
+def test_randomk_is_seeded_by_seed_round_and_partition():
+    method = _method("randomk", density=0.2)
+
+    def chosen(ctx: RoundContext) -> list[np.ndarray]:
+        return [t.indices for t in method.decode(method.encode(_delta(), None, ctx).record, SHAPES_DELTA).values()]
+
+    same = chosen(_ctx(1, 0, seed=0)), chosen(_ctx(1, 0, seed=0))
+    assert all(np.array_equal(a, b) for a, b in zip(*same))
+    for other in (_ctx(1, 0, seed=1), _ctx(2, 0, seed=0), _ctx(1, 1, seed=0)):
+        assert not all(np.array_equal(a, b) for a, b in zip(same[0], chosen(other)))

@@ -1,0 +1,379 @@
+"""The federation engine through an in-memory transport: sampling, rejection,
+ordering, failures, the byte ledger and federated evaluation."""
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
+
+from prunus.common.codec import pack_update
+from prunus.common.config import Config
+from prunus.common.params import to_record, wire_bytes
+from prunus.common.update import Sparse
+from prunus.server.federation import EVAL_STREAM, TRAIN_STREAM, Federation, Outgoing, Reply
+from prunus.server.ledger import Ledger
+
+PARAMS = {"item_embedding.weight": np.zeros((4, 2), np.float32), "item_bias.weight": np.zeros((4, 1), np.float32)}
+PRUNABLE = ["item_embedding.weight"]
+NODE = {0: 10, 1: 11, 2: 12}  # partition -> node id, as a transport would attribute replies
+
+
+class FakeTransport:
+    """Calls `answer(message_type, outgoing)` per message: the reply content (None:
+    the client failed), attributed to the partition the message went to. Keeps
+    what was sent; with `reverse` the replies come back last-first."""
+
+    def __init__(self, answer: Callable[[str, Outgoing], RecordDict | None], reverse: bool = False) -> None:
+        self.answer, self.reverse = answer, reverse
+        self.sent: list[tuple[str, list[Outgoing]]] = []
+
+    def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]:
+        self.sent.append((message_type, list(messages)))
+        replies = []
+        for outgoing in messages:
+            content = self.answer(message_type, outgoing)
+            node = NODE.get(outgoing.partition, 100 + outgoing.partition)
+            replies.append(Reply(outgoing.partition, node, content, "" if content is not None else "client failed"))
+        return replies[::-1] if self.reverse else replies
+
+
+class CannedTransport:
+    """Returns these replies to every exchange, whatever was sent (in their order)."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        self.replies = list(replies)
+        self.sent: list[tuple[str, list[Outgoing]]] = []
+
+    def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]:
+        self.sent.append((message_type, list(messages)))
+        return list(self.replies)
+
+
+def _federation(params=PARAMS, partitions=(0, 1, 2), evaluator=lambda params: {}, **overrides) -> Federation:
+    cfg = Config.of(**{"rounds": 2, "clients_per_round": 3, **overrides})
+    return Federation(cfg, list(partitions), {k: v.copy() for k, v in params.items()}, PRUNABLE, evaluator, Ledger())
+
+
+def _update(value: float) -> dict[str, np.ndarray]:
+    return {k: np.full_like(v, value) for k, v in PARAMS.items()}
+
+
+def _reply(partition: int, content: RecordDict | None) -> Reply:
+    return Reply(partition, NODE[partition], content, "" if content is not None else "worker died")
+
+
+BAD = ArrayRecord({"item_embedding.weight": Array(np.zeros((9, 9), np.float32)),
+                   "item_bias.weight": Array(np.zeros((4, 1), np.float32))})  # fmt: skip
+
+
+def test_a_malformed_reply_is_rejected_and_the_round_goes_on(make_train_reply):
+    federation = _federation()
+    replies = [_reply(0, make_train_reply(_update(1.0), partition=0)), _reply(1, make_train_reply(BAD, partition=1)),
+               _reply(2, make_train_reply(_update(3.0), partition=2))]  # fmt: skip
+    federation.train(1, CannedTransport(replies))
+    np.testing.assert_allclose(federation.params["item_embedding.weight"], 2.0)  # mean of the two good ones
+    np.testing.assert_allclose(federation.params["item_bias.weight"], 2.0)
+    entry = federation.ledger.round(1)
+    assert (entry.clients, entry.replies, entry.rejected, entry.failures) == (3, 2, 1, 0)
+    assert entry.uplink_bytes == sum(wire_bytes(r.content) for r in replies)
+    assert entry.train_loss == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("arrays", [
+    ArrayRecord({"item_embedding.weight": Array(np.zeros((4, 2), np.float32))}),  # a tensor missing
+    ArrayRecord({**{k: Array(v) for k, v in PARAMS.items()}, "user_embedding.weight": Array(np.zeros((1, 2), np.float32))}),
+    ArrayRecord({k: Array(v.astype(np.float64)) for k, v in PARAMS.items()}),  # wrong dtype
+    ArrayRecord({k: Array(np.full_like(v, np.nan)) for k, v in PARAMS.items()}),  # non-finite
+])
+def test_every_kind_of_malformed_reply_is_rejected_not_raised(make_train_reply, arrays):
+    federation = _federation()
+    replies = [_reply(0, make_train_reply(arrays)), _reply(1, make_train_reply(_update(1.0)))]
+    federation.train(1, CannedTransport(replies))
+    entry = federation.ledger.round(1)
+    assert (entry.replies, entry.rejected) == (1, 1)
+    np.testing.assert_allclose(federation.params["item_embedding.weight"], 1.0)
+
+
+@pytest.mark.parametrize("metrics", [{"num-examples": 0, "train-loss": 0.5}, {"train-loss": 0.5}])
+def test_a_reply_with_a_bad_example_count_is_rejected(make_train_reply, metrics):
+    federation = _federation()
+    bad = make_train_reply(_update(5.0))
+    bad["metrics"] = MetricRecord(metrics)
+    federation.train(1, CannedTransport([_reply(0, bad), _reply(1, make_train_reply(_update(1.0)))]))
+    assert federation.ledger.round(1).rejected == 1
+    np.testing.assert_allclose(federation.params["item_embedding.weight"], 1.0)
+
+
+def test_every_reply_is_logged_with_its_client_and_ray_node(make_train_reply):
+    federation = _federation()
+    bad = ArrayRecord({"item_embedding.weight": Array(np.zeros((9, 9), np.float32))})
+    replies = [_reply(2, make_train_reply(_update(1.0), partition=2, ray_node="nodeB")),
+               _reply(1, make_train_reply(bad, partition=1, ray_node="nodeA")),
+               _reply(0, make_train_reply(_update(1.0), partition=0, ray_node="nodeA"))]  # fmt: skip
+    federation.train(1, CannedTransport(replies))
+    rows = federation.ledger.reply_rows()
+    assert [(r["partition"], r["node"], r["ray_node"], r["host"], r["status"]) for r in rows] == [
+        (0, 10, "nodeA", "h", "accepted"), (1, 11, "nodeA", "h", "rejected"), (2, 12, "nodeB", "h", "accepted")]  # fmt: skip
+    assert all(r["kind"] == "train" and r["round"] == 1 for r in rows)
+    assert sum(r["uplink_bytes"] for r in rows) == federation.ledger.round(1).uplink_bytes
+    assert all(r["uplink_bytes"] > 0 for r in rows)
+    assert rows[0]["uplink_nnz"] == 12 and rows[1]["uplink_nnz"] == 0
+    assert federation.ledger.round(1).uplink_nnz == 24
+    assert federation.ledger.placement() == {"ray_nodes": {"nodeA": 2, "nodeB": 1}, "hosts": {"h": 3}}
+
+
+def test_a_reply_is_attributed_by_the_transport_not_by_what_it_claims(make_train_reply):
+    """A reply's info may name any partition; the ledger and the aggregation
+    order use the partition the transport sent the message to."""
+    federation = _federation()
+    federation.train(1, CannedTransport([_reply(1, make_train_reply(_update(1.0), partition=7))]))
+    (row,) = federation.ledger.reply_rows()
+    assert (row["partition"], row["node"], row["status"]) == (1, 11, "accepted")
+
+
+def test_a_failed_reply_counts_as_a_failure(make_train_reply):
+    federation = _federation()
+    replies = [_reply(0, make_train_reply(_update(1.0))), _reply(1, None), _reply(2, make_train_reply(_update(3.0)))]
+    federation.train(1, CannedTransport(replies))
+    entry = federation.ledger.round(1)
+    assert (entry.replies, entry.rejected, entry.failures) == (2, 0, 1)
+    np.testing.assert_allclose(federation.params["item_embedding.weight"], 2.0)
+    assert entry.uplink_bytes == sum(wire_bytes(r.content) for r in replies if r.content is not None)
+    rows = federation.ledger.reply_rows()
+    assert [(r["partition"], r["status"]) for r in rows] == [(0, "accepted"), (1, "failed"), (2, "accepted")]
+    assert (rows[1]["uplink_bytes"], rows[1]["uplink_nnz"], rows[1]["host"], rows[1]["ray_node"]) == (0, 0, "", "")
+
+
+def test_a_round_without_usable_replies_leaves_the_model_unchanged(make_train_reply):
+    federation = _federation()
+    federation.params["item_embedding.weight"][0] = 1.0
+    before = {k: v.copy() for k, v in federation.params.items()}
+    federation.train(1, CannedTransport([_reply(0, None), _reply(1, make_train_reply(BAD))]))
+    entry = federation.ledger.round(1)
+    assert (entry.replies, entry.rejected, entry.failures) == (0, 1, 1)
+    for name, value in before.items():
+        np.testing.assert_array_equal(federation.params[name], value)
+
+
+@pytest.mark.parametrize("row_averaging", [True, False])
+def test_reply_order_does_not_change_the_model(make_train_reply, row_averaging):
+    rng = np.random.default_rng(3)
+    replies = [_reply(p, make_train_reply({k: rng.normal(size=v.shape).astype(np.float32) for k, v in PARAMS.items()},
+                                          num_examples=int(rng.integers(1, 50)), partition=p))
+               for p in range(3)]  # fmt: skip
+    replies[1] = _reply(1, make_train_reply(_update(0.7), num_examples=7))
+    a, b = _federation(row_averaging=row_averaging), _federation(row_averaging=row_averaging)
+    a.train(1, CannedTransport(replies))
+    b.train(1, CannedTransport(list(reversed(replies))))
+    for name in PARAMS:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert a.ledger.round(1).train_loss == b.ledger.round(1).train_loss
+    assert a.ledger.reply_rows() == b.ledger.reply_rows()
+
+
+def test_fedavg_weights_replies_by_their_examples(make_train_reply):
+    federation = _federation(row_averaging=False)
+    replies = [_reply(0, make_train_reply(_update(1.0), num_examples=1, loss=1.0)),
+               _reply(1, make_train_reply(_update(4.0), num_examples=2, loss=4.0))]  # fmt: skip
+    federation.train(1, CannedTransport(replies))
+    np.testing.assert_allclose(federation.params["item_embedding.weight"], 3.0)
+    assert federation.ledger.round(1).train_loss == pytest.approx(3.0)
+
+
+def test_sampling_depends_only_on_seed_round_and_stream():
+    a, b = _federation(partitions=range(20)), _federation(partitions=reversed(range(20)))
+    assert a.sample(3, 5, TRAIN_STREAM) == b.sample(3, 5, TRAIN_STREAM)
+    rng = np.random.default_rng([0, 3, TRAIN_STREAM])
+    assert a.sample(3, 5, TRAIN_STREAM) == sorted(rng.choice(20, size=5, replace=False).tolist())
+    draws = {tuple(a.sample(r, 5, s)) for r in (1, 2, 3) for s in (TRAIN_STREAM, EVAL_STREAM)}
+    assert len(draws) > 1  # rounds and streams draw apart
+    c = _federation(partitions=range(20), seed=1)
+    assert any(c.sample(r, 5, TRAIN_STREAM) != a.sample(r, 5, TRAIN_STREAM) for r in (1, 2, 3))
+    assert sorted(_federation().sample(1, 3, TRAIN_STREAM)) == [0, 1, 2]
+    assert _federation().sample(1, 10, TRAIN_STREAM) == [0, 1, 2]  # never more than there are
+
+
+def test_a_round_sends_to_the_sampled_partitions(make_train_reply):
+    federation = _federation(partitions=range(10), clients_per_round=4)
+    transport = FakeTransport(lambda message_type, outgoing: make_train_reply(_update(1.0), partition=outgoing.partition))
+    federation.train(2, transport)
+    ((message_type, sent),) = transport.sent
+    assert message_type == MessageType.TRAIN
+    assert [m.partition for m in sent] == federation.sample(2, 4, TRAIN_STREAM)
+    assert all(m.content["config"]["server-round"] == 2 for m in sent)
+    assert federation.ledger.round(2).clients == 4
+
+
+def test_encoded_replies_are_counted_against_their_dense_equivalent(make_train_reply):
+    big = {"item_embedding.weight": np.zeros((500, 8), np.float32), "item_bias.weight": np.zeros((500, 1), np.float32)}
+    federation = _federation(big, prune_method="topk", density=0.01)
+    tensors = {k: Sparse(np.array([0]), np.array([1.0], np.float32), v.shape) for k, v in big.items()}
+    replies = [_reply(0, make_train_reply(pack_update(tensors)))]
+    federation.train(1, CannedTransport(replies))
+    entry = federation.ledger.round(1)
+    assert entry.rejected == 0 and entry.replies == 1 and entry.uplink_nnz == 2
+    assert entry.dense_uplink_bytes > 10 * entry.uplink_bytes
+    assert entry.dense_uplink_bytes - entry.uplink_bytes == wire_bytes(to_record(big)) - wire_bytes(replies[0].content["arrays"])
+    assert federation.params["item_embedding.weight"][0, 0] == 1.0
+
+
+def test_dense_arrays_are_rejected_where_the_uplink_method_expects_encoded_ones(make_train_reply):
+    federation = _federation(prune_method="topk", density=0.5)
+    federation.train(1, CannedTransport([_reply(0, make_train_reply(_update(1.0)))]))
+    assert federation.ledger.round(1).rejected == 1
+
+
+def test_broadcast_is_counted_per_message_with_its_non_zeros_and_dense_equivalent(make_train_reply):
+    federation = _federation(downlink_codec="fp16")
+    federation.params["item_embedding.weight"][0] = 1.0
+    transport = FakeTransport(lambda message_type, outgoing: None)
+    federation.train(1, transport)
+    ((_, sent),) = transport.sent
+    entry = federation.ledger.round(1)
+    assert len(sent) == 3 and entry.clients == 3 and entry.failures == 3
+    assert entry.downlink_nnz == 3 * 2
+    assert entry.downlink_bytes == sum(wire_bytes(m.content) for m in sent)
+    dense = RecordDict({"arrays": to_record(federation.params), "config": ConfigRecord({"server-round": 1})})
+    assert entry.dense_downlink_bytes == 3 * wire_bytes(dense)
+
+
+def test_a_sparse_fp16_broadcast_costs_less_than_its_dense_equivalent():
+    big = {"item_embedding.weight": np.zeros((500, 8), np.float32), "item_bias.weight": np.zeros((500, 1), np.float32)}
+    federation = _federation(big, downlink_codec="fp16")
+    federation.params["item_embedding.weight"][:50] = 1.0
+    federation.broadcast(1, [0, 1])
+    entry = federation.ledger.round(1)
+    assert entry.downlink_nnz == 2 * 400
+    assert 5 * entry.downlink_bytes < entry.dense_downlink_bytes
+
+
+def test_federated_evaluation_averages_by_examples_in_partition_order():
+    metrics = {0: {"num-examples": 1, "hit-rate": 1.0, "ndcg": 0.5},
+               1: {"num-examples": 3, "hit-rate": 0.0, "ndcg": 0.1},
+               2: {"num-examples": 0, "hit-rate": 0.9, "ndcg": 0.9}}  # fmt: skip
+
+    def answer(message_type, outgoing):
+        assert message_type == MessageType.EVALUATE
+        info = ConfigRecord({"partition-id": outgoing.partition, "host": "h"})
+        return RecordDict({"metrics": MetricRecord(metrics[outgoing.partition]), "info": info})
+
+    results = []
+    for reverse in (False, True):
+        federation = _federation(federated_eval_clients=3, eval_every=1)
+        transport = FakeTransport(answer, reverse=reverse)
+        federation.federated_evaluation(1, transport)
+        entry = federation.ledger.round(1)
+        assert entry.metrics["fed-hit-rate"] == pytest.approx(0.25)  # the empty partition does not count
+        assert entry.metrics["fed-ndcg"] == pytest.approx((0.5 + 3 * 0.1) / 4)
+        assert "fed-num-examples" not in entry.metrics
+        ((_, sent),) = transport.sent
+        assert [m.partition for m in sent] == federation.sample(1, 3, EVAL_STREAM)
+        assert entry.uplink_bytes > 0 and entry.downlink_bytes > 0
+        assert [r["status"] for r in federation.ledger.reply_rows()] == ["accepted"] * 3
+        results.append(entry.metrics)
+    assert results[0] == results[1]
+
+
+def test_federated_evaluation_counts_failures_and_skips_other_rounds():
+    def answer(message_type, outgoing):
+        if outgoing.partition == 1:
+            return None
+        return RecordDict({"metrics": MetricRecord({"num-examples": 2, "hit-rate": float(outgoing.partition)})})
+
+    federation = _federation(federated_eval_clients=3, eval_every=2, rounds=3)
+    transport = FakeTransport(answer)
+    federation.federated_evaluation(1, transport)  # not an evaluation round
+    assert transport.sent == [] and federation.ledger.round(1).metrics == {}
+    federation.federated_evaluation(2, transport)
+    entry = federation.ledger.round(2)
+    assert entry.failures == 1 and entry.metrics["fed-hit-rate"] == pytest.approx(1.0)
+    off = _federation(federated_eval_clients=0, eval_every=1)
+    off.federated_evaluation(1, transport)
+    assert len(transport.sent) == 1
+
+
+def test_a_run_evaluates_trains_and_reports_every_round(make_train_reply):
+    seen = []
+
+    def evaluator(params):
+        seen.append(float(params["item_embedding.weight"].mean()))
+        return {"hit-rate": 0.5}
+
+    def answer(message_type, outgoing):
+        if message_type == MessageType.TRAIN:
+            return make_train_reply(_update(1.0), partition=outgoing.partition)
+        return RecordDict({"metrics": MetricRecord({"num-examples": 1, "hit-rate": 0.25})})
+
+    federation = _federation(evaluator=evaluator, federated_eval_clients=2, eval_every=1)
+    rounds = []
+    params = federation.run(FakeTransport(answer), on_round=lambda entry: rounds.append(entry.round))
+    assert rounds == [0, 1, 2]
+    assert seen == [0.0, 1.0, 2.0]  # the initial model, then after each round
+    np.testing.assert_allclose(params["item_embedding.weight"], 2.0)
+    for r in (1, 2):
+        entry = federation.ledger.round(r)
+        assert entry.metrics == {"hit-rate": 0.5, "fed-hit-rate": 0.25}
+        assert entry.replies == 3 and entry.seconds > 0
+    assert federation.ledger.round(0).metrics == {"hit-rate": 0.5}
+
+
+def test_model_pruning_follows_its_schedule_and_spares_undeclared_tensors(make_train_reply):
+    params = {"item_embedding.weight": np.zeros((10, 4), np.float32), "item_bias.weight": np.zeros((10, 1), np.float32)}
+    federation = _federation(params, model_sparsity=0.5, model_prune_start=1, model_prune_end=2)
+    rng = np.random.default_rng(0)
+    update = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+    federation.train(1, CannedTransport([_reply(0, make_train_reply(update))]))
+    assert np.count_nonzero(federation.params["item_embedding.weight"]) == 40  # the ramp starts at 0
+    federation.train(2, CannedTransport([_reply(0, make_train_reply(update))]))
+    assert np.count_nonzero(federation.params["item_embedding.weight"]) == 20
+    assert np.count_nonzero(federation.params["item_bias.weight"]) == 10
+
+
+# ------------------------------------------------------------ over Flower's Grid
+class FakeGrid:
+    """Flower's Grid as `GridTransport` uses it: answers each message with `answer(message)`
+    (a Flower reply Message), in reverse order of sending."""
+
+    def __init__(self, answer) -> None:
+        self.answer, self.sent = answer, []
+
+    def send_and_receive(self, messages, timeout=None):
+        self.sent.extend(messages)
+        return [self.answer(m) for m in reversed(list(messages))]
+
+
+def test_flower_replies_are_attributed_by_node_and_failures_counted(make_train_reply, make_flower_reply):
+    from prunus.server.app import GridTransport
+
+    def answer(message):
+        node = message.metadata.dst_node_id
+        if node == 11:
+            return make_flower_reply(node, None, error="worker died")
+        # what a reply claims about its partition does not matter
+        return make_flower_reply(node, make_train_reply(_update(float(node - 9)), partition=99, ray_node=f"r{node}"))
+
+    grid = FakeGrid(answer)
+    federation = _federation()
+    federation.train(1, GridTransport(grid, NODE))
+    assert sorted(m.metadata.dst_node_id for m in grid.sent) == [10, 11, 12]
+    assert all(m.metadata.message_type == MessageType.TRAIN for m in grid.sent)
+    entry = federation.ledger.round(1)
+    assert (entry.replies, entry.rejected, entry.failures) == (2, 0, 1)
+    np.testing.assert_allclose(federation.params["item_embedding.weight"], 2.0)  # mean of 1 and 3
+    rows = federation.ledger.reply_rows()
+    assert [(r["partition"], r["node"], r["ray_node"], r["status"]) for r in rows] == [
+        (0, 10, "r10", "accepted"), (1, 11, "", "failed"), (2, 12, "r12", "accepted")]  # fmt: skip
+
+
+def test_message_factories_build_what_flower_delivers(make_train_message, make_flower_reply, make_train_reply):
+    content = make_train_reply(_update(1.0), num_examples=4, partition=2, ray_node="n")
+    assert dict(content["info"]) == {"partition-id": 2, "host": "h", "ray-node": "n"}
+    assert content["metrics"]["num-examples"] == 4
+    message = make_train_message(content, 12)
+    assert (message.metadata.dst_node_id, message.metadata.message_id) == (12, "m1")
+    assert message.metadata.message_type == MessageType.TRAIN
+    reply = make_flower_reply(12, content)
+    assert reply.metadata.src_node_id == 12 and not reply.has_error()
+    failed = make_flower_reply(12, None, error="boom")
+    assert failed.has_error() and failed.error.reason == "boom"
