@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 from flwr.app import ArrayRecord
 
 from prunus.common.codec import CodecError, pack_update, unpack_update
@@ -38,7 +39,14 @@ class CodecBroadcast:
             params = densify(unpack_update(record))
         except CodecError as err:
             raise PayloadError(f"undecodable broadcast: {err}") from None
-        wrong = {name: p.shape for name, p in params.items() if shapes.get(name) != p.shape}
-        if wrong or set(params) != set(shapes):
-            raise PayloadError(f"broadcast does not match the model: {wrong or sorted(set(params) ^ set(shapes))}")
-        return params
+        return check_model(params, shapes)
+
+
+def check_model(params: Params, shapes: Shapes) -> Params:
+    """The broadcast's tensors are the model's: same names, shapes, float32."""
+    if set(params) != set(shapes):
+        raise PayloadError(f"broadcast does not match the model: tensors {sorted(set(params) ^ set(shapes))}")
+    for name, value in params.items():
+        if tuple(value.shape) != tuple(shapes[name]) or value.dtype != np.float32:
+            raise PayloadError(f"broadcast tensor {name!r}: expected float32 {shapes[name]}, got {value.dtype} {value.shape}")
+    return params

@@ -9,8 +9,8 @@ from __future__ import annotations
 from flwr.app import ArrayRecord
 
 from prunus.common.compression import DOWNLINK
-from prunus.common.compression.base import Params, Shapes
-from prunus.common.compression.broadcast import CodecBroadcast
+from prunus.common.compression.base import Params, PayloadError, Shapes
+from prunus.common.compression.broadcast import CodecBroadcast, check_model
 from prunus.common.params import from_record, to_record
 
 
@@ -27,4 +27,10 @@ class Fp32Broadcast(CodecBroadcast):
         return to_record(params) if self.dense else super().encode(params)
 
     def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:
-        return from_record(record) if self.dense else super().decode(record, shapes)
+        if not self.dense:
+            return super().decode(record, shapes)
+        try:
+            params = from_record(record)
+        except Exception as err:  # noqa: BLE001 - any unreadable array is a bad broadcast
+            raise PayloadError(f"undecodable broadcast: {err}") from None
+        return check_model(params, shapes)

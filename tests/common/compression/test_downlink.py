@@ -83,21 +83,10 @@ BAD_SHAPES = {
 }
 
 
-def _known_unchecked(request, name: str, sparsity: float) -> None:
-    """Fp32Broadcast.decode returns the dense record as it is (`from_record`)
-    without comparing it to `shapes`: the client then fails in
-    `load_shared` instead of rejecting the broadcast. Strict: remove once fixed."""
-    if name == "fp32" and sparsity == 0:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, raises=pytest.fail.Exception,
-            reason="common/compression/downlink/fp32.py: the dense broadcast is not checked against the shapes"))
-
-
 @pytest.mark.parametrize("bad", BAD_SHAPES, ids=list(BAD_SHAPES))
 @pytest.mark.parametrize("sparsity", SPARSITY.values(), ids=list(SPARSITY))
 @pytest.mark.parametrize("name", METHODS)
-def test_a_broadcast_of_other_shapes_is_a_payload_error(request, name, sparsity, bad):
-    _known_unchecked(request, name, sparsity)
+def test_a_broadcast_of_other_shapes_is_a_payload_error(name, sparsity, bad):
     method = _method(name, sparsity)
     record = method.encode(_params())
     with pytest.raises(PayloadError):
@@ -106,8 +95,7 @@ def test_a_broadcast_of_other_shapes_is_a_payload_error(request, name, sparsity,
 
 @pytest.mark.parametrize("sparsity", SPARSITY.values(), ids=list(SPARSITY))
 @pytest.mark.parametrize("name", METHODS)
-def test_a_broadcast_missing_a_tensor_is_a_payload_error(request, name, sparsity):
-    _known_unchecked(request, name, sparsity)
+def test_a_broadcast_missing_a_tensor_is_a_payload_error(name, sparsity):
     method = _method(name, sparsity)
     record = method.encode(_params())
     short = ArrayRecord({k: v for k, v in record.items() if k != "item_bias.weight"})

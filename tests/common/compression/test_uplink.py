@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from prunus.common.codec import max_abs_error, read_header, record_payload
+from prunus.common.codec import encode, max_abs_error, read_header, record_payload
 from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext
 from prunus.common.compression.sparse import _residual_from_state
 from prunus.common.config import Config
@@ -225,6 +225,24 @@ def test_an_undecodable_tensor_is_a_payload_error(name, value_codec):
         arrays["item_bias.weight"] = Array(garbage)
         with pytest.raises(PayloadError):
             method.decode(ArrayRecord(arrays), SHAPES)
+
+
+@pytest.mark.parametrize("value_codec", ["fp32", "int8"])
+@pytest.mark.parametrize("name", METHODS)
+def test_a_non_finite_value_is_a_payload_error(name, value_codec):
+    """A plain array with a NaN, or a codec payload whose float32 value is NaN."""
+    method = _method(name, value_codec=value_codec)
+    record = method.encode(_update(), None, _ctx()).record
+    tensor = "mlp.0.bias"
+    arrays = dict(record.items())
+    if arrays[tensor].dtype == "uint8":
+        payload = bytearray(encode(np.arange(3), np.ones(3, np.float32), (3,), value_codec="fp32"))
+        payload[-4:] = np.float32(np.nan).tobytes()  # the last value of the fp32 stream
+        arrays[tensor] = Array(np.frombuffer(bytes(payload), dtype=np.uint8))
+    else:
+        arrays[tensor] = Array(np.array([1.0, np.nan, 2.0], np.float32))
+    with pytest.raises(PayloadError):
+        method.decode(ArrayRecord(arrays), SHAPES)
 
 
 @pytest.mark.parametrize("name", METHODS)
