@@ -22,7 +22,7 @@ install-dev: $(BIN)/python
 	npm ci --no-audit --no-fund
 
 demo: install
-	$(BIN)/prunus simulate simulations/configs/demo.toml --out runs/demo
+	$(BIN)/prunus demo --out runs/demo
 
 test: install-dev
 	$(BIN)/python -m pytest

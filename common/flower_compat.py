@@ -1,34 +1,42 @@
-"""Every Flower internal prunus relies on, in one place, for one Flower version.
+"""Every Flower (and Ray) internal prunus relies on, in one place, for one version.
 
-prunus uses Flower's public Message API everywhere else. Three things it needs
+prunus uses Flower's public Message API everywhere else. Four things it needs
 are not public, so they live here and nowhere else:
 
 * the wire size of a message: Flower ships each distinct object of a record
   (records, arrays, chunks) deflated; `nested_objects` walks them
   (`flwr.supercore.inflatable`);
 * a faster dispatcher for the in-process Simulation Engine (`enable_fast_dispatch`);
-* sizing the Ray actor pool to a share of the cluster (`enable_actor_share`).
+* sizing the Ray actor pool to a share of the cluster (`enable_actor_share`);
+* sending the messages Ray's driver prints on its own to a log instead
+  (`route_ray_driver_messages`).
 
-Importing this module checks the installed Flower version and fails at once on
-another one: these internals move between releases, and a silent mismatch
-would mean wrong byte counts or a hung simulation.
+Importing this module checks the installed Flower and Ray versions and fails
+at once on others: these internals move between releases, and a silent
+mismatch would mean wrong byte counts or a hung simulation.
 """
 
 from __future__ import annotations
 
 import threading
-from importlib.metadata import version
+import logging
+from importlib.metadata import PackageNotFoundError, version
 from queue import Queue
 from typing import Any
 
 SUPPORTED_FLOWER = "1.41.0"
+SUPPORTED_RAY = "2.55.1"  # what flwr[simulation] 1.41.0 brings
 
-_installed = version("flwr")
-if _installed != SUPPORTED_FLOWER:
-    raise ImportError(
-        f"prunus relies on Flower {SUPPORTED_FLOWER} internals (common/flower_compat.py) "
-        f"but flwr {_installed} is installed; install flwr[simulation]=={SUPPORTED_FLOWER}"
-    )
+for _package, _supported in (("flwr", SUPPORTED_FLOWER), ("ray", SUPPORTED_RAY)):
+    try:
+        _installed = version(_package)
+    except PackageNotFoundError:  # Ray is optional outside simulations (Deployment Engine)
+        continue
+    if _installed != _supported:
+        raise ImportError(
+            f"prunus relies on {_package} {_supported} internals (common/flower_compat.py) "
+            f"but {_package} {_installed} is installed; install flwr[simulation]=={SUPPORTED_FLOWER}"
+        )
 
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects  # noqa: E402
 
@@ -93,3 +101,27 @@ def enable_actor_share(share: int) -> None:
         return max(1, original(client_resources) // share)
 
     ray_actor.pool_size_from_resources = pool_size if share > 1 else original
+
+
+# ------------------------------------------------------ Ray's driver messages
+# Ray's driver prints what arrives on its error channel straight to stdout,
+# whatever `log_to_driver` says. At the end of every clean simulation that is
+# two lines per actor, "Task ClientAppActor.terminate failed ... will be
+# retried": Flower stops its actors with an intentional exit, and the actors'
+# `max_task_retries` (which retries a message after a worker crash) makes Ray
+# announce a retry of the terminate call.
+def route_ray_driver_messages(logger: logging.Logger | None) -> None:
+    """Send those messages to `logger` (None: Ray prints them again)."""
+    from ray._private import worker
+
+    if not hasattr(worker, "_prunus_original_print"):
+        worker._prunus_original_print = worker.print_to_stdstream
+    if logger is None:
+        worker.print_to_stdstream = worker._prunus_original_print
+        return
+
+    def to_log(data: dict[str, Any], ignore_prefix: bool) -> None:
+        for line in data.get("lines", []):
+            logger.warning("(%s) %s", data.get("pid", ""), line)
+
+    worker.print_to_stdstream = to_log

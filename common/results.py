@@ -90,7 +90,7 @@ def format_table(summary: dict[str, Any]) -> str:
     lines += [(name, f"{value:.4f}") for name, value in metrics.items() if isinstance(value, float)]
     for key in ("uplink_bytes", "downlink_bytes"):
         if key in comm:
-            lines.append((key.replace("_", " "), _human_bytes(comm[key])))
+            lines.append((key.replace("_", " "), human_bytes(comm[key])))
     for key in ("uplink_ratio", "downlink_ratio"):
         if isinstance(comm.get(key), float) and math.isfinite(comm[key]):
             lines.append((key.replace("_", " ") + " (dense/sent)", f"{comm[key]:.1f}x"))
@@ -104,13 +104,19 @@ def format_table(summary: dict[str, Any]) -> str:
     return f"{rule}\n{body}\n{rule}"
 
 
-def _human_bytes(count: int) -> str:
+def human_bytes(count: int) -> str:
+    """`1,234,567 B (1.2 MB)`; plain bytes below 1 KB."""
+    return f"{count:,} B ({short_bytes(count)})" if count >= 1000 else f"{count:,} B"
+
+
+def short_bytes(count: int) -> str:
+    """`1.2 MB`: decimal units, one decimal."""
     value = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{count:,} B ({value:.1f} {unit})" if unit != "B" else f"{count:,} B"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(value) < 1000:
+            return f"{value:.1f} {unit}" if unit != "B" else f"{count} B"
         value /= 1000
-    return f"{count:,} B"
+    return f"{value:.1f} TB"
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,1 +1,1 @@
-"""The ServerApp: strategy, aggregation, central evaluation and the byte ledger."""
+"""The ServerApp: the rounds (federation), validation, aggregation, optimisers, evaluation and the byte ledger."""

@@ -20,6 +20,7 @@ from prunus.server.evaluation import CentralEvaluator
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
 from prunus.server.federation import Federation, Outgoing, Reply, Transport
 from prunus.server.model_store import save_model
+from prunus.server.progress import RoundProgress
 
 log = logging.getLogger("prunus")
 
@@ -79,11 +80,16 @@ def run_federation(cfg: Config, transport: Transport, partitions: list[int], led
     evaluator = CentralEvaluator(cfg, split, device)
     federation = Federation(cfg, partitions, params, model.prunable_names(), evaluator, ledger)
 
+    progress = RoundProgress(cfg.federation.rounds)
+
     def on_round(entry: RoundLog) -> None:
-        _progress(cfg, entry)
+        progress.update(entry)
         write_rounds(out, ledger.rows())
 
-    final = federation.run(transport, on_round)
+    try:
+        final = federation.run(transport, on_round)
+    finally:
+        progress.close()
     saved = save_model(out, final, model.prunable_names())
     return finish(cfg, ledger, saved, time.perf_counter() - started)
 
@@ -137,18 +143,6 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
         "placement": ledger.placement(),
     }
     return write_run(out, "federated", rows, cfg.evaluation.top_k, facts, cfg.to_dict())
-
-
-def _progress(cfg: Config, entry: RoundLog) -> None:
-    metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))
-    # lost replies are named on the line: a run whose clients fail must not look like a healthy one
-    lost = "".join(f"  {n} {what}" for n, what in ((entry.failures, "failed"), (entry.rejected, "rejected")) if n)
-    print(
-        f"[prunus] round {entry.round:>4}/{cfg.federation.rounds}  clients {entry.replies:>4}/{entry.clients:<4}{lost}  "
-        f"up {entry.uplink_bytes / 1e6:8.2f} MB  down {entry.downlink_bytes / 1e6:8.2f} MB  "
-        f"loss {entry.train_loss:.4f}  {entry.seconds:6.1f} s  {metrics}",
-        flush=True,
-    )
 
 
 app = make_server_app()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from prunus.common.config import Config
 from prunus.common.datasets import num_partitions
 from prunus.server.app import make_server_app, run_federation
 from prunus.server.ledger import Ledger
+from prunus.simulations.console import LIBRARY_LOG, route_library_logs
 from prunus.simulations.inprocess import InProcessTransport
 
 
-def backend_config(cfg: Config) -> dict:
+def backend_config(cfg: Config, verbose: bool = False) -> dict:
     """Ray resources and restarts per client actor, and the cluster to attach to if any.
 
     Without one, Ray is told to start a fresh local instance ("local"): plain
@@ -26,7 +28,9 @@ def backend_config(cfg: Config) -> dict:
     cluster (or hang on a dead one).
     """
     address = cfg.runtime.ray_address or os.environ.get("RAY_ADDRESS", "") or "local"
-    init_args = {"address": address}
+    # the actors' own output (Flower's per-actor log lines, Ray's notices about
+    # retried shutdown tasks) reaches the console only when asked for
+    init_args = {"address": address, "log_to_driver": verbose}
     return {
         # Flower passes these to Ray's actor options: resources, and restarts
         # of a dead actor with retries of the message it was running
@@ -37,24 +41,26 @@ def backend_config(cfg: Config) -> dict:
     }
 
 
-def run_simulate(cfg: Config) -> dict:
+def run_simulate(cfg: Config, verbose: bool = False) -> dict:
     """One SuperNode per partition; the ServerApp writes the outputs to `out`.
 
     With `engine = "inprocess"` the same rounds run in this process instead
     (`simulations.inprocess`): no Flower runtime, no Ray, no partition discovery.
     """
     supernodes = num_partitions(cfg)  # loads (and checks) the data before Ray starts
+    route_library_logs(Path(cfg.runtime.out), verbose)
     if cfg.runtime.engine == "inprocess":
         return run_federation(cfg, InProcessTransport(cfg), list(range(supernodes)), Ledger())
     summary_path = Path(cfg.runtime.out) / "summary.json"
     summary_path.unlink(missing_ok=True)
     flower_compat.enable_fast_dispatch(cfg.runtime.fast_dispatch)
     flower_compat.enable_actor_share(cfg.runtime.ray_share)
+    flower_compat.route_ray_driver_messages(None if verbose else logging.getLogger(LIBRARY_LOG))
     run_simulation(
         server_app=make_server_app(cfg),
         client_app=make_client_app(cfg),
         num_supernodes=supernodes,
-        backend_config=backend_config(cfg),
+        backend_config=backend_config(cfg, verbose),
     )
     if not summary_path.exists():
         raise RuntimeError(f"the simulation ended without writing {summary_path}; see the log above")

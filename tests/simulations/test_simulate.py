@@ -8,7 +8,7 @@ def test_without_a_cluster_ray_starts_a_fresh_local_one(monkeypatch):
     """Never `ray.init()` bare: it would join a cluster left recorded in /tmp/ray."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     config = backend_config(Config.of(client_num_cpus=2, client_num_gpus=0.25))
-    assert config["init_args"] == {"address": "local"}
+    assert config["init_args"] == {"address": "local", "log_to_driver": False}
     assert config["client_resources"] == {"num_cpus": 2, "num_gpus": 0.25, "max_restarts": 3, "max_task_retries": 3}
 
 
@@ -19,5 +19,5 @@ def test_a_dead_client_actor_is_restarted_and_its_message_retried_as_configured(
 
 def test_the_cluster_comes_from_the_config_or_from_ray_address(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
-    assert backend_config(Config())["init_args"] == {"address": "10.0.0.5:6379"}
-    assert backend_config(Config.of(ray_address="auto"))["init_args"] == {"address": "auto"}
+    assert backend_config(Config())["init_args"] == {"address": "10.0.0.5:6379", "log_to_driver": False}
+    assert backend_config(Config.of(ray_address="auto"), verbose=True)["init_args"] == {"address": "auto", "log_to_driver": True}

@@ -1,0 +1,60 @@
+"""The run's one live progress display: round, ETA, bytes so far, last metrics, lost replies.
+
+On a terminal it is a single `rich` progress line redrawn in place; anywhere
+else (a pipe, a log file, a sweep's captured output) it prints one plain line
+per round, which is what a log reader wants. Lost replies (failed or rejected)
+are always on the line: a run whose clients fail must not look like a healthy one.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from prunus.server.ledger import RoundLog
+
+
+class RoundProgress:
+    """Shows each finished round; `close()` ends the live line before the final table."""
+
+    def __init__(self, rounds: int, live: bool | None = None) -> None:
+        self.rounds = rounds
+        self.live = sys.stdout.isatty() if live is None else live
+        self.up = self.down = self.lost = 0
+        self.metrics = ""
+        self._bar: Progress | None = None
+        if self.live:
+            self._bar = Progress(
+                TextColumn("[bold]prunus[/bold] round"), MofNCompleteColumn(), BarColumn(bar_width=16),
+                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                console=Console(file=sys.stdout), transient=False,
+            )
+            self._task = self._bar.add_task("train", total=rounds, status="")
+            self._bar.start()
+
+    def update(self, entry: RoundLog) -> None:
+        self.up += entry.uplink_bytes
+        self.down += entry.downlink_bytes
+        self.lost += entry.failures + entry.rejected
+        metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))
+        self.metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith("hr@")) or self.metrics
+        lost = "".join(f"  {n} {what}" for n, what in ((entry.failures, "failed"), (entry.rejected, "rejected")) if n)
+        if self._bar is not None:
+            status = f"{self.up / 1e6:.1f}/{self.down / 1e6:.1f} MB up/down  {self.metrics}"
+            if self.lost:
+                status += f"  [red]{self.lost} lost[/red]"
+            self._bar.update(self._task, completed=entry.round, status=status)
+            return
+        print(
+            f"[prunus] round {entry.round:>4}/{self.rounds}  clients {entry.replies:>4}/{entry.clients:<4}{lost}  "
+            f"up {entry.uplink_bytes / 1e6:8.2f} MB  down {entry.downlink_bytes / 1e6:8.2f} MB  "
+            f"loss {entry.train_loss:.4f}  {entry.seconds:6.1f} s  {metrics}",
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
