@@ -22,8 +22,20 @@ def _simulate(out: Path, extra: list[str] | None = None) -> dict:
     cmd = [sys.executable, "-m", "prunus.simulations.cli", "simulate", *ARGS, *(extra or []), "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "uplink bytes" in done.stdout  # the final table
+    _check_quiet_console(done.stdout, done.stderr, out)
     return json.loads((out / "summary.json").read_text())
+
+
+def _check_quiet_console(stdout: str, stderr: str, out: Path) -> None:
+    """The console holds the progress and the final table; Flower's and Ray's
+    logs are in the run folder's run.log, not on the console."""
+    assert re.search(r"\[prunus\] round +3/3 ", stdout)  # progress (one plain line per round off a terminal)
+    assert "uplink bytes" in stdout and "wall time" in stdout  # the final table
+    console = stdout + stderr
+    for noise in ("INFO", "DEPRECATED", "will be retried", "ClientAppActor"):
+        assert noise not in console, f"{noise!r} on the console:\n{console[-2000:]}"
+    log = (out / "run.log").read_text()
+    assert "INFO" in log and "run_simulation" in log  # Flower's lines went here instead
 
 
 @pytest.fixture(scope="module")
