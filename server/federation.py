@@ -30,7 +30,7 @@ from prunus.server.aggregation import aggregate
 from prunus.server.ledger import Ledger, ReplyLog, RoundLog
 from prunus.server.model_pruning import ModelPruner
 from prunus.server.optimizer import ServerOptimizer
-from prunus.server.validation import ReplyError, validate_train_reply
+from prunus.server.validation import ReplyError, validate_evaluate_reply, validate_train_reply
 
 log = logging.getLogger("prunus")
 
@@ -121,7 +121,7 @@ class Federation:
                 continue
             sent = self._count_uplink(entry, reply.content)
             try:
-                update, num_examples = validate_train_reply(reply.content, self.shapes, self.uplink)
+                update, num_examples, loss = validate_train_reply(reply.content, self.shapes, self.uplink)
             except ReplyError as err:
                 entry.rejected += 1
                 self._log_reply(server_round, "train", reply, "rejected", sent)
@@ -130,7 +130,6 @@ class Federation:
             nnz = sum(sent_entries(t) for t in update.values())
             entry.uplink_nnz += nnz
             self._log_reply(server_round, "train", reply, "accepted", sent, nnz)
-            loss = float(reply.content["metrics"].get("train-loss", float("nan")))
             accepted.append((reply.partition, reply.node, update, num_examples, loss))
         entry.replies = len(accepted)
         if not accepted:
@@ -141,9 +140,10 @@ class Federation:
         pairs = [(update, w) for (_, _, update, _, _), w in zip(accepted, weights)]
         step = aggregate(pairs, self.shapes, self.cfg.federation.row_averaging)
         self.params = self.pruner.prune(self.optimizer.step(self.params, step), server_round)
-        examples = np.array([n for _, _, _, n, _ in accepted])
-        losses = np.array([loss for *_, loss in accepted])
-        entry.train_loss = float((examples * losses).sum() / examples.sum())
+        reported = [(n, loss) for _, _, _, n, loss in accepted if not np.isnan(loss)]  # replies may omit their loss
+        if reported:
+            examples, losses = np.array(reported).T
+            entry.train_loss = float((examples * losses).sum() / examples.sum())
 
     def broadcast(self, server_round: int, partitions: list[int]) -> list[Outgoing]:
         """The global parameters (downlink method applied) to every chosen partition."""
@@ -166,19 +166,27 @@ class Federation:
         chosen = self.sample(server_round, count, EVAL_STREAM)
         replies = transport.exchange(MessageType.EVALUATE, self.broadcast(server_round, chosen))
         entry = self.ledger.round(server_round)
+        k = self.cfg.evaluation.top_k
+        names = {f"hr@{k}", f"ndcg@{k}"}
         rows = []
         for reply in replies:
             if reply.content is None:
                 self._failed(server_round, "evaluate", reply)
                 continue
-            self._log_reply(server_round, "evaluate", reply, "accepted", self._count_uplink(entry, reply.content))
-            metrics = dict(reply.content["metrics"])
-            rows.append((reply.partition, metrics.pop("num-examples"), metrics))
-        rows = sorted((row for row in rows if row[1] > 0), key=lambda row: row[0])
+            sent = self._count_uplink(entry, reply.content)
+            try:
+                num_examples, metrics = validate_evaluate_reply(reply.content, names)
+            except ReplyError as err:
+                entry.rejected += 1
+                self._log_reply(server_round, "evaluate", reply, "rejected", sent)
+                log.warning("round %d: rejected evaluation of partition %d: %s", server_round, reply.partition, err)
+                continue
+            self._log_reply(server_round, "evaluate", reply, "accepted", sent)
+            rows.append((reply.partition, num_examples, metrics))
+        rows.sort(key=lambda row: row[0])
         total = sum(n for _, n, _ in rows)
         if total:
-            names = sorted(rows[0][2])
-            averaged = {name: sum(n * m[name] for _, n, m in rows) / total for name in names}
+            averaged = {name: sum(n * m[name] for _, n, m in rows) / total for name in sorted(names)}
             entry.metrics |= {f"fed-{k}": float(v) for k, v in averaged.items()}
 
     def evaluate(self, server_round: int, started: float) -> None:

@@ -1,8 +1,9 @@
 """Check and decode a client's reply before it touches the global model.
 
 A reply that is malformed (missing records, a payload the uplink method
-cannot decode into an update of the model, a bad example count) is rejected
-with its reason; the round goes on with the others. The payload itself is the
+cannot decode into an update of the model, a bad example count or loss,
+evaluation metrics that are not the ones asked for) is rejected with its
+reason; the round goes on with the others. The payload itself is the
 uplink method's to check (`UplinkMethod.decode`, which raises `PayloadError`).
 """
 
@@ -22,19 +23,51 @@ class ReplyError(ValueError):
     """A client reply that cannot be aggregated; the message says why."""
 
 
-def validate_train_reply(content: RecordDict, shapes: Shapes, uplink: UplinkMethod) -> tuple[Update, float]:
-    """Return `(update, num_examples)` or raise ReplyError."""
+def validate_train_reply(content: RecordDict, shapes: Shapes, uplink: UplinkMethod) -> tuple[Update, float, float]:
+    """Return `(update, num_examples, train_loss)` or raise ReplyError; the
+    loss is NaN when the reply reports none."""
     arrays = content.get("arrays")
-    metrics = content.get("metrics")
+    metrics = _metrics(content)
     if not isinstance(arrays, ArrayRecord):
         raise ReplyError("reply has no ArrayRecord 'arrays'")
-    if not isinstance(metrics, MetricRecord):
-        raise ReplyError("reply has no MetricRecord 'metrics'")
     try:
         update = uplink.decode(arrays, shapes)
     except PayloadError as err:
         raise ReplyError(str(err)) from None
+    num_examples = _num_examples(metrics)
+    loss = metrics.get("train-loss", math.nan)
+    if "train-loss" in metrics and not _finite_number(loss):
+        raise ReplyError(f"train-loss must be a finite number, got {loss!r}")
+    return update, num_examples, float(loss)
+
+
+def validate_evaluate_reply(content: RecordDict, names: set[str]) -> tuple[float, dict[str, float]]:
+    """Return `(num_examples, metrics)` of a federated-evaluation reply: exactly
+    the metrics `names`, each a number in [0, 1], or raise ReplyError."""
+    metrics = _metrics(content)
+    num_examples = _num_examples(metrics, allow_zero=True)  # a client without held-out items
+    values = {key: value for key, value in metrics.items() if key != "num-examples"}
+    if set(values) != names:
+        raise ReplyError(f"evaluation metrics must be {sorted(names)}, got {sorted(values)[:10]}")
+    for key, value in values.items():
+        if not _finite_number(value) or not 0 <= value <= 1:
+            raise ReplyError(f"metric {key!r} must be a number in [0, 1], got {value!r}")
+    return num_examples, {key: float(value) for key, value in values.items()}
+
+
+def _metrics(content: RecordDict) -> MetricRecord:
+    metrics = content.get("metrics")
+    if not isinstance(metrics, MetricRecord):
+        raise ReplyError("reply has no MetricRecord 'metrics'")
+    return metrics
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _num_examples(metrics: MetricRecord, allow_zero: bool = False) -> float:
     num_examples = metrics.get("num-examples")
-    if not isinstance(num_examples, (int, float)) or not math.isfinite(num_examples) or num_examples <= 0:
+    if not _finite_number(num_examples) or num_examples < 0 or (num_examples == 0 and not allow_zero):
         raise ReplyError(f"num-examples must be a positive number, got {num_examples!r}")
-    return update, float(num_examples)
+    return float(num_examples)

@@ -249,9 +249,9 @@ def test_a_sparse_fp16_broadcast_costs_less_than_its_dense_equivalent():
 
 
 def test_federated_evaluation_averages_by_examples_in_partition_order():
-    metrics = {0: {"num-examples": 1, "hit-rate": 1.0, "ndcg": 0.5},
-               1: {"num-examples": 3, "hit-rate": 0.0, "ndcg": 0.1},
-               2: {"num-examples": 0, "hit-rate": 0.9, "ndcg": 0.9}}  # fmt: skip
+    metrics = {0: {"num-examples": 1, "hr@10": 1.0, "ndcg@10": 0.5},
+               1: {"num-examples": 3, "hr@10": 0.0, "ndcg@10": 0.1},
+               2: {"num-examples": 0, "hr@10": 0.9, "ndcg@10": 0.9}}  # fmt: skip
 
     def answer(message_type, outgoing):
         assert message_type == MessageType.EVALUATE
@@ -264,8 +264,8 @@ def test_federated_evaluation_averages_by_examples_in_partition_order():
         transport = FakeTransport(answer, reverse=reverse)
         federation.federated_evaluation(1, transport)
         entry = federation.ledger.round(1)
-        assert entry.metrics["fed-hit-rate"] == pytest.approx(0.25)  # the empty partition does not count
-        assert entry.metrics["fed-ndcg"] == pytest.approx((0.5 + 3 * 0.1) / 4)
+        assert entry.metrics["fed-hr@10"] == pytest.approx(0.25)  # the empty partition does not count
+        assert entry.metrics["fed-ndcg@10"] == pytest.approx((0.5 + 3 * 0.1) / 4)
         assert "fed-num-examples" not in entry.metrics
         ((_, sent),) = transport.sent
         assert [m.partition for m in sent] == federation.sample(1, 3, EVAL_STREAM)
@@ -279,7 +279,7 @@ def test_federated_evaluation_counts_failures_and_skips_other_rounds():
     def answer(message_type, outgoing):
         if outgoing.partition == 1:
             return None
-        return RecordDict({"metrics": MetricRecord({"num-examples": 2, "hit-rate": float(outgoing.partition)})})
+        return RecordDict({"metrics": MetricRecord({"num-examples": 2, "hr@10": outgoing.partition / 2, "ndcg@10": 0.0})})
 
     federation = _federation(federated_eval_clients=3, eval_every=2, rounds=3)
     transport = FakeTransport(answer)
@@ -287,7 +287,7 @@ def test_federated_evaluation_counts_failures_and_skips_other_rounds():
     assert transport.sent == [] and federation.ledger.round(1).metrics == {}
     federation.federated_evaluation(2, transport)
     entry = federation.ledger.round(2)
-    assert entry.failures == 1 and entry.metrics["fed-hit-rate"] == pytest.approx(1.0)
+    assert entry.failures == 1 and entry.metrics["fed-hr@10"] == pytest.approx(0.5)
     off = _federation(federated_eval_clients=0, eval_every=1)
     off.federated_evaluation(1, transport)
     assert len(transport.sent) == 1
@@ -298,12 +298,12 @@ def test_a_run_evaluates_trains_and_reports_every_round(make_train_reply):
 
     def evaluator(params):
         seen.append(float(params["item_embedding.weight"].mean()))
-        return {"hit-rate": 0.5}
+        return {"hr@10": 0.5}
 
     def answer(message_type, outgoing):
         if message_type == MessageType.TRAIN:
             return make_train_reply(_update(1.0), partition=outgoing.partition)
-        return RecordDict({"metrics": MetricRecord({"num-examples": 1, "hit-rate": 0.25})})
+        return RecordDict({"metrics": MetricRecord({"num-examples": 1, "hr@10": 0.25, "ndcg@10": 0.125})})
 
     federation = _federation(evaluator=evaluator, federated_eval_clients=2, eval_every=1)
     rounds = []
@@ -313,9 +313,9 @@ def test_a_run_evaluates_trains_and_reports_every_round(make_train_reply):
     np.testing.assert_allclose(params["item_embedding.weight"], 2.0)
     for r in (1, 2):
         entry = federation.ledger.round(r)
-        assert entry.metrics == {"hit-rate": 0.5, "fed-hit-rate": 0.25}
+        assert entry.metrics == {"hr@10": 0.5, "fed-hr@10": 0.25, "fed-ndcg@10": 0.125}
         assert entry.replies == 3 and entry.seconds > 0
-    assert federation.ledger.round(0).metrics == {"hit-rate": 0.5}
+    assert federation.ledger.round(0).metrics == {"hr@10": 0.5}
 
 
 def test_model_pruning_follows_its_schedule_and_spares_undeclared_tensors(make_train_reply):
@@ -377,3 +377,29 @@ def test_message_factories_build_what_flower_delivers(make_train_message, make_f
     assert reply.metadata.src_node_id == 12 and not reply.has_error()
     failed = make_flower_reply(12, None, error="boom")
     assert failed.has_error() and failed.error.reason == "boom"
+
+
+def test_a_malformed_evaluation_reply_is_rejected_and_the_others_count():
+    replies = {0: {"num-examples": 2, "hr@10": 0.5, "ndcg@10": 0.25},
+               1: {"hr@10": 0.9},  # no example count, no ndcg
+               2: {"num-examples": 2, "hr@10": [1.0], "ndcg@10": 0.5}}  # fmt: skip
+
+    def answer(message_type, outgoing):
+        return RecordDict({"metrics": MetricRecord(replies[outgoing.partition])})
+
+    federation = _federation(federated_eval_clients=3, eval_every=1)
+    federation.federated_evaluation(1, FakeTransport(answer))
+    entry = federation.ledger.round(1)
+    assert entry.rejected == 2 and entry.metrics == {"fed-hr@10": 0.5, "fed-ndcg@10": 0.25}
+    assert sorted(r["status"] for r in federation.ledger.reply_rows()) == ["accepted", "rejected", "rejected"]
+
+
+def test_a_train_reply_with_a_list_as_its_loss_is_rejected(make_train_reply):
+    good = make_train_reply(_update(1.0), partition=0)
+    bad = make_train_reply(_update(9.0), partition=1)
+    bad["metrics"] = MetricRecord({"num-examples": 3, "train-loss": [0.5, 0.5]})
+    federation = _federation()
+    federation.train(1, CannedTransport([Reply(0, 10, good), Reply(1, 11, bad)]))
+    entry = federation.ledger.round(1)
+    assert (entry.replies, entry.rejected) == (1, 1) and entry.train_loss == 0.5
+    np.testing.assert_allclose(federation.params["item_embedding.weight"], 1.0)

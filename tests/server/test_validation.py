@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 from flwr.app import Array, ConfigRecord, MetricRecord, RecordDict
@@ -8,7 +10,7 @@ from prunus.common.config import Config
 from prunus.common.params import to_record
 from prunus.common.pruning import quantise
 from prunus.common.update import Dense, Sparse, densify, sent_entries
-from prunus.server.validation import ReplyError, validate_train_reply
+from prunus.server.validation import ReplyError, validate_evaluate_reply, validate_train_reply
 
 EXPECTED = {"item": np.zeros((3, 2), np.float32), "bias": np.zeros(3, np.float32)}
 SHAPES = {name: value.shape for name, value in EXPECTED.items()}
@@ -29,7 +31,7 @@ def _reply(arrays=None, metrics=None, info=True):
 
 def test_good_reply_is_accepted():
     arrays = {"item": np.arange(6, dtype=np.float32).reshape(3, 2), "bias": np.zeros(3, np.float32)}
-    update, n = validate_train_reply(_reply(arrays, {"num-examples": 5}), SHAPES, DENSE)
+    update, n, _ = validate_train_reply(_reply(arrays, {"num-examples": 5}), SHAPES, DENSE)
     assert n == 5.0 and set(update) == set(EXPECTED)
     assert all(isinstance(t, Dense) for t in update.values())
     np.testing.assert_array_equal(update["item"].values, arrays["item"])
@@ -37,7 +39,7 @@ def test_good_reply_is_accepted():
 
 def test_the_reply_needs_no_info_record():
     """Who sent a reply is the transport's to say, not the reply's."""
-    update, n = validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 2.5}, info=False), SHAPES, DENSE)
+    update, n, _ = validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 2.5}, info=False), SHAPES, DENSE)
     assert n == 2.5 and set(update) == set(EXPECTED)
 
 
@@ -72,7 +74,7 @@ TENSORS = {"item": (np.array([1, 4]), np.array([0.5, -1.0], np.float32), (3, 2))
 
 
 def test_encoded_reply_decodes_to_its_sparse_update():
-    update, n = validate_train_reply(_reply(_encoded(TENSORS), {"num-examples": 2}), SHAPES, ENCODED)
+    update, n, _ = validate_train_reply(_reply(_encoded(TENSORS), {"num-examples": 2}), SHAPES, ENCODED)
     assert n == 2.0 and isinstance(update["item"], Sparse)
     assert update["item"].indices.tolist() == [1, 4] and update["item"].values.tolist() == [0.5, -1.0]
     assert tuple(update["bias"].shape) == (3,)
@@ -107,7 +109,7 @@ def test_every_uplink_method_accepts_what_its_client_half_sends(method, value_co
     rng = np.random.default_rng(0)
     delta = {name: rng.normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
     encoded = uplink.encode(delta, None, RoundContext(server_round=1, partition_id=4, seed=0))
-    update, n = validate_train_reply(_reply(encoded.record, {"num-examples": 3}), SHAPES, uplink)
+    update, n, _ = validate_train_reply(_reply(encoded.record, {"num-examples": 3}), SHAPES, uplink)
     assert n == 3.0 and set(update) == set(SHAPES)
     got = densify(update)
     assert sum(sent_entries(t) for t in update.values()) == encoded.nnz
@@ -118,3 +120,40 @@ def test_every_uplink_method_accepts_what_its_client_half_sends(method, value_co
         assert got[name].shape == shape
         sent = got[name] != 0
         np.testing.assert_array_equal(got[name][sent], quantise(delta[name][sent], codec))
+
+
+@pytest.mark.parametrize("loss", [[1.0], [], float("nan"), float("inf"), -float("inf")])
+def test_a_bad_train_loss_is_rejected_not_raised_later(loss):
+    """A MetricRecord may hold lists and non-finite floats; a loss must be one finite number."""
+    with pytest.raises(ReplyError, match="train-loss"):
+        validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 2, "train-loss": loss}), SHAPES, DENSE)
+
+
+def test_a_missing_train_loss_is_nan():
+    assert math.isnan(validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 2}), SHAPES, DENSE)[2])
+
+
+NAMES = {"hr@10", "ndcg@10"}
+
+
+@pytest.mark.parametrize(
+    ("metrics", "reason"),
+    [
+        ({"hr@10": 0.5, "ndcg@10": 0.3}, "num-examples"),
+        ({"num-examples": 2, "hr@10": 0.5}, "evaluation metrics must be"),
+        ({"num-examples": 2, "hr@10": 0.5, "ndcg@10": 0.3, "extra": 1.0}, "evaluation metrics must be"),
+        ({"num-examples": 2, "hr@10": 1.5, "ndcg@10": 0.3}, "in \\[0, 1\\]"),
+        ({"num-examples": 2, "hr@10": [0.5], "ndcg@10": 0.3}, "in \\[0, 1\\]"),
+        ({"num-examples": 2, "hr@10": float("nan"), "ndcg@10": 0.3}, "in \\[0, 1\\]"),
+        ({"num-examples": 1e400, "hr@10": 0.5, "ndcg@10": 0.3}, "num-examples"),
+        ({"num-examples": -1, "hr@10": 0.5, "ndcg@10": 0.3}, "num-examples"),
+    ],
+)
+def test_malformed_evaluation_replies_are_rejected_with_their_reason(metrics, reason):
+    with pytest.raises(ReplyError, match=reason):
+        validate_evaluate_reply(RecordDict({"metrics": MetricRecord(metrics)}), NAMES)
+
+
+def test_a_good_evaluation_reply_is_accepted_and_zero_examples_allowed():
+    n, metrics = validate_evaluate_reply(RecordDict({"metrics": MetricRecord({"num-examples": 0, "hr@10": 1, "ndcg@10": 0.5})}), NAMES)
+    assert (n, metrics) == (0.0, {"hr@10": 1.0, "ndcg@10": 0.5})
