@@ -14,13 +14,17 @@ import numpy as np
 
 from prunus.common.config import Config
 from prunus.common.data import (
+    DatasetError,
     SplitData,
     generate_synthetic,
     leave_one_out,
     load_ml1m,
     load_ml100k,
     load_ncf,
+    load_ncf_item_map,
+    load_raw_ids,
     load_table,
+    load_titles,
     partition_users,
     to_implicit,
     user_groups_by_popularity,
@@ -50,6 +54,45 @@ def partitions(cfg: Config) -> list[np.ndarray]:
 
 def num_partitions(cfg: Config) -> int:
     return load_split(cfg).n_users if cfg.data.partition == "user" else cfg.data.num_silos
+
+
+def raw_ids(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The data set's own id of every user and every item index of `load_split(cfg)`.
+
+    MovieLens ids for ml-100k and ml-1m, the table's values for csv; for
+    ncf-ml-1m, items by MovieLens MovieID when `item_map.tsv` is beside the
+    split (else NCF ids, as its users always are); synthetic: the indices.
+    """
+    split = load_split(cfg)
+    users, items = np.arange(split.n_users), np.arange(split.n_items)
+    dataset, data_dir = cfg.data.dataset, cfg.data.data_dir
+    if dataset in ("ml-100k", "ml-1m", "csv"):
+        users, items = load_raw_ids(dataset, data_dir)
+    elif dataset == "ncf-ml-1m" and (movie_ids := load_ncf_item_map(data_dir)) is not None:
+        items = movie_ids
+    if (len(users), len(items)) != (split.n_users, split.n_items):
+        raise DatasetError(
+            f"{data_dir}: {len(users)} user and {len(items)} item ids, but the split has "
+            f"{split.n_users} users and {split.n_items} items"
+        )
+    return users, items
+
+
+def item_titles(cfg: Config, path: str | Path | None = None) -> dict[str, str]:
+    """Titles by raw item id (as `raw_ids` gives them), from `path` or else from
+    `u.item` (ml-100k) or `movies.dat` (ml-1m; ncf-ml-1m with `item_map.tsv`:
+    beside the split or in a sibling `ml-1m` folder); {} when there are none."""
+    if path is None:
+        root = Path(cfg.data.data_dir)
+        root = root.parent if root.is_file() else root
+        candidates = {
+            "ml-100k": [root / "u.item"],
+            "ml-1m": [root / "movies.dat"],
+            "ncf-ml-1m": [root / "movies.dat", root.parent / "ml-1m" / "movies.dat"]
+            if (root / "item_map.tsv").is_file() else [],
+        }.get(cfg.data.dataset, [])  # fmt: skip
+        path = next((c for c in candidates if c.is_file()), None)
+    return load_titles(path) if path is not None else {}
 
 
 @lru_cache(maxsize=4)

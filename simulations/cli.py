@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", help="output folder (runs: summary.json, rounds.csv, curve.png; partition: the files)")
         if name == "simulate":
             sub.add_argument("--ray-address", help="attach to a running Ray cluster (auto or HOST:PORT)")
+            sub.add_argument("--verbose", action="store_true",
+                             help="Flower's and Ray's logs on the console too (always in RUN_DIR/run.log)")
+    demo = commands.add_parser("demo", help="dense FedAvg against a pruned federation on synthetic data, compared")
+    demo.add_argument("--out", default="runs/demo", help="folder for both runs and the comparison (default runs/demo)")
+    demo.add_argument("--verbose", action="store_true", help="Flower's and Ray's logs on the console too")
     sweep = commands.add_parser("sweep", help="run every point of a grid of configs (resumable), then report")
     sweep.add_argument("grid", help="grid TOML: base config, seeds, [set] and [[grids]] blocks of key = [values]")
     sweep.add_argument("--out", required=True, help="sweep folder: runs/<point>/, results.csv, report.md")
@@ -35,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--curves", nargs="+", metavar="LABEL",
                         help="settings (labels as in report.md) to draw in curves.png; "
                              "default: the best setting of each method")  # fmt: skip
+    recommend = commands.add_parser("recommend", help="top-N items from a run's saved model, for items a user liked")
+    recommend.add_argument("run", help="a finished run's --out folder (summary.json, model.npz)")
+    recommend.add_argument("--items", metavar="ID,ID,...", help="items the user liked: the data set's own item ids")
+    recommend.add_argument("--user", metavar="ID", help="instead, this user's training items (the data set's user id)")
+    recommend.add_argument("-n", type=_positive_int, default=10, help="how many items to recommend (default 10)")
+    recommend.add_argument("--titles", metavar="FILE",
+                           help="movies.dat or u.item for titles (default: found beside the data)")  # fmt: skip
+    evaluate = commands.add_parser("evaluate", help="re-score a run's saved model on its split (HR@k, NDCG@k)")
+    evaluate.add_argument("run", help="a finished run's --out folder (summary.json, model.npz)")
     return parser
 
 
@@ -49,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("sweep", "report"):
         return _sweep_or_report(args)
+    if args.command == "demo":
+        from pathlib import Path
+
+        from prunus.simulations.demo import run_demo
+
+        run_demo(Path(args.out), args.verbose)
+        return 0
+    if args.command in ("recommend", "evaluate"):
+        return _use_model(args)
     overrides = list(args.set)
     if args.out:
         overrides.append(f"out={args.out}")
@@ -59,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             from prunus.simulations.simulate import run_simulate
 
-            run_simulate(cfg)
+            run_simulate(cfg, verbose=args.verbose)
         elif args.command == "partition":
             _partition(cfg)
         else:
@@ -90,6 +113,27 @@ def _sweep_or_report(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("prunus: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _use_model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from prunus.simulations.recommend import (
+        RunError, check_request, evaluate_run, format_evaluation, open_run, recommend,
+    )  # fmt: skip
+
+    try:
+        if args.command == "recommend":
+            check_request(args.items, args.user)  # before any data is read
+        run = open_run(Path(args.run))
+        if args.command == "evaluate":
+            print(format_evaluation(run, evaluate_run(run)))
+        else:
+            print(recommend(run, args.items, args.user, args.n, args.titles))
+    except (ConfigError, DatasetError, RunError) as err:
+        print(f"prunus: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _partition(cfg) -> None:

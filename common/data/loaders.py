@@ -29,8 +29,7 @@ Where = Callable[[int], str]  # 0-based row -> "file line N" for error messages
 
 def load_ml100k(path: str | Path) -> Interactions:
     """ML-100K ``u.data`` (a directory holding it, or the file): user item rating timestamp, tab-separated."""
-    file = _resolve(path, ("u.data",), "ML-100K u.data (tab-separated user item rating timestamp)")
-    return _remap(file.name, _read_records(file, "\t", (4,)))
+    return _remap(*_ml100k_records(path))
 
 
 def load_ml1m(path: str | Path) -> Interactions:
@@ -39,12 +38,7 @@ def load_ml1m(path: str | Path) -> Interactions:
     ``path`` is the file or a directory holding ``ratings.dat`` (preferred) or
     ``ratings.no_timestamps.dat``. The three-field form gives no timestamps.
     """
-    file = _resolve(
-        path,
-        ("ratings.dat", "ratings.no_timestamps.dat"),
-        "ML-1M ratings ('UserID::MovieID::Rating[::Timestamp]')",
-    )
-    return _remap(file.name, _read_records(file, "::", (3, 4)))
+    return _remap(*_ml1m_records(path))
 
 
 def load_ncf(path: str | Path) -> SplitData:
@@ -99,7 +93,105 @@ def load_table(
     are used when present (pass None to ignore one); datetime timestamps
     become seconds since the epoch.
     """
+    frame, where = _table_frame(Path(path), (user_col, item_col))
+    users, user_ids = _codes(frame[user_col], where)
+    items, item_ids = _codes(frame[item_col], where)
+    ratings = timestamps = None
+    if rating_col is not None and rating_col in frame.columns:
+        ratings = _finite(frame[rating_col], where, rating_col).astype(np.float32)
+    if timestamp_col is not None and timestamp_col in frame.columns:
+        timestamps = _timestamps(frame[timestamp_col], where, timestamp_col)
+    return Interactions(users, items, ratings, timestamps, len(user_ids), len(item_ids))
+
+
+def load_raw_ids(fmt: str, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The data's own ids behind a loader's contiguous indices: (user ids, item ids).
+
+    Entry i of each array is the raw id of index i as :func:`load_ml100k`
+    (``fmt="ml-100k"``), :func:`load_ml1m` (``"ml-1m"``) or :func:`load_table`
+    with its default columns (``"csv"``) number them: the ids in sorted order.
+    """
+    if fmt == "csv":
+        frame, where = _table_frame(Path(path), ("user", "item"))
+        return _codes(frame["user"], where)[1], _codes(frame["item"], where)[1]
+    readers = {"ml-100k": _ml100k_records, "ml-1m": _ml1m_records}
+    if fmt not in readers:
+        raise ValueError(f"no raw ids for format {fmt!r}; expected ml-100k, ml-1m or csv")
+    name, frame = readers[fmt](path)
+    return _unique_ids(name, frame, 0, "user id")[0], _unique_ids(name, frame, 1, "item id")[0]
+
+
+def load_ncf_item_map(path: str | Path) -> np.ndarray | None:
+    """MovieLens MovieID of every NCF item id, from ``item_map.tsv`` (None if absent).
+
+    The file has a header naming ``ncf_item`` and ``MovieID`` (tab-separated);
+    its NCF ids must be 0..n-1 in order and its MovieIDs distinct.
+    """
+    file = Path(path) / "item_map.tsv"
+    if not file.is_file():
+        return None
+    frame = pd.read_csv(file, sep="\t", dtype=str, keep_default_na=False)
+    missing = [c for c in ("ncf_item", "MovieID") if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{file.name}: missing column(s) {missing}; columns are {list(frame.columns)}")
+
+    def where(row: int) -> str:
+        return f"{file.name} line {row + 2}"  # line 1 is the header
+
+    ncf = _integers(frame["ncf_item"], where, "ncf_item")
+    movie_ids = _integers(frame["MovieID"], where, "MovieID")
+    wrong = ncf != np.arange(len(ncf))
+    if wrong.any():
+        row = int(np.argmax(wrong))
+        raise DatasetError(f"{where(row)}: expected ncf_item {row} (ids 0..n-1 in order), got {ncf[row]}")
+    order = np.argsort(movie_ids, kind="stable")
+    repeats = np.flatnonzero(movie_ids[order][1:] == movie_ids[order][:-1])
+    if repeats.size:
+        first, again = order[repeats[0]], order[repeats[0] + 1]
+        raise DatasetError(f"{where(again)}: MovieID {movie_ids[again]} already maps NCF item {first}")
+    return movie_ids
+
+
+def load_titles(path: str | Path) -> dict[str, str]:
+    """Item titles by raw id from ML-1M ``movies.dat`` (``MovieID::Title::Genres``)
+    or ML-100K ``u.item`` (``id|title|...``), both Latin-1."""
     file = Path(path)
+    if not file.is_file():
+        raise DatasetError(
+            f"{file} does not exist; expected movies.dat (MovieID::Title::Genres) or u.item (id|title|...)"
+        )
+    lines = file.read_bytes().decode("latin-1").splitlines()
+    sep = "::" if lines and "::" in lines[0] else "|"
+    titles: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fields = line.split(sep, 2)
+        if len(fields) < 2 or not fields[0].strip().isdigit():
+            raise DatasetError(f"{file.name} line {number}: expected 'id{sep}title{sep}...', got {line[:60]!r}")
+        titles[str(int(fields[0]))] = fields[1].strip()
+    return titles
+
+
+# --- files -----------------------------------------------------------------
+
+
+def _ml100k_records(path: str | Path) -> tuple[str, pd.DataFrame]:
+    file = _resolve(path, ("u.data",), "ML-100K u.data (tab-separated user item rating timestamp)")
+    return file.name, _read_records(file, "\t", (4,))
+
+
+def _ml1m_records(path: str | Path) -> tuple[str, pd.DataFrame]:
+    file = _resolve(
+        path,
+        ("ratings.dat", "ratings.no_timestamps.dat"),
+        "ML-1M ratings ('UserID::MovieID::Rating[::Timestamp]')",
+    )
+    return file.name, _read_records(file, "::", (3, 4))
+
+
+def _table_frame(file: Path, required: Sequence[str]) -> tuple[pd.DataFrame, Where]:
+    """A csv/parquet table with its `required` columns, and how to name its rows."""
     if not file.is_file():
         raise DatasetError(f"{file} does not exist; expected a .csv or .parquet table")
     frame, unit, first = _read_any_table(file)
@@ -107,20 +199,10 @@ def load_table(
     def where(row: int) -> str:
         return f"{file.name} {unit} {row + first}"
 
-    missing = [c for c in (user_col, item_col) if c not in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DatasetError(f"{file.name}: missing column(s) {missing}; columns are {list(frame.columns)}")
-    users, n_users = _codes(frame[user_col], where)
-    items, n_items = _codes(frame[item_col], where)
-    ratings = timestamps = None
-    if rating_col is not None and rating_col in frame.columns:
-        ratings = _finite(frame[rating_col], where, rating_col).astype(np.float32)
-    if timestamp_col is not None and timestamp_col in frame.columns:
-        timestamps = _timestamps(frame[timestamp_col], where, timestamp_col)
-    return Interactions(users, items, ratings, timestamps, n_users, n_items)
-
-
-# --- files -----------------------------------------------------------------
+    return frame, where
 
 
 def _resolve(path: str | Path, names: Sequence[str], what: str) -> Path:
@@ -245,8 +327,8 @@ def _non_negative_ids(name: str, frame: pd.DataFrame, k: int, what: str) -> np.n
 
 def _remap(name: str, frame: pd.DataFrame) -> Interactions:
     """Interactions from a user/item/rating[/timestamp] frame, ids made contiguous."""
-    user_ids, users = np.unique(_int_column(name, frame, 0, "user id"), return_inverse=True)
-    item_ids, items = np.unique(_int_column(name, frame, 1, "item id"), return_inverse=True)
+    user_ids, users = _unique_ids(name, frame, 0, "user id")
+    item_ids, items = _unique_ids(name, frame, 1, "item id")
     ratings = _float_column(name, frame, 2, "rating").astype(np.float32)
     timestamps = _int_column(name, frame, 3, "timestamp") if 3 in frame else None
     return Interactions(
@@ -254,8 +336,13 @@ def _remap(name: str, frame: pd.DataFrame) -> Interactions:
     )
 
 
-def _codes(column: pd.Series, where: Where) -> tuple[np.ndarray, int]:
-    """Raw ids of any type as contiguous codes in sorted order of the raw ids."""
+def _unique_ids(name: str, frame: pd.DataFrame, k: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Column k's distinct integer ids (sorted) and every row's index into them."""
+    return np.unique(_int_column(name, frame, k, what), return_inverse=True)
+
+
+def _codes(column: pd.Series, where: Where) -> tuple[np.ndarray, np.ndarray]:
+    """Raw ids of any type as contiguous codes in sorted order of the raw ids; and those ids."""
     missing = column.isna().to_numpy()
     if missing.any():
         raise DatasetError(f"{where(int(np.argmax(missing)))}: missing {column.name}")
@@ -263,7 +350,7 @@ def _codes(column: pd.Series, where: Where) -> tuple[np.ndarray, int]:
         codes, uniques = pd.factorize(column, sort=True)
     except TypeError as error:
         raise DatasetError(f"{where(0)}: column {column.name} mixes id types ({error})") from error
-    return codes.astype(np.int64), len(uniques)
+    return codes.astype(np.int64), np.asarray(uniques)
 
 
 def _finite(column: pd.Series, where: Where, what: str) -> np.ndarray:
