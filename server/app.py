@@ -13,6 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from prunus.common.config import Config, from_run_config
 from prunus.common.datasets import load_split, num_partitions
+from prunus.common.logs import route_library_logs
 from prunus.common.models import build_model
 from prunus.common.params import wire_bytes
 from prunus.common.results import write_clients, write_rounds, write_run
@@ -39,6 +40,8 @@ def make_server_app(config: Config | None = None) -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or from_run_config(context.run_config)
+        if config is None:  # `flwr run`: Flower's logs to the run folder, as `prunus simulate` does
+            route_library_logs(Path(cfg.runtime.out), verbose=False)
         ledger = Ledger()
         nodes_by_partition = discover_partitions(grid, num_partitions(cfg), ledger)
         run_federation(cfg, GridTransport(grid, nodes_by_partition), list(nodes_by_partition), ledger)

@@ -15,7 +15,7 @@ from prunus.common.config import Config
 from prunus.common.datasets import num_partitions
 from prunus.server.app import make_server_app, run_federation
 from prunus.server.ledger import Ledger
-from prunus.simulations.console import LIBRARY_LOG, route_library_logs
+from prunus.common.logs import LIBRARY_LOG, route_library_logs
 from prunus.simulations.inprocess import InProcessTransport
 
 
