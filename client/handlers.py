@@ -11,18 +11,16 @@ error-feedback residual); neither is ever put in a reply.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 from flwr.app import MetricRecord, RecordDict
 
-from prunus.client.local_update import LocalData, local_data, local_model, local_update
+from prunus.client.local_update import LocalData, local_data, local_model, local_update, model_spec
 from prunus.common.compression import DOWNLINK, UPLINK, RoundContext
-from prunus.common.config import Config, ModelConfig
+from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
-from prunus.common.models import build_model
 from prunus.common.params import Params, from_record, to_record
 from prunus.common.training import client_settings, fold_in, seeded_generator
 
@@ -41,19 +39,12 @@ class ClientData:
 
     @classmethod
     def of(cls, partition_id: int, split: SplitData, users: np.ndarray, device: torch.device) -> ClientData:
-        return cls(partition_id, split, local_data(split, users, device), device)
-
-
-@lru_cache(maxsize=8)
-def shared_shapes(model: ModelConfig, n_items: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the shared tensors, to check the broadcast against."""
-    built = build_model(model.model, 1, n_items, model.dim, model.mlp_widths)
-    return {name: tuple(value.shape) for name, value in built.shared_state().items()}
+        return cls(partition_id, split, local_data(split, users), device)
 
 
 def _global_params(cfg: Config, content: RecordDict, client: ClientData) -> Params:
     downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
-    return downlink.decode(content["arrays"], shared_shapes(cfg.model, client.split.n_items))
+    return downlink.decode(content["arrays"], model_spec(cfg.model, client.split.n_items)[0])
 
 
 def _private(state: RecordDict) -> Params | None:
@@ -84,7 +75,7 @@ def evaluate(cfg: Config, content: RecordDict, state: RecordDict, client: Client
                         _global_params(cfg, content, client), _private(state))
     generator = seeded_generator(cfg.runtime.seed, server_round, client.partition_id, 1)
     t = cfg.training
-    fold_in(model, data.local_users, data.items, client_settings(cfg), t.user_refit_epochs, t.user_lr, generator)
+    fold_in(model, *data.tensors(client.device), client_settings(cfg), t.user_refit_epochs, t.user_lr, generator)
     metrics = ranking_metrics(model, client.split, k=cfg.evaluation.top_k, users=data.users)
     n_eval = int(metrics.pop("eval-users"))
     return RecordDict({"metrics": MetricRecord({**metrics, "num-examples": n_eval})})

@@ -12,15 +12,17 @@ in-process engine and the tests all run exactly the same client logic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 
-from prunus.common.config import Config
+from prunus.client.mf_update import local_update_mf
+from prunus.common.config import Config, ModelConfig
 from prunus.common.data import SplitData
 from prunus.common.models import Recommender, build_model
 from prunus.common.params import Params
-from prunus.common.training import client_settings, fold_in, seeded_generator, train
+from prunus.common.training import TrainSettings, client_settings, fold_in, seeded_generator, train
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,17 @@ class LocalData:
     """A client's training interactions, with users re-indexed locally."""
 
     users: np.ndarray  # global user ids of this client, sorted
-    local_users: torch.Tensor  # per interaction: index into `users`
-    items: torch.Tensor  # per interaction: item id
+    local_users: np.ndarray  # per interaction: index into `users`
+    items: np.ndarray  # per interaction: item id
 
     @property
     def num_examples(self) -> int:
-        return int(self.items.numel())
+        return len(self.items)
+
+    def tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(local_users, items)` as tensors, for the PyTorch training path."""
+        return (torch.as_tensor(self.local_users, dtype=torch.long, device=device),
+                torch.as_tensor(self.items, dtype=torch.long, device=device))
 
 
 @dataclass(frozen=True)
@@ -44,14 +51,13 @@ class LocalResult:
     loss: float
 
 
-def local_data(split: SplitData, users: np.ndarray, device: torch.device) -> LocalData:
+def local_data(split: SplitData, users: np.ndarray) -> LocalData:
     """Gather the users' interactions from the split's CSR training matrix."""
     counts = split.indptr[users + 1] - split.indptr[users]
-    local = np.repeat(np.arange(len(users)), counts)
     return LocalData(
         users=users,
-        local_users=torch.as_tensor(local, dtype=torch.long, device=device),
-        items=torch.as_tensor(split.train_items[split.rows_of(users)], dtype=torch.long, device=device),
+        local_users=np.repeat(np.arange(len(users), dtype=np.int64), counts),
+        items=split.train_items[split.rows_of(users)].astype(np.int64),
     )
 
 
@@ -69,6 +75,21 @@ def local_model(cfg: Config, n_local_users: int, n_items: int, partition_id: int
     return model
 
 
+@lru_cache(maxsize=8)
+def model_spec(model: ModelConfig, n_items: int) -> tuple[dict[str, tuple[int, ...]], tuple[str, ...]]:
+    """Shapes of the shared tensors and the names model pruning may touch."""
+    built = build_model(model.model, 1, n_items, model.dim, model.mlp_widths)
+    return {name: tuple(value.shape) for name, value in built.shared_state().items()}, tuple(built.prunable_names())
+
+
+def closed_form(cfg: Config) -> bool:
+    """Whether this run's client step is MF's closed form (`client.mf_update`)
+    rather than the PyTorch reference: MF trained with SGD, unless
+    `local-trainer = "torch"` asks for the reference."""
+    t = cfg.training
+    return cfg.model.model == "mf" and t.local_optimizer == "sgd" and t.local_trainer == "auto"
+
+
 def local_update(
     cfg: Config,
     data: LocalData,
@@ -80,17 +101,34 @@ def local_update(
     device: torch.device,
 ) -> LocalResult:
     """Train on the client's data starting from the global shared parameters."""
-    model = local_model(cfg, len(data.users), n_items, partition_id, device, global_shared, private)
-    generator = seeded_generator(cfg.runtime.seed, server_round, partition_id)
     settings = client_settings(cfg, server_round)
-    if cfg.training.user_refit_epochs:
-        fold_in(model, data.local_users, data.items, settings, cfg.training.user_refit_epochs, cfg.training.user_lr, generator)
-    loss = train(model, data.local_users, data.items, settings, generator, params=model.shared_parameters())
-    local_shared = model.shared_state()
-    delta = {k: (local_shared[k].cpu().numpy() - global_shared[k]).astype(np.float32) for k in global_shared}
+    t = cfg.training
+    if closed_form(cfg):
+        delta, private_out, loss = local_update_mf(
+            global_shared, private, data.local_users, data.items, len(data.users), settings,
+            t.user_refit_epochs, t.user_lr, cfg.runtime.seed, server_round, partition_id,
+        )
+    else:
+        delta, private_out, loss = _torch_update(cfg, data, n_items, global_shared, private, server_round,
+                                                 partition_id, device, settings)
     if cfg.compression.model_sparsity:
         # the server prunes the model; its zeros are the mask, kept in the update
-        for name in model.prunable_names():
+        for name in model_spec(cfg.model, n_items)[1]:
             delta[name][global_shared[name] == 0] = 0.0
-    private_out = {k: v.cpu().numpy() for k, v in model.private_state().items()}
     return LocalResult(delta=delta, private=private_out, num_examples=data.num_examples, loss=loss)
+
+
+def _torch_update(cfg: Config, data: LocalData, n_items: int, global_shared: Params, private: Params | None,
+                  server_round: int, partition_id: int, device: torch.device,
+                  settings: TrainSettings) -> tuple[Params, Params, float]:
+    """The PyTorch reference: any model, any optimiser."""
+    model = local_model(cfg, len(data.users), n_items, partition_id, device, global_shared, private)
+    generator = seeded_generator(cfg.runtime.seed, server_round, partition_id)
+    users, items = data.tensors(device)
+    if cfg.training.user_refit_epochs:
+        fold_in(model, users, items, settings, cfg.training.user_refit_epochs, cfg.training.user_lr, generator)
+    loss = train(model, users, items, settings, generator, params=model.shared_parameters())
+    local_shared = model.shared_state()
+    delta = {k: (local_shared[k].cpu().numpy() - global_shared[k]).astype(np.float32) for k in global_shared}
+    private_out = {k: v.cpu().numpy() for k, v in model.private_state().items()}
+    return delta, private_out, loss

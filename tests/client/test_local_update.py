@@ -18,7 +18,7 @@ def _global():
 
 def _update(partition: int, private=None, server_round: int = 1):
     split, params = _global()
-    data = local_data(split, np.asarray(partitions(CFG)[partition]), CPU)
+    data = local_data(split, np.asarray(partitions(CFG)[partition]))
     return data, local_update(CFG, data, split.n_items, params, private, server_round, partition, CPU)
 
 
@@ -56,7 +56,7 @@ def test_a_pruned_model_keeps_its_mask_but_biases_still_learn():
     cfg = CFG.replace(model_sparsity=0.5)
     split, params = _global()
     params["item_embedding.weight"][::2] = 0.0  # the server's pruned entries
-    data = local_data(split, np.asarray(partitions(cfg)[4]), CPU)
+    data = local_data(split, np.asarray(partitions(cfg)[4]))
     result = local_update(cfg, data, split.n_items, params, None, 1, 4, CPU)
     assert not result.delta["item_embedding.weight"][::2].any()
     assert result.delta["item_embedding.weight"][1::2].any()
@@ -68,7 +68,7 @@ def test_neumf_update_carries_item_tables_and_dense_layers_but_no_user_tables():
     split = load_split(cfg)
     model = build_model("neumf", 1, split.n_items, cfg.model.dim, cfg.model.mlp_widths, seed=0)
     params = {k: v.numpy() for k, v in model.shared_state().items()}
-    data = local_data(split, np.asarray(partitions(cfg)[2]), CPU)
+    data = local_data(split, np.asarray(partitions(cfg)[2]))
     result = local_update(cfg, data, split.n_items, params, None, 1, 2, CPU)
     assert set(result.delta) == set(params)
     assert {"item_gmf.weight", "item_mlp.weight", "output.weight"} <= set(result.delta)
