@@ -1,7 +1,5 @@
 """Partition files: each SuperNode's users, nothing more, checked against the run's config."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
