@@ -13,6 +13,17 @@ from typing import Any
 import pandas as pd
 
 
+# every file a run writes into its folder (prunus demo adds comparison.*)
+RUN_FILES = ("summary.json", "rounds.csv", "clients.csv", "curve.png", "model.npz", "run.log")
+
+
+def clear_run_files(out: Path) -> None:
+    """Remove an earlier run's outputs from `out` before a new run writes there,
+    so that a folder never mixes two runs' files (other files are left alone)."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
 def write_rounds(out: Path, rows: list[dict[str, Any]]) -> Path:
     """One row per round (or epoch); metrics are blank where not evaluated."""
     return _write_csv(out / "rounds.csv", rows)

@@ -16,7 +16,7 @@ from prunus.common.datasets import load_split, num_partitions
 from prunus.common.logs import route_library_logs
 from prunus.common.models import build_model
 from prunus.common.params import wire_bytes
-from prunus.common.results import write_clients, write_rounds, write_run
+from prunus.common.results import clear_run_files, write_clients, write_rounds, write_run
 from prunus.server.evaluation import CentralEvaluator
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
 from prunus.server.federation import Federation, Outgoing, Reply, Transport
@@ -40,7 +40,8 @@ def make_server_app(config: Config | None = None) -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or from_run_config(context.run_config)
-        if config is None:  # `flwr run`: Flower's logs to the run folder, as `prunus simulate` does
+        if config is None:  # `flwr run`: a clean run folder with Flower's logs in it, as `prunus simulate` does
+            clear_run_files(Path(cfg.runtime.out))
             route_library_logs(Path(cfg.runtime.out), verbose=False)
         ledger = Ledger()
         nodes_by_partition = discover_partitions(grid, num_partitions(cfg), ledger)

@@ -12,7 +12,7 @@ from prunus.common.config import Config
 from prunus.common.datasets import load_split
 from prunus.common.evaluation import ranking_metrics
 from prunus.common.models import build_model
-from prunus.common.results import write_run
+from prunus.common.results import clear_run_files, write_run
 from prunus.common.training import TrainSettings, make_optimizer, seeded_generator, train
 
 
@@ -20,6 +20,7 @@ def run_centralized(cfg: Config) -> dict:
     """Mini-batch Adam over all users' interactions; evaluates every `eval-every` epochs."""
     started = time.perf_counter()
     out = Path(cfg.runtime.out)
+    clear_run_files(out)
     torch.manual_seed(cfg.runtime.seed)
     split = load_split(cfg)
     model = build_model(cfg.model.model, split.n_users, split.n_items, cfg.model.dim, cfg.model.mlp_widths, seed=cfg.runtime.seed)

@@ -13,6 +13,7 @@ from prunus.client.app import make_client_app
 from prunus.common import flower_compat
 from prunus.common.config import Config
 from prunus.common.datasets import num_partitions
+from prunus.common.results import clear_run_files
 from prunus.server.app import make_server_app, run_federation
 from prunus.server.ledger import Ledger
 from prunus.common.logs import LIBRARY_LOG, route_library_logs
@@ -48,11 +49,11 @@ def run_simulate(cfg: Config, verbose: bool = False) -> dict:
     (`simulations.inprocess`): no Flower runtime, no Ray, no partition discovery.
     """
     supernodes = num_partitions(cfg)  # loads (and checks) the data before Ray starts
+    clear_run_files(Path(cfg.runtime.out))
     route_library_logs(Path(cfg.runtime.out), verbose)
     if cfg.runtime.engine == "inprocess":
         return run_federation(cfg, InProcessTransport(cfg), list(range(supernodes)), Ledger())
     summary_path = Path(cfg.runtime.out) / "summary.json"
-    summary_path.unlink(missing_ok=True)
     flower_compat.enable_fast_dispatch(cfg.runtime.fast_dispatch)
     flower_compat.enable_actor_share(cfg.runtime.ray_share)
     flower_compat.route_ray_driver_messages(None if verbose else logging.getLogger(LIBRARY_LOG))

@@ -1,7 +1,7 @@
 """Where a simulation's Ray comes from: a cluster named by config or RAY_ADDRESS, else a fresh local one."""
 
-from prunus.common.config import Config
-from prunus.simulations.simulate import backend_config
+from prunus.common.config import Config, load
+from prunus.simulations.simulate import backend_config, run_simulate
 
 
 def test_without_a_cluster_ray_starts_a_fresh_local_one(monkeypatch):
@@ -21,3 +21,15 @@ def test_the_cluster_comes_from_the_config_or_from_ray_address(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     assert backend_config(Config())["init_args"] == {"address": "10.0.0.5:6379", "log_to_driver": False}
     assert backend_config(Config.of(ray_address="auto"), verbose=True)["init_args"] == {"address": "auto", "log_to_driver": True}
+
+
+def test_a_run_into_a_used_folder_leaves_none_of_the_old_runs_files(tmp_path):
+    for name in ("clients.csv", "model.npz", "curve.png", "summary.json"):
+        (tmp_path / name).write_text("an earlier run's")
+    (tmp_path / "notes.txt").write_text("the user's")
+    settings = ["synthetic-users=30", "synthetic-items=40", "eval-negatives=9", "dim=4", "rounds=1",
+                "clients-per-round=5", "engine=inprocess", f"out={tmp_path}"]  # fmt: skip
+    run_simulate(load(None, settings))
+    for name in ("clients.csv", "model.npz", "curve.png", "summary.json"):
+        assert (tmp_path / name).read_bytes() != b"an earlier run's"
+    assert (tmp_path / "notes.txt").read_text() == "the user's"
