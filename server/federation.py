@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
@@ -27,7 +27,7 @@ from prunus.common.config import Config
 from prunus.common.params import Params, to_record, wire_bytes, wire_bytes_with_part
 from prunus.common.update import Update, sent_entries
 from prunus.server.aggregation import aggregate
-from prunus.server.ledger import Ledger, ReplyLog, RoundLog
+from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.model_pruning import ModelPruner
 from prunus.server.optimizer import ServerOptimizer
 from prunus.server.validation import ReplyError, validate_evaluate_reply, validate_train_reply
@@ -62,6 +62,7 @@ class Transport(Protocol):
 
 
 Evaluator = Callable[[Params], dict[str, float]]
+T = TypeVar("T")
 
 
 class Federation:
@@ -115,18 +116,9 @@ class Federation:
         entry.clients = len(chosen)
         replies = transport.exchange(MessageType.TRAIN, self.broadcast(server_round, chosen))
         accepted: list[tuple[int, int, Update, float, float]] = []
-        for reply in replies:
-            if reply.content is None:
-                self._failed(server_round, "train", reply)
-                continue
-            sent = self._count_uplink(entry, reply.content)
-            try:
-                update, num_examples, loss = validate_train_reply(reply.content, self.shapes, self.uplink)
-            except ReplyError as err:
-                entry.rejected += 1
-                self._log_reply(server_round, "train", reply, "rejected", sent)
-                log.warning("round %d: rejected reply of partition %d: %s", server_round, reply.partition, err)
-                continue
+        checked = self._collect(server_round, "train", replies, chosen,
+                                lambda content: validate_train_reply(content, self.shapes, self.uplink))
+        for reply, sent, (update, num_examples, loss) in checked:
             nnz = sum(sent_entries(t) for t in update.values())
             entry.uplink_nnz += nnz
             self._log_reply(server_round, "train", reply, "accepted", sent, nnz)
@@ -169,18 +161,8 @@ class Federation:
         k = self.cfg.evaluation.top_k
         names = {f"hr@{k}", f"ndcg@{k}"}
         rows = []
-        for reply in replies:
-            if reply.content is None:
-                self._failed(server_round, "evaluate", reply)
-                continue
-            sent = self._count_uplink(entry, reply.content)
-            try:
-                num_examples, metrics = validate_evaluate_reply(reply.content, names)
-            except ReplyError as err:
-                entry.rejected += 1
-                self._log_reply(server_round, "evaluate", reply, "rejected", sent)
-                log.warning("round %d: rejected evaluation of partition %d: %s", server_round, reply.partition, err)
-                continue
+        for reply, sent, (num_examples, metrics) in self._collect(
+                server_round, "evaluate", replies, chosen, lambda content: validate_evaluate_reply(content, names)):
             self._log_reply(server_round, "evaluate", reply, "accepted", sent)
             rows.append((reply.partition, num_examples, metrics))
         rows.sort(key=lambda row: row[0])
@@ -195,6 +177,32 @@ class Federation:
         if server_round == 0 or self.is_eval_round(server_round):
             entry.metrics |= self.evaluator(self.params)
         entry.seconds = time.perf_counter() - started if server_round else 0.0
+
+    def _collect(self, server_round: int, kind: str, replies: list[Reply], chosen: list[int],
+                 check: Callable[[RecordDict], T]) -> list[tuple[Reply, int, T]]:
+        """Count every reply's bytes and failures; accept a reply only from a
+        partition asked this round, once (the first one counts), and when `check`
+        passes; log each rejection with its reason. Returns `(reply, bytes,
+        what check returned)` for the accepted ones."""
+        entry = self.ledger.round(server_round)
+        asked, answered, accepted = set(chosen), set(), []
+        for reply in replies:
+            if reply.content is None:
+                self._failed(server_round, kind, reply)
+                continue
+            sent = self._count_uplink(entry, reply.content)
+            try:
+                if reply.partition not in asked:
+                    raise ReplyError(f"partition {reply.partition} was not asked in this round")
+                if reply.partition in answered:
+                    raise ReplyError(f"partition {reply.partition} already replied in this round")
+                answered.add(reply.partition)
+                accepted.append((reply, sent, check(reply.content)))
+            except ReplyError as err:
+                entry.rejected += 1
+                self._log_reply(server_round, kind, reply, "rejected", sent)
+                log.warning("round %d: rejected %s reply of partition %d: %s", server_round, kind, reply.partition, err)
+        return accepted
 
     # ---------------------------------------------------------------- ledger
     def _count_uplink(self, entry: RoundLog, content: RecordDict) -> int:
@@ -217,6 +225,6 @@ class Federation:
         info = info if isinstance(info, ConfigRecord) else {}
         self.ledger.replies.append(ReplyLog(
             round=server_round, kind=kind, partition=reply.partition, node=reply.node,
-            host=str(info.get("host", "")), ray_node=str(info.get("ray-node", "")),
+            host=safe_cell(info.get("host", "")), ray_node=safe_cell(info.get("ray-node", "")),
             status=status, uplink_bytes=sent, uplink_nnz=nnz,
         ))

@@ -53,6 +53,14 @@ class ReplyLog:
 
 
 REPLY_COLUMNS = [f.name for f in fields(ReplyLog)]
+MAX_CELL = 128  # a host name or Ray node id is far shorter
+
+
+def safe_cell(value: object) -> str:
+    """What a client says of itself, fit for clients.csv: printable, at most
+    MAX_CELL characters, and never read as a formula by a spreadsheet."""
+    text = "".join(c for c in str(value)[:MAX_CELL] if c.isprintable())
+    return "'" + text if text.startswith(("=", "+", "-", "@")) else text
 
 
 class Ledger:

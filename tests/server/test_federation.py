@@ -403,3 +403,24 @@ def test_a_train_reply_with_a_list_as_its_loss_is_rejected(make_train_reply):
     entry = federation.ledger.round(1)
     assert (entry.replies, entry.rejected) == (1, 1) and entry.train_loss == 0.5
     np.testing.assert_allclose(federation.params["item_embedding.weight"], 1.0)
+
+
+def test_a_second_reply_of_a_partition_and_an_unasked_one_are_rejected(make_train_reply):
+    first = make_train_reply(_update(1.0), partition=0)
+    again = make_train_reply(_update(9.0), partition=0)  # the same client answering twice
+    stranger = make_train_reply(_update(9.0), partition=7)  # not sampled this round
+    federation = _federation()
+    federation.train(1, CannedTransport([Reply(0, 10, first), Reply(0, 10, again), Reply(7, 17, stranger)]))
+    entry = federation.ledger.round(1)
+    assert (entry.replies, entry.rejected) == (1, 2)
+    np.testing.assert_allclose(federation.params["item_embedding.weight"], 1.0)
+    assert entry.uplink_bytes == sum(wire_bytes(c) for c in (first, again, stranger))  # received is counted
+
+
+def test_what_a_client_says_of_itself_is_made_safe_for_the_csv(make_train_reply):
+    content = make_train_reply(_update(1.0), partition=0, host="=HYPERLINK(\"x\")" + "a" * 10_000, ray_node="n\x00\n1")
+    federation = _federation()
+    federation.train(1, CannedTransport([Reply(0, 10, content)]))
+    (row,) = federation.ledger.reply_rows()
+    assert row["host"].startswith("'=HYPERLINK") and len(row["host"]) <= 129
+    assert row["ray_node"] == "n1"
