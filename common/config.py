@@ -139,6 +139,15 @@ class FederationConfig:
     server_beta2: float = field(default=0.99, metadata=_positive())
     server_eps: float = field(default=1e-3, metadata=_positive())
     row_averaging: bool = True
+    # robust aggregation (server/robust.py): "mean" (FedAvg, per row with
+    # row-averaging), or per row over the clients that touched it the
+    # coordinate-wise "median" or "trimmed-mean" (trim-fraction off each end)
+    aggregator: str = field(default="mean", metadata=_choice("mean", "median", "trimmed-mean"))
+    trim_fraction: float = field(default=0.1, metadata=_non_negative())
+    # per-reply norm clipping: a fixed bound, and a quantile of the round's
+    # reply norms (0 = off); the smaller applies
+    clip_norm: float = field(default=0.0, metadata=_non_negative())
+    clip_quantile: float = field(default=0.0, metadata=_non_negative())
     federated_eval_clients: int = field(default=0, metadata=_non_negative())
 
 
@@ -225,6 +234,10 @@ class Config:
             raise ConfigError(f"density: must be in (0, 1], got {c.density!r}")
         if c.model_sparsity >= 1:
             raise ConfigError(f"model-sparsity: must be in [0, 1), got {c.model_sparsity!r}")
+        if self.federation.trim_fraction >= 0.5:
+            raise ConfigError(f"trim-fraction: must be in [0, 0.5), got {self.federation.trim_fraction!r}")
+        if self.federation.clip_quantile > 1:
+            raise ConfigError(f"clip-quantile: must be in [0, 1], got {self.federation.clip_quantile!r}")
         if c.model_prune_end < c.model_prune_start:
             raise ConfigError("model-prune-end: must not come before model-prune-start")
         if d.dataset not in ("synthetic",) and not d.data_dir:

@@ -103,13 +103,35 @@ def enable_actor_share(share: int) -> None:
     ray_actor.pool_size_from_resources = pool_size if share > 1 else original
 
 
+# ------------------------------------------------------------ actor shutdown
+# Flower stops its client actors by calling their `terminate` method, which
+# exits the worker on purpose. With `max_task_retries` set (so that a message
+# is retried after a worker crash), Ray treats that exit as a failed task to
+# retry: at the end of every clean simulation it announced "Task
+# ClientAppActor.terminate failed ... will be retried" twice per actor, and at
+# times the core worker logged "Failed to push error to driver" on stderr.
+# The actors are idle by then, so killing them without restart ends them with
+# nothing to retry.
+def enable_clean_actor_shutdown(on: bool = True) -> None:
+    """Stop the pool's actors with `ray.kill(no_restart=True)` (off: Flower's own way)."""
+    from flwr.simulation.ray_transport import ray_actor
+
+    pool = ray_actor.BasicActorPool
+    if not hasattr(pool, "_prunus_original_terminate"):
+        pool._prunus_original_terminate = pool.terminate_all_actors
+
+    def terminate_all_actors(self: Any) -> None:
+        import ray
+
+        for actor in self.pool:
+            ray.kill(actor, no_restart=True)
+
+    pool.terminate_all_actors = terminate_all_actors if on else pool._prunus_original_terminate
+
+
 # ------------------------------------------------------ Ray's driver messages
 # Ray's driver prints what arrives on its error channel straight to stdout,
-# whatever `log_to_driver` says. At the end of every clean simulation that is
-# two lines per actor, "Task ClientAppActor.terminate failed ... will be
-# retried": Flower stops its actors with an intentional exit, and the actors'
-# `max_task_retries` (which retries a message after a worker crash) makes Ray
-# announce a retry of the terminate call.
+# whatever `log_to_driver` says (the notice above, a worker's death).
 def route_ray_driver_messages(logger: logging.Logger | None) -> None:
     """Send those messages to `logger` (None: Ray prints them again)."""
     from ray._private import worker

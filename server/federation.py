@@ -30,6 +30,7 @@ from prunus.server.aggregation import aggregate
 from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.model_pruning import ModelPruner
 from prunus.server.optimizer import ServerOptimizer
+from prunus.server.robust import clip, coordinate_wise
 from prunus.server.validation import ReplyError, validate_evaluate_reply, validate_train_reply
 
 log = logging.getLogger("prunus")
@@ -84,6 +85,7 @@ class Federation:
         # bytes of the shared parameters as dense float32 arrays: the yardstick
         # for the dense-equivalent columns of the ledger
         self.dense_array_bytes = wire_bytes(to_record(params))
+        self._payload: tuple[Params, ArrayRecord] | None = None  # (params, their broadcast), encoded once
 
     # ------------------------------------------------------------------ run
     def run(self, transport: Transport, on_round: Callable[[RoundLog], None] = lambda entry: None) -> Params:
@@ -128,18 +130,44 @@ class Federation:
             log.warning("round %d: no usable replies; global model unchanged", server_round)
             return
         accepted.sort(key=lambda item: (item[0], item[1]))
-        weights = [1.0 if self.cfg.federation.row_averaging else n for _, _, _, n, _ in accepted]
-        pairs = [(update, w) for (_, _, update, _, _), w in zip(accepted, weights)]
-        step = aggregate(pairs, self.shapes, self.cfg.federation.row_averaging)
-        self.params = self.pruner.prune(self.optimizer.step(self.params, step), server_round)
+        self._step(server_round, accepted)
         reported = [(n, loss) for _, _, _, n, loss in accepted if not np.isnan(loss)]  # replies may omit their loss
         if reported:
             examples, losses = np.array(reported).T
             entry.train_loss = float((examples * losses).sum() / examples.sum())
 
+    def _step(self, server_round: int, accepted: list[tuple[int, int, Update, float, float]]) -> None:
+        """Clip, aggregate, step, prune; a step that would leave the model
+        non-finite or not encodable for the broadcast is refused with its
+        reason, and the previous model (and optimiser state) kept."""
+        f, entry = self.cfg.federation, self.ledger.round(server_round)
+        updates = [update for _, _, update, _, _ in accepted]
+        if f.clip_norm > 0 or f.clip_quantile > 0:
+            updates, entry.clipped = clip(updates, f.clip_norm, f.clip_quantile)
+        if f.aggregator == "mean":
+            weights = [1.0 if f.row_averaging else n for _, _, _, n, _ in accepted]
+            step = aggregate(list(zip(updates, weights)), self.shapes, f.row_averaging)
+        else:
+            step = coordinate_wise(updates, self.shapes, f.trim_fraction if f.aggregator == "trimmed-mean" else None)
+        saved = self.optimizer.state()
+        params = self.pruner.prune(self.optimizer.step(self.params, step), server_round)
+        try:
+            bad = sorted(name for name, value in params.items() if not np.isfinite(value).all())
+            if bad:
+                raise ValueError(f"non-finite values in {bad}")
+            payload = self.downlink.encode(params)
+        except ValueError as err:
+            self.optimizer.restore(saved)
+            entry.refused = 1
+            log.warning("round %d: step refused, previous model kept: %s", server_round, err)
+            return
+        self.params, self._payload = params, (params, payload)
+
     def broadcast(self, server_round: int, partitions: list[int]) -> list[Outgoing]:
         """The global parameters (downlink method applied) to every chosen partition."""
-        arrays = self.downlink.encode(self.params)
+        if self._payload is None or self._payload[0] is not self.params:
+            self._payload = (self.params, self.downlink.encode(self.params))
+        arrays = self._payload[1]
         record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
         sent, arrays_sent = wire_bytes_with_part(record, arrays)
         entry = self.ledger.round(server_round)

@@ -24,6 +24,8 @@ class RoundLog:
     dense_downlink_bytes: int = 0
     uplink_nnz: int = 0
     downlink_nnz: int = 0
+    clipped: int = 0  # replies scaled down to the round's norm bound
+    refused: int = 0  # 1 when the round's step was refused (model kept)
     train_loss: float = float("nan")
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)

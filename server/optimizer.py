@@ -22,6 +22,13 @@ class ServerOptimizer:
         self._m: Params = {}
         self._v: Params = {}
 
+    def state(self) -> tuple[Params, Params]:
+        """A snapshot to `restore` if a step is refused (steps replace, never mutate, arrays)."""
+        return dict(self._m), dict(self._v)
+
+    def restore(self, state: tuple[Params, Params]) -> None:
+        self._m, self._v = dict(state[0]), dict(state[1])
+
     def step(self, params: Params, update: Params) -> Params:
         return {name: self._step_one(name, params[name], update[name]) for name in params}
 

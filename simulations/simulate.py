@@ -56,6 +56,7 @@ def run_simulate(cfg: Config, verbose: bool = False) -> dict:
     summary_path = Path(cfg.runtime.out) / "summary.json"
     flower_compat.enable_fast_dispatch(cfg.runtime.fast_dispatch)
     flower_compat.enable_actor_share(cfg.runtime.ray_share)
+    flower_compat.enable_clean_actor_shutdown()
     flower_compat.route_ray_driver_messages(None if verbose else logging.getLogger(LIBRARY_LOG))
     run_simulation(
         server_app=make_server_app(cfg),

@@ -25,3 +25,14 @@ def test_the_distribution_installs_one_namespace_and_no_top_level_packages():
         result = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, cwd="/")
         assert result.returncode != 0, f"a top-level {name!r} package is importable"
     assert tops <= {"prunus"}
+
+
+def test_clean_actor_shutdown_can_be_switched_on_and_off():
+    from flwr.simulation.ray_transport import ray_actor
+
+    flower_compat.enable_clean_actor_shutdown(False)
+    original = ray_actor.BasicActorPool.terminate_all_actors
+    flower_compat.enable_clean_actor_shutdown()
+    assert ray_actor.BasicActorPool.terminate_all_actors is not original
+    flower_compat.enable_clean_actor_shutdown(False)
+    assert ray_actor.BasicActorPool.terminate_all_actors is original

@@ -424,3 +424,36 @@ def test_what_a_client_says_of_itself_is_made_safe_for_the_csv(make_train_reply)
     (row,) = federation.ledger.reply_rows()
     assert row["host"].startswith("'=HYPERLINK") and len(row["host"]) <= 129
     assert row["ray_node"] == "n1"
+
+
+def test_a_step_that_would_overflow_the_model_is_refused_and_the_model_kept(make_train_reply):
+    federation = _federation()
+    huge = CannedTransport([Reply(0, 10, make_train_reply(_update(3.0e38), partition=0))])
+    federation.train(1, huge)  # finite: the model now holds 3e38
+    before = {k: v.copy() for k, v in federation.params.items()}
+    assert federation.ledger.round(1).refused == 0
+    federation.train(2, huge)  # 3e38 + 3e38 overflows float32
+    assert federation.ledger.round(2).refused == 1 and federation.ledger.round(2).replies == 1
+    for name, value in before.items():
+        np.testing.assert_array_equal(federation.params[name], value)
+
+
+def test_a_step_the_fp16_broadcast_cannot_carry_is_refused(make_train_reply):
+    federation = _federation(downlink_codec="fp16")
+    federation.train(1, CannedTransport([Reply(0, 10, make_train_reply(_update(1e5), partition=0))]))
+    assert federation.ledger.round(1).refused == 1
+    assert not federation.params["item_embedding.weight"].any()
+    federation.broadcast(2, [0])  # the kept model still broadcasts
+
+
+@pytest.mark.parametrize("aggregator", ["median", "trimmed-mean"])
+def test_robust_aggregators_and_clipping_bound_a_byzantine_reply(make_train_reply, aggregator):
+    values = {0: 1.0, 1: 1.2, 2: -500.0}  # partition 2 is hostile
+    replies = [Reply(p, 10 + p, make_train_reply(_update(v), partition=p)) for p, v in values.items()]
+    robust = _federation(aggregator=aggregator, trim_fraction=0.34)
+    robust.train(1, CannedTransport(replies))
+    np.testing.assert_allclose(robust.params["item_embedding.weight"], 1.0 if aggregator == "median" else 1.0, atol=0.21)
+    clipped = _federation(clip_quantile=0.5)
+    clipped.train(1, CannedTransport(replies))
+    assert clipped.ledger.round(1).clipped == 1
+    assert np.abs(clipped.params["item_embedding.weight"]).max() < 2.0  # mean of 1.0, 1.2 and -500 clipped to 1.2's size

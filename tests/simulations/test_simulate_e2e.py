@@ -34,6 +34,7 @@ def _check_quiet_console(stdout: str, stderr: str, out: Path) -> None:
     console = stdout + stderr
     for noise in ("INFO", "DEPRECATED", "will be retried", "ClientAppActor"):
         assert noise not in console, f"{noise!r} on the console:\n{console[-2000:]}"
+    assert not re.search(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [IWE] \d+ \d+\]", console, re.M), "a Ray C++ log line on the console"
     log = (out / "run.log").read_text()
     assert "INFO" in log and "run_simulation" in log  # Flower's lines went here instead
 
