@@ -279,12 +279,14 @@ def pack_update(tensors: Mapping[str, tuple[Any, Any, Any]], *, index_codec: str
 def record_payload(name: str, arr: Any) -> bytes:
     from flwr.app import Array
 
+    from .params import array_of
+
     if not isinstance(arr, Array) or arr.stype != "numpy.ndarray" \
             or arr.dtype != "uint8" or len(arr.shape) != 1:
         raise CodecError(f"tensor {name!r}: not a 1-D uint8 numpy Array")
     try:
-        raw = arr.numpy()
-    except (ValueError, TypeError, OSError, EOFError) as exc:
+        raw = array_of(arr)
+    except ValueError as exc:
         raise CodecError(f"tensor {name!r}: unreadable Array data: {exc}") from exc
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise CodecError(f"tensor {name!r}: Array data is not 1-D uint8")

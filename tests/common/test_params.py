@@ -1,0 +1,60 @@
+"""Arrays from a record: only well-formed npy data of plain numbers, sized by what arrived."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord
+
+from prunus.common.params import array_of, from_record, to_record
+
+
+def _array_with(data: bytes) -> Array:
+    array = Array(np.zeros(3, np.float32))
+    array.__dict__["data"] = data  # what a hostile sender can put on the wire
+    return array
+
+
+def _npy(value: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, value, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def test_arrays_round_trip_exactly():
+    params = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, 2], np.int64),
+              "f": np.asfortranarray(np.arange(6.0).reshape(2, 3))}  # fmt: skip
+    back = from_record(to_record(params))
+    for name, value in params.items():
+        np.testing.assert_array_equal(back[name], value)
+        assert back[name].dtype == value.dtype and back[name].flags.writeable
+
+
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("x.npy", _npy(np.zeros(2)))
+    return buffer.getvalue()
+
+
+def _claiming(shape: tuple[int, ...], payload: bytes = b"\0" * 4) -> bytes:
+    """An npy header claiming `shape` of float32, then `payload`."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + payload
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (_zip(), "not an npy array"),
+    (_claiming((10**12,)), "claims shape"),  # 4 TB claimed, 4 bytes sent
+    (b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4',", "not an npy array"),
+    (_npy(np.array(["a", "b"])), "not a plain number type"),
+    (_npy(np.zeros(4, np.float32))[:-3], "claims shape"),
+    (b"", "not an npy array"),
+])
+def test_malformed_array_data_is_a_value_error_before_any_allocation(data, reason):
+    with pytest.raises(ValueError, match=reason):
+        array_of(_array_with(data))
+    with pytest.raises(ValueError):
+        from_record(ArrayRecord({"x": _array_with(data)}))
