@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import torch
-from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from prunus.common.config import Config, from_run_config
@@ -120,15 +120,40 @@ def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, 
     entry.dense_downlink_bytes = entry.downlink_bytes
     nodes: dict[int, int] = {}
     for reply in replies:
+        node = reply.metadata.src_node_id
         if reply.has_error():
-            raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: {reply.error.reason}")
+            entry.failures += 1
+            log.warning("node %d failed discovery, left out of the run: %s", node, reply.error.reason)
+            continue
         entry.uplink_bytes += wire_bytes(reply.content)
         entry.dense_uplink_bytes = entry.uplink_bytes
-        nodes[int(reply.content["info"]["partition-id"])] = reply.metadata.src_node_id
-    if sorted(nodes) != list(range(expected)):
-        raise RuntimeError(f"expected partitions 0..{expected - 1}, nodes report {len(nodes)} distinct ids")
+        try:
+            partition = _claimed_partition(reply.content, expected, nodes)
+        except ValueError as err:
+            entry.rejected += 1
+            log.warning("node %d left out of the run: %s", node, err)
+            continue
+        nodes[partition] = node
+    if not nodes:
+        raise RuntimeError(f"no node named a partition in 0..{expected - 1}; see the warnings above")
+    if len(nodes) < expected:
+        log.warning("%d of %d partitions have no node; the run goes on without them", expected - len(nodes), expected)
     log.info("discovered %d partitions", len(nodes))
     return nodes
+
+
+def _claimed_partition(content: RecordDict, expected: int, known: dict[int, int]) -> int:
+    """The partition a discovery reply names: an int in [0, expected), not
+    named before (the first node to name it keeps it); else ValueError."""
+    info = content.get("info")
+    value = info.get("partition-id") if isinstance(info, ConfigRecord) else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"partition-id must be an int, got {value!r}"[:200])
+    if not 0 <= value < expected:
+        raise ValueError(f"partition-id {value} is not in 0..{expected - 1}")
+    if value in known:
+        raise ValueError(f"partition {value} is already held by node {known[value]}")
+    return value
 
 
 def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dict:
