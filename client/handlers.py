@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from flwr.app import MetricRecord, RecordDict
 
+from prunus.client import faults
 from prunus.client.local_update import LocalData, local_data, local_model, local_update, model_spec
 from prunus.common.compression import DOWNLINK, UPLINK, RoundContext
 from prunus.common.config import Config
@@ -58,13 +59,20 @@ def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientDat
                           _private(state), server_round, client.partition_id, client.device)
     uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round))
-    encoded = uplink.encode(result.delta, from_record(state[RESIDUAL_KEY]) if RESIDUAL_KEY in state else None, ctx)
+    faulty = faults.is_faulty(cfg.runtime, server_round, client.partition_id)
+    delta = result.delta
+    if faulty and cfg.runtime.fault_kind != "garbage":
+        delta = faults.corrupt_update(cfg.runtime, delta, server_round, client.partition_id)
+    encoded = uplink.encode(delta, from_record(state[RESIDUAL_KEY]) if RESIDUAL_KEY in state else None, ctx)
     state[PRIVATE_KEY] = to_record(result.private)
     if encoded.state:
         state[RESIDUAL_KEY] = to_record(encoded.state)
     metrics = MetricRecord({"num-examples": result.num_examples, "train-loss": result.loss,
                             "nnz": encoded.nnz, "density": encoded.density})
-    return RecordDict({"arrays": encoded.record, "metrics": metrics})
+    record = encoded.record
+    if faulty and cfg.runtime.fault_kind == "garbage":
+        record = faults.garbage(record, server_round, client.partition_id, cfg.runtime.seed)
+    return RecordDict({"arrays": record, "metrics": metrics})
 
 
 def evaluate(cfg: Config, content: RecordDict, state: RecordDict, client: ClientData) -> RecordDict:

@@ -194,6 +194,11 @@ class RuntimeConfig:
     # client actors that fit, so that none waits on actors another one holds
     ray_share: int = field(default=1, metadata=_positive())
     fast_dispatch: bool = True
+    # fault injection (client/faults.py), for robustness experiments: the share
+    # of sampled training clients that misbehave each round, and how
+    fault_rate: float = field(default=0.0, metadata=_non_negative())
+    fault_kind: str = field(default="scale", metadata=_choice("crash", "garbage", "scale", "sign-flip", "random"))
+    fault_scale: float = field(default=100.0, metadata=_positive())
     out: str = "runs/latest"
 
 
@@ -236,6 +241,8 @@ class Config:
             raise ConfigError(f"model-sparsity: must be in [0, 1), got {c.model_sparsity!r}")
         if self.federation.trim_fraction >= 0.5:
             raise ConfigError(f"trim-fraction: must be in [0, 0.5), got {self.federation.trim_fraction!r}")
+        if self.runtime.fault_rate > 1:
+            raise ConfigError(f"fault-rate: must be in [0, 1], got {self.runtime.fault_rate!r}")
         if self.federation.clip_quantile > 1:
             raise ConfigError(f"clip-quantile: must be in [0, 1], got {self.federation.clip_quantile!r}")
         if c.model_prune_end < c.model_prune_start:

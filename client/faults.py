@@ -1,0 +1,57 @@
+"""Fault injection for simulations: sampled clients that crash or turn Byzantine.
+
+A measurement tool, off by default (`fault-rate = 0`). Each sampled client of a
+training round draws, from (seed, round, partition) alone, whether it is
+faulty this round; a faulty one then, by `fault-kind`:
+
+* `crash`: raises instead of replying (the server counts a failed reply);
+* `garbage`: replies with random bytes where its payload belongs;
+* `scale`: sends its honest update times `fault-scale` (x100 by default);
+* `sign-flip`: sends its update times `-fault-scale`;
+* `random`: sends Gaussian noise of `fault-scale` times its update's norm.
+
+The faulty update goes through the client's own uplink method (pruning,
+codec), so it is as well-formed as an honest one: only the server's robust
+aggregation stands between it and the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+from prunus.common.config import RuntimeConfig
+from prunus.common.params import Params
+
+
+class InjectedCrash(RuntimeError):
+    """The crash a `crash` fault raises (the reply then counts as failed)."""
+
+
+def is_faulty(settings: RuntimeConfig, server_round: int, partition_id: int) -> bool:
+    """Whether this client misbehaves in this round (seeded, order-free)."""
+    if settings.fault_rate <= 0:
+        return False
+    return bool(np.random.default_rng([settings.seed, server_round, partition_id, 9]).random() < settings.fault_rate)
+
+
+def corrupt_update(settings: RuntimeConfig, delta: Params, server_round: int, partition_id: int) -> Params:
+    """The update a faulty client sends in place of `delta` (crash: raises)."""
+    kind, scale = settings.fault_kind, settings.fault_scale
+    if kind == "crash":
+        raise InjectedCrash(f"injected crash of partition {partition_id} in round {server_round}")
+    if kind == "scale":
+        return {name: (value * scale).astype(np.float32) for name, value in delta.items()}
+    if kind == "sign-flip":
+        return {name: (value * -scale).astype(np.float32) for name, value in delta.items()}
+    rng = np.random.default_rng([settings.seed, server_round, partition_id, 10])
+    norm = float(np.sqrt(sum(np.square(v, dtype=np.float64).sum() for v in delta.values())))
+    size = sum(v.size for v in delta.values())
+    return {name: (rng.standard_normal(value.shape) * scale * norm / np.sqrt(size)).astype(np.float32)
+            for name, value in delta.items()}
+
+
+def garbage(record: ArrayRecord, server_round: int, partition_id: int, seed: int) -> ArrayRecord:
+    """Random bytes of the same sizes in place of every payload array."""
+    rng = np.random.default_rng([seed, server_round, partition_id, 11])
+    return ArrayRecord({name: Array(rng.integers(0, 256, len(array.data), dtype=np.uint8)) for name, array in record.items()})

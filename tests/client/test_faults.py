@@ -1,0 +1,56 @@
+"""Fault injection: seeded per client and round, each kind as described."""
+
+import numpy as np
+import pytest
+from flwr.app import MetricRecord, RecordDict
+
+from prunus.client import faults
+from prunus.common.compression import UPLINK, RoundContext
+from prunus.common.config import Config, load
+from prunus.server.validation import ReplyError, validate_train_reply
+from prunus.simulations.simulate import run_simulate
+
+DELTA = {"t": np.array([[1.0, -2.0], [0.0, 3.0]], np.float32)}
+
+
+def _runtime(**overrides):
+    return Config.of(**overrides).runtime
+
+
+def test_faulty_clients_are_a_seeded_share_of_the_sampled_ones():
+    settings = _runtime(fault_rate=0.2, seed=3)
+    draws = [faults.is_faulty(settings, r, p) for r in range(1, 21) for p in range(100)]
+    assert 0.15 < np.mean(draws) < 0.25
+    assert draws == [faults.is_faulty(settings, r, p) for r in range(1, 21) for p in range(100)]
+    assert not any(faults.is_faulty(_runtime(), r, p) for r in range(1, 5) for p in range(50))  # off by default
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("scale", 100.0), ("sign-flip", -100.0)])
+def test_scaled_and_flipped_updates(kind, expected):
+    out = faults.corrupt_update(_runtime(fault_kind=kind), DELTA, 1, 0)
+    np.testing.assert_allclose(out["t"], DELTA["t"] * expected)
+
+
+def test_random_updates_have_the_chosen_size_and_crashes_raise():
+    noise = faults.corrupt_update(_runtime(fault_kind="random", fault_scale=10.0), DELTA, 1, 0)["t"]
+    assert 3 < np.linalg.norm(noise) / np.linalg.norm(DELTA["t"]) < 30
+    with pytest.raises(faults.InjectedCrash):
+        faults.corrupt_update(_runtime(fault_kind="crash"), DELTA, 1, 0)
+
+
+@pytest.mark.parametrize("method", ["none", "topk"])
+def test_a_garbage_payload_is_rejected_by_the_server(method):
+    cfg = Config.of(prune_method=method, density=0.5)
+    uplink = UPLINK.get(method)(cfg.compression)
+    record = uplink.encode(DELTA, None, RoundContext(1, 0, 0)).record
+    bad = RecordDict({"arrays": faults.garbage(record, 1, 0, 0), "metrics": MetricRecord({"num-examples": 2})})
+    with pytest.raises(ReplyError):
+        validate_train_reply(bad, {"t": (2, 2)}, uplink)
+
+
+def test_a_run_with_crashing_clients_finishes_and_counts_them(tmp_path):
+    settings = ["synthetic-users=40", "synthetic-items=40", "eval-negatives=9", "dim=4", "rounds=3",
+                "clients-per-round=10", "engine=inprocess", "fault-rate=0.3", "fault-kind=crash", f"out={tmp_path}"]  # fmt: skip
+    summary = run_simulate(load(None, settings))
+    assert summary["failures"] > 0 and summary["clients"] - summary["failures"] > 0
+    assert np.isfinite(summary["metrics"]["hr@10"])
