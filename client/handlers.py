@@ -17,11 +17,12 @@ import torch
 from flwr.app import MetricRecord, RecordDict
 
 from prunus.client import faults
-from prunus.client.local_update import LocalData, local_data, local_model, local_update, model_spec
+from prunus.client.local_update import LocalData, local_data, local_model, local_update
 from prunus.common.compression import DOWNLINK, UPLINK, RoundContext
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
+from prunus.common.models import model_spec
 from prunus.common.params import Params, from_record, to_record
 from prunus.common.training import client_settings, fold_in, seeded_generator
 

@@ -12,15 +12,14 @@ in-process engine and the tests all run exactly the same client logic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from prunus.client.mf_update import local_update_mf
-from prunus.common.config import Config, ModelConfig
+from prunus.common.config import Config
 from prunus.common.data import SplitData
-from prunus.common.models import Recommender, build_model
+from prunus.common.models import Recommender, build_model, model_spec
 from prunus.common.params import Params
 from prunus.common.training import TrainSettings, client_settings, fold_in, seeded_generator, train
 
@@ -73,13 +72,6 @@ def local_model(cfg: Config, n_local_users: int, n_items: int, partition_id: int
     if private is not None:
         model.load_private({k: torch.as_tensor(v) for k, v in private.items()})
     return model
-
-
-@lru_cache(maxsize=8)
-def model_spec(model: ModelConfig, n_items: int) -> tuple[dict[str, tuple[int, ...]], tuple[str, ...]]:
-    """Shapes of the shared tensors and the names model pruning may touch."""
-    built = build_model(model.model, 1, n_items, model.dim, model.mlp_widths)
-    return {name: tuple(value.shape) for name, value in built.shared_state().items()}, tuple(built.prunable_names())
 
 
 def closed_form(cfg: Config) -> bool:

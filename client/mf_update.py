@@ -91,16 +91,17 @@ def _regularise(loss: np.ndarray, du: np.ndarray, u: np.ndarray, v_pos: np.ndarr
                 settings: TrainSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
     """L2 / L1 on the rows each positive and its negatives touch (the user row
     once per pair), divided by k+1 as in `_per_positive_loss`. Returns the
-    loss, d/du and the item rows' gradient (B, k+1, d), or 0.0 without either."""
+    loss (None stays None), d/du and the item rows' gradient (B, k+1, d), or
+    0.0 without either."""
     if not (settings.l2 > 0 or settings.l1 > 0):
         return loss, du, 0.0
-    loss = 0.0 if loss is None else loss
     k = v_neg.shape[1]
     rows = np.concatenate([v_pos[:, None], v_neg], axis=1)  # (B, k+1, d)
     item_grad = np.zeros_like(rows)
     for weight, power in ((settings.l2, 2), (settings.l1, 1)):
         if weight > 0:
-            loss = loss + weight * ((k + 1) * _norm(u, power) + _norm(rows, power).sum(1)) / (k + 1)
+            if loss is not None:  # the fold-in needs only the gradient
+                loss = loss + weight * ((k + 1) * _norm(u, power) + _norm(rows, power).sum(1)) / (k + 1)
             du = du + weight * _norm_grad(u, power)
             item_grad = item_grad + weight * _norm_grad(rows, power) / (k + 1)
     return loss, du, item_grad

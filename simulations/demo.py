@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from prunus.common.results import short_bytes
+from prunus.simulations.plots import plot_hr_against_total_bytes
 
 CONFIGS = Path(__file__).parent / "configs"
 RUNS = (("dense", "dense FedAvg", CONFIGS / "demo.toml"), ("pruned", "pruned", CONFIGS / "demo-pruned.toml"))
@@ -33,7 +34,8 @@ def run_demo(out: Path, verbose: bool = False) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
     (out / "comparison.json").write_text(json.dumps(table.to_dict(orient="records"), indent=2) + "\n")
-    plot_comparison(out, {name: pd.read_csv(out / name / "rounds.csv") for name, _, _ in RUNS}, _hr(summaries))
+    rounds = {title: pd.read_csv(out / name / "rounds.csv") for name, title, _ in RUNS}
+    plot_hr_against_total_bytes(rounds, _hr(summaries), out / "comparison.png")
     print("\n" + format_comparison(table), flush=True)
     print(f"\n[prunus demo] runs, comparison.csv and comparison.png in {out}", flush=True)
     return table
@@ -73,28 +75,3 @@ def format_comparison(table: pd.DataFrame) -> str:
     body = ["  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
     rule = "-" * len(body[0])
     return "\n".join([rule, body[0], rule, *body[1:], rule])
-
-
-def plot_comparison(out: Path, rounds: dict[str, pd.DataFrame], hr: str) -> Path:
-    """HR@k against cumulative bytes (up + down) for both runs, log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for (name, title, _), marker in zip(RUNS, ("o", "s")):
-        frame = rounds[name]
-        total = (frame["uplink_bytes"] + frame["downlink_bytes"]).cumsum() / 1e6
-        points = frame.assign(total=total)[["total", hr]].dropna()
-        ax.plot(points["total"], points[hr], marker=marker, label=title)
-    ax.set_xscale("log")
-    ax.set_xlabel("bytes sent so far, up + down (MB, log scale)")
-    ax.set_ylabel(f"{hr.upper()} (held-out item vs sampled negatives)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = out / "comparison.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -128,3 +128,16 @@ def rounds_of(sweep: Path, folder: str) -> pd.DataFrame:
 def _train_rounds(sweep: Path, folder: str) -> pd.DataFrame:
     rounds = rounds_of(sweep, folder)
     return rounds.loc[rounds["round"] > 0, ["uplink_bytes", "downlink_bytes"]]
+
+
+def plot_hr_against_total_bytes(rounds: dict[str, pd.DataFrame], hr: str, path: Path) -> Path:
+    """HR@k against cumulative bytes (up + down) of each labelled run's
+    rounds.csv, log scale (the demo's comparison)."""
+    with _figure(path, (6.4, 4.0)) as ax:
+        for (label, frame), marker in zip(rounds.items(), MARKERS):
+            total = (frame["uplink_bytes"] + frame["downlink_bytes"]).cumsum() / 1e6
+            points = frame.assign(total=total)[["total", hr]].dropna()
+            ax.plot(points["total"], points[hr], marker=marker, label=label)
+        _log_x(ax, "MB sent so far, up + down", hr.upper())
+        ax.legend()
+    return path

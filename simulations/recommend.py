@@ -18,7 +18,7 @@ import torch
 from prunus.common.config import Config, ConfigError, from_mapping
 from prunus.common.data import SplitData
 from prunus.common.datasets import item_titles, load_split, raw_ids
-from prunus.common.models import Recommender, build_model
+from prunus.common.models import Recommender, build_model, model_spec
 from prunus.common.params import Params
 from prunus.common.training import client_settings, fold_in, seeded_generator
 from prunus.server.evaluation import EVAL_STREAM, CentralEvaluator
@@ -72,7 +72,7 @@ def open_run(path: Path) -> Run:
 def check_model(cfg: Config, split: SplitData, params: Params, where: Path) -> None:
     """RunError unless `params` are the shared tensors, with the shapes, that
     the config's model on the config's data has."""
-    expected = {name: tuple(value.shape) for name, value in _empty_model(cfg, split.n_items).shared_state().items()}
+    expected = model_spec(cfg.model, split.n_items)[0]
     found = {name: tuple(value.shape) for name, value in params.items()}
     if found == expected:
         return

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from prunus.common.models.base import MODELS, Recommender, Role, Table, build_model
+from prunus.common.models.base import MODELS, Recommender, Role, Table, build_model, model_spec
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["MODELS", "Recommender", "Role", "Table", "build_model"]
+__all__ = ["MODELS", "Recommender", "Role", "Table", "build_model", "model_spec"]

@@ -9,12 +9,17 @@ model's own user table: on a client that table holds only its users.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from prunus.common.registry import Registry
+
+if TYPE_CHECKING:
+    from prunus.common.config import ModelConfig
 
 
 class Role(str, Enum):
@@ -134,3 +139,11 @@ def build_model(
         return model_class.build(n_users, n_items, dim, mlp_layers, sparse)
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+@lru_cache(maxsize=8)
+def model_spec(model: ModelConfig, n_items: int) -> tuple[dict[str, tuple[int, ...]], tuple[str, ...]]:
+    """Shapes of the shared tensors, and the names model pruning may touch, of
+    `model` over `n_items` items (what a broadcast or a saved model must match)."""
+    built = build_model(model.model, 1, n_items, model.dim, model.mlp_widths)
+    return {name: tuple(value.shape) for name, value in built.shared_state().items()}, tuple(built.prunable_names())
