@@ -32,6 +32,10 @@ def make_client_app(config: Config | None = None) -> ClientApp:
         """Tell the server which partition this node holds (for seeded sampling)."""
         return Message(RecordDict({"info": ConfigRecord(_node_info(context))}), reply_to=msg)
 
+    @app.query("rows")
+    def request_rows(msg: Message, context: Context) -> Message:
+        return _handle(handlers.request_rows, msg, context, config)
+
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         return _handle(handlers.train, msg, context, config)

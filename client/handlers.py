@@ -1,7 +1,9 @@
 """What a client does with a message, free of Flower's runtime.
 
 `train` and `evaluate` take the message content and the client's state (both
-Flower records, the wire format) and return the reply content. The ClientApp
+Flower records, the wire format) and return the reply content; with a
+partial broadcast (`broadcast-rows`) each is preceded by `request_rows`, the
+client's answer to the server's row query. The ClientApp
 (`client.app`) calls them from Flower; the in-process engine
 (`simulations.inprocess`) calls them directly, so both run the same client.
 The state holds the private user vectors and the uplink method's state (the
@@ -10,15 +12,18 @@ error-feedback residual); neither is ever put in a reply.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from flwr.app import MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from prunus.client import faults
 from prunus.client.local_update import LocalData, local_data, local_model, local_update
-from prunus.common.compression import DOWNLINK, UPLINK, RoundContext
+from prunus.common.codec_rows import encode_row_set
+from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext, RowPlan
+from prunus.common.compression.base import RowIds, put_rows, row_shapes
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
@@ -44,9 +49,45 @@ class ClientData:
         return cls(partition_id, split, local_data(split, users), device)
 
 
-def _global_params(cfg: Config, content: RecordDict, client: ClientData) -> Params:
+def needed_rows(client: ClientData, purpose: str) -> np.ndarray:
+    """The item rows a message's work cannot do without: the positives, and
+    for evaluation also the held-out candidates."""
+    needed = np.unique(client.data.items)
+    if purpose == "evaluate":
+        users, split = client.data.users, client.split
+        candidates = np.concatenate([split.test_items[users], split.test_negatives[users].ravel()])
+        needed = np.union1d(needed, candidates[candidates >= 0])
+    return needed.astype(np.int64)
+
+
+def row_plan(cfg: Config, purpose: str, server_round: int, client: ClientData) -> RowPlan | None:
+    ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed)
+    selection = ROWS.get(cfg.compression.broadcast_rows)(cfg.compression)
+    return selection.plan(needed_rows(client, purpose), client.split.n_items, ctx)
+
+
+def _item_rows(cfg: Config, plan: RowPlan | None, client: ClientData) -> RowIds | None:
+    if plan is None:
+        return None
+    return {name: plan.request for name in model_spec(cfg.model, client.split.n_items).item_tables}
+
+
+def request_rows(cfg: Config, content: RecordDict, state: RecordDict, client: ClientData) -> RecordDict:
+    """The answer to a row query: the rows this client's next message needs."""
+    config = content["config"]
+    purpose = str(config["purpose"])
+    plan = row_plan(cfg, purpose, int(config["server-round"]), client)
+    if plan is None:
+        raise ValueError(f"broadcast-rows {cfg.compression.broadcast_rows!r} does not query clients")
+    ids = np.frombuffer(encode_row_set(plan.request, client.split.n_items), dtype=np.uint8)
+    return RecordDict({"rows": ArrayRecord({"ids": Array(ids)})})
+
+
+def _global_params(cfg: Config, content: RecordDict, client: ClientData, rows: RowIds | None) -> Params:
+    """The broadcast decoded, full size (zero in rows not sent)."""
     downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
-    return downlink.decode(content["arrays"], model_spec(cfg.model, client.split.n_items)[0])
+    shapes = model_spec(cfg.model, client.split.n_items).shapes
+    return put_rows(downlink.decode(content["arrays"], row_shapes(shapes, rows)), rows, shapes)
 
 
 def _private(state: RecordDict) -> Params | None:
@@ -56,12 +97,15 @@ def _private(state: RecordDict) -> Params | None:
 def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientData) -> RecordDict:
     """Local training from the broadcast, then the uplink method's payload."""
     server_round = int(content["config"]["server-round"])
-    result = local_update(cfg, client.data, client.split.n_items, _global_params(cfg, content, client),
-                          _private(state), server_round, client.partition_id, client.device)
+    plan = row_plan(cfg, "train", server_round, client)
+    rows = _item_rows(cfg, plan, client)
+    result = local_update(cfg, client.data, client.split.n_items, _global_params(cfg, content, client, rows),
+                          _private(state), server_round, client.partition_id, client.device,
+                          None if plan is None else plan.negatives)
     uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
-    ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round))
+    ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows)
     faulty = faults.is_faulty(cfg.runtime, server_round, client.partition_id)
-    delta = result.delta
+    delta = _only_rows(result.delta, rows)
     if faulty and cfg.runtime.fault_kind != "garbage":
         delta = faults.corrupt_update(cfg.runtime, delta, server_round, client.partition_id)
     encoded = uplink.encode(delta, from_record(state[RESIDUAL_KEY]) if RESIDUAL_KEY in state else None, ctx)
@@ -80,11 +124,26 @@ def evaluate(cfg: Config, content: RecordDict, state: RecordDict, client: Client
     """Federated evaluation: rank each local user's held-out item."""
     server_round = int(content["config"]["server-round"])
     data = client.data
+    plan = row_plan(cfg, "evaluate", server_round, client)
     model = local_model(cfg, len(data.users), client.split.n_items, client.partition_id, client.device,
-                        _global_params(cfg, content, client), _private(state))
+                        _global_params(cfg, content, client, _item_rows(cfg, plan, client)), _private(state))
     generator = seeded_generator(cfg.runtime.seed, server_round, client.partition_id, 1)
     t = cfg.training
-    fold_in(model, *data.tensors(client.device), client_settings(cfg), t.user_refit_epochs, t.user_lr, generator)
+    settings = dataclasses.replace(client_settings(cfg), negative_pool=None if plan is None else plan.negatives)
+    fold_in(model, *data.tensors(client.device), settings, t.user_refit_epochs, t.user_lr, generator)
     metrics = ranking_metrics(model, client.split, k=cfg.evaluation.top_k, users=data.users)
     n_eval = int(metrics.pop("eval-users"))
     return RecordDict({"metrics": MetricRecord({**metrics, "num-examples": n_eval})})
+
+
+def _only_rows(delta: Params, rows: RowIds | None) -> Params:
+    """The update with every row the client was not sent set to zero: it may
+    not move a row it never saw (a no-op for MF, whose step touches only its
+    positives and pool; a guarantee for any other local trainer)."""
+    if rows is None:
+        return delta
+    for name, ids in rows.items():
+        outside = np.ones(len(delta[name]), dtype=bool)
+        outside[ids] = False
+        delta[name][outside] = 0.0
+    return delta

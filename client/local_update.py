@@ -11,6 +11,7 @@ in-process engine and the tests all run exactly the same client logic.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,9 +92,11 @@ def local_update(
     server_round: int,
     partition_id: int,
     device: torch.device,
+    negative_pool: np.ndarray | None = None,
 ) -> LocalResult:
-    """Train on the client's data starting from the global shared parameters."""
-    settings = client_settings(cfg, server_round)
+    """Train on the client's data starting from the global shared parameters,
+    drawing negatives from `negative_pool` (None: every item)."""
+    settings = dataclasses.replace(client_settings(cfg, server_round), negative_pool=negative_pool)
     t = cfg.training
     if closed_form(cfg):
         delta, private_out, loss = local_update_mf(
@@ -105,7 +108,7 @@ def local_update(
                                                  partition_id, device, settings)
     if cfg.compression.model_sparsity:
         # the server prunes the model; its zeros are the mask, kept in the update
-        for name in model_spec(cfg.model, n_items)[1]:
+        for name in model_spec(cfg.model, n_items).prunable:
             delta[name][global_shared[name] == 0] = 0.0
     return LocalResult(delta=delta, private=private_out, num_examples=data.num_examples, loss=loss)
 

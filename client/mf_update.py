@@ -189,13 +189,18 @@ def local_update_mf(global_shared: dict[str, np.ndarray], private: dict[str, np.
     users = private[USERS] if private is not None else init_users(n_users, dim, seed, partition_id)
     rng = np.random.default_rng([seed, server_round, partition_id, 0])
     n, k = len(items), settings.num_negatives
-    refit_negs = [rng.integers(0, n_items, (n, k)) for _ in range(refit_steps)]
+    pool = settings.negative_pool
+
+    def negatives(shape: tuple[int, int]) -> np.ndarray:
+        return rng.integers(0, n_items, shape) if pool is None else pool[rng.integers(0, len(pool), shape)]
+
+    refit_negs = [negatives((n, k)) for _ in range(refit_steps)]
     batches = []
     for _ in range(settings.epochs):
         order = rng.permutation(n)
         for start in range(0, n, settings.batch_size):
             idx = order[start:start + settings.batch_size]
-            batches.append((idx, rng.integers(0, n_items, (len(idx), k))))
+            batches.append((idx, negatives((len(idx), k))))
     # every row the round reads, as local row indices
     ids, local = np.unique(np.concatenate([items, *(x.ravel() for x in refit_negs), *(b.ravel() for _, b in batches)]),
                            return_inverse=True)

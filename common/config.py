@@ -121,6 +121,11 @@ class CompressionConfig:
     value_codec: str = field(default="fp32", metadata=_lazy_choice("values"))
     index_codec: str = field(default="auto", metadata=_lazy_choice("indices"))
     downlink_codec: str = field(default="fp32", metadata=_lazy_choice("downlink"))
+    # which item rows a message carries: "all", or "requested" (each client
+    # asks for its positives, a pool its negatives come from, and padding)
+    broadcast_rows: str = field(default="all", metadata=_lazy_choice("rows"))
+    negative_pool: float = field(default=4.0, metadata=_positive())  # pool rows per needed row
+    request_pad: float = field(default=0.0, metadata=_non_negative())  # padding rows per needed row
     # gradual magnitude pruning of the global model (0 = off)
     model_sparsity: float = field(default=0.0, metadata=_non_negative())
     model_prune_start: int = field(default=1, metadata=_positive())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ def write_run(out: Path, kind: str, rows: list[dict[str, Any]], k: int, facts: d
     keys = [key for key in final if key.startswith(("hr@", "ndcg@", "full-", "fed-"))]
     summary = {
         "kind": kind,
+        "code": code_version(),
         "metrics": {key: float(final[key]) for key in keys},
         "best": {key: max(float(r[key]) for r in evaluated if key in r) for key in keys},
         **facts,
@@ -60,6 +62,22 @@ def write_run(out: Path, kind: str, rows: list[dict[str, Any]], k: int, facts: d
     plot_curve(out, rows, k, x=x)
     print(format_table(summary), flush=True)
     return summary
+
+
+def code_version() -> dict[str, Any]:
+    """The commit the code ran at and whether its tracked files matched it
+    (`clean`), so a results page can name the code that made each figure;
+    "unknown" outside a git checkout."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "clean": not git("status", "--porcelain", "--untracked-files=no")}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "clean": False}
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> Path:
@@ -99,10 +117,10 @@ def format_table(summary: dict[str, Any]) -> str:
     comm = summary.get("comm", {})
     lines = [("run", summary.get("kind", "")), ("rounds", summary.get("rounds", ""))]
     lines += [(name, f"{value:.4f}") for name, value in metrics.items() if isinstance(value, float)]
-    for key in ("uplink_bytes", "downlink_bytes"):
-        if key in comm:
+    for key in ("total_bytes", "uplink_bytes", "downlink_bytes", "request_bytes"):
+        if key in comm and (comm[key] or key != "request_bytes"):  # requests: only where rows were requested
             lines.append((key.replace("_", " "), human_bytes(comm[key])))
-    for key in ("uplink_ratio", "downlink_ratio"):
+    for key in ("total_ratio", "uplink_ratio", "downlink_ratio"):
         if isinstance(comm.get(key), float) and math.isfinite(comm[key]):
             lines.append((key.replace("_", " ") + " (dense/sent)", f"{comm[key]:.1f}x"))
     if "failures" in summary:  # federated runs: replies lost to client errors or to validation

@@ -33,6 +33,9 @@ class TrainSettings:
     # negatives) counts once, so an item's step does not shrink with the
     # size of the client's data
     reduction: str = "mean"
+    # the item ids negatives are drawn from (None: every item); a client of a
+    # partial broadcast draws from the pool of rows it received
+    negative_pool: np.ndarray | None = None
 
 
 def client_settings(cfg: Config, server_round: int = 1) -> TrainSettings:
@@ -50,9 +53,12 @@ def client_settings(cfg: Config, server_round: int = 1) -> TrainSettings:
     )
 
 
-def _negatives(n: int, n_items: int, generator: torch.Generator) -> torch.Tensor:
-    """Uniform item ids; a rare collision with a positive is accepted noise."""
-    return torch.randint(0, n_items, (n,), generator=generator)
+def _negatives(n: int, n_items: int, generator: torch.Generator, pool: np.ndarray | None = None) -> torch.Tensor:
+    """Uniform item ids (from `pool` if given); a rare collision with a
+    positive is accepted noise."""
+    if pool is None:
+        return torch.randint(0, n_items, (n,), generator=generator)
+    return torch.as_tensor(pool)[torch.randint(0, len(pool), (n,), generator=generator)]
 
 
 def _per_positive_loss(
@@ -66,7 +72,7 @@ def _per_positive_loss(
     """Loss of each positive with its freshly sampled negatives (and L2 on the
     rows they touch)."""
     k = settings.num_negatives
-    neg_items = _negatives(len(items) * k, n_items, generator).to(items.device)
+    neg_items = _negatives(len(items) * k, n_items, generator, settings.negative_pool).to(items.device)
     neg_users = users.repeat_interleave(k)
     pos = model(users, items)
     neg = model(neg_users, neg_items)

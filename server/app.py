@@ -14,7 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from prunus.common.config import Config, from_run_config
 from prunus.common.datasets import load_split, num_partitions
 from prunus.common.logs import route_library_logs
-from prunus.common.models import build_model
+from prunus.common.models import build_model, model_spec
 from prunus.common.params import wire_bytes
 from prunus.common.results import clear_run_files, write_clients, write_rounds, write_run
 from prunus.server.evaluation import CentralEvaluator
@@ -82,7 +82,7 @@ def run_federation(cfg: Config, transport: Transport, partitions: list[int], led
     params = {k: v.numpy() for k, v in model.shared_state().items()}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     evaluator = CentralEvaluator(cfg, split, device)
-    federation = Federation(cfg, partitions, params, model.prunable_names(), evaluator, ledger)
+    federation = Federation(cfg, partitions, params, model_spec(cfg.model, split.n_items), evaluator, ledger)
 
     progress = RoundProgress(cfg.federation.rounds)
 

@@ -1,6 +1,7 @@
 """The rounds of a federation, in one place and free of Flower's runtime.
 
-Sampling, the broadcast (downlink method), reply validation (uplink method),
+Sampling, the broadcast (row selection and downlink method: with a partial
+broadcast, a row query to each client first), reply validation (uplink method),
 aggregation, the server optimiser, model pruning, federated and central
 evaluation and the byte ledger all happen here. How messages reach clients is
 a `Transport`: Flower's Grid (`server.app`) or direct calls in one process
@@ -22,8 +23,10 @@ from typing import Protocol, TypeVar
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
 
-from prunus.common.compression import DOWNLINK, UPLINK
+from prunus.common.compression import DOWNLINK, ROWS, UPLINK, BroadcastContext
+from prunus.common.compression.base import ROW_QUERY, RowIds, take_rows
 from prunus.common.config import Config
+from prunus.common.models import ModelSpec
 from prunus.common.params import Params, to_record, wire_bytes, wire_bytes_with_part
 from prunus.common.update import Update, sent_entries
 from prunus.server.aggregation import aggregate
@@ -31,7 +34,13 @@ from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.model_pruning import ModelPruner
 from prunus.server.optimizer import ServerOptimizer
 from prunus.server.robust import clip, coordinate_wise
-from prunus.server.validation import ReplyError, validate_evaluate_reply, validate_train_reply
+from prunus.server.validation import (
+    ReplyError,
+    check_rows,
+    validate_evaluate_reply,
+    validate_row_request,
+    validate_train_reply,
+)
 
 log = logging.getLogger("prunus")
 
@@ -69,7 +78,7 @@ T = TypeVar("T")
 class Federation:
     """Holds the global shared parameters and runs rounds over a transport."""
 
-    def __init__(self, cfg: Config, partitions: list[int], params: Params, prunable: list[str],
+    def __init__(self, cfg: Config, partitions: list[int], params: Params, spec: ModelSpec,
                  evaluator: Evaluator, ledger: Ledger | None = None) -> None:
         self.cfg = cfg
         self.partitions = sorted(partitions)
@@ -79,13 +88,17 @@ class Federation:
         self.ledger = ledger or Ledger()
         self.uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
         self.downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
+        self.rows = ROWS.get(cfg.compression.broadcast_rows)(cfg.compression)
+        self.item_tables = spec.item_tables
+        self.n_items = params[spec.item_tables[0]].shape[0] if spec.item_tables else 0
         f = cfg.federation
         self.optimizer = ServerOptimizer(f.server_optimizer, f.server_lr, f.server_momentum, f.server_beta2, f.server_eps)
-        self.pruner = ModelPruner(cfg.compression, prunable)
+        self.pruner = ModelPruner(cfg.compression, list(spec.prunable))
         # bytes of the shared parameters as dense float32 arrays: the yardstick
         # for the dense-equivalent columns of the ledger
         self.dense_array_bytes = wire_bytes(to_record(params))
-        self._payload: tuple[Params, ArrayRecord] | None = None  # (params, their broadcast), encoded once
+        self._payload: tuple[Params, int, ArrayRecord] | None = None  # (params, round, whole broadcast), encoded once
+        self._sent: dict[int, RowIds | None] = {}  # this round's rows per partition
 
     # ------------------------------------------------------------------ run
     def run(self, transport: Transport, on_round: Callable[[RoundLog], None] = lambda entry: None) -> Params:
@@ -116,10 +129,9 @@ class Federation:
         chosen = self.sample(server_round, self.cfg.federation.clients_per_round, TRAIN_STREAM)
         entry = self.ledger.round(server_round)
         entry.clients = len(chosen)
-        replies = transport.exchange(MessageType.TRAIN, self.broadcast(server_round, chosen))
+        replies = transport.exchange(MessageType.TRAIN, self.messages(server_round, chosen, "train", transport))
         accepted: list[tuple[int, int, Update, float, float]] = []
-        checked = self._collect(server_round, "train", replies, chosen,
-                                lambda content: validate_train_reply(content, self.shapes, self.uplink))
+        checked = self._collect(server_round, "train", replies, list(self._sent), self._check_train)
         for reply, sent, (update, num_examples, loss) in checked:
             nnz = sum(sent_entries(t) for t in update.values())
             entry.uplink_nnz += nnz
@@ -155,26 +167,76 @@ class Federation:
             bad = sorted(name for name, value in params.items() if not np.isfinite(value).all())
             if bad:
                 raise ValueError(f"non-finite values in {bad}")
-            payload = self.downlink.encode(params)
+            self.downlink.encode(params, BroadcastContext(server_round, self.cfg.runtime.seed))
         except ValueError as err:
             self.optimizer.restore(saved)
             entry.refused = 1
             log.warning("round %d: step refused, previous model kept: %s", server_round, err)
             return
-        self.params, self._payload = params, (params, payload)
+        self.params = params
 
-    def broadcast(self, server_round: int, partitions: list[int]) -> list[Outgoing]:
-        """The global parameters (downlink method applied) to every chosen partition."""
-        if self._payload is None or self._payload[0] is not self.params:
-            self._payload = (self.params, self.downlink.encode(self.params))
-        arrays = self._payload[1]
-        record = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
-        sent, arrays_sent = wire_bytes_with_part(record, arrays)
+    def _check_train(self, reply: Reply) -> tuple[Update, float, float]:
+        checked = validate_train_reply(reply.content, self.shapes, self.uplink)
+        check_rows(checked[0], self._sent[reply.partition])
+        return checked
+
+    # ------------------------------------------------------------ broadcast
+    def messages(self, server_round: int, chosen: list[int], purpose: str, transport: Transport) -> list[Outgoing]:
+        """The round's messages of `purpose` ("train" or "evaluate") to the chosen
+        partitions: each carries the rows the row selection gives it (after a
+        row query, when the selection asks clients); a client whose query
+        failed or was rejected gets none."""
+        if self.rows.queries:
+            requests = self._query_rows(server_round, chosen, purpose, transport)
+        else:
+            requests = dict.fromkeys(chosen)
+        self._sent = {}
+        for partition, request in requests.items():
+            ids = self.rows.rows(server_round, request, self.n_items)
+            self._sent[partition] = None if ids is None else dict.fromkeys(self.item_tables, ids)
+        return self.broadcast(server_round, self._sent)
+
+    def _query_rows(self, server_round: int, chosen: list[int], purpose: str,
+                    transport: Transport) -> dict[int, np.ndarray]:
+        """Ask each chosen client which item rows it needs; returns the checked requests."""
+        query = RecordDict({"config": ConfigRecord({"server-round": server_round, "purpose": purpose})})
         entry = self.ledger.round(server_round)
-        entry.downlink_bytes += sent * len(partitions)
-        entry.dense_downlink_bytes += (sent - arrays_sent + self.dense_array_bytes) * len(partitions)
-        entry.downlink_nnz += sum(int(np.count_nonzero(v)) for v in self.params.values()) * len(partitions)
-        return [Outgoing(p, record) for p in partitions]
+        entry.request_bytes += wire_bytes(query) * len(chosen)
+        replies = transport.exchange(ROW_QUERY, [Outgoing(p, query) for p in chosen])
+        checked = self._collect(server_round, "rows", replies, chosen,
+                                lambda reply: validate_row_request(reply.content, self.n_items), self._count_request)
+        for reply, sent, _ in checked:
+            self._log_reply(server_round, "rows", reply, "accepted", sent)
+        return {reply.partition: ids for reply, _, ids in checked}
+
+    def broadcast(self, server_round: int, rows: dict[int, RowIds | None]) -> list[Outgoing]:
+        """The global parameters (downlink method applied; the given rows of the
+        item tables, or all of them) to each partition, every message counted."""
+        entry, messages = self.ledger.round(server_round), []
+        whole: tuple[RecordDict, int, int, int] | None = None  # the whole-model message, built and counted once
+        for partition, ids in rows.items():
+            if ids is None and whole is not None:
+                record, sent, arrays_sent, nnz = whole
+            else:
+                record = RecordDict({"arrays": self._arrays(server_round, ids),
+                                     "config": ConfigRecord({"server-round": server_round})})
+                sent, arrays_sent = wire_bytes_with_part(record, record["arrays"])
+                nnz = sum(int(np.count_nonzero(v)) for v in take_rows(self.params, ids).values())
+                if ids is None:
+                    whole = (record, sent, arrays_sent, nnz)
+            entry.downlink_bytes += sent
+            entry.dense_downlink_bytes += sent - arrays_sent + self.dense_array_bytes
+            entry.downlink_nnz += nnz
+            messages.append(Outgoing(partition, record))
+        return messages
+
+    def _arrays(self, server_round: int, ids: RowIds | None) -> ArrayRecord:
+        ctx = BroadcastContext(server_round, self.cfg.runtime.seed, ids)
+        if ids is not None:
+            return self.downlink.encode(self.params, ctx)
+        if self._payload is None or self._payload[0] is not self.params or self._payload[1] != server_round:
+            self._payload = (self.params, server_round, self.downlink.encode(self.params, ctx))
+        return self._payload[2]
 
     # ----------------------------------------------------------- evaluation
     def federated_evaluation(self, server_round: int, transport: Transport) -> None:
@@ -184,13 +246,13 @@ class Federation:
         if not count or not self.is_eval_round(server_round):
             return
         chosen = self.sample(server_round, count, EVAL_STREAM)
-        replies = transport.exchange(MessageType.EVALUATE, self.broadcast(server_round, chosen))
+        replies = transport.exchange(MessageType.EVALUATE, self.messages(server_round, chosen, "evaluate", transport))
         entry = self.ledger.round(server_round)
         k = self.cfg.evaluation.top_k
         names = {f"hr@{k}", f"ndcg@{k}"}
         rows = []
         for reply, sent, (num_examples, metrics) in self._collect(
-                server_round, "evaluate", replies, chosen, lambda content: validate_evaluate_reply(content, names)):
+                server_round, "evaluate", replies, list(self._sent), lambda reply: validate_evaluate_reply(reply.content, names)):
             self._log_reply(server_round, "evaluate", reply, "accepted", sent)
             rows.append((reply.partition, num_examples, metrics))
         rows.sort(key=lambda row: row[0])
@@ -207,25 +269,27 @@ class Federation:
         entry.seconds = time.perf_counter() - started if server_round else 0.0
 
     def _collect(self, server_round: int, kind: str, replies: list[Reply], chosen: list[int],
-                 check: Callable[[RecordDict], T]) -> list[tuple[Reply, int, T]]:
-        """Count every reply's bytes and failures; accept a reply only from a
-        partition asked this round, once (the first one counts), and when `check`
-        passes; log each rejection with its reason. Returns `(reply, bytes,
-        what check returned)` for the accepted ones."""
+                 check: Callable[[Reply], T],
+                 count: Callable[[RoundLog, RecordDict], int] | None = None) -> list[tuple[Reply, int, T]]:
+        """Count every reply's bytes (`count`, default the uplink) and failures;
+        accept a reply only from a partition asked this round, once (the first
+        one counts), and when `check` passes; log each rejection with its
+        reason. Returns `(reply, bytes, what check returned)` for the accepted ones."""
+        count = count or self._count_uplink
         entry = self.ledger.round(server_round)
         asked, answered, accepted = set(chosen), set(), []
         for reply in replies:
             if reply.content is None:
                 self._failed(server_round, kind, reply)
                 continue
-            sent = self._count_uplink(entry, reply.content)
+            sent = count(entry, reply.content)
             try:
                 if reply.partition not in asked:
                     raise ReplyError(f"partition {reply.partition} was not asked in this round")
                 if reply.partition in answered:
                     raise ReplyError(f"partition {reply.partition} already replied in this round")
                 answered.add(reply.partition)
-                accepted.append((reply, sent, check(reply.content)))
+                accepted.append((reply, sent, check(reply)))
             except ReplyError as err:
                 entry.rejected += 1
                 self._log_reply(server_round, kind, reply, "rejected", sent)
@@ -240,6 +304,12 @@ class Federation:
         sent, arrays_sent = wire_bytes_with_part(content, arrays)
         entry.uplink_bytes += sent
         entry.dense_uplink_bytes += sent - arrays_sent + (self.dense_array_bytes if arrays is not None else 0)
+        return sent
+
+    @staticmethod
+    def _count_request(entry: RoundLog, content: RecordDict) -> int:
+        sent = wire_bytes(content)
+        entry.request_bytes += sent
         return sent
 
     def _failed(self, server_round: int, kind: str, reply: Reply) -> None:

@@ -22,6 +22,7 @@ class RoundLog:
     downlink_bytes: int = 0
     dense_uplink_bytes: int = 0
     dense_downlink_bytes: int = 0
+    request_bytes: int = 0  # row queries and the clients' row requests (partial broadcasts)
     uplink_nnz: int = 0
     downlink_nnz: int = 0
     clipped: int = 0  # replies scaled down to the round's norm bound
@@ -44,7 +45,7 @@ class ReplyLog:
     """
 
     round: int
-    kind: str  # "train" or "evaluate"
+    kind: str  # "train", "evaluate" or "rows" (a row request)
     partition: int
     node: int
     host: str
@@ -82,7 +83,12 @@ class Ledger:
         """Totals and compression ratios for summary.json."""
         up, down = self.total("uplink_bytes"), self.total("downlink_bytes")
         dense_up, dense_down = self.total("dense_uplink_bytes"), self.total("dense_downlink_bytes")
+        total, requests = up + down + self.total("request_bytes"), self.total("request_bytes")
         return {
+            "total_bytes": total,
+            "dense_total_bytes": dense_up + dense_down,
+            "total_ratio": (dense_up + dense_down) / total if total else float("nan"),
+            "request_bytes": requests,
             "uplink_bytes": up,
             "downlink_bytes": down,
             "dense_uplink_bytes": dense_up,

@@ -22,7 +22,7 @@ class RoundProgress:
     def __init__(self, rounds: int, live: bool | None = None) -> None:
         self.rounds = rounds
         self.live = sys.stdout.isatty() if live is None else live
-        self.up = self.down = self.lost = 0
+        self.total = self.lost = 0
         self.metrics = ""
         self._bar: Progress | None = None
         if self.live:
@@ -35,21 +35,21 @@ class RoundProgress:
             self._bar.start()
 
     def update(self, entry: RoundLog) -> None:
-        self.up += entry.uplink_bytes
-        self.down += entry.downlink_bytes
+        sent = entry.uplink_bytes + entry.downlink_bytes + entry.request_bytes
+        self.total += sent
         self.lost += entry.failures + entry.rejected
         metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))
         self.metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith("hr@")) or self.metrics
         lost = "".join(f"  {n} {what}" for n, what in ((entry.failures, "failed"), (entry.rejected, "rejected")) if n)
         if self._bar is not None:
-            status = f"{self.up / 1e6:.1f}/{self.down / 1e6:.1f} MB up/down  {self.metrics}"
+            status = f"{self.total / 1e6:.1f} MB sent  {self.metrics}"
             if self.lost:
                 status += f"  [red]{self.lost} lost[/red]"
             self._bar.update(self._task, completed=entry.round, status=status)
             return
         print(
             f"[prunus] round {entry.round:>4}/{self.rounds}  clients {entry.replies:>4}/{entry.clients:<4}{lost}  "
-            f"up {entry.uplink_bytes / 1e6:8.2f} MB  down {entry.downlink_bytes / 1e6:8.2f} MB  "
+            f"total {sent / 1e6:8.2f} MB  up {entry.uplink_bytes / 1e6:8.2f}  down {entry.downlink_bytes / 1e6:8.2f}  "
             f"loss {entry.train_loss:.4f}  {entry.seconds:6.1f} s  {metrics}",
             flush=True,
         )

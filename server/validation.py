@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
+from prunus.common.codec import CodecError, record_payload
+from prunus.common.codec_rows import decode_row_set
 from prunus.common.compression import PayloadError, UplinkMethod
-from prunus.common.update import Update
+from prunus.common.compression.base import RowIds
+from prunus.common.update import Update, touched_rows
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -39,6 +43,25 @@ def validate_train_reply(content: RecordDict, shapes: Shapes, uplink: UplinkMeth
     if "train-loss" in metrics and not _finite_number(loss):
         raise ReplyError(f"train-loss must be a finite number, got {loss!r}")
     return update, num_examples, float(loss)
+
+
+def check_rows(update: Update, rows: RowIds | None) -> None:
+    """A client sent only some item rows may update only those rows."""
+    for name, ids in (rows or {}).items():
+        outside = np.setdiff1d(touched_rows(update[name]), ids, assume_unique=True)
+        if len(outside):
+            raise ReplyError(f"update of {name!r} touches {len(outside)} rows the client was not sent (e.g. {outside[0]})")
+
+
+def validate_row_request(content: RecordDict, n_items: int) -> np.ndarray:
+    """The item rows a row-query reply asks for: sorted unique ids in [0, n_items)."""
+    rows = content.get("rows")
+    if not isinstance(rows, ArrayRecord) or list(rows) != ["ids"]:
+        raise ReplyError("reply has no ArrayRecord 'rows' holding one array 'ids'")
+    try:
+        return decode_row_set(record_payload("ids", rows["ids"]), n_items)
+    except CodecError as err:
+        raise ReplyError(f"undecodable row request: {err}") from None
 
 
 def validate_evaluate_reply(content: RecordDict, names: set[str]) -> tuple[float, dict[str, float]]:

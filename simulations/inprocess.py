@@ -21,11 +21,14 @@ from flwr.app import ConfigRecord, MessageType, RecordDict
 
 from prunus.client import handlers
 from prunus.client.handlers import ClientData
+from prunus.common.compression.base import ROW_QUERY
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, partitions
 from prunus.server.federation import Outgoing, Reply
 
 log = logging.getLogger("prunus")
+
+HANDLERS = {MessageType.TRAIN: handlers.train, MessageType.EVALUATE: handlers.evaluate, ROW_QUERY: handlers.request_rows}
 
 NodeInfo = Callable[[int], dict[str, str | int]]
 
@@ -45,7 +48,7 @@ class InProcessTransport:
         self.device = torch.device("cpu")
 
     def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]:
-        handler = handlers.train if message_type == MessageType.TRAIN else handlers.evaluate
+        handler = HANDLERS[message_type]
         return [self._call(handler, message) for message in messages]
 
     def _call(self, handler: Callable, message: Outgoing) -> Reply:

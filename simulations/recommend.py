@@ -72,7 +72,7 @@ def open_run(path: Path) -> Run:
 def check_model(cfg: Config, split: SplitData, params: Params, where: Path) -> None:
     """RunError unless `params` are the shared tensors, with the shapes, that
     the config's model on the config's data has."""
-    expected = model_spec(cfg.model, split.n_items)[0]
+    expected = model_spec(cfg.model, split.n_items).shapes
     found = {name: tuple(value.shape) for name, value in params.items()}
     if found == expected:
         return

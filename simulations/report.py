@@ -46,6 +46,8 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
                  f"{', '.join(str(s) for s in sorted(results['seed'].unique()))}; "
                  f"baseline: {base['label'].iloc[0] if len(base) else 'none named'}. "
                  f"Varied: {', '.join(f'`{k}`' for k in tables.varied) or 'nothing'}.")  # fmt: skip
+    commits = results["commit"].value_counts(sort=False)
+    lines.append("Code: " + ", ".join(f"`{c}` ({n} runs)" for c, n in commits.items()) + ".")
     if fixed:
         lines.append("Fixed (differing from the defaults): " + ", ".join(f"`{k} = {v!r}`" for k, v in fixed.items()) + ".")
     if missing:
@@ -58,17 +60,21 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
               "the last round; bytes are totals over the run; `x fewer` is the baseline's bytes over the "
               "setting's. A setting's label names its method and the values that differ from the baseline's "
               "(`d` density, `ef` error feedback, `values` value codec, `down` downlink codec, "
-              "`sparsity` the global model's). "
+              "`sparsity` the global model's, `rows` which item rows a broadcast carries, `pool` / `pad` the "
+              "negative pool and padding of a row request). "
               "Regenerate with `prunus report DIR`.", ""]  # fmt: skip
-    lines += ["## Quality against uplink bytes", "", "![frontier](frontier.png)", "",
-              "The Pareto frontier (no other setting has at most as many uplink bytes and a higher mean "
-              f"{hr.upper()}):", ""]  # fmt: skip
+    lines += ["## Quality against total bytes", "", "![frontier, total bytes](frontier-total.png)", "",
+              "Every message of the protocol, both directions (uplink, downlink and row requests): what a "
+              "deployment pays. The Pareto frontier (no other setting has at most as many total bytes and a "
+              f"higher mean {hr.upper()}):", ""]  # fmt: skip
+    lines += _settings_rows(tables, pareto(settings, "total_bytes_mean", f"{hr}_mean"))
+    lines += ["", "## Best setting per total budget", ""]
+    lines += _budget_rows(tables, "total")
+    lines += ["", "## Quality against uplink bytes", "", "![frontier](frontier.png)", "",
+              "The clients' replies alone. The Pareto frontier on uplink bytes:", ""]
     lines += _settings_rows(tables, pareto(settings, "uplink_bytes_mean", f"{hr}_mean"))
     lines += ["", "## Best setting per uplink budget", ""]
-    lines += _budget_rows(tables)
-    lines += ["", "## Quality against total bytes", "", "![frontier, total bytes](frontier-total.png)", "",
-              "Uplink and downlink together, what a deployment pays. The Pareto frontier on total bytes:", ""]
-    lines += _settings_rows(tables, pareto(settings, "total_bytes_mean", f"{hr}_mean"))
+    lines += _budget_rows(tables, "uplink")
     lines += ["", "## Learning curves and bytes per round", "",
               f"{hr.upper()} against cumulative uplink bytes for "
               f"{'the chosen settings' if chosen else 'the best setting of each method'} (first seed):",
@@ -82,33 +88,38 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
 
 def _settings_rows(tables: Tables, settings: pd.DataFrame) -> list[str]:
     hr, ndcg = tables.hr, tables.ndcg
-    header = ["setting", "n", f"{hr.upper()}", f"{ndcg.upper()}", f"best {hr.upper()}", "uplink bytes",
-              "x fewer up", "downlink bytes", "x fewer down", "total bytes", "x fewer total", f"{hr.upper()} kept",
+    header = ["setting", "n", f"{hr.upper()}", f"{ndcg.upper()}", f"best {hr.upper()}", "total bytes",
+              "x fewer total", "uplink bytes", "x fewer up", "downlink bytes", "x fewer down", f"{hr.upper()} kept",
               "wall s"]  # fmt: skip
     rows = [
         [row["label"] + (" **(baseline)**" if row["baseline"] else ""), row["n"],
          _spread(row, hr, 4), _spread(row, ndcg, 4), _spread(row, f"{hr}_best", 4),
+         _bytes(row["total_bytes_mean"]), _times(row["total_reduction_mean"]),
          _bytes(row["uplink_bytes_mean"]), _times(row["uplink_reduction_mean"]),
          _bytes(row["downlink_bytes_mean"]), _times(row["downlink_reduction_mean"]),
-         _bytes(row["total_bytes_mean"]), _times(row["total_reduction_mean"]),
          _percent(row[f"{hr}_retained_mean"]), f"{row['wall_seconds_mean']:.0f}"]  # fmt: skip
         for _, row in settings.iterrows()
     ]
     return markdown_table(header, rows)
 
 
-def _budget_rows(tables: Tables) -> list[str]:
-    """For each round budget of uplink bytes (1-2-5 steps from the cheapest
-    setting to the dearest): the best mean HR@k among the settings within it."""
+_SHORT = {"total": "total", "uplink": "up"}
+
+
+def _budget_rows(tables: Tables, what: str) -> list[str]:
+    """For each round budget of `what` bytes ("total" or "uplink"; 1-2-5 steps
+    from the cheapest setting to the dearest): the best mean HR@k among the
+    settings within it."""
     hr, settings = tables.hr, tables.settings
-    up = settings["uplink_bytes_mean"]
+    spent = settings[f"{what}_bytes_mean"]
     rows = []
-    for budget in budgets(up.min(), up.max()):
-        within = settings[up <= budget]
+    for budget in budgets(spent.min(), spent.max()):
+        within = settings[spent <= budget]
         best = within.loc[within[f"{hr}_mean"].idxmax()]
-        rows.append([f"<= {_bytes(budget)}", best["label"], _spread(best, hr, 4), _bytes(best["uplink_bytes_mean"]),
-                     _times(best["uplink_reduction_mean"]), _percent(best[f"{hr}_retained_mean"])])  # fmt: skip
-    header = ["uplink budget", "best setting", hr.upper(), "uplink bytes", "x fewer up", f"{hr.upper()} kept"]
+        rows.append([f"<= {_bytes(budget)}", best["label"], _spread(best, hr, 4), _bytes(best[f"{what}_bytes_mean"]),
+                     _times(best[f"{what}_reduction_mean"]), _percent(best[f"{hr}_retained_mean"])])  # fmt: skip
+    header = [f"{what} budget", "best setting", hr.upper(), f"{what} bytes", f"x fewer {_SHORT[what]}",
+              f"{hr.upper()} kept"]  # fmt: skip
     return markdown_table(header, rows)
 
 
@@ -123,11 +134,12 @@ def budgets(low: float, high: float) -> list[float]:
 
 def _run_rows(tables: Tables) -> list[str]:
     hr, ndcg = tables.hr, tables.ndcg
-    header = ["run", "seed", hr.upper(), ndcg.upper(), f"best {hr.upper()}", "uplink bytes", "downlink bytes",
-              "x fewer up", "x fewer down", "wall s"]  # fmt: skip
+    header = ["run", "seed", hr.upper(), ndcg.upper(), f"best {hr.upper()}", "total bytes", "uplink bytes",
+              "downlink bytes", "request bytes", "x fewer total", "x fewer up", "x fewer down", "wall s"]  # fmt: skip
     rows = [
         [f"[{row['run']}]({row['folder']})", row["seed"], f"{row[hr]:.4f}", f"{row[ndcg]:.4f}",
-         f"{row[f'{hr}_best']:.4f}", f"{row['uplink_bytes']:,}", f"{row['downlink_bytes']:,}",
+         f"{row[f'{hr}_best']:.4f}", f"{row['total_bytes']:,}", f"{row['uplink_bytes']:,}",
+         f"{row['downlink_bytes']:,}", f"{row['request_bytes']:,}", _times(row["total_reduction"]),
          _times(row["uplink_reduction"]), _times(row["downlink_reduction"]), f"{row['wall_seconds']:.0f}"]  # fmt: skip
         for _, row in tables.results.iterrows()
     ]

@@ -18,10 +18,11 @@ from prunus.simulations.runs import Run
 
 # config keys that never make two settings different
 NOT_SETTINGS = frozenset({"seed", *RUNTIME_KEYS})
-BYTES = ("uplink_bytes", "downlink_bytes", "dense_uplink_bytes", "dense_downlink_bytes")
+BYTES = ("uplink_bytes", "downlink_bytes", "request_bytes", "dense_uplink_bytes", "dense_downlink_bytes")
 # short names for the settings most sweeps vary, in labels (others keep their key)
 _SHORT = {"prune-method": "", "density": "d", "error-feedback": "ef", "value-codec": "values", "downlink-codec": "down",
-          "model-sparsity": "sparsity"}  # fmt: skip
+          "model-sparsity": "sparsity", "broadcast-rows": "rows", "negative-pool": "pool",
+          "request-pad": "pad"}  # fmt: skip
 
 
 class ReportError(ValueError):
@@ -35,6 +36,15 @@ def metric_names(runs: list[Run]) -> tuple[str, str]:
         raise ReportError(f"the runs use different top-k values {sorted(ks)}; report them separately")
     k = ks.pop()
     return f"hr@{k}", f"ndcg@{k}"
+
+
+def commit_of(summary: dict[str, Any]) -> str:
+    """The commit a run was made at, "+changes" when its tracked files differed
+    from it; "unrecorded" for runs made before summaries recorded it."""
+    code = summary.get("code")
+    if not code:
+        return "unrecorded"
+    return code["commit"] + ("" if code["clean"] else "+changes")
 
 
 def varied_keys(runs: list[Run]) -> list[str]:
@@ -107,10 +117,11 @@ def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.
         for metric in (hr, ndcg):
             row[metric] = summary["metrics"].get(metric, np.nan)
             row[f"{metric}_best"] = summary["best"].get(metric, np.nan)
-        row |= {key: summary["comm"][key] for key in BYTES}
-        row["total_bytes"] = row["uplink_bytes"] + row["downlink_bytes"]
+        row |= {key: summary["comm"].get(key, 0) for key in BYTES}  # runs before row requests have none
+        row["total_bytes"] = row["uplink_bytes"] + row["downlink_bytes"] + row["request_bytes"]
         row |= {"failures": summary.get("failures", 0), "rejected": summary.get("rejected", 0)}
         row |= {"rounds": summary["rounds"], "wall_seconds": summary["wall_seconds"], "folder": f"runs/{run.name}"}
+        row["commit"] = commit_of(summary)
         rows.append(row)
     table = pd.DataFrame(rows)
     baseline = next((r.summary["config"] for r in runs if r.point["baseline"]), None)

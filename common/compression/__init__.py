@@ -5,9 +5,11 @@
   half); one module per method in `uplink/`.
 * `DOWNLINK`: how the server encodes the global model for the broadcast and
   how a client decodes it; one module per method in `downlink/`.
+* `ROWS`: which item rows a message carries (every row, or the rows each
+  client asks for); one module per method in `rows/`.
 * `VALUES`, `INDICES`: the codec's value and index codecs (`common.codec`).
 
-Every module of `uplink/` and `downlink/` is imported here, so a method that
+Every module of `uplink/`, `downlink/` and `rows/` is imported here, so a method that
 registers itself in a new module is known to config validation, `prunus
 report` and the tests with no other edit. See docs/architecture.md.
 """
@@ -19,11 +21,21 @@ import pkgutil
 
 from prunus.common.codec_index import INDEX_CODECS
 from prunus.common.codec_values import VALUE_CODECS
-from prunus.common.compression.base import DownlinkMethod, Encoded, PayloadError, RoundContext, UplinkMethod
+from prunus.common.compression.base import (
+    BroadcastContext,
+    DownlinkMethod,
+    Encoded,
+    PayloadError,
+    RoundContext,
+    RowPlan,
+    RowSelection,
+    UplinkMethod,
+)
 from prunus.common.registry import Registry
 
 UPLINK: Registry[type[UplinkMethod]] = Registry("prune-method")
 DOWNLINK: Registry[type[DownlinkMethod]] = Registry("downlink-codec")
+ROWS: Registry[type[RowSelection]] = Registry("broadcast-rows")
 VALUES: Registry[int] = Registry("value-codec")
 INDICES: Registry[int] = Registry("index-codec")
 for _name, _code in VALUE_CODECS.items():
@@ -32,12 +44,13 @@ INDICES.register("auto")(0)
 for _name, _code in INDEX_CODECS.items():
     INDICES.register(_name)(_code)
 
-REGISTRIES: dict[str, Registry] = {"uplink": UPLINK, "downlink": DOWNLINK, "values": VALUES, "indices": INDICES}
+REGISTRIES: dict[str, Registry] = {"uplink": UPLINK, "downlink": DOWNLINK, "rows": ROWS, "values": VALUES,
+                                   "indices": INDICES}
 
-for _package in ("uplink", "downlink"):
+for _package in ("uplink", "downlink", "rows"):
     _path = importlib.import_module(f"{__name__}.{_package}").__path__
     for _module in pkgutil.iter_modules(_path):
         importlib.import_module(f"{__name__}.{_package}.{_module.name}")
 
-__all__ = ["DOWNLINK", "INDICES", "REGISTRIES", "UPLINK", "VALUES", "DownlinkMethod", "Encoded", "PayloadError",
-           "RoundContext", "UplinkMethod"]
+__all__ = ["DOWNLINK", "INDICES", "REGISTRIES", "ROWS", "UPLINK", "VALUES", "BroadcastContext", "DownlinkMethod",
+           "Encoded", "PayloadError", "RoundContext", "RowPlan", "RowSelection", "UplinkMethod"]

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 Params = dict[str, np.ndarray]
 Shapes = dict[str, tuple[int, ...]]
+# the Flower message type of a row query ("query" category, "rows" action);
+# its content's config names the server round and the purpose ("train" or
+# "evaluate") of the message that follows; the reply carries a row set
+ROW_QUERY = "query.rows"
 
 
 class PayloadError(ValueError):
@@ -43,6 +47,51 @@ class RoundContext:
     # the round's local learning rate: error feedback keeps its residual per
     # unit of it (a returning client's leftover must not land at an old rate)
     lr: float = 1.0
+    # the item rows the update may touch (a partial broadcast's rows; None: all):
+    # error feedback holds back what it carries for other rows until they are sent
+    rows: dict[str, np.ndarray] | None = None
+
+
+RowIds = dict[str, np.ndarray]  # item-table name -> sorted row ids
+
+
+@dataclass(frozen=True)
+class BroadcastContext:
+    """What a downlink encoder may depend on besides the model."""
+
+    server_round: int
+    seed: int
+    # the item rows this message carries, per item table (None: every row);
+    # they travel in this order and without their ids (the client knows them)
+    rows: RowIds | None = None
+
+
+def take_rows(params: Params, rows: RowIds | None) -> Params:
+    """The tensors a message carries: the listed rows of the item tables, the rest whole."""
+    if rows is None:
+        return params
+    return {name: value[rows[name]] if name in rows else value for name, value in params.items()}
+
+
+def row_shapes(shapes: Shapes, rows: RowIds | None) -> Shapes:
+    """The shapes of `take_rows`' tensors."""
+    if rows is None:
+        return shapes
+    return {name: (len(rows[name]), *shape[1:]) if name in rows else shape for name, shape in shapes.items()}
+
+
+def put_rows(blocks: Params, rows: RowIds | None, shapes: Shapes) -> Params:
+    """Full-size tensors from `take_rows`' tensors, zero in the rows not carried."""
+    if rows is None:
+        return blocks
+    full = {}
+    for name, value in blocks.items():
+        if name in rows:
+            full[name] = np.zeros(shapes[name], dtype=value.dtype)
+            full[name][rows[name]] = value
+        else:
+            full[name] = value
+    return full
 
 
 @dataclass(frozen=True)
@@ -67,13 +116,47 @@ class UplinkMethod(Protocol):
     def decode(self, record: ArrayRecord, shapes: Shapes) -> Update: ...
 
 
+@dataclass(frozen=True)
+class RowPlan:
+    """A client's item rows for one message."""
+
+    request: np.ndarray  # sorted unique item ids it asks the server for
+    negatives: np.ndarray  # the ids its sampled negatives are drawn from (within `request`)
+
+
+class RowSelection(Protocol):
+    """Which item rows a message carries: every row, the rows a client asks
+    for (a query before the message), or rows the server picks.
+
+    Client half: `plan` -> the rows to ask for and the negatives' pool, or
+    None when the client does not choose (it then trains on what it gets).
+    Server half: `rows` -> the ids to send a client, given what it asked
+    (None: every row).
+    """
+
+    name: ClassVar[str]
+    queries: ClassVar[bool]  # whether each message is preceded by a row query
+
+    def __init__(self, settings: CompressionConfig) -> None: ...
+
+    def plan(self, needed: np.ndarray, n_items: int, ctx: RoundContext) -> RowPlan | None: ...
+
+    def rows(self, server_round: int, request: np.ndarray | None, n_items: int) -> np.ndarray | None: ...
+
+
 class DownlinkMethod(Protocol):
-    """Global model -> broadcast payload (server half); payload -> arrays (client half)."""
+    """Global model -> broadcast payload (server half); payload -> arrays (client half).
+
+    `encode` sends `take_rows(params, ctx.rows)`; `decode` gets the shapes of
+    what was sent (`row_shapes`) and returns those tensors. ValueError from
+    `encode` means the model cannot travel (the server refuses the step that
+    made it); `decode` raises PayloadError and nothing else.
+    """
 
     name: ClassVar[str]
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 
-    def encode(self, params: Params) -> ArrayRecord: ...
+    def encode(self, params: Params, ctx: BroadcastContext) -> ArrayRecord: ...
 
     def decode(self, record: ArrayRecord, shapes: Shapes) -> Params: ...

@@ -1,9 +1,11 @@
-"""The shared halves of the downlink methods: the global model through the codec.
+"""The shared halves of the downlink methods.
 
-The server sends each tensor's non-zero entries through `common.codec` with
+`CodecBroadcast`: each tensor's non-zero entries through `common.codec` with
 the method's value codec (a pruned model travels as its non-zeros; fp16 and
-int8 are lossy and smaller); a client decodes them and trains from what it
-decoded, so its update is relative to the model it really has.
+int8 are lossy and smaller). `RowBlockBroadcast`: each tensor as per-row
+scaled low-bit codes (`common.codec_rows`), stochastically rounded with noise
+seeded by (seed, round). Either way a client decodes what it was sent and
+trains from that, so its update is relative to the model it really has.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 
-from prunus.common.codec import CodecError, pack_update, unpack_update
-from prunus.common.compression.base import Params, PayloadError, Shapes
+from prunus.common.codec import CodecError, pack_update, record_payload, unpack_update
+from prunus.common.codec_rows import as_rows, pack_rows, quantise_rows, unpack_rows
+from prunus.common.compression.base import BroadcastContext, Params, PayloadError, Shapes, take_rows
 from prunus.common.update import densify, nonzeros
 
 if TYPE_CHECKING:
@@ -30,8 +33,8 @@ class CodecBroadcast:
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
 
-    def encode(self, params: Params) -> ArrayRecord:
-        return pack_update({name: nonzeros(value) for name, value in params.items()},
+    def encode(self, params: Params, ctx: BroadcastContext) -> ArrayRecord:
+        return pack_update({name: nonzeros(value) for name, value in take_rows(params, ctx.rows).items()},
                            index_codec="auto", value_codec=self.value_codec)
 
     def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:
@@ -40,6 +43,52 @@ class CodecBroadcast:
         except CodecError as err:
             raise PayloadError(f"undecodable broadcast: {err}") from None
         return check_model(params, shapes)
+
+
+class RowBlockBroadcast:
+    """Base of the sub-8-bit downlink methods: `bits`-bit per-row scaled codes.
+
+    The whole model is quantised once per (model, round) and each message
+    gathers its rows from that, so every client of a round decodes the same
+    values for a row, whichever rows it asked for.
+    """
+
+    name: ClassVar[str]
+    bits: ClassVar[int]
+
+    def __init__(self, settings: CompressionConfig) -> None:
+        self.settings = settings
+        self._cache: tuple[Params, int, int, dict[str, tuple[np.ndarray, np.ndarray]]] | None = None
+
+    def _quantised(self, params: Params, ctx: BroadcastContext) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if self._cache is None or self._cache[0] is not params or self._cache[1:3] != (ctx.server_round, ctx.seed):
+            rng = np.random.default_rng([ctx.seed, ctx.server_round, 7])
+            quantised = {}
+            for name, value in params.items():
+                rows = as_rows(value)
+                quantised[name] = quantise_rows(rows, self.bits, rng.random(rows.shape, dtype=np.float32))
+            self._cache = (params, ctx.server_round, ctx.seed, quantised)
+        return self._cache[3]
+
+    def encode(self, params: Params, ctx: BroadcastContext) -> ArrayRecord:
+        arrays = {}
+        for name, (scales, codes) in self._quantised(params, ctx).items():
+            if ctx.rows is not None and name in ctx.rows:
+                scales, codes = scales[ctx.rows[name]], codes[ctx.rows[name]]
+            arrays[name] = Array(np.frombuffer(pack_rows(scales, codes, self.bits), dtype=np.uint8))
+        return ArrayRecord(arrays)
+
+    def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:
+        if set(record) != set(shapes):
+            raise PayloadError(f"broadcast does not match the model: tensors {sorted(set(record) ^ set(shapes))}")
+        params = {}
+        for name, shape in shapes.items():
+            rows, cols = as_rows(np.empty(shape, dtype=np.bool_)).shape
+            try:
+                params[name] = unpack_rows(record_payload(name, record[name]), rows, cols, self.bits).reshape(shape)
+            except CodecError as err:
+                raise PayloadError(f"undecodable broadcast: tensor {name!r}: {err}") from None
+        return params
 
 
 def check_model(params: Params, shapes: Shapes) -> Params:

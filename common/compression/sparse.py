@@ -48,10 +48,11 @@ class SparseUplink:
         rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 2])
         # the residual is kept per unit of local learning rate (see RoundContext.lr)
         residual = _residual_from_state(state) if state else None
+        held = _hold_back(residual, ctx.rows) if residual else {}
         carried = {name: value * ctx.lr for name, value in residual.items()} if residual else None
         result = prune_update(update, carried, self.spec, density, rng)
         record = pack_update(result.sparse, index_codec=s.index_codec, value_codec=self.spec.value_codec)
-        kept = compact({name: value / ctx.lr for name, value in result.residual.items()})
+        kept = compact({name: value / ctx.lr + held.get(name, 0.0) for name, value in result.residual.items()})
         return Encoded(record, _residual_to_state(kept), result.nnz, density)
 
     # ---------------------------------------------------------- server half
@@ -77,6 +78,20 @@ def check_names(record: ArrayRecord, shapes: Shapes) -> None:
     if set(record) != set(shapes):
         missing, extra = sorted(set(shapes) - set(record)), sorted(set(record) - set(shapes))
         raise PayloadError(f"reply arrays do not match the model: missing {missing}, unexpected {extra}")
+
+
+def _hold_back(residual: Params, rows: dict[str, np.ndarray] | None) -> Params:
+    """Move the residual of rows outside `rows` out of `residual` (in place)
+    and return it: carried now, it would put rows in the update that the
+    client was not sent."""
+    held = {}
+    for name, ids in (rows or {}).items():
+        if name in residual:
+            inside = np.zeros(len(residual[name]), dtype=bool)
+            inside[ids] = True
+            held[name] = np.where(inside.reshape(-1, *[1] * (residual[name].ndim - 1)), 0.0, residual[name])
+            residual[name] = residual[name] - held[name]
+    return held
 
 
 def _residual_to_state(residual: dict[str, Sparse]) -> Params:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -26,9 +26,9 @@ class Role(str, Enum):
     """What a parameter tensor is, which decides where it lives and travels."""
 
     USER = "user"  # a private table, one row per user: never leaves the client
-    ITEM = "item"  # a shared table, one row per item
+    ITEM = "item"  # a shared table (or bias column), one row per item
     DENSE = "dense"  # a shared weight matrix
-    BIAS = "bias"  # a shared bias vector
+    BIAS = "bias"  # a shared bias vector of a dense layer
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,19 @@ def build_model(
         torch.random.set_rng_state(generator_state)
 
 
+class ModelSpec(NamedTuple):
+    """What a broadcast, an update or a saved model of a model must match."""
+
+    shapes: dict[str, tuple[int, ...]]  # the shared tensors' shapes
+    prunable: tuple[str, ...]  # the names model pruning may touch
+    item_tables: tuple[str, ...]  # the shared tensors with one row per item (a partial broadcast's rows)
+
+
 @lru_cache(maxsize=8)
-def model_spec(model: ModelConfig, n_items: int) -> tuple[dict[str, tuple[int, ...]], tuple[str, ...]]:
-    """Shapes of the shared tensors, and the names model pruning may touch, of
-    `model` over `n_items` items (what a broadcast or a saved model must match)."""
+def model_spec(model: ModelConfig, n_items: int) -> ModelSpec:
+    """The `ModelSpec` of `model` over `n_items` items."""
     built = build_model(model.model, 1, n_items, model.dim, model.mlp_widths)
-    return {name: tuple(value.shape) for name, value in built.shared_state().items()}, tuple(built.prunable_names())
+    tables = built.tables()
+    return ModelSpec({name: tuple(value.shape) for name, value in built.shared_state().items()},
+                     tuple(built.prunable_names()),
+                     tuple(name for name in built.shared_names() if tables[name].role is Role.ITEM))

@@ -34,7 +34,7 @@ class MatrixFactorization(Recommender):
         return {
             "user_embedding.weight": Table(Role.USER, prunable=False),
             "item_embedding.weight": Table(Role.ITEM, prunable=True),
-            "item_bias.weight": Table(Role.BIAS, prunable=False),
+            "item_bias.weight": Table(Role.ITEM, prunable=False),
         }
 
     @classmethod

@@ -15,10 +15,11 @@ from flwr.app import ConfigRecord, RecordDict
 
 from prunus.client import handlers
 from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData
-from prunus.common.compression import DOWNLINK, UPLINK, PayloadError
+from prunus.common.codec_rows import decode_row_set
+from prunus.common.compression import DOWNLINK, UPLINK, BroadcastContext, PayloadError
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, partitions
-from prunus.common.models import build_model
+from prunus.common.models import build_model, model_spec
 from prunus.common.update import densify, sent_entries
 
 CFG = Config.of(synthetic_users=30, synthetic_items=25, eval_negatives=9, train_negatives=2, dim=4,
@@ -34,7 +35,7 @@ def _global(cfg: Config) -> dict[str, np.ndarray]:
 
 def _content(cfg: Config, params: dict[str, np.ndarray], server_round: int) -> RecordDict:
     """What the server sends: the broadcast (downlink method applied) and the round."""
-    arrays = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression).encode(params)
+    arrays = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression).encode(params, BroadcastContext(1, 0))
     return RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
 
 
@@ -85,3 +86,54 @@ def test_evaluate_ranks_the_local_users_and_replies_metrics_only():
     metrics = reply["metrics"]
     assert metrics["num-examples"] == len(client.data.users)
     assert all(0.0 <= float(v) <= 1.0 for k, v in metrics.items() if k != "num-examples")
+
+
+def _requested(cfg: Config, client: ClientData, params: dict[str, np.ndarray], server_round: int,
+               purpose: str = "train") -> tuple[np.ndarray, RecordDict]:
+    """A row query and its answer, then the message the server builds from it."""
+    query = RecordDict({"config": ConfigRecord({"server-round": server_round, "purpose": purpose})})
+    answer = handlers.request_rows(cfg, query, RecordDict(), client)
+    ids = decode_row_set(answer["rows"]["ids"].numpy().tobytes(), client.split.n_items)
+    rows = dict.fromkeys(model_spec(cfg.model, client.split.n_items).item_tables, ids)
+    arrays = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression).encode(
+        params, BroadcastContext(server_round, 0, rows))
+    return ids, RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+
+
+@pytest.mark.parametrize("model", ["mf", "neumf"])
+@pytest.mark.parametrize("pad", [0.0, 1.0])
+def test_a_partial_broadcast_client_asks_for_its_rows_and_updates_no_other(model, pad):
+    cfg = CFG.replace(model=model, synthetic_items=200, broadcast_rows="requested", negative_pool=1.0, request_pad=pad,
+                      downlink_codec="int4", local_optimizer="adam" if model == "neumf" else "sgd")
+    params, client = _global(cfg), _client(cfg, 3)
+    ids, content = _requested(cfg, client, params, 2)
+    positives = np.unique(client.data.items)
+    assert set(positives) <= set(ids) and len(ids) < client.split.n_items
+    plan = handlers.row_plan(cfg, "train", 2, client)
+    np.testing.assert_array_equal(plan.request, ids)  # the query's answer is the plan the message trains on
+    assert set(plan.negatives) <= set(ids)
+    reply = handlers.train(cfg, content, RecordDict(), client)
+    update = densify(UPLINK.get("none")(cfg.compression).decode(reply["arrays"], {k: v.shape for k, v in params.items()}))
+    for name in model_spec(cfg.model, client.split.n_items).item_tables:
+        touched = np.flatnonzero(update[name].reshape(len(update[name]), -1).any(axis=1))
+        assert set(touched) <= set(ids) and len(touched)
+
+
+def test_padding_rows_are_asked_for_but_not_trained_on():
+    cfg = CFG.replace(synthetic_items=200, broadcast_rows="requested", negative_pool=1.0, request_pad=2.0)
+    client = _client(cfg, 3)
+    plan = handlers.row_plan(cfg, "train", 1, client)
+    unpadded = handlers.row_plan(cfg.replace(request_pad=0.0), "train", 1, client)
+    assert len(plan.request) > len(unpadded.request)
+    np.testing.assert_array_equal(plan.negatives, unpadded.negatives)
+
+
+def test_federated_evaluation_asks_for_its_candidates_too():
+    cfg = CFG.replace(synthetic_items=200, broadcast_rows="requested", negative_pool=0.5)
+    params, client = _global(cfg), _client(cfg, 3)
+    ids, content = _requested(cfg, client, params, 1, purpose="evaluate")
+    users = client.data.users
+    candidates = np.concatenate([client.split.test_items[users], client.split.test_negatives[users].ravel()])
+    assert set(candidates[candidates >= 0]) <= set(ids)
+    reply = handlers.evaluate(cfg, content, RecordDict(), client)
+    assert 0 <= reply["metrics"]["hr@10"] <= 1

@@ -29,7 +29,7 @@ def _problem(seed: int = 0):
 
 def _patch_negatives(monkeypatch, negatives: np.ndarray) -> None:
     """The reference draws negatives inside; hand it ours, in the order it asks."""
-    monkeypatch.setattr(training, "_negatives", lambda n, n_items, generator: torch.as_tensor(negatives.ravel()))
+    monkeypatch.setattr(training, "_negatives", lambda n, n_items, generator, pool=None: torch.as_tensor(negatives.ravel()))
 
 
 def _rows(model) -> Rows:
@@ -63,7 +63,7 @@ def test_adam_fold_in_matches_the_reference(monkeypatch, settings, one_user):
     steps = 3
     draws = [np.roll(negatives, s, axis=0) for s in range(steps)]
     calls = iter(draws)
-    monkeypatch.setattr(training, "_negatives", lambda n, n_items, generator: torch.as_tensor(next(calls).ravel()))
+    monkeypatch.setattr(training, "_negatives", lambda n, n_items, generator, pool=None: torch.as_tensor(next(calls).ravel()))
     rows = _rows(model)
     start = model.user_embedding.weight.detach().numpy().copy()
     folded = fold_in_users(start, users, items, draws, rows, settings, lr=0.1)

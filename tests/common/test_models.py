@@ -77,7 +77,7 @@ def test_mf_tables():
     assert {n: (t.role, t.prunable) for n, t in tables.items()} == {
         "user_embedding.weight": (Role.USER, False),
         "item_embedding.weight": (Role.ITEM, True),
-        "item_bias.weight": (Role.BIAS, False),
+        "item_bias.weight": (Role.ITEM, False),
     }
 
 

@@ -89,6 +89,9 @@ def test_every_run_row_is_its_summary(sweep: Path, runs):
         assert row["HR@10"] == f"{summary['metrics']['hr@10']:.4f}"
         assert row["NDCG@10"] == f"{summary['metrics']['ndcg@10']:.4f}"
         assert row["best HR@10"] == f"{summary['best']['hr@10']:.4f}"
+        total = comm["uplink_bytes"] + comm["downlink_bytes"] + comm.get("request_bytes", 0)
+        assert row["total bytes"] == f"{total:,}"
+        assert row["request bytes"] == f"{comm.get('request_bytes', 0):,}"
         assert row["uplink bytes"] == f"{comm['uplink_bytes']:,}"
         assert row["downlink bytes"] == f"{comm['downlink_bytes']:,}"
         assert row["x fewer up"] == f"{baseline[seed]['comm']['uplink_bytes'] / comm['uplink_bytes']:.1f}x"
@@ -105,7 +108,7 @@ def test_every_setting_row_is_the_mean_of_its_seeds_summaries(sweep: Path, runs)
     assert len(rows) == len(by_setting)
 
     def total(summary: dict) -> int:
-        return summary["comm"]["uplink_bytes"] + summary["comm"]["downlink_bytes"]
+        return summary["comm"]["uplink_bytes"] + summary["comm"]["downlink_bytes"] + summary["comm"].get("request_bytes", 0)
 
     for row, (setting, summaries) in zip(rows, sorted(by_setting.items())):
         assert row["n"] == str(len(summaries))
@@ -140,6 +143,19 @@ def _unchecked(text: str, report: str) -> list[str]:
     centralized = json.loads((RESULTS / "runs" / "ml100k-centralized" / "summary.json").read_text())
     checked |= {f"{value:.4f}" for value in centralized["metrics"].values()}
     return sorted(set(FIGURE.findall(text)) - checked)
+
+
+def test_the_results_page_names_the_code_its_runs_were_made_at(sweep: Path, runs):
+    """A page states the commit its runs ran at (or that they predate recorded
+    commits); it fails when a run was made at a commit other than the one named."""
+    page = (RESULTS / f"{sweep.name}.md").read_text()
+    made = {summary["code"]["commit"] if "code" in summary else "unrecorded" for _, summary in runs.values()}
+    assert all(summary.get("code", {"clean": True})["clean"] for _, summary in runs.values())
+    named = set(re.findall(r"made at commit `([0-9a-f]{40})`", page))
+    if made == {"unrecorded"}:
+        assert "made before runs recorded their commit" in page and not named
+    else:
+        assert named == made, f"the page names {sorted(named)}, its runs were made at {sorted(made)}"
 
 
 def test_the_results_page_quotes_only_checked_figures(sweep: Path):

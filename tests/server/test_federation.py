@@ -8,14 +8,17 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from prunus.common.codec import pack_update
+from prunus.common.codec_rows import encode_row_set
+from prunus.common.compression.base import ROW_QUERY
 from prunus.common.config import Config
+from prunus.common.models import ModelSpec
 from prunus.common.params import to_record, wire_bytes
 from prunus.common.update import Sparse
 from prunus.server.federation import EVAL_STREAM, TRAIN_STREAM, Federation, Outgoing, Reply
 from prunus.server.ledger import Ledger
 
 PARAMS = {"item_embedding.weight": np.zeros((4, 2), np.float32), "item_bias.weight": np.zeros((4, 1), np.float32)}
-PRUNABLE = ["item_embedding.weight"]
+SPEC = ModelSpec({k: v.shape for k, v in PARAMS.items()}, ("item_embedding.weight",), tuple(PARAMS))
 NODE = {0: 10, 1: 11, 2: 12}  # partition -> node id, as a transport would attribute replies
 
 
@@ -52,7 +55,7 @@ class CannedTransport:
 
 def _federation(params=PARAMS, partitions=(0, 1, 2), evaluator=lambda params: {}, **overrides) -> Federation:
     cfg = Config.of(**{"rounds": 2, "clients_per_round": 3, **overrides})
-    return Federation(cfg, list(partitions), {k: v.copy() for k, v in params.items()}, PRUNABLE, evaluator, Ledger())
+    return Federation(cfg, list(partitions), {k: v.copy() for k, v in params.items()}, SPEC, evaluator, Ledger())
 
 
 def _update(value: float) -> dict[str, np.ndarray]:
@@ -242,7 +245,7 @@ def test_a_sparse_fp16_broadcast_costs_less_than_its_dense_equivalent():
     big = {"item_embedding.weight": np.zeros((500, 8), np.float32), "item_bias.weight": np.zeros((500, 1), np.float32)}
     federation = _federation(big, downlink_codec="fp16")
     federation.params["item_embedding.weight"][:50] = 1.0
-    federation.broadcast(1, [0, 1])
+    federation.broadcast(1, dict.fromkeys([0, 1]))
     entry = federation.ledger.round(1)
     assert entry.downlink_nnz == 2 * 400
     assert 5 * entry.downlink_bytes < entry.dense_downlink_bytes
@@ -443,7 +446,7 @@ def test_a_step_the_fp16_broadcast_cannot_carry_is_refused(make_train_reply):
     federation.train(1, CannedTransport([Reply(0, 10, make_train_reply(_update(1e5), partition=0))]))
     assert federation.ledger.round(1).refused == 1
     assert not federation.params["item_embedding.weight"].any()
-    federation.broadcast(2, [0])  # the kept model still broadcasts
+    federation.broadcast(2, {0: None})  # the kept model still broadcasts
 
 
 @pytest.mark.parametrize("aggregator", ["median", "trimmed-mean"])
@@ -457,3 +460,65 @@ def test_robust_aggregators_and_clipping_bound_a_byzantine_reply(make_train_repl
     clipped.train(1, CannedTransport(replies))
     assert clipped.ledger.round(1).clipped == 1
     assert np.abs(clipped.params["item_embedding.weight"]).max() < 2.0  # mean of 1.0, 1.2 and -500 clipped to 1.2's size
+
+
+# ------------------------------------------------------ partial broadcasts
+BIG = {"item_embedding.weight": np.arange(80, dtype=np.float32).reshape(40, 2), "item_bias.weight": np.ones((40, 1), np.float32)}
+BIG_SPEC = ModelSpec({k: v.shape for k, v in BIG.items()}, ("item_embedding.weight",), tuple(BIG))
+ASKED = {0: np.array([1, 5, 7]), 1: np.array([0, 39]), 2: np.array([2, 3, 4, 5])}
+
+
+def _partial(answer_train: Callable[[Outgoing], RecordDict | None], asked=ASKED) -> tuple[Federation, FakeTransport]:
+    cfg = Config.of(rounds=1, clients_per_round=3, broadcast_rows="requested")
+    federation = Federation(cfg, [0, 1, 2], {k: v.copy() for k, v in BIG.items()}, BIG_SPEC, lambda p: {}, Ledger())
+
+    def answer(message_type, outgoing):
+        if message_type == ROW_QUERY:
+            ids = asked[outgoing.partition]
+            if ids is None:
+                return None
+            payload = np.frombuffer(ids if isinstance(ids, bytes) else encode_row_set(ids, 40), dtype=np.uint8)
+            return RecordDict({"rows": ArrayRecord({"ids": Array(payload)})})
+        return answer_train(outgoing)
+
+    return federation, FakeTransport(answer)
+
+
+def test_a_partial_broadcast_sends_each_client_its_requested_rows_only(make_train_reply):
+    seen = {}
+
+    def train(outgoing):
+        seen[outgoing.partition] = outgoing.content
+        ids = ASKED[outgoing.partition]
+        update = {k: np.zeros_like(v) for k, v in BIG.items()}
+        update["item_embedding.weight"][ids] = 1.0
+        return make_train_reply(update, partition=outgoing.partition)
+
+    federation, transport = _partial(train)
+    federation.train(1, transport)
+    assert [t for t, _ in transport.sent] == [ROW_QUERY, MessageType.TRAIN]
+    for partition, ids in ASKED.items():
+        arrays = seen[partition]["arrays"]
+        np.testing.assert_array_equal(arrays["item_embedding.weight"].numpy(), BIG["item_embedding.weight"][ids])
+        np.testing.assert_array_equal(arrays["item_bias.weight"].numpy(), BIG["item_bias.weight"][ids])
+    entry = federation.ledger.round(1)
+    assert entry.replies == 3 and entry.rejected == 0
+    assert entry.downlink_bytes == sum(wire_bytes(content) for content in seen.values())
+    queries, answers = transport.sent[0][1], [r for r in federation.ledger.replies if r.kind == "rows"]
+    assert entry.request_bytes == sum(wire_bytes(q.content) for q in queries) + sum(r.uplink_bytes for r in answers)
+    assert federation.ledger.comm_summary()["total_bytes"] == entry.uplink_bytes + entry.downlink_bytes + entry.request_bytes
+
+
+def test_an_update_of_a_row_not_sent_is_rejected_and_a_bad_request_gets_no_message(make_train_reply):
+    def train(outgoing):
+        update = {k: np.zeros_like(v) for k, v in BIG.items()}
+        update["item_embedding.weight"][10] = 1.0  # asked for [1, 5, 7] only
+        return make_train_reply(update, partition=outgoing.partition)
+
+    garbage = b"PRRS" + bytes(30)
+    federation, transport = _partial(train, {0: ASKED[0], 1: garbage, 2: None})
+    federation.train(1, transport)
+    entry = federation.ledger.round(1)
+    assert [o.partition for o in transport.sent[1][1]] == [0]  # only the client whose request was good
+    assert entry.rejected == 2 and entry.failures == 1 and entry.replies == 0
+    assert np.array_equal(federation.params["item_embedding.weight"], BIG["item_embedding.weight"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord
 
 from prunus.common.compression import DOWNLINK
-from prunus.common.compression.base import Params, PayloadError, Shapes
+from prunus.common.compression.base import BroadcastContext, Params, PayloadError, Shapes, take_rows
 from prunus.common.compression.broadcast import CodecBroadcast, check_model
 from prunus.common.params import from_record, to_record
 
@@ -23,8 +23,8 @@ class Fp32Broadcast(CodecBroadcast):
     def dense(self) -> bool:
         return self.settings.model_sparsity == 0
 
-    def encode(self, params: Params) -> ArrayRecord:
-        return to_record(params) if self.dense else super().encode(params)
+    def encode(self, params: Params, ctx: BroadcastContext) -> ArrayRecord:
+        return to_record(take_rows(params, ctx.rows)) if self.dense else super().encode(params, ctx)
 
     def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:
         if not self.dense:

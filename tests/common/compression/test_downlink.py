@@ -3,8 +3,9 @@
 Parametrised over `DOWNLINK.names()`, each with the model as it is and with a
 pruned model (`model-sparsity`, whose zeros travel as such): the round trip is
 exact where the payload is float32 and within the value codec's bound
-otherwise, and a broadcast that does not fit the client's model is a
-`PayloadError`.
+otherwise (per row for the row-block methods), a partial broadcast (some
+item rows) decodes to those rows of the whole one, and a broadcast that does
+not fit the client's model is a `PayloadError`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import pytest
 from flwr.app import ArrayRecord
 
 from prunus.common.codec import max_abs_error, read_header, record_payload
-from prunus.common.compression import DOWNLINK, PayloadError
+from prunus.common.codec_rows import as_rows, max_row_error
+from prunus.common.compression import DOWNLINK, BroadcastContext, PayloadError
+from prunus.common.compression.base import put_rows, row_shapes, take_rows
+from prunus.common.compression.broadcast import RowBlockBroadcast
 from prunus.common.config import Config
 
 METHODS = DOWNLINK.names()
@@ -52,19 +56,21 @@ def _codec_of(record: ArrayRecord, name: str) -> str | None:
 def test_the_broadcast_round_trip_reproduces_the_model(name, sparsity):
     params = _params()
     before = {k: v.copy() for k, v in params.items()}
-    record = _method(name, sparsity).encode(params)
+    method = _method(name, sparsity)
+    record = method.encode(params, BroadcastContext(1, 0))
     assert all(np.array_equal(params[k], before[k]) for k in params)  # the model is not touched
     decoded = _method(name, sparsity).decode(record, SHAPES)  # the client's instance
     assert set(decoded) == set(SHAPES)
     for tensor, value in params.items():
         got = decoded[tensor]
         assert got.shape == value.shape and got.dtype == np.float32
-        codec = _codec_of(record, tensor)
-        if codec in (None, "fp32"):
+        error = np.abs(got.astype(np.float64) - value)
+        if isinstance(method, RowBlockBroadcast):
+            assert (as_rows(error).max(1) <= max_row_error(as_rows(value), method.bits, stochastic=True)).all()
+        elif _codec_of(record, tensor) in (None, "fp32"):
             np.testing.assert_array_equal(got, value)
         else:
-            bound = max_abs_error(value[value != 0], codec)
-            assert np.abs(got.astype(np.float64) - value).max() <= bound
+            assert error.max() <= max_abs_error(value[value != 0], _codec_of(record, tensor))
         assert not got[value == 0].any()  # a pruned entry stays pruned
     if name == "fp32":
         assert all(_codec_of(record, t) in (None, "fp32") for t in SHAPES)
@@ -88,7 +94,7 @@ BAD_SHAPES = {
 @pytest.mark.parametrize("name", METHODS)
 def test_a_broadcast_of_other_shapes_is_a_payload_error(name, sparsity, bad):
     method = _method(name, sparsity)
-    record = method.encode(_params())
+    record = method.encode(_params(), BroadcastContext(1, 0))
     with pytest.raises(PayloadError):
         method.decode(record, BAD_SHAPES[bad])
 
@@ -97,7 +103,7 @@ def test_a_broadcast_of_other_shapes_is_a_payload_error(name, sparsity, bad):
 @pytest.mark.parametrize("name", METHODS)
 def test_a_broadcast_missing_a_tensor_is_a_payload_error(name, sparsity):
     method = _method(name, sparsity)
-    record = method.encode(_params())
+    record = method.encode(_params(), BroadcastContext(1, 0))
     short = ArrayRecord({k: v for k, v in record.items() if k != "item_bias.weight"})
     with pytest.raises(PayloadError):
         method.decode(short, SHAPES)
@@ -109,6 +115,60 @@ def test_a_lossy_broadcast_is_smaller(name):
     from prunus.common.params import wire_bytes
 
     params = _params()
-    size = wire_bytes(_method(name, 0.0).encode(params))
-    reference = wire_bytes(_method("fp32", 0.0).encode(params))
+    size = wire_bytes(_method(name, 0.0).encode(params, BroadcastContext(1, 0)))
+    reference = wire_bytes(_method("fp32", 0.0).encode(params, BroadcastContext(1, 0)))
     assert size <= reference
+
+
+ROWS = {"item_embedding.weight": np.array([0, 3, 7, 49]), "item_bias.weight": np.array([0, 3, 7, 49])}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_partial_broadcast_carries_only_its_rows_and_they_match_the_whole_one(name):
+    params, ctx = _params(), BroadcastContext(3, 0)
+    method = _method(name, 0.0)
+    whole = _method(name, 0.0).decode(method.encode(params, ctx), SHAPES)
+    record = method.encode(params, BroadcastContext(3, 0, ROWS))
+    blocks = _method(name, 0.0).decode(record, row_shapes(SHAPES, ROWS))
+    assert {k: v.shape for k, v in blocks.items()} == row_shapes(SHAPES, ROWS)
+    full = put_rows(blocks, ROWS, SHAPES)
+    for tensor, ids in ROWS.items():
+        assert not np.delete(full[tensor], ids, axis=0).any()  # nothing outside the rows sent
+    exact = isinstance(method, RowBlockBroadcast) or _codec_of(record, "item_embedding.weight") in (None, "fp32")
+    if exact:  # every client of a round decodes the same values for a row
+        for tensor, value in take_rows(whole, ROWS).items():
+            np.testing.assert_array_equal(blocks[tensor], value)
+    assert len(record["item_embedding.weight"].data) < len(method.encode(params, ctx)["item_embedding.weight"].data)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if issubclass(DOWNLINK.get(n), RowBlockBroadcast)])
+def test_stochastic_rounding_is_seeded_by_the_round_and_unbiased(name):
+    params = _params()
+    codes = [_method(name, 0.0).encode(params, BroadcastContext(r, 0))["mlp.0.weight"].data for r in (1, 1, 2)]
+    assert codes[0] == codes[1] and codes[0] != codes[2]
+    mean = np.mean([_method(name, 0.0).decode(_method(name, 0.0).encode(params, BroadcastContext(r, 0)), SHAPES)
+                    ["mlp.0.weight"] for r in range(400)], axis=0)
+    step = np.abs(params["mlp.0.weight"]).max(1, keepdims=True) / (2 ** (DOWNLINK.get(name).bits - 1) - 1)
+    assert (np.abs(mean - params["mlp.0.weight"]) <= 0.25 * step).all()  # 400 draws: within 5 standard errors
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if issubclass(DOWNLINK.get(n), RowBlockBroadcast)])
+def test_a_malformed_row_block_is_a_payload_error(name):
+    method = _method(name, 0.0)
+    record = method.encode(_params(), BroadcastContext(1, 0))
+    data = record["item_embedding.weight"].numpy()
+    rng = np.random.default_rng(0)
+    from flwr.app import Array
+
+    cases = [data[:-1], np.concatenate([data, [0]]), data[:10]]
+    for _ in range(200):
+        flipped = data.copy()
+        flipped[rng.integers(len(data))] ^= np.uint8(1 << rng.integers(8))
+        cases.append(flipped)
+    for case in cases:
+        bad = ArrayRecord({**record, "item_embedding.weight": Array(np.ascontiguousarray(case))})
+        try:
+            decoded = method.decode(bad, SHAPES)
+        except PayloadError:
+            continue
+        assert np.isfinite(decoded["item_embedding.weight"]).all()  # a flip that still decodes is a valid block

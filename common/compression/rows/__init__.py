@@ -1,0 +1,1 @@
+"""Row selections: one module each, registered in `prunus.common.compression.ROWS`."""

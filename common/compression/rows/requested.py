@@ -1,0 +1,52 @@
+"""`requested`: each client gets only the item rows it asks for.
+
+A client's round touches its positives and the negatives it samples (and
+federated evaluation its held-out candidates), a fraction of the catalogue.
+Before each message the server queries the client; the client answers with
+the rows it needs: its positives (and candidates), a pool of
+`negative-pool` x as many random rows that its negatives will be drawn from,
+and `request-pad` x as many further random rows it will not use. The server
+sends those rows only; the client's update touches no other row.
+
+The request reveals the client's items among the pool and the padding rows:
+padding costs downlink bytes and hides the positives in a larger set (the
+update still shows which rows were trained on).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from prunus.common.compression import ROWS
+from prunus.common.compression.base import RoundContext, RowPlan
+
+if TYPE_CHECKING:
+    from prunus.common.config import CompressionConfig
+
+
+@ROWS.register("requested")
+class RequestedRows:
+    name = "requested"
+    queries = True
+
+    def __init__(self, settings: CompressionConfig) -> None:
+        self.settings = settings
+
+    def plan(self, needed: np.ndarray, n_items: int, ctx: RoundContext) -> RowPlan:
+        """Seeded by (seed, round, partition): the query and the message that
+        follows it plan the same rows without the client keeping anything."""
+        rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 5])
+        base = max(len(needed), 1)
+        pool = np.sort(rng.choice(n_items, min(n_items, math.ceil(self.settings.negative_pool * base)), replace=False))
+        request = np.union1d(needed, pool)
+        pad = math.ceil(self.settings.request_pad * base)
+        if pad:
+            free = np.setdiff1d(np.arange(n_items), request, assume_unique=True)
+            request = np.union1d(request, rng.choice(free, min(pad, len(free)), replace=False))
+        return RowPlan(request.astype(np.int64), pool.astype(np.int64))
+
+    def rows(self, server_round: int, request: np.ndarray | None, n_items: int) -> np.ndarray | None:
+        return request
