@@ -118,6 +118,7 @@ class CompressionConfig:
     density_warmup_rounds: int = field(default=0, metadata=_non_negative())
     prune_threshold: float = field(default=0.0, metadata=_non_negative())
     error_feedback: bool = True
+    rank: int = field(default=4, metadata=_positive())  # lowrank: the factor's rank
     value_codec: str = field(default="fp32", metadata=_lazy_choice("values"))
     index_codec: str = field(default="auto", metadata=_lazy_choice("indices"))
     downlink_codec: str = field(default="fp32", metadata=_lazy_choice("downlink"))

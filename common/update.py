@@ -78,11 +78,12 @@ def densify(update: dict[str, TensorUpdate]) -> dict[str, np.ndarray]:
 
 
 def sent_entries(t: TensorUpdate) -> int:
-    """Numbers that travelled for this tensor (non-zeros; factors' entries)."""
+    """Numbers that travelled for this tensor: its non-zeros; for a factored
+    update the left factor's (the right one is derived from a shared seed)."""
     if isinstance(t, Dense):
         return int(np.count_nonzero(t.values))
     if isinstance(t, Factored):
-        return int(t.left.size + t.right.size)
+        return int(np.count_nonzero(t.left))
     return len(t.indices)
 
 

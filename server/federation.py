@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
 
-from prunus.common.compression import DOWNLINK, ROWS, UPLINK, BroadcastContext
+from prunus.common.compression import DOWNLINK, ROWS, UPLINK, BroadcastContext, RoundContext
 from prunus.common.compression.base import ROW_QUERY, RowIds, take_rows
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
@@ -131,7 +131,8 @@ class Federation:
         entry.clients = len(chosen)
         replies = transport.exchange(MessageType.TRAIN, self.messages(server_round, chosen, "train", transport))
         accepted: list[tuple[int, int, Update, float, float]] = []
-        checked = self._collect(server_round, "train", replies, list(self._sent), self._check_train)
+        checked = self._collect(server_round, "train", replies, list(self._sent),
+                                lambda reply: self._check_train(reply, server_round))
         for reply, sent, (update, num_examples, loss) in checked:
             nnz = sum(sent_entries(t) for t in update.values())
             entry.uplink_nnz += nnz
@@ -175,8 +176,9 @@ class Federation:
             return
         self.params = params
 
-    def _check_train(self, reply: Reply) -> tuple[Update, float, float]:
-        checked = validate_train_reply(reply.content, self.shapes, self.uplink)
+    def _check_train(self, reply: Reply, server_round: int) -> tuple[Update, float, float]:
+        ctx = RoundContext(server_round, reply.partition, self.cfg.runtime.seed)
+        checked = validate_train_reply(reply.content, self.shapes, self.uplink, ctx)
         check_rows(checked[0], self._sent[reply.partition])
         return checked
 

@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set
-from prunus.common.compression import PayloadError, UplinkMethod
+from prunus.common.compression import PayloadError, RoundContext, UplinkMethod
 from prunus.common.compression.base import RowIds
 from prunus.common.update import Update, touched_rows
 
@@ -27,7 +27,8 @@ class ReplyError(ValueError):
     """A client reply that cannot be aggregated; the message says why."""
 
 
-def validate_train_reply(content: RecordDict, shapes: Shapes, uplink: UplinkMethod) -> tuple[Update, float, float]:
+def validate_train_reply(content: RecordDict, shapes: Shapes, uplink: UplinkMethod,
+                         ctx: RoundContext | None = None) -> tuple[Update, float, float]:
     """Return `(update, num_examples, train_loss)` or raise ReplyError; the
     loss is NaN when the reply reports none."""
     arrays = content.get("arrays")
@@ -35,7 +36,7 @@ def validate_train_reply(content: RecordDict, shapes: Shapes, uplink: UplinkMeth
     if not isinstance(arrays, ArrayRecord):
         raise ReplyError("reply has no ArrayRecord 'arrays'")
     try:
-        update = uplink.decode(arrays, shapes)
+        update = uplink.decode(arrays, shapes, ctx)
     except PayloadError as err:
         raise ReplyError(str(err)) from None
     num_examples = _num_examples(metrics)

@@ -113,7 +113,10 @@ class UplinkMethod(Protocol):
 
     def encode(self, update: Params, state: dict[str, np.ndarray] | None, ctx: RoundContext) -> Encoded: ...
 
-    def decode(self, record: ArrayRecord, shapes: Shapes) -> Update: ...
+    def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
+        """`ctx`: the round (and partition) the reply answers; a method whose
+        payload leaves out what both sides derive from it (a shared random
+        factor) needs it, the server always passes it."""
 
 
 @dataclass(frozen=True)

@@ -47,16 +47,16 @@ class SparseUplink:
         density = density_at(ctx.server_round, s.density, s.density_warmup_rounds)
         rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 2])
         # the residual is kept per unit of local learning rate (see RoundContext.lr)
-        residual = _residual_from_state(state) if state else None
-        held = _hold_back(residual, ctx.rows) if residual else {}
+        residual = residual_from_state(state) if state else None
+        held = hold_back(residual, ctx.rows) if residual else {}
         carried = {name: value * ctx.lr for name, value in residual.items()} if residual else None
         result = prune_update(update, carried, self.spec, density, rng)
         record = pack_update(result.sparse, index_codec=s.index_codec, value_codec=self.spec.value_codec)
         kept = compact({name: value / ctx.lr + held.get(name, 0.0) for name, value in result.residual.items()})
-        return Encoded(record, _residual_to_state(kept), result.nnz, density)
+        return Encoded(record, residual_to_state(kept), result.nnz, density)
 
     # ---------------------------------------------------------- server half
-    def decode(self, record: ArrayRecord, shapes: Shapes) -> Update:
+    def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         check_names(record, shapes)
         update: Update = {}
         for name, array in record.items():
@@ -80,7 +80,7 @@ def check_names(record: ArrayRecord, shapes: Shapes) -> None:
         raise PayloadError(f"reply arrays do not match the model: missing {missing}, unexpected {extra}")
 
 
-def _hold_back(residual: Params, rows: dict[str, np.ndarray] | None) -> Params:
+def hold_back(residual: Params, rows: dict[str, np.ndarray] | None) -> Params:
     """Move the residual of rows outside `rows` out of `residual` (in place)
     and return it: carried now, it would put rows in the update that the
     client was not sent."""
@@ -94,7 +94,7 @@ def _hold_back(residual: Params, rows: dict[str, np.ndarray] | None) -> Params:
     return held
 
 
-def _residual_to_state(residual: dict[str, Sparse]) -> Params:
+def residual_to_state(residual: dict[str, Sparse]) -> Params:
     """The compact residual as flat arrays for the client's state."""
     arrays: Params = {}
     for name, (indices, values, shape) in residual.items():
@@ -104,7 +104,7 @@ def _residual_to_state(residual: dict[str, Sparse]) -> Params:
     return arrays
 
 
-def _residual_from_state(arrays: Params) -> Params:
+def residual_from_state(arrays: Params) -> Params:
     names = {key[: -len(_INDEX)] for key in arrays if key.endswith(_INDEX)}
     return densify({
         name: Sparse(arrays[name + _INDEX], arrays[name + _VALUES], tuple(int(d) for d in arrays[name + _SHAPE]))

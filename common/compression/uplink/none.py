@@ -38,9 +38,9 @@ class NoPruning(SparseUplink):
         nnz = int(sum(np.count_nonzero(v) for v in update.values()))
         return Encoded(to_record(update), {}, nnz, 1.0)
 
-    def decode(self, record: ArrayRecord, shapes: Shapes) -> Update:
+    def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         if not self.dense:
-            return super().decode(record, shapes)
+            return super().decode(record, shapes, ctx)
         check_names(record, shapes)
         try:
             arrays = from_record(record)

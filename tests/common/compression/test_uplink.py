@@ -15,7 +15,7 @@ from flwr.app import Array, ArrayRecord
 
 from prunus.common.codec import encode, max_abs_error, read_header, record_payload
 from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext
-from prunus.common.compression.sparse import _residual_from_state
+from prunus.common.compression.sparse import residual_from_state
 from prunus.common.config import Config
 from prunus.common.params import from_record, to_record
 from prunus.common.pruning import density_at
@@ -59,7 +59,7 @@ def _kept(encoded: Encoded) -> dict[str, np.ndarray]:
     Read with the shared sparse half's state reader: a method that keeps its
     state in another layout needs its own reader here.
     """
-    return _residual_from_state(encoded.state) if encoded.state else {}
+    return residual_from_state(encoded.state) if encoded.state else {}
 
 
 def _payload_codecs(record: ArrayRecord) -> dict[str, str | None]:
@@ -86,7 +86,7 @@ def test_payload_decodes_into_an_update_of_the_model(name, value_codec):
     encoded = method.encode(_update(), None, _ctx())
     assert isinstance(encoded, Encoded)
     assert not set(encoded.state) & set(encoded.record)  # the state never travels
-    decoded = _method(name, value_codec=value_codec).decode(encoded.record, SHAPES)  # the server's instance
+    decoded = _method(name, value_codec=value_codec).decode(encoded.record, SHAPES, _ctx())  # the server's instance
     assert set(decoded) == set(SHAPES)
     for tensor, update in decoded.items():
         assert isinstance(update, (Dense, Sparse, Factored))
@@ -99,6 +99,8 @@ def test_payload_decodes_into_an_update_of_the_model(name, value_codec):
     for tensor, sent in densify(decoded).items():
         original = _update()[tensor]
         update = decoded[tensor]
+        if isinstance(update, Factored):  # a projection: what it loses is the residual's (checked below)
+            continue
         at = update.indices if isinstance(update, Sparse) else np.flatnonzero(sent.ravel())
         codec = codecs[tensor]
         bound = 0.0 if codec is None else max_abs_error(original.ravel()[at], codec)
@@ -115,7 +117,7 @@ def test_sent_plus_kept_residual_is_the_corrected_update(name, value_codec):
     method = _method(name, value_codec=value_codec, error_feedback=True)
     lr1, lr2 = 2.0, 0.5
     first = method.encode(_update(1), None, _ctx(1, 3, lr=lr1))
-    sent1, kept1 = densify(method.decode(first.record, SHAPES)), _kept(first)
+    sent1, kept1 = densify(method.decode(first.record, SHAPES, _ctx(1, 3))), _kept(first)
     assert set(kept1) <= set(SHAPES)
     for tensor, value in _update(1).items():
         kept = kept1.get(tensor, np.zeros(value.shape, np.float32))
@@ -124,7 +126,7 @@ def test_sent_plus_kept_residual_is_the_corrected_update(name, value_codec):
     # the state as the client keeps it between rounds (a Flower record)
     state = from_record(to_record(first.state))
     second = method.encode(_update(2), state, _ctx(5, 3, lr=lr2))
-    sent2, kept2 = densify(method.decode(second.record, SHAPES)), _kept(second)
+    sent2, kept2 = densify(method.decode(second.record, SHAPES, _ctx(5, 3))), _kept(second)
     for tensor, value in _update(2).items():
         zero = np.zeros(value.shape, np.float32)
         corrected = value + kept1.get(tensor, zero) * np.float32(lr2)
@@ -202,7 +204,7 @@ def test_a_payload_for_other_shapes_is_a_payload_error(name, bad, value_codec):
     method = _method(name, value_codec=value_codec)
     record = method.encode(_update(), None, _ctx()).record
     with pytest.raises(PayloadError):
-        method.decode(record, BAD_SHAPES[bad])
+        method.decode(record, BAD_SHAPES[bad], _ctx())
 
 
 @pytest.mark.parametrize("value_codec", ["fp32", "int8"])
@@ -212,7 +214,7 @@ def test_a_payload_missing_a_tensor_is_a_payload_error(name, value_codec):
     record = method.encode(_update(), None, _ctx()).record
     short = ArrayRecord({k: v for k, v in record.items() if k != "item_bias.weight"})
     with pytest.raises(PayloadError, match="item_bias.weight"):
-        method.decode(short, SHAPES)
+        method.decode(short, SHAPES, _ctx())
 
 
 @pytest.mark.parametrize("value_codec", ["fp32", "int8"])
@@ -224,7 +226,7 @@ def test_an_undecodable_tensor_is_a_payload_error(name, value_codec):
         arrays = dict(record.items())
         arrays["item_bias.weight"] = Array(garbage)
         with pytest.raises(PayloadError):
-            method.decode(ArrayRecord(arrays), SHAPES)
+            method.decode(ArrayRecord(arrays), SHAPES, _ctx())
 
 
 @pytest.mark.parametrize("value_codec", ["fp32", "int8"])
@@ -242,7 +244,7 @@ def test_a_non_finite_value_is_a_payload_error(name, value_codec):
     else:
         arrays[tensor] = Array(np.array([1.0, np.nan, 2.0], np.float32))
     with pytest.raises(PayloadError):
-        method.decode(ArrayRecord(arrays), SHAPES)
+        method.decode(ArrayRecord(arrays), SHAPES, _ctx())
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -253,7 +255,7 @@ def test_the_payload_of_another_tensor_is_a_payload_error(name):
     arrays = dict(record.items())
     arrays["mlp.0.weight"], arrays["item_bias.weight"] = arrays["item_bias.weight"], arrays["mlp.0.weight"]
     with pytest.raises(PayloadError):
-        method.decode(ArrayRecord(arrays), SHAPES)
+        method.decode(ArrayRecord(arrays), SHAPES, _ctx())
 
 
 # --------------------------------------------------- particular methods
@@ -298,10 +300,10 @@ def test_residual_is_added_to_the_next_update_at_the_current_learning_rate():
     assert lr1 != lr5
     first = method.encode(_delta(1), None, _ctx(1, 3, lr=lr1))
     second = method.encode(_delta(2), first.state, _ctx(5, 3, lr=lr5))
-    sent1, kept1 = densify(method.decode(first.record, SHAPES_DELTA)), _kept(first)
+    sent1, kept1 = densify(method.decode(first.record, SHAPES_DELTA, _ctx(1, 3))), _kept(first)
     for name in sent1:  # stored per unit of learning rate
         np.testing.assert_allclose(sent1[name] + lr1 * kept1[name], _delta(1)[name], atol=1e-5)
-    sent2, kept2 = densify(method.decode(second.record, SHAPES_DELTA)), _kept(second)
+    sent2, kept2 = densify(method.decode(second.record, SHAPES_DELTA, _ctx(5, 3))), _kept(second)
     for name in sent2:
         corrected = _delta(2)[name] + lr5 * kept1[name]
         np.testing.assert_allclose(sent2[name] + lr5 * kept2[name], corrected, atol=1e-5)
@@ -312,9 +314,32 @@ def test_randomk_is_seeded_by_seed_round_and_partition():
     method = _method("randomk", density=0.2)
 
     def chosen(ctx: RoundContext) -> list[np.ndarray]:
-        return [t.indices for t in method.decode(method.encode(_delta(), None, ctx).record, SHAPES_DELTA).values()]
+        return [t.indices for t in method.decode(method.encode(_delta(), None, ctx).record, SHAPES_DELTA, ctx).values()]
 
     same = chosen(_ctx(1, 0, seed=0)), chosen(_ctx(1, 0, seed=0))
     assert all(np.array_equal(a, b) for a, b in zip(*same))
     for other in (_ctx(1, 0, seed=1), _ctx(2, 0, seed=0), _ctx(1, 1, seed=0)):
         assert not all(np.array_equal(a, b) for a, b in zip(same[0], chosen(other)))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_with_a_partial_broadcast_the_residual_of_rows_not_sent_is_held_back(name):
+    """A client sent some item rows only may update only those; what error
+    feedback carries for the other rows waits, unchanged, for a later round."""
+    method = _method(name, value_codec="int8", error_feedback=True)
+    first = method.encode(_update(1), None, _ctx(1, 3, lr=1.0))
+    kept1 = _kept(first)
+    rows = {"item_embedding.weight": np.arange(0, 50, 2), "item_bias.weight": np.arange(0, 50, 2)}
+    update = _update(2)
+    for tensor, ids in rows.items():  # the client trained on the rows it got only
+        outside = np.ones(50, bool)
+        outside[ids] = False
+        update[tensor][outside] = 0.0
+    ctx = RoundContext(server_round=2, partition_id=3, seed=0, lr=1.0, rows=rows)
+    second = method.encode(update, from_record(to_record(first.state)), ctx)
+    sent, kept2 = densify(method.decode(second.record, SHAPES, ctx)), _kept(second)
+    for tensor, ids in rows.items():
+        outside = np.setdiff1d(np.arange(50), ids)
+        assert not sent[tensor][outside].any()
+        if tensor in kept1:
+            np.testing.assert_array_equal(kept2[tensor][outside], kept1[tensor][outside])

@@ -1,0 +1,86 @@
+"""`lowrank`: each item table's update as a rank-`rank` factor (CoLR, Nguyen et al., WWW 2024).
+
+Every client of a round projects its (error-corrected) update of a wide
+table, `U` (rows x width), onto the same random `rank`-dimensional subspace
+of its columns: `A = U Q`, with `Q` (width x rank, orthonormal columns) drawn
+from (seed, round) alone, so the server regenerates it instead of receiving
+it. The reply carries `A`'s non-zero rows (a client touches few item rows)
+through the value codec; the server adds `A Q^T` exactly, as a `Factored`
+update. What the projection and the value codec lose stays in the error-
+feedback residual. CoLR trains `A` directly with `Q` fixed; one SGD step of
+that is this projection of the step (up to `Q^T Q = I`), which works with
+any local trainer. Tensors no wider than `rank` (bias columns, 1-D biases)
+travel as their non-zeros. `rank` is the compression: width / rank on the
+item table (32 / 4 = 8x before the value codec).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+from flwr.app import ArrayRecord
+
+from prunus.common.codec import pack_update
+from prunus.common.compression import UPLINK
+from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
+from prunus.common.compression.sparse import SparseUplink, hold_back, residual_from_state, residual_to_state
+from prunus.common.pruning import compact, quantise
+from prunus.common.update import Factored, Update, nonzeros, rows_and_width, to_dense
+
+
+def shared_factor(width: int, rank: int, seed: int, server_round: int, name: str) -> np.ndarray:
+    """`Q` (width x rank) with orthonormal columns, from (seed, round, tensor name) alone."""
+    rng = np.random.default_rng([seed, server_round, zlib.crc32(name.encode()), 11])
+    q, _ = np.linalg.qr(rng.standard_normal((width, rank)))
+    return q.astype(np.float32)
+
+
+@UPLINK.register("lowrank")
+class LowRank(SparseUplink):
+    name = "lowrank"
+
+    @staticmethod
+    def select(arrays, spec, density, rng):
+        """Low rank selects no entries (it projects): as `none`, every non-zero."""
+        return {name: x != 0 for name, x in arrays.items()}
+
+    def factored(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == 2 and shape[1] > self.settings.rank
+
+    # ---------------------------------------------------------- client half
+    def encode(self, update: Params, state: Params | None, ctx: RoundContext) -> Encoded:
+        residual = residual_from_state(state) if state else {}
+        held = hold_back(residual, ctx.rows) if residual else {}
+        sent, kept, nnz = {}, {}, 0
+        for name, value in update.items():
+            corrected = value + residual[name] * ctx.lr if name in residual else value
+            if self.factored(value.shape):
+                q = shared_factor(value.shape[1], self.settings.rank, ctx.seed, ctx.server_round, name)
+                left = quantise(corrected @ q, self.spec.value_codec)
+                sent[name], received = nonzeros(left), left @ q.T
+            else:
+                received = quantise(corrected, self.spec.value_codec)
+                sent[name] = nonzeros(received)
+            nnz += len(sent[name].indices)
+            if self.settings.error_feedback:
+                kept[name] = (corrected - received) / ctx.lr + held.get(name, 0.0)
+        record = pack_update(sent, index_codec=self.settings.index_codec, value_codec=self.spec.value_codec)
+        total = sum(v.size for v in update.values())
+        return Encoded(record, residual_to_state(compact(kept)) if kept else {}, nnz, nnz / max(total, 1))
+
+    # ---------------------------------------------------------- server half
+    def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
+        if ctx is None:
+            raise ValueError("lowrank decodes only with the reply's round context (its shared factor)")
+        payload_shapes = {name: (shape[0], self.settings.rank) if self.factored(shape) else shape
+                          for name, shape in shapes.items()}
+        update = super().decode(record, payload_shapes, ctx)
+        for name, shape in shapes.items():
+            if self.factored(shape):
+                q = shared_factor(shape[1], self.settings.rank, ctx.seed, ctx.server_round, name)
+                left = to_dense(update[name])
+                if not np.isfinite(left @ q.T).all():
+                    raise PayloadError(f"tensor {name!r}: the factored update overflows")
+                update[name] = Factored(left, q.T.copy(), shape)
+        return update
