@@ -26,7 +26,7 @@ from prunus.common.compression import UPLINK
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
 from prunus.common.compression.sparse import SparseUplink, hold_back, residual_from_state, residual_to_state
 from prunus.common.pruning import compact, quantise
-from prunus.common.update import Factored, Update, nonzeros, rows_and_width, to_dense
+from prunus.common.update import Factored, Update, nonzeros, to_dense
 
 
 def shared_factor(width: int, rank: int, seed: int, server_round: int, name: str) -> np.ndarray:
