@@ -21,8 +21,9 @@ from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from prunus.client import faults
 from prunus.client.local_update import LocalData, local_data, local_model, local_update
-from prunus.common.codec_rows import encode_row_set
-from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext, RowPlan
+from prunus.common.codec import CodecError, record_payload
+from prunus.common.codec_rows import decode_row_set, encode_row_set
+from prunus.common.compression import DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan
 from prunus.common.compression.base import RowIds, put_rows, row_shapes
 from prunus.common.config import Config
 from prunus.common.data import SplitData
@@ -66,6 +67,21 @@ def row_plan(cfg: Config, purpose: str, server_round: int, client: ClientData) -
     return selection.plan(needed_rows(client, purpose), client.split.n_items, ctx)
 
 
+def named_rows(content: RecordDict, n_items: int) -> RowPlan | None:
+    """The rows a message names (a selection the server makes): the client
+    trains on its positives among them and draws its negatives from them."""
+    if "rows" not in content:
+        return None
+    record = content["rows"]
+    try:
+        if not isinstance(record, ArrayRecord) or list(record) != ["ids"]:
+            raise CodecError("'rows' must be an ArrayRecord holding one array 'ids'")
+        ids = decode_row_set(record_payload("ids", record["ids"]), n_items)
+    except CodecError as err:
+        raise PayloadError(f"the message's row set: {err}") from None
+    return RowPlan(ids, ids)
+
+
 def _item_rows(cfg: Config, plan: RowPlan | None, client: ClientData) -> RowIds | None:
     if plan is None:
         return None
@@ -97,13 +113,18 @@ def _private(state: RecordDict) -> Params | None:
 def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientData) -> RecordDict:
     """Local training from the broadcast, then the uplink method's payload."""
     server_round = int(content["config"]["server-round"])
-    plan = row_plan(cfg, "train", server_round, client)
+    n_items = client.split.n_items
+    plan = row_plan(cfg, "train", server_round, client) or named_rows(content, n_items)
     rows = _item_rows(cfg, plan, client)
-    result = local_update(cfg, client.data, client.split.n_items, _global_params(cfg, content, client, rows),
-                          _private(state), server_round, client.partition_id, client.device,
-                          None if plan is None else plan.negatives)
+    data = client.data if plan is None else client.data.only(plan.request)
+    shared = _global_params(cfg, content, client, rows)
     uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows)
+    if not data.num_examples:  # none of its items among the rows sent: an empty update, state kept
+        encoded = uplink.encode({k: np.zeros_like(v) for k, v in shared.items()}, None, ctx)
+        return RecordDict({"arrays": encoded.record, "metrics": MetricRecord({"num-examples": 0, "nnz": 0})})
+    result = local_update(cfg, data, n_items, shared, _private(state), server_round, client.partition_id,
+                          client.device, None if plan is None else plan.negatives)
     faulty = faults.is_faulty(cfg.runtime, server_round, client.partition_id)
     delta = _only_rows(result.delta, rows)
     if faulty and cfg.runtime.fault_kind != "garbage":

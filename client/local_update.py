@@ -37,6 +37,11 @@ class LocalData:
     def num_examples(self) -> int:
         return len(self.items)
 
+    def only(self, items: np.ndarray) -> LocalData:
+        """The interactions with these items (the rows a message carried)."""
+        keep = np.isin(self.items, items)
+        return LocalData(self.users, self.local_users[keep], self.items[keep])
+
     def tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """`(local_users, items)` as tensors, for the PyTorch training path."""
         return (torch.as_tensor(self.local_users, dtype=torch.long, device=device),

@@ -122,11 +122,13 @@ class CompressionConfig:
     value_codec: str = field(default="fp32", metadata=_lazy_choice("values"))
     index_codec: str = field(default="auto", metadata=_lazy_choice("indices"))
     downlink_codec: str = field(default="fp32", metadata=_lazy_choice("downlink"))
-    # which item rows a message carries: "all", or "requested" (each client
-    # asks for its positives, a pool its negatives come from, and padding)
+    # which item rows a message carries: "all"; "requested" (each client asks
+    # for its positives, a pool its negatives come from, and padding); or
+    # "bandit" (the server picks a share of rows by Thompson sampling)
     broadcast_rows: str = field(default="all", metadata=_lazy_choice("rows"))
     negative_pool: float = field(default=4.0, metadata=_positive())  # pool rows per needed row
     request_pad: float = field(default=0.0, metadata=_non_negative())  # padding rows per needed row
+    bandit_items: float = field(default=0.25, metadata=_positive())  # share of item rows a bandit round sends
     # gradual magnitude pruning of the global model (0 = off)
     model_sparsity: float = field(default=0.0, metadata=_non_negative())
     model_prune_start: int = field(default=1, metadata=_positive())

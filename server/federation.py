@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
 
+from prunus.common.codec_rows import encode_row_set
 from prunus.common.compression import DOWNLINK, ROWS, UPLINK, BroadcastContext, RoundContext
 from prunus.common.compression.base import ROW_QUERY, RowIds, take_rows
 from prunus.common.config import Config
@@ -99,6 +100,7 @@ class Federation:
         self.dense_array_bytes = wire_bytes(to_record(params))
         self._payload: tuple[Params, int, ArrayRecord] | None = None  # (params, round, whole broadcast), encoded once
         self._sent: dict[int, RowIds | None] = {}  # this round's rows per partition
+        self._named: tuple[np.ndarray, ArrayRecord] | None = None  # rows chosen by the server, as a row set
 
     # ------------------------------------------------------------------ run
     def run(self, transport: Transport, on_round: Callable[[RoundLog], None] = lambda entry: None) -> Params:
@@ -139,6 +141,7 @@ class Federation:
             self._log_reply(server_round, "train", reply, "accepted", sent, nnz)
             accepted.append((reply.partition, reply.node, update, num_examples, loss))
         entry.replies = len(accepted)
+        accepted = [item for item in accepted if item[3] > 0]  # a client with nothing to train on sent nothing
         if not accepted:
             log.warning("round %d: no usable replies; global model unchanged", server_round)
             return
@@ -175,6 +178,7 @@ class Federation:
             log.warning("round %d: step refused, previous model kept: %s", server_round, err)
             return
         self.params = params
+        self.rows.observe(server_round, step, self.item_tables)
 
     def _check_train(self, reply: Reply, server_round: int) -> tuple[Update, float, float]:
         ctx = RoundContext(server_round, reply.partition, self.cfg.runtime.seed)
@@ -194,7 +198,7 @@ class Federation:
             requests = dict.fromkeys(chosen)
         self._sent = {}
         for partition, request in requests.items():
-            ids = self.rows.rows(server_round, request, self.n_items)
+            ids = self.rows.rows(server_round, request, self.n_items, purpose, self.cfg.runtime.seed)
             self._sent[partition] = None if ids is None else dict.fromkeys(self.item_tables, ids)
         return self.broadcast(server_round, self._sent)
 
@@ -222,6 +226,8 @@ class Federation:
             else:
                 record = RecordDict({"arrays": self._arrays(server_round, ids),
                                      "config": ConfigRecord({"server-round": server_round})})
+                if ids is not None and not self.rows.queries:  # rows the client did not choose: name them
+                    record["rows"] = self._row_set(next(iter(ids.values())))
                 sent, arrays_sent = wire_bytes_with_part(record, record["arrays"])
                 nnz = sum(int(np.count_nonzero(v)) for v in take_rows(self.params, ids).values())
                 if ids is None:
@@ -231,6 +237,11 @@ class Federation:
             entry.downlink_nnz += nnz
             messages.append(Outgoing(partition, record))
         return messages
+
+    def _row_set(self, ids: np.ndarray) -> ArrayRecord:
+        if self._named is None or self._named[0] is not ids:
+            self._named = (ids, ArrayRecord({"ids": Array(np.frombuffer(encode_row_set(ids, self.n_items), np.uint8))}))
+        return self._named[1]
 
     def _arrays(self, server_round: int, ids: RowIds | None) -> ArrayRecord:
         ctx = BroadcastContext(server_round, self.cfg.runtime.seed, ids)

@@ -18,7 +18,7 @@ from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set
 from prunus.common.compression import PayloadError, RoundContext, UplinkMethod
 from prunus.common.compression.base import RowIds
-from prunus.common.update import Update, touched_rows
+from prunus.common.update import Update, sent_entries, touched_rows
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -39,7 +39,9 @@ def validate_train_reply(content: RecordDict, shapes: Shapes, uplink: UplinkMeth
         update = uplink.decode(arrays, shapes, ctx)
     except PayloadError as err:
         raise ReplyError(str(err)) from None
-    num_examples = _num_examples(metrics)
+    num_examples = _num_examples(metrics, allow_zero=True)
+    if num_examples == 0 and any(sent_entries(t) for t in update.values()):
+        raise ReplyError("num-examples is 0 but the update is not empty")  # 0: nothing to train on this round
     loss = metrics.get("train-loss", math.nan)
     if "train-loss" in metrics and not _finite_number(loss):
         raise ReplyError(f"train-loss must be a finite number, got {loss!r}")
@@ -93,5 +95,5 @@ def _finite_number(value: object) -> bool:
 def _num_examples(metrics: MetricRecord, allow_zero: bool = False) -> float:
     num_examples = metrics.get("num-examples")
     if not _finite_number(num_examples) or num_examples < 0 or (num_examples == 0 and not allow_zero):
-        raise ReplyError(f"num-examples must be a positive number, got {num_examples!r}")
+        raise ReplyError(f"num-examples must be a {'non-negative' if allow_zero else 'positive'} number, got {num_examples!r}")
     return float(num_examples)

@@ -134,7 +134,7 @@ class RowSelection(Protocol):
     Client half: `plan` -> the rows to ask for and the negatives' pool, or
     None when the client does not choose (it then trains on what it gets).
     Server half: `rows` -> the ids to send a client, given what it asked
-    (None: every row).
+    (None: every row); rows the client did not ask for travel with their ids.
     """
 
     name: ClassVar[str]
@@ -144,7 +144,12 @@ class RowSelection(Protocol):
 
     def plan(self, needed: np.ndarray, n_items: int, ctx: RoundContext) -> RowPlan | None: ...
 
-    def rows(self, server_round: int, request: np.ndarray | None, n_items: int) -> np.ndarray | None: ...
+    def rows(self, server_round: int, request: np.ndarray | None, n_items: int, purpose: str,
+             seed: int) -> np.ndarray | None: ...
+
+    def observe(self, server_round: int, step: Params, item_tables: tuple[str, ...]) -> None:
+        """The round's aggregated update, for a selection that learns from it
+        (subclasses that do not may leave this as it is)."""
 
 
 class DownlinkMethod(Protocol):

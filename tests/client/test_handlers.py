@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from prunus.client import handlers
 from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData
-from prunus.common.codec_rows import decode_row_set
+from prunus.common.codec_rows import decode_row_set, encode_row_set
 from prunus.common.compression import DOWNLINK, UPLINK, BroadcastContext, PayloadError, RoundContext
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, partitions
@@ -138,3 +138,29 @@ def test_federated_evaluation_asks_for_its_candidates_too():
     assert set(candidates[candidates >= 0]) <= set(ids)
     reply = handlers.evaluate(cfg, content, RecordDict(), client)
     assert 0 <= reply["metrics"]["hr@10"] <= 1
+
+
+def test_a_client_sent_rows_it_did_not_choose_trains_on_its_items_among_them():
+    cfg = CFG.replace(synthetic_items=200, broadcast_rows="bandit")
+    params, client = _global(cfg), _client(cfg, 3)
+    positives = np.unique(client.data.items)
+    ids = np.union1d(positives[::2], [1, 2, 3])
+    rows = dict.fromkeys(model_spec(cfg.model, 200).item_tables, ids)
+    arrays = DOWNLINK.get("fp32")(cfg.compression).encode(params, BroadcastContext(1, 0, rows))
+    named = ArrayRecord({"ids": Array(np.frombuffer(encode_row_set(ids, 200), np.uint8))})
+    content = RecordDict({"arrays": arrays, "rows": named, "config": ConfigRecord({"server-round": 1})})
+    reply = handlers.train(cfg, content, RecordDict(), client)
+    assert reply["metrics"]["num-examples"] == np.isin(client.data.items, ids).sum()
+    update = densify(UPLINK.get("none")(cfg.compression).decode(reply["arrays"], {k: v.shape for k, v in params.items()}))
+    assert set(np.flatnonzero(update["item_embedding.weight"].any(1))) <= set(ids)
+    elsewhere = np.setdiff1d(np.arange(200), positives)[:5]  # none of its items: an empty update, state kept
+    rows = dict.fromkeys(model_spec(cfg.model, 200).item_tables, elsewhere)
+    content = RecordDict({"arrays": DOWNLINK.get("fp32")(cfg.compression).encode(params, BroadcastContext(1, 0, rows)),
+                          "rows": ArrayRecord({"ids": Array(np.frombuffer(encode_row_set(elsewhere, 200), np.uint8))}),
+                          "config": ConfigRecord({"server-round": 2})})
+    state = RecordDict()
+    reply = handlers.train(cfg, content, state, client)
+    assert reply["metrics"]["num-examples"] == 0 and not len(state)
+    bad = RecordDict({**content, "rows": ArrayRecord({"ids": Array(np.zeros(3, np.uint8))})})
+    with pytest.raises(PayloadError, match="row set"):
+        handlers.train(cfg, bad, RecordDict(), client)

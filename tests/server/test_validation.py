@@ -54,7 +54,7 @@ def test_the_reply_needs_no_info_record():
         ({**EXPECTED, "bias": np.zeros(3, np.float64)}, {"num-examples": 1}, "expected float32"),
         ({**EXPECTED, "bias": np.array([0, np.nan, 0], np.float32)}, {"num-examples": 1}, "non-finite"),
         ({**EXPECTED, "bias": np.array([0, np.inf, 0], np.float32)}, {"num-examples": 1}, "non-finite"),
-        (dict(EXPECTED), {"num-examples": 0}, "num-examples"),
+        ({**EXPECTED, "bias": np.ones(3, np.float32)}, {"num-examples": 0}, "num-examples is 0 but"),
         (dict(EXPECTED), {"num-examples": -2.0}, "num-examples"),
         (dict(EXPECTED), {"num-examples": float("nan")}, "num-examples"),
         (dict(EXPECTED), {"loss": 1.0}, "num-examples"),
@@ -63,6 +63,12 @@ def test_the_reply_needs_no_info_record():
 def test_malformed_replies_are_rejected_with_their_reason(arrays, metrics, reason):
     with pytest.raises(ReplyError, match=reason):
         validate_train_reply(_reply(arrays, metrics), SHAPES, DENSE)
+
+
+def test_a_client_with_nothing_to_train_on_replies_an_empty_update():
+    """Sent rows none of its items are among (a bandit round): zero examples, nothing sent."""
+    update, n, loss = validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 0}), SHAPES, DENSE)
+    assert n == 0 and not any(sent_entries(t) for t in update.values()) and np.isnan(loss)
 
 
 def _encoded(tensors):

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prunus.common.compression import ROWS
-from prunus.common.compression.base import RoundContext, RowPlan
+from prunus.common.compression.base import RoundContext, RowPlan, RowSelection
 
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
 
 
 @ROWS.register("all")
-class AllRows:
+class AllRows(RowSelection):
     name = "all"
     queries = False
 
@@ -24,5 +24,6 @@ class AllRows:
     def plan(self, needed: np.ndarray, n_items: int, ctx: RoundContext) -> RowPlan | None:
         return None
 
-    def rows(self, server_round: int, request: np.ndarray | None, n_items: int) -> np.ndarray | None:
+    def rows(self, server_round: int, request: np.ndarray | None, n_items: int, purpose: str,
+             seed: int) -> np.ndarray | None:
         return None

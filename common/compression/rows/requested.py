@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prunus.common.compression import ROWS
-from prunus.common.compression.base import RoundContext, RowPlan
+from prunus.common.compression.base import RoundContext, RowPlan, RowSelection
 
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
 
 
 @ROWS.register("requested")
-class RequestedRows:
+class RequestedRows(RowSelection):
     name = "requested"
     queries = True
 
@@ -48,5 +48,6 @@ class RequestedRows:
             request = np.union1d(request, rng.choice(free, min(pad, len(free)), replace=False))
         return RowPlan(request.astype(np.int64), pool.astype(np.int64))
 
-    def rows(self, server_round: int, request: np.ndarray | None, n_items: int) -> np.ndarray | None:
+    def rows(self, server_round: int, request: np.ndarray | None, n_items: int, purpose: str,
+             seed: int) -> np.ndarray | None:
         return request
