@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,12 @@ def write_run(out: Path, kind: str, rows: list[dict[str, Any]], k: int, facts: d
     return summary
 
 
+@lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
     """The commit the code ran at and whether its tracked files matched it
     (`clean`), so a results page can name the code that made each figure;
-    "unknown" outside a git checkout."""
+    "unknown" outside a git checkout. Read once per process, at the start of
+    a run (edits made while it runs are not the code it runs)."""
     repo = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:

@@ -16,7 +16,7 @@ from prunus.common.datasets import load_split, num_partitions
 from prunus.common.logs import route_library_logs
 from prunus.common.models import build_model, model_spec
 from prunus.common.params import wire_bytes
-from prunus.common.results import clear_run_files, write_clients, write_rounds, write_run
+from prunus.common.results import clear_run_files, code_version, write_clients, write_rounds, write_run
 from prunus.server.evaluation import CentralEvaluator
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
 from prunus.server.federation import Federation, Outgoing, Reply, Transport
@@ -75,6 +75,7 @@ def run_federation(cfg: Config, transport: Transport, partitions: list[int], led
     """Train for `rounds` rounds over `transport`; write summary.json, rounds.csv,
     clients.csv, curve.png and model.npz."""
     started = time.perf_counter()
+    code_version()  # the code this run runs, before anything can change it
     out = Path(cfg.runtime.out)
     split = load_split(cfg)
     m = cfg.model

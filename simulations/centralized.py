@@ -12,13 +12,14 @@ from prunus.common.config import Config
 from prunus.common.datasets import load_split
 from prunus.common.evaluation import ranking_metrics
 from prunus.common.models import build_model
-from prunus.common.results import clear_run_files, write_run
+from prunus.common.results import clear_run_files, code_version, write_run
 from prunus.common.training import TrainSettings, make_optimizer, seeded_generator, train
 
 
 def run_centralized(cfg: Config) -> dict:
     """Mini-batch Adam over all users' interactions; evaluates every `eval-every` epochs."""
     started = time.perf_counter()
+    code_version()  # the code this run runs, before anything can change it
     out = Path(cfg.runtime.out)
     clear_run_files(out)
     torch.manual_seed(cfg.runtime.seed)
