@@ -18,13 +18,18 @@ from prunus.simulations.inprocess import InProcessTransport
 
 pytestmark = pytest.mark.slow
 
-# model pruning, an int8 broadcast, a pruned int8 uplink with error feedback,
-# and federated evaluation: every path of a round
-SETTINGS = ["synthetic-users=40", "synthetic-items=60", "eval-negatives=20", "dim=8", "rounds=4",
-            "clients-per-round=12", "eval-every=2", "federated-eval-clients=6", "seed=5",
-            "prune-method=topk-global", "density=0.1", "value-codec=int8", "downlink-codec=int8",
-            "model-sparsity=0.5", "model-prune-start=2", "model-prune-end=3"]  # fmt: skip
-COUNTS = ["clients", "replies", "failures", "rejected", "uplink_bytes", "downlink_bytes",
+# a pruned int8 uplink with error feedback and federated evaluation, with:
+# model pruning and an int8 broadcast; each client's requested rows (a row
+# query per message) as int4; the bandit's rows with a low-rank uplink
+COMMON = ["synthetic-users=40", "synthetic-items=60", "eval-negatives=20", "dim=8", "rounds=4",
+          "clients-per-round=12", "eval-every=2", "federated-eval-clients=6", "seed=5",
+          "prune-method=topk-global", "density=0.1", "value-codec=int8"]  # fmt: skip
+VARIANTS = {
+    "pruned model": ["downlink-codec=int8", "model-sparsity=0.5", "model-prune-start=2", "model-prune-end=3"],
+    "requested rows": ["broadcast-rows=requested", "negative-pool=2", "request-pad=1", "downlink-codec=int4"],
+    "bandit rows": ["broadcast-rows=bandit", "bandit-items=0.5", "prune-method=lowrank", "rank=2"],
+}
+COUNTS = ["clients", "replies", "failures", "rejected", "uplink_bytes", "downlink_bytes", "request_bytes",
           "dense_uplink_bytes", "dense_downlink_bytes", "uplink_nnz", "downlink_nnz"]  # fmt: skip
 
 
@@ -32,7 +37,9 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_flower_and_in_process_rounds_give_the_same_model_and_bytes(tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_flower_and_in_process_rounds_give_the_same_model_and_bytes(tmp_path, variant):
+    SETTINGS = COMMON + VARIANTS[variant]
     flower = tmp_path / "flower"
     cmd = [sys.executable, "-m", "prunus.simulations.cli", "simulate",
            *(arg for s in SETTINGS for arg in ("--set", s)), "--out", str(flower)]  # fmt: skip
@@ -57,5 +64,6 @@ def test_flower_and_in_process_rounds_give_the_same_model_and_bytes(tmp_path):
     metrics = [c for c in a if c.startswith(("hr@", "ndcg@", "fed-"))]
     assert metrics and a[metrics].equals(b[metrics])
     assert (a["uplink_bytes"] > 0).all() and (a["rejected"] == 0).all() and (a["failures"] == 0).all()
+    assert (a["request_bytes"] > 0).all() == (variant == "requested rows")
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (flower, inprocess))
     assert sa["metrics"] == sb["metrics"] and sa["model"] == sb["model"]
