@@ -167,6 +167,9 @@ class EvaluationConfig:
     top_k: int = field(default=10, metadata=_positive())
     full_ranking: bool = False
     fold_in_epochs: int = field(default=10, metadata=_positive())
+    # replies per round an honest-but-curious server's attacks are run on
+    # (server/leakage.py; 0 = off): leak-* columns in rounds.csv, `privacy`
+    leakage_sample: int = field(default=0, metadata=_non_negative())
 
 
 @_section

@@ -7,19 +7,23 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from prunus.common.config import Config, from_run_config
+from prunus.common.data import SplitData
 from prunus.common.datasets import load_split, num_partitions
+from prunus.common.datasets import partitions as all_partitions
 from prunus.common.logs import route_library_logs
-from prunus.common.models import build_model, model_spec
+from prunus.common.models import ModelSpec, build_model, model_spec
 from prunus.common.params import wire_bytes
 from prunus.common.results import clear_run_files, code_version, write_clients, write_rounds, write_run
 from prunus.server.evaluation import CentralEvaluator
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
 from prunus.server.federation import Federation, Outgoing, Reply, Transport
+from prunus.server.leakage import LeakageMeter
 from prunus.server.model_store import save_model
 from prunus.server.progress import RoundProgress
 
@@ -83,7 +87,8 @@ def run_federation(cfg: Config, transport: Transport, partitions: list[int], led
     params = {k: v.numpy() for k, v in model.shared_state().items()}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     evaluator = CentralEvaluator(cfg, split, device)
-    federation = Federation(cfg, partitions, params, model_spec(cfg.model, split.n_items), evaluator, ledger)
+    spec = model_spec(cfg.model, split.n_items)
+    federation = Federation(cfg, partitions, params, spec, evaluator, ledger, leakage_meter(cfg, split, spec))
 
     progress = RoundProgress(cfg.federation.rounds)
 
@@ -97,6 +102,17 @@ def run_federation(cfg: Config, transport: Transport, partitions: list[int], led
         progress.close()
     saved = save_model(out, final, model.prunable_names())
     return finish(cfg, ledger, saved, time.perf_counter() - started)
+
+
+def leakage_meter(cfg: Config, split: SplitData, spec: ModelSpec) -> LeakageMeter | None:
+    """The attacks of `server.leakage`, when `leakage-sample` asks for them;
+    the partitions' true items are read from the split for scoring only."""
+    if not cfg.evaluation.leakage_sample:
+        return None
+    items_of = {p: np.unique(split.train_items[split.rows_of(np.asarray(users))])
+                for p, users in enumerate(all_partitions(cfg))}
+    width = spec.shapes[spec.item_tables[0]][1]
+    return LeakageMeter(cfg.evaluation.leakage_sample, cfg.runtime.seed, items_of, spec.item_tables, width)
 
 
 def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, int]:
@@ -172,6 +188,8 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
         "wall_seconds": wall_seconds,
         "placement": ledger.placement(),
     }
+    if cfg.evaluation.leakage_sample:
+        facts["privacy"] = ledger.privacy_summary()
     return write_run(out, "federated", rows, cfg.evaluation.top_k, facts, cfg.to_dict())
 
 

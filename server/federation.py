@@ -31,6 +31,7 @@ from prunus.common.models import ModelSpec
 from prunus.common.params import Params, to_record, wire_bytes, wire_bytes_with_part
 from prunus.common.update import Update, sent_entries
 from prunus.server.aggregation import aggregate
+from prunus.server.leakage import LeakageMeter
 from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.model_pruning import ModelPruner
 from prunus.server.optimizer import ServerOptimizer
@@ -80,12 +81,13 @@ class Federation:
     """Holds the global shared parameters and runs rounds over a transport."""
 
     def __init__(self, cfg: Config, partitions: list[int], params: Params, spec: ModelSpec,
-                 evaluator: Evaluator, ledger: Ledger | None = None) -> None:
+                 evaluator: Evaluator, ledger: Ledger | None = None, leakage: LeakageMeter | None = None) -> None:
         self.cfg = cfg
         self.partitions = sorted(partitions)
         self.params = params
         self.shapes = {name: value.shape for name, value in params.items()}
         self.evaluator = evaluator
+        self.leakage = leakage
         self.ledger = ledger or Ledger()
         self.uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
         self.downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
@@ -141,6 +143,10 @@ class Federation:
             self._log_reply(server_round, "train", reply, "accepted", sent, nnz)
             accepted.append((reply.partition, reply.node, update, num_examples, loss))
         entry.replies = len(accepted)
+        if self.leakage is not None:
+            asked = {p: (ids[self.item_tables[0]] if ids and self.rows.queries else None) for p, ids in self._sent.items()}
+            seen = sorted((p, update, asked[p]) for p, _, update, _, _ in accepted)
+            entry.metrics |= self.leakage.measure(server_round, seen)
         accepted = [item for item in accepted if item[3] > 0]  # a client with nothing to train on sent nothing
         if not accepted:
             log.warning("round %d: no usable replies; global model unchanged", server_round)

@@ -99,6 +99,15 @@ class Ledger:
             "downlink_nnz": self.total("downlink_nnz"),
         }
 
+    def privacy_summary(self) -> dict[str, float]:
+        """Each leakage figure (`leak-*`) averaged over the rounds that measured it."""
+        values: dict[str, list[float]] = {}
+        for entry in self.rounds.values():
+            for key, value in entry.metrics.items():
+                if key.startswith("leak-"):
+                    values.setdefault(key, []).append(value)
+        return {key: sum(v) / len(v) for key, v in sorted(values.items())}
+
     def rows(self) -> list[dict[str, float | int]]:
         return [self.rounds[k].row() for k in sorted(self.rounds)]
 
