@@ -23,7 +23,7 @@ from prunus.client import faults
 from prunus.client.local_update import LocalData, local_data, local_model, local_update
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set, encode_row_set
-from prunus.common.compression import DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan
+from prunus.common.compression import DEFENCES, DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan
 from prunus.common.compression.base import RowIds, put_rows, row_shapes
 from prunus.common.config import Config
 from prunus.common.data import SplitData
@@ -82,10 +82,14 @@ def named_rows(content: RecordDict, n_items: int) -> RowPlan | None:
     return RowPlan(ids, ids)
 
 
+def _item_tables(cfg: Config, client: ClientData) -> tuple[str, ...]:
+    return model_spec(cfg.model, client.split.n_items).item_tables
+
+
 def _item_rows(cfg: Config, plan: RowPlan | None, client: ClientData) -> RowIds | None:
     if plan is None:
         return None
-    return {name: plan.request for name in model_spec(cfg.model, client.split.n_items).item_tables}
+    return dict.fromkeys(_item_tables(cfg, client), plan.request)
 
 
 def request_rows(cfg: Config, content: RecordDict, state: RecordDict, client: ClientData) -> RecordDict:
@@ -126,7 +130,8 @@ def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientDat
     result = local_update(cfg, data, n_items, shared, _private(state), server_round, client.partition_id,
                           client.device, None if plan is None else plan.negatives)
     faulty = faults.is_faulty(cfg.runtime, server_round, client.partition_id)
-    delta = _only_rows(result.delta, rows)
+    defence = DEFENCES.get(cfg.compression.defence)(cfg.compression)
+    delta = defence.apply(_only_rows(result.delta, rows), np.unique(data.items), tuple(rows or _item_tables(cfg, client)), ctx)
     if faulty and cfg.runtime.fault_kind != "garbage":
         delta = faults.corrupt_update(cfg.runtime, delta, server_round, client.partition_id)
     encoded = uplink.encode(delta, from_record(state[RESIDUAL_KEY]) if RESIDUAL_KEY in state else None, ctx)

@@ -129,6 +129,13 @@ class CompressionConfig:
     negative_pool: float = field(default=4.0, metadata=_positive())  # pool rows per needed row
     request_pad: float = field(default=0.0, metadata=_non_negative())  # padding rows per needed row
     bandit_items: float = field(default=0.25, metadata=_positive())  # share of item rows a bandit round sends
+    # what a client does to its update so its reply reveals less: "none",
+    # "fill" (decoy rows, `fill-rate` per item), "ldp" (clip + Gaussian noise)
+    defence: str = field(default="none", metadata=_lazy_choice("defence"))
+    fill_rate: float = field(default=1.0, metadata=_positive())
+    ldp_clip: float = field(default=0.1, metadata=_positive())
+    ldp_epsilon: float = field(default=8.0, metadata=_positive())  # per reply
+    ldp_delta: float = field(default=1e-5, metadata=_positive())
     # gradual magnitude pruning of the global model (0 = off)
     model_sparsity: float = field(default=0.0, metadata=_non_negative())
     model_prune_start: int = field(default=1, metadata=_positive())

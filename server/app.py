@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from prunus.common.datasets import partitions as all_partitions
 from prunus.common.logs import route_library_logs
 from prunus.common.models import ModelSpec, build_model, model_spec
 from prunus.common.params import wire_bytes
+from prunus.common.privacy import epsilon, noise_multiplier
 from prunus.common.results import clear_run_files, code_version, write_clients, write_rounds, write_run
 from prunus.server.evaluation import CentralEvaluator
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
@@ -102,6 +104,19 @@ def run_federation(cfg: Config, transport: Transport, partitions: list[int], led
         progress.close()
     saved = save_model(out, final, model.prunable_names())
     return finish(cfg, ledger, saved, time.perf_counter() - started)
+
+
+def ldp_guarantee(cfg: Config, ledger: Ledger) -> dict[str, float]:
+    """The run's local-DP guarantee: per reply, and composed over the train
+    replies of its most-sampled client (`common.privacy`)."""
+    c = cfg.compression
+    if c.defence != "ldp":
+        return {}
+    sigma = noise_multiplier(c.ldp_epsilon, c.ldp_delta)
+    releases = Counter(r.partition for r in ledger.replies if r.kind == "train" and r.status != "failed")
+    most = max(releases.values(), default=0)
+    return {"ldp-noise-multiplier": sigma, "ldp-epsilon-reply": c.ldp_epsilon, "ldp-delta": c.ldp_delta,
+            "ldp-replies-max": most, "ldp-epsilon-run": epsilon(sigma, most, c.ldp_delta)}
 
 
 def leakage_meter(cfg: Config, split: SplitData, spec: ModelSpec) -> LeakageMeter | None:
@@ -188,8 +203,8 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
         "wall_seconds": wall_seconds,
         "placement": ledger.placement(),
     }
-    if cfg.evaluation.leakage_sample:
-        facts["privacy"] = ledger.privacy_summary()
+    if cfg.evaluation.leakage_sample or cfg.compression.defence == "ldp":
+        facts["privacy"] = ledger.privacy_summary() | ldp_guarantee(cfg, ledger)
     return write_run(out, "federated", rows, cfg.evaluation.top_k, facts, cfg.to_dict())
 
 

@@ -152,6 +152,21 @@ class RowSelection(Protocol):
         (subclasses that do not may leave this as it is)."""
 
 
+class Defence(Protocol):
+    """What a client does to its update before the uplink method sees it, so
+    that the reply reveals less (decoy rows, noise); its byte cost shows in
+    the uplink bytes it adds."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: CompressionConfig) -> None: ...
+
+    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext) -> Params:
+        """`positives`: the client's items this round; `ctx.rows`: the rows it was
+        sent (None: all), the only ones the result may touch."""
+        ...
+
+
 class DownlinkMethod(Protocol):
     """Global model -> broadcast payload (server half); payload -> arrays (client half).
 

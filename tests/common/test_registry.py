@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from prunus.common import compression
-from prunus.common.compression import DOWNLINK, INDICES, ROWS, UPLINK, VALUES
+from prunus.common.compression import DEFENCES, DOWNLINK, INDICES, ROWS, UPLINK, VALUES
 from prunus.common.compression.sparse import SparseUplink
 from prunus.common.config import Config, ConfigError, load
 from prunus.common.models import MODELS
@@ -81,8 +81,9 @@ def test_the_builtin_methods_are_registered():
     assert {"none", "topk", "topk-global", "threshold", "randomk", "rows"} <= set(UPLINK.names())
     assert {"fp32", "fp16", "int8", "int4", "int2"} <= set(DOWNLINK.names())
     assert {"all", "requested"} <= set(ROWS.names())
-    assert compression.REGISTRIES == {"uplink": UPLINK, "downlink": DOWNLINK, "rows": ROWS, "values": VALUES,
-                                      "indices": INDICES}
+    assert {"none", "fill", "ldp"} <= set(DEFENCES.names())
+    assert compression.REGISTRIES == {"uplink": UPLINK, "downlink": DOWNLINK, "rows": ROWS, "defence": DEFENCES,
+                                      "values": VALUES, "indices": INDICES}
 
 
 # --------------------------------------------- config reads the registry

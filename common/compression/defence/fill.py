@@ -1,0 +1,53 @@
+"""`fill`: fake-item filling (FedRec, Lin et al. 2021).
+
+The client adds `fill-rate` x |P| items it never interacted with to its
+update, each with the update of one of its real items (chosen at random,
+scaled by a random factor in [0.5, 1.5]), so the rows that move like
+positives are its items plus as many decoys. Decoys are drawn from the rows
+the client was sent and did not touch (with a per-client broadcast, ask for
+padding rows to draw them from). Their cost: the bytes of the extra rows, and
+a little quality (the decoys are pushed toward the user, and the server
+averages that in). Composes with pruning and error feedback (it acts on the
+update before them).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from prunus.common.compression import DEFENCES
+from prunus.common.compression.base import Defence, Params, RoundContext
+
+if TYPE_CHECKING:
+    from prunus.common.config import CompressionConfig
+
+
+@DEFENCES.register("fill")
+class FakeItemFilling(Defence):
+    name = "fill"
+
+    def __init__(self, settings: CompressionConfig) -> None:
+        self.settings = settings
+
+    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext) -> Params:
+        n_items = len(delta[item_tables[0]])
+        moved = np.zeros(n_items, dtype=bool)
+        for name in item_tables:
+            moved |= delta[name].reshape(n_items, -1).any(axis=1)
+        real = positives[moved[positives]]
+        allowed = np.ones(n_items, dtype=bool) if ctx.rows is None else np.isin(np.arange(n_items), ctx.rows[item_tables[0]])
+        free = np.flatnonzero(allowed & ~moved)
+        count = min(len(free), math.ceil(self.settings.fill_rate * len(positives)))
+        if not len(real) or not count:
+            return delta
+        rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 19])
+        decoys = rng.choice(free, count, replace=False)
+        sources = rng.choice(real, count)
+        scale = rng.uniform(0.5, 1.5, count).astype(np.float32)
+        out = {name: value.copy() for name, value in delta.items()}
+        for name in item_tables:
+            out[name][decoys] = delta[name][sources] * scale.reshape(-1, *[1] * (delta[name].ndim - 1))
+        return out

@@ -1,0 +1,47 @@
+"""`ldp`: local differential privacy of every reply.
+
+The client clips its whole update to L2 norm `ldp-clip` and adds Gaussian
+noise to every entry it may send (every row it was sent), with the noise
+multiplier that makes one reply (`ldp-epsilon`, `ldp-delta`)-DP
+(`common.privacy`; a run's guarantee composes over the replies of its
+most-sampled client, which `summary.json` reports). Pruning, quantisation and
+error feedback act on the noisy update afterwards: post-processing, which DP
+survives. The cost: noise in every update, and, unpruned, a dense reply.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from prunus.common.compression import DEFENCES
+from prunus.common.compression.base import Defence, Params, RoundContext
+from prunus.common.privacy import noise_multiplier
+
+if TYPE_CHECKING:
+    from prunus.common.config import CompressionConfig
+
+
+@DEFENCES.register("ldp")
+class LocalDP(Defence):
+    name = "ldp"
+
+    def __init__(self, settings: CompressionConfig) -> None:
+        self.settings = settings
+        self.sigma = noise_multiplier(settings.ldp_epsilon, settings.ldp_delta)
+
+    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext) -> Params:
+        clip = self.settings.ldp_clip
+        norm = float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in delta.values())))
+        factor = min(1.0, clip / norm) if norm > 0 else 1.0
+        rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 23])
+        out = {}
+        for name, value in delta.items():
+            noise = rng.standard_normal(value.shape) * (self.sigma * 2 * clip)
+            if ctx.rows is not None and name in ctx.rows:  # only the rows the client was sent may move
+                outside = np.ones(len(value), dtype=bool)
+                outside[ctx.rows[name]] = False
+                noise[outside] = 0.0
+            out[name] = (value * factor + noise).astype(np.float32)
+        return out
