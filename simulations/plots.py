@@ -74,6 +74,25 @@ def plot_frontier(tables: Tables, path: Path, direction: str = "uplink") -> Path
     return path
 
 
+def plot_leakage(tables: Tables, path: Path) -> Path:
+    """HR@k against total bytes per setting, coloured by the direction attack's
+    precision (server/leakage.py): quality x bytes x leakage in one figure."""
+    hr, settings, style = tables.hr, tables.settings, markers(tables)
+    x, y, leak = "total_bytes_mean", f"{hr}_mean", "leak_direction_mean"
+    with _figure(path, (12, 6)) as ax:
+        scale = plt.Normalize(0.0, 1.0)
+        for method, group in settings.groupby("method", sort=False):
+            marker, _ = style[method]
+            drawn = ax.scatter(group[x], group[y], c=group[leak], cmap="viridis_r", norm=scale, marker=marker, s=140,
+                               edgecolor="black", label=method)  # fmt: skip
+        for _, row in settings.iterrows():
+            ax.annotate(row["label"], (row[x], row[y]), xytext=(6, -12), textcoords="offset points", fontsize=8)
+        ax.figure.colorbar(drawn, ax=ax, label="direction attack precision (1 = every item named)")
+        _log_x(ax, "total bytes over the whole run (uplink + downlink + requests)", f"{hr.upper()} at the last round")
+        ax.legend(loc="lower right")
+    return path
+
+
 def plot_curves(tables: Tables, runs: pd.DataFrame, sweep: Path, path: Path) -> Path:
     """HR@k against cumulative uplink bytes, one line per run of `runs` (rows of
     the results table): how fast each buys its quality."""

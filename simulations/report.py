@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from prunus.common.config import Config
-from prunus.simulations.plots import plot_bytes, plot_curves, plot_frontier
+from prunus.simulations.plots import plot_bytes, plot_curves, plot_frontier, plot_leakage
 from prunus.simulations.runs import read_runs
 from prunus.simulations.table import NOT_SETTINGS, Tables, chosen_runs, make_tables, pareto
 
@@ -31,6 +31,8 @@ def write_report(sweep: Path, curves: list[str] | None = None) -> Path:
     plot_frontier(tables, sweep / "frontier-total.png", "total")
     plot_curves(tables, chosen, sweep, sweep / "curves.png")
     plot_bytes(tables, sweep, sweep / "bytes.png")
+    if "leak_direction_mean" in tables.settings:
+        plot_leakage(tables, sweep / "leakage.png")
     fixed = _fixed_settings(runs[0].summary["config"], tables.varied)
     path = sweep / "report.md"
     path.write_text(render(sweep.name, tables, fixed, missing, curves is not None))
@@ -70,6 +72,13 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
     lines += _settings_rows(tables, pareto(settings, "total_bytes_mean", f"{hr}_mean"))
     lines += ["", "## Best setting per total budget", ""]
     lines += _budget_rows(tables, "total")
+    if "leak_direction_mean" in settings:
+        lines += ["", "## Quality, bytes and leakage", "", "![leakage](leakage.png)", "",
+                  "What an honest-but-curious server names of each sampled reply's items (`server/leakage.py`): "
+                  "the precision of each attack's guess, averaged over the sampled replies of every round "
+                  "(`direction`: the top |P| rows along the update's main direction; `norm`: by update norm; "
+                  "`membership`: every row the update touches; `request`: every row a client asked for).", ""]
+        lines += _leakage_rows(tables)
     lines += ["", "## Quality against uplink bytes", "", "![frontier](frontier.png)", "",
               "The clients' replies alone. The Pareto frontier on uplink bytes:", ""]
     lines += _settings_rows(tables, pareto(settings, "uplink_bytes_mean", f"{hr}_mean"))
@@ -104,6 +113,22 @@ def _settings_rows(tables: Tables, settings: pd.DataFrame) -> list[str]:
 
 
 _SHORT = {"total": "total", "uplink": "up"}
+
+
+def _leakage_rows(tables: Tables) -> list[str]:
+    hr = tables.hr
+    header = ["setting", "n", hr.upper(), "total bytes", "x fewer total", "direction", "norm", "membership", "request"]
+    rows = [
+        [row["label"] + (" **(baseline)**" if row["baseline"] else ""), row["n"], _spread(row, hr, 4),
+         _bytes(row["total_bytes_mean"]), _times(row["total_reduction_mean"]),
+         *(_share(row.get(f"leak_{attack}_mean", np.nan)) for attack in ("direction", "norm", "membership", "request"))]
+        for _, row in tables.settings.iterrows()
+    ]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def _share(value: float) -> str:
+    return f"{value:.3f}" if np.isfinite(value) else "-"
 
 
 def _budget_rows(tables: Tables, what: str) -> list[str]:

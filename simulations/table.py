@@ -18,6 +18,8 @@ from prunus.simulations.runs import Run
 
 # config keys that never make two settings different
 NOT_SETTINGS = frozenset({"seed", *RUNTIME_KEYS})
+# the precision of each attack of server/leakage.py, per run (where measured)
+LEAKS = ("leak_direction", "leak_norm", "leak_membership", "leak_request")
 BYTES = ("uplink_bytes", "downlink_bytes", "request_bytes", "dense_uplink_bytes", "dense_downlink_bytes")
 # short names for the settings most sweeps vary, in labels (others keep their key)
 _SHORT = {"prune-method": "", "density": "d", "error-feedback": "ef", "value-codec": "values", "downlink-codec": "down",
@@ -101,10 +103,12 @@ def make_tables(runs: list[Run]) -> Tables:
     return Tables(results, settings_table(results, varied, hr, ndcg), varied, hr, ndcg)
 
 
-def figure_columns(hr: str, ndcg: str) -> list[str]:
-    """The numeric result columns (what a setting averages over its seeds)."""
+def figure_columns(hr: str, ndcg: str, results: pd.DataFrame | None = None) -> list[str]:
+    """The numeric result columns (what a setting averages over its seeds);
+    the attacks' precisions where the runs measured leakage."""
+    leaks = [c for c in LEAKS if results is not None and c in results]
     return [hr, f"{hr}_best", ndcg, f"{ndcg}_best", *BYTES, "total_bytes", f"{hr}_retained", f"{ndcg}_retained",
-            "uplink_reduction", "downlink_reduction", "total_reduction", "wall_seconds"]  # fmt: skip
+            "uplink_reduction", "downlink_reduction", "total_reduction", "wall_seconds", *leaks]  # fmt: skip
 
 
 def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.DataFrame:
@@ -122,6 +126,8 @@ def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.
         row |= {"failures": summary.get("failures", 0), "rejected": summary.get("rejected", 0)}
         row |= {"rounds": summary["rounds"], "wall_seconds": summary["wall_seconds"], "folder": f"runs/{run.name}"}
         row["commit"] = commit_of(summary)
+        if "privacy" in summary:  # the attacks' precision (server/leakage.py), where measured
+            row |= {column: summary["privacy"].get(f"leak-{column[5:]}-precision", np.nan) for column in LEAKS}
         rows.append(row)
     table = pd.DataFrame(rows)
     baseline = next((r.summary["config"] for r in runs if r.point["baseline"]), None)
@@ -149,7 +155,7 @@ def settings_table(results: pd.DataFrame, varied: list[str], hr: str, ndcg: str)
     grouped = results.groupby("setting", sort=True)
     table = grouped[identity].first().reset_index()
     table["n"] = grouped.size().to_numpy()
-    for column in figure_columns(hr, ndcg):
+    for column in figure_columns(hr, ndcg, results):
         table[f"{column}_mean"] = grouped[column].mean().to_numpy()
         table[f"{column}_std"] = grouped[column].std().to_numpy()
     return table

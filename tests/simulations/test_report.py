@@ -169,3 +169,22 @@ def test_without_a_manifest_every_run_folder_is_reported(sweep: Path):
 def test_report_of_a_folder_without_runs_fails_cleanly(tmp_path: Path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no complete runs" in capsys.readouterr().err
+
+
+def test_leakage_measured_by_the_runs_gets_its_table_and_figure(sweep: Path):
+    for folder in (sweep / "runs").iterdir():
+        summary = json.loads((folder / "summary.json").read_text())
+        dense = summary["config"]["prune-method"] == "none"
+        summary["privacy"] = {"leak-direction-precision": 0.95 if dense else 0.6, "leak-norm-precision": 0.3,
+                              "leak-membership-precision": 0.15}
+        write_json(folder / "summary.json", summary)
+    report = (Path(main(["report", str(sweep)]) == 0 and sweep) / "report.md").read_text()
+    section = report.split("## Quality, bytes and leakage")[1].split("\n## ")[0]
+    assert "| dense **(baseline)** | 2 | 0.6100 ± 0.0141 |" in section and "| 0.950 | 0.300 | 0.150 | - |" in section
+    assert (sweep / "leakage.png").stat().st_size > 10_000
+    assert pd.read_csv(sweep / "results.csv")["leak_direction"].notna().all()
+
+
+def test_without_leakage_there_is_no_leakage_section(sweep: Path):
+    report = (Path(main(["report", str(sweep)]) == 0 and sweep) / "report.md").read_text()
+    assert "leakage" not in report.lower() and not (sweep / "leakage.png").exists()
