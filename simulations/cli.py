@@ -7,6 +7,7 @@ import sys
 
 from prunus.common.config import ConfigError, load
 from prunus.common.data import DatasetError
+from prunus.common.results import code_version
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +61,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code_version()  # the code this process runs, read before anything can edit it
     args = _parser().parse_args(argv)
     if args.command in ("sweep", "report"):
         return _sweep_or_report(args)
