@@ -15,7 +15,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from prunus.client import handlers
+from prunus.client import handlers, state_store
 from prunus.client.handlers import ClientData
 from prunus.common.config import Config, from_run_config
 from prunus.common.data import SplitData
@@ -38,7 +38,7 @@ def make_client_app(config: Config | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return _handle(handlers.train, msg, context, config)
+        return _handle(handlers.train, msg, context, config, keeps_state=True)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
@@ -47,15 +47,22 @@ def make_client_app(config: Config | None = None) -> ClientApp:
     return app
 
 
-def _handle(handler, msg: Message, context: Context, config: Config | None) -> Message:
-    """Run a Flower-free handler on this node's data and state; add where it ran."""
+def _handle(handler, msg: Message, context: Context, config: Config | None, keeps_state: bool = False) -> Message:
+    """Run a Flower-free handler on this node's data and state; add where it ran.
+    In a checkpointed simulation the state is also kept on disk (`client.state_store`)."""
     cfg = config or from_run_config(context.run_config)
     # use the CPUs Ray gave the actor, and CUDA when it gave a GPU
     torch.set_num_threads(max(1, int(cfg.runtime.client_num_cpus)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     partition_id = int(context.node_config["partition-id"])
     split, users = _partition_data(cfg, context, partition_id)
+    simulated = not context.node_config.get("data-file")  # under the Deployment Engine clients keep their state
+    server_round = int(msg.content["config"]["server-round"])
+    if simulated:
+        state_store.restore_if_empty(cfg, context.state, partition_id, server_round)
     content = handler(cfg, msg.content, context.state, ClientData.of(partition_id, split, users, device))
+    if simulated and keeps_state:
+        state_store.persist(cfg, context.state, partition_id, server_round)
     content["info"] = ConfigRecord(_node_info(context))
     return Message(content, reply_to=msg)
 

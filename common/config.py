@@ -217,6 +217,9 @@ class RuntimeConfig:
     fault_rate: float = field(default=0.0, metadata=_non_negative())
     fault_kind: str = field(default="scale", metadata=_choice("crash", "garbage", "scale", "sign-flip", "random"))
     fault_scale: float = field(default=100.0, metadata=_positive())
+    # write RUN_DIR/checkpoint.npz every this many rounds (0 = never); a killed
+    # run continues with `prunus simulate --resume RUN_DIR`
+    checkpoint_every: int = field(default=0, metadata=_non_negative())
     out: str = "runs/latest"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 import pandas as pd
 
 
-# every file a run writes into its folder (prunus demo adds comparison.*)
-RUN_FILES = ("summary.json", "rounds.csv", "clients.csv", "curve.png", "model.npz", "run.log")
+# every file a run writes into its folder (prunus demo adds comparison.*), and
+# the checkpoint and the clients' state store of a checkpointed run
+RUN_FILES = ("summary.json", "rounds.csv", "clients.csv", "curve.png", "model.npz", "run.log", "checkpoint.npz")
+RUN_FOLDERS = ("client-state",)
 
 
 def clear_run_files(out: Path) -> None:
@@ -24,6 +27,8 @@ def clear_run_files(out: Path) -> None:
     so that a folder never mixes two runs' files (other files are left alone)."""
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
+    for name in RUN_FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
 
 
 def write_rounds(out: Path, rows: list[dict[str, Any]]) -> Path:

@@ -24,6 +24,8 @@ from prunus.common.privacy import epsilon, noise_multiplier
 from prunus.common.results import clear_run_files, code_version, write_clients, write_rounds, write_run
 from prunus.server.evaluation import CentralEvaluator
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
+from prunus.server.checkpoint import Checkpoint
+from prunus.server.checkpoint import save as save_checkpoint
 from prunus.server.federation import Federation, Outgoing, Reply, Transport
 from prunus.server.leakage import LeakageMeter
 from prunus.server.model_store import save_model
@@ -39,8 +41,8 @@ DISCOVERY_WAVE = 256
 REPLY_TIMEOUT_S = 3600.0
 
 
-def make_server_app(config: Config | None = None) -> ServerApp:
-    """A ServerApp bound to `config`, or reading Flower's run config if None."""
+def make_server_app(config: Config | None = None, resume: Checkpoint | None = None) -> ServerApp:
+    """A ServerApp bound to `config` (resuming `resume`), or reading Flower's run config if None."""
     app = ServerApp()
 
     @app.main()
@@ -51,7 +53,7 @@ def make_server_app(config: Config | None = None) -> ServerApp:
             route_library_logs(Path(cfg.runtime.out), verbose=False)
         ledger = Ledger()
         nodes_by_partition = discover_partitions(grid, num_partitions(cfg), ledger)
-        run_federation(cfg, GridTransport(grid, nodes_by_partition), list(nodes_by_partition), ledger)
+        run_federation(cfg, GridTransport(grid, nodes_by_partition), list(nodes_by_partition), ledger, resume)
 
     return app
 
@@ -77,9 +79,11 @@ class GridTransport:
         return Reply(partition, node, msg.content)
 
 
-def run_federation(cfg: Config, transport: Transport, partitions: list[int], ledger: Ledger) -> dict:
-    """Train for `rounds` rounds over `transport`; write summary.json, rounds.csv,
-    clients.csv, curve.png and model.npz."""
+def run_federation(cfg: Config, transport: Transport, partitions: list[int], ledger: Ledger,
+                   resume: Checkpoint | None = None) -> dict:
+    """Train for `rounds` rounds over `transport` (after `resume`'s round, when
+    given); write summary.json, rounds.csv, clients.csv, curve.png, model.npz,
+    and checkpoint.npz every `checkpoint-every` rounds."""
     started = time.perf_counter()
     code_version()  # the code this run runs, before anything can change it
     out = Path(cfg.runtime.out)
@@ -92,14 +96,20 @@ def run_federation(cfg: Config, transport: Transport, partitions: list[int], led
     spec = model_spec(cfg.model, split.n_items)
     federation = Federation(cfg, partitions, params, spec, evaluator, ledger, leakage_meter(cfg, split, spec))
 
+    if resume is not None:
+        federation.restore(resume)
+        log.info("resuming after round %d", resume.server_round)
     progress = RoundProgress(cfg.federation.rounds)
+    every = cfg.runtime.checkpoint_every
 
     def on_round(entry: RoundLog) -> None:
         progress.update(entry)
         write_rounds(out, ledger.rows())
+        if every and entry.round and (entry.round % every == 0 or entry.round == cfg.federation.rounds):
+            save_checkpoint(out, federation.snapshot(entry.round))
 
     try:
-        final = federation.run(transport, on_round)
+        final = federation.run(transport, on_round, start=1 if resume is None else resume.server_round + 1)
     finally:
         progress.close()
     saved = save_model(out, final, model.prunable_names())

@@ -31,6 +31,7 @@ from prunus.common.models import ModelSpec
 from prunus.common.params import Params, to_record, wire_bytes, wire_bytes_with_part
 from prunus.common.update import Update, sent_entries
 from prunus.server.aggregation import aggregate
+from prunus.server.checkpoint import Checkpoint
 from prunus.server.leakage import LeakageMeter
 from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.model_pruning import ModelPruner
@@ -105,17 +106,35 @@ class Federation:
         self._named: tuple[np.ndarray, ArrayRecord] | None = None  # rows chosen by the server, as a row set
 
     # ------------------------------------------------------------------ run
-    def run(self, transport: Transport, on_round: Callable[[RoundLog], None] = lambda entry: None) -> Params:
-        """Evaluate the initial model, then train `rounds` rounds; returns the final parameters."""
-        self.evaluate(0, time.perf_counter())
-        on_round(self.ledger.round(0))
-        for server_round in range(1, self.cfg.federation.rounds + 1):
+    def run(self, transport: Transport, on_round: Callable[[RoundLog], None] = lambda entry: None,
+            start: int = 1) -> Params:
+        """Evaluate the initial model, then train `rounds` rounds (from round
+        `start` when resuming a checkpoint); returns the final parameters."""
+        if start == 1:
+            self.evaluate(0, time.perf_counter())
+            on_round(self.ledger.round(0))
+        for server_round in range(start, self.cfg.federation.rounds + 1):
             started = time.perf_counter()
             self.train(server_round, transport)
             self.federated_evaluation(server_round, transport)
             self.evaluate(server_round, started)
             on_round(self.ledger.round(server_round))
         return self.params
+
+    def snapshot(self, server_round: int) -> Checkpoint:
+        """Everything the server needs to go on after `server_round` (`server.checkpoint`)."""
+        return Checkpoint(server_round, self.params, self.optimizer.state(), self.rows.state(), self.ledger,
+                          self.cfg.to_dict())
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Take up a checkpoint's model, optimiser and selection state and ledger."""
+        self.params = {name: checkpoint.params[name].astype(np.float32) for name in self.shapes}
+        self.optimizer.restore(checkpoint.optimizer)
+        self.rows.restore(checkpoint.selection)
+        discovery = self.ledger.rounds.get(0)
+        self.ledger.rounds, self.ledger.replies = checkpoint.ledger.rounds, checkpoint.ledger.replies
+        if discovery is not None and 0 not in self.ledger.rounds:
+            self.ledger.rounds[0] = discovery
 
     def sample(self, server_round: int, count: int, stream: int) -> list[int]:
         """`count` partitions drawn from (seed, round, stream) alone."""

@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--ray-address", help="attach to a running Ray cluster (auto or HOST:PORT)")
             sub.add_argument("--verbose", action="store_true",
                              help="Flower's and Ray's logs on the console too (always in RUN_DIR/run.log)")
+            sub.add_argument("--resume", metavar="RUN_DIR",
+                             help="continue the run in RUN_DIR from its last checkpoint (checkpoint-every > 0); "
+                                  "the config, if given, must be the run's")  # fmt: skip
     demo = commands.add_parser("demo", help="dense FedAvg against a pruned federation on synthetic data, compared")
     demo.add_argument("--out", default="runs/demo", help="folder for both runs and the comparison (default runs/demo)")
     demo.add_argument("--verbose", action="store_true", help="Flower's and Ray's logs on the console too")
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "ray_address", None):
         overrides.append(f"ray-address={args.ray_address}")
     try:
+        if getattr(args, "resume", None):
+            return _resume(args, overrides)
         cfg = load(args.config, overrides)
         if args.command == "simulate":
             from prunus.simulations.simulate import run_simulate
@@ -91,6 +96,34 @@ def main(argv: list[str] | None = None) -> int:
             from prunus.simulations.centralized import run_centralized
 
             run_centralized(cfg)
+    except (ConfigError, DatasetError) as err:
+        print(f"prunus: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
+    """`prunus simulate --resume RUN_DIR [CONFIG] [--set ...]`: the run's own
+    config unless one is given, which must then match it."""
+    from pathlib import Path
+
+    from prunus.common.config import from_mapping, parse_value
+    from prunus.server.checkpoint import check_resumable, load as load_checkpoint
+    from prunus.simulations.simulate import run_simulate
+
+    out = Path(args.resume)
+    try:
+        checkpoint = load_checkpoint(out)
+        if args.config:
+            cfg = load(args.config, [*overrides, f"out={out}"])
+        else:  # the run's own config, with any --set on top (of how it runs)
+            values = dict(checkpoint.config)
+            for item in overrides:
+                key, _, text = item.partition("=")
+                values[key.strip()] = parse_value(key.strip(), text.strip())
+            cfg = from_mapping({**values, "out": str(out)}, source=f"{out}/checkpoint.npz")
+        check_resumable(cfg, checkpoint)
+        run_simulate(cfg, verbose=args.verbose, resume=checkpoint)
     except (ConfigError, DatasetError) as err:
         print(f"prunus: error: {err}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, MessageType, RecordDict
 
-from prunus.client import handlers
+from prunus.client import handlers, state_store
 from prunus.client.handlers import ClientData
 from prunus.common.compression.base import ROW_QUERY
 from prunus.common.config import Config
@@ -57,8 +57,12 @@ class InProcessTransport:
         client = ClientData.of(partition, self.split, np.asarray(self.partitions[partition]), self.device)
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(self.cfg.runtime.client_num_cpus)))  # as a client actor has
+        server_round = int(message.content["config"]["server-round"])
+        state_store.restore_if_empty(self.cfg, state, partition, server_round)
         try:
             content = handler(self.cfg, message.content, state, client)
+            if handler is handlers.train:
+                state_store.persist(self.cfg, state, partition, server_round)
         except Exception as err:  # noqa: BLE001 - a failing client is a failed reply, as under Flower
             log.exception("client %d failed", partition)
             return Reply(partition, partition, None, f"{type(err).__name__}: {err}")

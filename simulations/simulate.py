@@ -15,6 +15,7 @@ from prunus.common.config import Config
 from prunus.common.datasets import num_partitions
 from prunus.common.results import clear_run_files
 from prunus.server.app import make_server_app, run_federation
+from prunus.server.checkpoint import Checkpoint
 from prunus.server.ledger import Ledger
 from prunus.common.logs import LIBRARY_LOG, route_library_logs
 from prunus.simulations.inprocess import InProcessTransport
@@ -42,24 +43,26 @@ def backend_config(cfg: Config, verbose: bool = False) -> dict:
     }
 
 
-def run_simulate(cfg: Config, verbose: bool = False) -> dict:
+def run_simulate(cfg: Config, verbose: bool = False, resume: Checkpoint | None = None) -> dict:
     """One SuperNode per partition; the ServerApp writes the outputs to `out`.
 
     With `engine = "inprocess"` the same rounds run in this process instead
     (`simulations.inprocess`): no Flower runtime, no Ray, no partition discovery.
+    With `resume` (a checkpoint of the run in `out`) the run goes on from it.
     """
     supernodes = num_partitions(cfg)  # loads (and checks) the data before Ray starts
-    clear_run_files(Path(cfg.runtime.out))
+    if resume is None:
+        clear_run_files(Path(cfg.runtime.out))
     route_library_logs(Path(cfg.runtime.out), verbose)
     if cfg.runtime.engine == "inprocess":
-        return run_federation(cfg, InProcessTransport(cfg), list(range(supernodes)), Ledger())
+        return run_federation(cfg, InProcessTransport(cfg), list(range(supernodes)), Ledger(), resume)
     summary_path = Path(cfg.runtime.out) / "summary.json"
     flower_compat.enable_fast_dispatch(cfg.runtime.fast_dispatch)
     flower_compat.enable_actor_share(cfg.runtime.ray_share)
     flower_compat.enable_clean_actor_shutdown()
     flower_compat.route_ray_driver_messages(None if verbose else logging.getLogger(LIBRARY_LOG))
     run_simulation(
-        server_app=make_server_app(cfg),
+        server_app=make_server_app(cfg, resume),
         client_app=make_client_app(cfg),
         num_supernodes=supernodes,
         backend_config=backend_config(cfg, verbose),

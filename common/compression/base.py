@@ -151,6 +151,13 @@ class RowSelection(Protocol):
         """The round's aggregated update, for a selection that learns from it
         (subclasses that do not may leave this as it is)."""
 
+    def state(self) -> Params:
+        """What a checkpoint keeps of the selection (a learnt posterior)."""
+        return {}
+
+    def restore(self, state: Params) -> None:
+        """Take up `state()` from a checkpoint."""
+
 
 class Defence(Protocol):
     """What a client does to its update before the uplink method sees it, so

@@ -72,3 +72,10 @@ class BanditRows(RowSelection):
         norm = np.sqrt(norm)
         self.reward_sum[ids] += norm / norm.max() if norm.max() > 0 else 0.0
         self.pulls[ids] += 1
+
+    def state(self) -> Params:
+        return {} if self.pulls is None else {"reward-sum": self.reward_sum, "pulls": self.pulls}
+
+    def restore(self, state: Params) -> None:
+        if state:
+            self.reward_sum, self.pulls = state["reward-sum"].astype(np.float64), state["pulls"].astype(np.float64)
