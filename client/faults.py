@@ -5,6 +5,9 @@ training round draws, from (seed, round, partition) alone, whether it is
 faulty this round; a faulty one then, by `fault-kind`:
 
 * `crash`: raises instead of replying (the server counts a failed reply);
+* `hang`: replies only after the round timeout (`round-timeout`) has passed,
+  so the server must go on without it (in process, where nothing can be
+  preempted, its reply is simply never delivered);
 * `garbage`: replies with random bytes where its payload belongs;
 * `scale`: sends its honest update times `fault-scale` (x100 by default);
 * `sign-flip`: sends its update times `-fault-scale`;
@@ -17,11 +20,16 @@ aggregation stands between it and the model.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
 from prunus.common.config import RuntimeConfig
 from prunus.common.params import Params
+
+
+HANG_MARGIN_S = 2.0  # how far past the round timeout a hung client replies
 
 
 class InjectedCrash(RuntimeError):
@@ -35,9 +43,17 @@ def is_faulty(settings: RuntimeConfig, server_round: int, partition_id: int) -> 
     return bool(np.random.default_rng([settings.seed, server_round, partition_id, 9]).random() < settings.fault_rate)
 
 
+def hang(settings: RuntimeConfig, round_timeout: float, server_round: int, partition_id: int) -> None:
+    """A `hang` fault: sleep past the round timeout, then go on."""
+    if settings.fault_kind == "hang" and is_faulty(settings, server_round, partition_id):
+        time.sleep(round_timeout + HANG_MARGIN_S)
+
+
 def corrupt_update(settings: RuntimeConfig, delta: Params, server_round: int, partition_id: int) -> Params:
     """The update a faulty client sends in place of `delta` (crash: raises)."""
     kind, scale = settings.fault_kind, settings.fault_scale
+    if kind == "hang":  # hangs before training (`hang`); its late update is an honest one
+        return delta
     if kind == "crash":
         raise InjectedCrash(f"injected crash of partition {partition_id} in round {server_round}")
     if kind == "scale":

@@ -117,6 +117,7 @@ def _private(state: RecordDict) -> Params | None:
 def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientData) -> RecordDict:
     """Local training from the broadcast, then the uplink method's payload."""
     server_round = int(content["config"]["server-round"])
+    faults.hang(cfg.runtime, cfg.federation.round_timeout, server_round, client.partition_id)
     n_items = client.split.n_items
     plan = row_plan(cfg, "train", server_round, client) or named_rows(content, n_items)
     rows = _item_rows(cfg, plan, client)

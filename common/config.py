@@ -164,6 +164,9 @@ class FederationConfig:
     clip_norm: float = field(default=0.0, metadata=_non_negative())
     clip_quantile: float = field(default=0.0, metadata=_non_negative())
     federated_eval_clients: int = field(default=0, metadata=_non_negative())
+    # seconds the server waits for an exchange's replies; a client that has not
+    # replied by then counts as failed and the round goes on without it
+    round_timeout: float = field(default=3600.0, metadata=_positive())
 
 
 @_section
@@ -215,7 +218,8 @@ class RuntimeConfig:
     # fault injection (client/faults.py), for robustness experiments: the share
     # of sampled training clients that misbehave each round, and how
     fault_rate: float = field(default=0.0, metadata=_non_negative())
-    fault_kind: str = field(default="scale", metadata=_choice("crash", "garbage", "scale", "sign-flip", "random"))
+    fault_kind: str = field(default="scale", metadata=_choice("crash", "hang", "garbage", "scale", "sign-flip",
+                                                               "random"))
     fault_scale: float = field(default=100.0, metadata=_positive())
     # write RUN_DIR/checkpoint.npz every this many rounds (0 = never); a killed
     # run continues with `prunus simulate --resume RUN_DIR`

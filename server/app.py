@@ -38,7 +38,7 @@ DISCOVERY_TIMEOUT_S = 600.0
 # Flower's in-memory LinkState scans every message in flight on each poll, so
 # thousands of queries at once cost O(n^2); a few hundred at a time stay cheap.
 DISCOVERY_WAVE = 256
-REPLY_TIMEOUT_S = 3600.0
+REPLY_TIMEOUT_S = 3600.0  # the default of `round-timeout`
 
 
 def make_server_app(config: Config | None = None, resume: Checkpoint | None = None) -> ServerApp:
@@ -53,13 +53,15 @@ def make_server_app(config: Config | None = None, resume: Checkpoint | None = No
             route_library_logs(Path(cfg.runtime.out), verbose=False)
         ledger = Ledger()
         nodes_by_partition = discover_partitions(grid, num_partitions(cfg), ledger)
-        run_federation(cfg, GridTransport(grid, nodes_by_partition), list(nodes_by_partition), ledger, resume)
+        transport = GridTransport(grid, nodes_by_partition, cfg.federation.round_timeout)
+        run_federation(cfg, transport, list(nodes_by_partition), ledger, resume)
 
     return app
 
 
 class GridTransport:
-    """The Flower adapter of `server.federation`: messages over the Grid."""
+    """The Flower adapter of `server.federation`: messages over the Grid. A
+    message without a reply when the round timeout passes counts as failed."""
 
     def __init__(self, grid: Grid, nodes_by_partition: dict[int, int], timeout: float = REPLY_TIMEOUT_S) -> None:
         self.grid, self.nodes, self.timeout = grid, nodes_by_partition, timeout
@@ -67,8 +69,11 @@ class GridTransport:
 
     def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]:
         sent = [Message(m.content, dst_node_id=self.nodes[m.partition], message_type=message_type) for m in messages]
-        replies = self.grid.send_and_receive(sent, timeout=self.timeout) if sent else []
-        return [self._reply(msg) for msg in replies]
+        replies = [self._reply(msg) for msg in (self.grid.send_and_receive(sent, timeout=self.timeout) if sent else [])]
+        answered = {reply.partition for reply in replies}
+        late = f"no reply within the round timeout ({self.timeout:g} s)"
+        return replies + [Reply(m.partition, self.nodes[m.partition], None, late) for m in messages
+                          if m.partition not in answered]
 
     def _reply(self, msg: Message) -> Reply:
         # attributed by the discovery map, so a failed or malformed reply still names its client

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, MessageType, RecordDict
 
-from prunus.client import handlers, state_store
+from prunus.client import faults, handlers, state_store
 from prunus.client.handlers import ClientData
 from prunus.common.compression.base import ROW_QUERY
 from prunus.common.config import Config
@@ -58,6 +58,10 @@ class InProcessTransport:
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(self.cfg.runtime.client_num_cpus)))  # as a client actor has
         server_round = int(message.content["config"]["server-round"])
+        runtime = self.cfg.runtime
+        if handler is handlers.train and runtime.fault_kind == "hang" and faults.is_faulty(runtime, server_round, partition):
+            # nothing here can be preempted: a hung client is one whose reply never comes
+            return Reply(partition, partition, None, f"no reply within the round timeout ({self.cfg.federation.round_timeout:g} s)")
         state_store.restore_if_empty(self.cfg, state, partition, server_round)
         try:
             content = handler(self.cfg, message.content, state, client)

@@ -54,3 +54,24 @@ def test_a_run_with_crashing_clients_finishes_and_counts_them(tmp_path):
     summary = run_simulate(load(None, settings))
     assert summary["failures"] > 0 and summary["clients"] - summary["failures"] > 0
     assert np.isfinite(summary["metrics"]["hr@10"])
+
+
+def test_hung_clients_are_left_behind_and_the_run_goes_on(tmp_path):
+    settings = ["synthetic-users=40", "synthetic-items=40", "eval-negatives=9", "dim=4", "rounds=3",
+                "clients-per-round=10", "engine=inprocess", "fault-rate=0.3", "fault-kind=hang", "round-timeout=5",
+                f"out={tmp_path}"]  # fmt: skip
+    summary = run_simulate(load(None, settings))
+    assert summary["failures"] > 0 and summary["clients"] - summary["failures"] > 0
+    clients = (tmp_path / "clients.csv").read_text()
+    assert clients.count("failed") == summary["failures"]
+    assert np.isfinite(summary["metrics"]["hr@10"])
+
+
+def test_a_hung_client_sleeps_past_the_round_timeout(monkeypatch):
+    slept = []
+    monkeypatch.setattr(faults.time, "sleep", slept.append)
+    settings = load(None, ["fault-rate=1.0", "fault-kind=hang"]).runtime
+    faults.hang(settings, 3.0, 1, 0)
+    assert slept == [3.0 + faults.HANG_MARGIN_S]
+    faults.hang(load(None, ["fault-rate=1.0", "fault-kind=crash"]).runtime, 3.0, 1, 0)
+    assert len(slept) == 1

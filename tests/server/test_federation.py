@@ -522,3 +522,20 @@ def test_an_update_of_a_row_not_sent_is_rejected_and_a_bad_request_gets_no_messa
     assert [o.partition for o in transport.sent[1][1]] == [0]  # only the client whose request was good
     assert entry.rejected == 2 and entry.failures == 1 and entry.replies == 0
     assert np.array_equal(federation.params["item_embedding.weight"], BIG["item_embedding.weight"])
+
+
+def test_a_message_without_a_reply_by_the_round_timeout_counts_failed(make_train_reply, make_flower_reply):
+    from prunus.server.app import GridTransport
+
+    class SilentGrid(FakeGrid):  # node 11 never answers within the timeout
+        def send_and_receive(self, messages, timeout=None):
+            assert timeout == 7.0
+            return [r for r in super().send_and_receive(messages, timeout) if r.metadata.src_node_id != 11]
+
+    grid = SilentGrid(lambda m: make_flower_reply(m.metadata.dst_node_id, make_train_reply(_update(1.0))))
+    federation = _federation()
+    federation.train(1, GridTransport(grid, NODE, timeout=7.0))
+    entry = federation.ledger.round(1)
+    assert (entry.replies, entry.failures) == (2, 1)
+    failed = [r for r in federation.ledger.reply_rows() if r["status"] == "failed"]
+    assert [(r["partition"], r["node"]) for r in failed] == [(1, 11)]
