@@ -75,3 +75,15 @@ def test_a_hung_client_sleeps_past_the_round_timeout(monkeypatch):
     assert slept == [3.0 + faults.HANG_MARGIN_S]
     faults.hang(load(None, ["fault-rate=1.0", "fault-kind=crash"]).runtime, 3.0, 1, 0)
     assert len(slept) == 1
+
+
+@pytest.mark.slow
+def test_under_flower_a_hung_client_is_left_behind_at_the_round_timeout(tmp_path):
+    """Real Ray actors sleeping past the timeout: the server stops waiting for them."""
+    settings = ["synthetic-users=30", "synthetic-items=40", "eval-negatives=9", "dim=4", "rounds=2",
+                "clients-per-round=8", "fault-rate=0.25", "fault-kind=hang", "round-timeout=4", "eval-every=2",
+                f"out={tmp_path}"]  # fmt: skip
+    summary = run_simulate(load(None, settings))
+    assert summary["failures"] > 0 and summary["clients"] - summary["failures"] > 0
+    assert "no reply within the round timeout (4 s)" in (tmp_path / "run.log").read_text() or \
+        summary["failures"] == (tmp_path / "clients.csv").read_text().count("failed")
