@@ -85,5 +85,4 @@ def test_under_flower_a_hung_client_is_left_behind_at_the_round_timeout(tmp_path
                 f"out={tmp_path}"]  # fmt: skip
     summary = run_simulate(load(None, settings))
     assert summary["failures"] > 0 and summary["clients"] - summary["failures"] > 0
-    assert "no reply within the round timeout (4 s)" in (tmp_path / "run.log").read_text() or \
-        summary["failures"] == (tmp_path / "clients.csv").read_text().count("failed")
+    assert summary["failures"] == (tmp_path / "clients.csv").read_text().count("failed")
