@@ -224,6 +224,9 @@ class RuntimeConfig:
     # write RUN_DIR/checkpoint.npz every this many rounds (0 = never); a killed
     # run continues with `prunus simulate --resume RUN_DIR`
     checkpoint_every: int = field(default=0, metadata=_non_negative())
+    # under `flwr run` (Deployment Engine): continue the run in `out` from its
+    # checkpoint instead of starting afresh (`prunus simulate` has --resume)
+    resume: bool = False
     out: str = "runs/latest"
 
 

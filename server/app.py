@@ -24,7 +24,8 @@ from prunus.common.privacy import epsilon, noise_multiplier
 from prunus.common.results import clear_run_files, code_version, write_clients, write_rounds, write_run
 from prunus.server.evaluation import CentralEvaluator
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
-from prunus.server.checkpoint import Checkpoint
+from prunus.server.checkpoint import Checkpoint, check_resumable
+from prunus.server.checkpoint import load as load_checkpoint
 from prunus.server.checkpoint import save as save_checkpoint
 from prunus.server.federation import Federation, Outgoing, Reply, Transport
 from prunus.server.leakage import LeakageMeter
@@ -48,15 +49,29 @@ def make_server_app(config: Config | None = None, resume: Checkpoint | None = No
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or from_run_config(context.run_config)
-        if config is None:  # `flwr run`: a clean run folder with Flower's logs in it, as `prunus simulate` does
-            clear_run_files(Path(cfg.runtime.out))
+        checkpoint = resume
+        if config is None:  # `flwr run`: as `prunus simulate` does, a clean run folder with Flower's logs in it
+            checkpoint = deployment_checkpoint(cfg)
             route_library_logs(Path(cfg.runtime.out), verbose=False)
         ledger = Ledger()
         nodes_by_partition = discover_partitions(grid, num_partitions(cfg), ledger)
         transport = GridTransport(grid, nodes_by_partition, cfg.federation.round_timeout)
-        run_federation(cfg, transport, list(nodes_by_partition), ledger, resume)
+        run_federation(cfg, transport, list(nodes_by_partition), ledger, checkpoint)
 
     return app
+
+
+def deployment_checkpoint(cfg: Config) -> Checkpoint | None:
+    """Under `flwr run`: with `resume = true` the checkpoint in `out` (made under
+    the same config, key by key), else None after clearing `out` of an earlier
+    run's files. Clients keep their own state in their SuperNodes."""
+    out = Path(cfg.runtime.out)
+    if not cfg.runtime.resume:
+        clear_run_files(out)
+        return None
+    checkpoint = load_checkpoint(out)
+    check_resumable(cfg, checkpoint)
+    return checkpoint
 
 
 class GridTransport:

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,7 +30,8 @@ BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 SILOS = 3
 RUN_CONFIG = (f'num-silos={SILOS} partition="iid" rounds=2 clients-per-round={SILOS} eval-every=1 '
-              'federated-eval-clients=0 dim=16 prune-method="topk" density=0.05 value-codec="fp16"')  # fmt: skip
+              'federated-eval-clients=0 dim=16 prune-method="topk" density=0.05 value-codec="fp16" '
+              'checkpoint-every=1')  # fmt: skip
 
 
 def _free_port() -> int:
@@ -130,7 +132,7 @@ def federation(tmp_path_factory):
             [str(BIN / "flwr"), "run", ".", "loopback", "--stream", "--run-config", f'{RUN_CONFIG} out="{out}"'],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
-        yield {"out": out, "run": run, "intruder_code": intruder_code, "processes": processes}
+        yield {"out": out, "run": run, "intruder_code": intruder_code, "processes": processes, "env": env}
     finally:
         processes.stop_all()
 
@@ -157,3 +159,22 @@ def test_a_supernode_with_an_unregistered_key_is_refused(federation):
     assert federation["intruder_code"] != 0
     assert "Failed to activate SuperNode" in processes.log(f"supernode-{SILOS + 1}")
     assert "No SuperNode found with the given public key" in processes.log("superlink")
+
+
+def test_the_serverapp_resumes_from_its_checkpoint(federation):
+    """`resume = true`: the ServerApp takes up the checkpoint in `out` (here the
+    last round's, so there is nothing left to train) and ends with the same model
+    and ledger; clients keep their own state in their SuperNodes."""
+    out = federation["out"]
+    before = json.loads((out / "summary.json").read_text())
+    with np.load(out / "model.npz") as saved:
+        model = {name: saved[name] for name in saved.files}
+    run = subprocess.run(
+        [str(BIN / "flwr"), "run", ".", "loopback", "--stream", "--run-config", f'{RUN_CONFIG} resume=true out="{out}"'],
+        cwd=ROOT, env=federation["env"], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    after = json.loads((out / "summary.json").read_text())
+    assert after["comm"] == before["comm"] and after["metrics"] == before["metrics"]
+    with np.load(out / "model.npz") as saved:
+        assert set(saved.files) == set(model) and all(np.array_equal(saved[n], model[n]) for n in model)

@@ -50,3 +50,17 @@ def test_a_write_that_fails_leaves_the_last_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         ckpt.save(tmp_path, _checkpoint(Config.of(rounds=5)))
     assert (tmp_path / ckpt.CHECKPOINT).read_bytes() == before and not list(tmp_path.glob(".*partial"))
+
+
+def test_under_flwr_run_resume_reads_the_checkpoint_and_a_fresh_run_clears_the_folder(tmp_path):
+    from prunus.server.app import deployment_checkpoint
+
+    cfg = Config.of(rounds=3, out=str(tmp_path))
+    ckpt.save(tmp_path, _checkpoint(cfg))
+    (tmp_path / "summary.json").write_text("{}")
+    got = deployment_checkpoint(cfg.replace(resume=True))
+    assert got is not None and got.server_round == 1 and (tmp_path / "summary.json").exists()
+    with pytest.raises(ConfigError, match="rounds = 3"):
+        deployment_checkpoint(cfg.replace(resume=True, rounds=4))
+    assert deployment_checkpoint(cfg) is None
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / ckpt.CHECKPOINT).exists()
