@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from prunus.client.mf_update import local_update_mf
+from prunus.common.mf_closed_form import closed_form, local_update_mf
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.models import Recommender, build_model, model_spec
@@ -78,14 +78,6 @@ def local_model(cfg: Config, n_local_users: int, n_items: int, partition_id: int
     if private is not None:
         model.load_private({k: torch.as_tensor(v) for k, v in private.items()})
     return model
-
-
-def closed_form(cfg: Config) -> bool:
-    """Whether this run's client step is MF's closed form (`client.mf_update`)
-    rather than the PyTorch reference: MF trained with SGD, unless
-    `local-trainer = "torch"` asks for the reference."""
-    t = cfg.training
-    return cfg.model.model == "mf" and t.local_optimizer == "sgd" and t.local_trainer == "auto"
 
 
 def local_update(

@@ -100,7 +100,7 @@ class TrainingConfig:
     l1: float = field(default=0.0, metadata=_non_negative())
     user_refit_epochs: int = field(default=5, metadata=_non_negative())
     user_lr: float = field(default=0.1, metadata=_positive())
-    # "auto": MF with SGD runs its closed form (client/mf_update.py); "torch":
+    # "auto": MF with SGD runs its closed form (common/mf_closed_form.py); "torch":
     # the PyTorch reference path for every model
     local_trainer: str = field(default="auto", metadata=_choice("auto", "torch"))
 

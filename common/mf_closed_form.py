@@ -15,7 +15,7 @@ touches only:
 3. the update is `local - global` on the touched rows, zero elsewhere.
 
 Losses (BCE, BPR) and the L2 / L1 terms on touched rows are those of
-`common.training._per_positive_loss`; `tests/client/test_mf_update.py` checks
+`common.training._per_positive_loss`; `tests/common/test_mf_closed_form.py` checks
 the gradients against PyTorch's autograd. Randomness (user initialisation,
 negatives, batch order) comes from numpy generators seeded by (seed, round,
 partition) alone, so a run is repeatable whatever process runs a client.
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prunus.common.config import Config
 from prunus.common.training import TrainSettings
 
 ITEMS, BIAS, USERS = "item_embedding.weight", "item_bias.weight", "user_embedding.weight"
@@ -41,6 +42,14 @@ class Rows:
     ids: np.ndarray  # global item ids, sorted
     vectors: np.ndarray  # (len(ids), d) float32
     bias: np.ndarray  # (len(ids),) float32
+
+
+def closed_form(cfg: Config) -> bool:
+    """Whether a run uses this module (its clients' step, and the server's
+    fold-in for central evaluation) rather than the PyTorch reference: MF
+    trained with SGD, unless `local-trainer = "torch"` asks for the reference."""
+    t = cfg.training
+    return cfg.model.model == "mf" and t.local_optimizer == "sgd" and t.local_trainer == "auto"
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -218,3 +227,25 @@ def local_update_mf(global_shared: dict[str, np.ndarray], private: dict[str, np.
     delta_table[ids] = rows.vectors - table[ids]
     delta_bias[ids, 0] = rows.bias - bias[ids, 0]
     return {ITEMS: delta_table, BIAS: delta_bias}, {USERS: users}, loss
+
+
+def fold_in_all(table: np.ndarray, bias: np.ndarray, users_of: np.ndarray, items: np.ndarray, n_users: int,
+                settings: TrainSettings, steps: int, lr: float, seed: int, chunk: int = 512) -> np.ndarray:
+    """Every user's vector folded in from its training interactions (`users_of`
+    sorted, `items` beside it), the item parameters fixed: the server's central
+    evaluation of MF. Users are independent, so they go in chunks that bound
+    memory; negatives come from (seed, chunk) alone."""
+    n_items, dim = table.shape
+    rows = Rows(np.arange(n_items), table, bias[:, 0])
+    users = (np.random.default_rng([seed, 0xE7A1]).standard_normal((n_users, dim)) * INIT_STD).astype(np.float32)
+    bounds = np.searchsorted(users_of, np.arange(n_users + 1))
+    for start in range(0, n_users, chunk):
+        stop = min(start + chunk, n_users)
+        low, high = bounds[start], bounds[stop]
+        if low == high:
+            continue
+        rng = np.random.default_rng([seed, 0xE7A1, start])
+        negs = [rng.integers(0, n_items, (high - low, settings.num_negatives)) for _ in range(steps)]
+        users[start:stop] = fold_in_users(users[start:stop], users_of[low:high] - start, items[low:high], negs, rows,
+                                          settings, lr)
+    return users

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from prunus.client import mf_update
-from prunus.client.mf_update import ITEMS, BIAS, USERS, Rows, fold_in_users, local_update_mf, train_items
+from prunus.common import mf_closed_form as mf_update
+from prunus.common.mf_closed_form import ITEMS, BIAS, USERS, Rows, fold_in_users, local_update_mf, train_items
 from prunus.common import training
 from prunus.common.models import build_model
 from prunus.common.training import TrainSettings, fold_in, seeded_generator, train
@@ -105,3 +105,26 @@ def test_a_returning_client_starts_from_its_private_vectors():
     _, (_, fresh, _) = _update(server_round=2)
     assert not np.array_equal(second[USERS], fresh[USERS])
     np.testing.assert_array_equal(mf_update.init_users(1, DIM, 0, 4), mf_update.init_users(1, DIM, 0, 4))
+
+
+def test_the_servers_fold_in_is_a_function_of_the_seed_and_scores_like_the_reference():
+    """Central evaluation of MF folds in every user in numpy, in chunks of users;
+    it ranks as the PyTorch fold-in does, up to the draw of negatives."""
+    from prunus.common.config import Config
+    from prunus.common.datasets import load_split
+    from prunus.common.mf_closed_form import fold_in_all
+    from prunus.common.training import client_settings
+    from prunus.server.evaluation import CentralEvaluator
+
+    cfg = Config.of(synthetic_users=300, synthetic_items=200, dim=8, seed=2)
+    split = load_split(cfg)
+    rng = np.random.default_rng(0)
+    shared = {ITEMS: rng.normal(scale=0.3, size=(200, 8)).astype(np.float32),
+              BIAS: rng.normal(scale=0.1, size=(200, 1)).astype(np.float32)}  # fmt: skip
+    args = (shared[ITEMS], shared[BIAS], split.train_users, split.train_items, split.n_users, client_settings(cfg), 3,
+            0.1, 2)  # fmt: skip
+    np.testing.assert_array_equal(fold_in_all(*args), fold_in_all(*args))
+    assert not np.array_equal(fold_in_all(*args, chunk=7), fold_in_all(*args[:-1], 3))
+    closed = CentralEvaluator(cfg, split)(shared)
+    reference = CentralEvaluator(cfg.replace(local_trainer="torch"), split)(shared)
+    assert abs(closed["hr@10"] - reference["hr@10"]) <= 0.05
