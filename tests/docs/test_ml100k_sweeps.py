@@ -20,7 +20,8 @@ from prunus.simulations.report import write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
-SETTINGS = {"ml100k-frontier": 18, "ml100k-downlink": 10, "ml100k-total": 16}  # committed sweep -> its settings
+SETTINGS = {"ml100k-frontier": 18, "ml100k-downlink": 10, "ml100k-total": 16,
+            "ml100k-leakage": 10}  # committed sweep -> its number of settings
 
 
 def _section(text: str, heading: str) -> str:
@@ -183,3 +184,25 @@ def test_the_readme_quotes_the_frontier_from_the_report():
     report = (RESULTS / "ml100k-frontier" / "report.md").read_text()
     assert len(FIGURE.findall(paragraph)) >= 5 and not _unchecked(paragraph, report)
     assert "(docs/results/ml100k-frontier/frontier.png)" in readme and "(docs/results/ml100k-frontier.md)" in readme
+
+
+def test_the_leakage_page_quotes_the_reports_leakage_table_and_the_runs():
+    """Attack precisions (three decimals) are not figures the generic check sees:
+    the page's table is the report's, row for row, the report's is the runs'
+    means, and the ML-1M figures are those runs' summaries."""
+    sweep = RESULTS / "ml100k-leakage"
+    page = (RESULTS / "ml100k-leakage.md").read_text()
+    table = _table(_section(page, "Quality, bytes and leakage"))
+    assert table == _table(_section((sweep / "report.md").read_text(), "Quality, bytes and leakage"))
+    by_setting: dict[int, list[dict]] = {}
+    for point in json.loads((sweep / "sweep.json").read_text())["points"]:
+        summary = json.loads((sweep / "runs" / point["name"] / "summary.json").read_text())
+        by_setting.setdefault(point["setting"], []).append(summary)
+    assert len(table) == len(by_setting)
+    for row, (_, runs) in zip(table, sorted(by_setting.items())):
+        for attack in ("direction", "norm", "membership"):
+            mean = statistics.mean(r["privacy"][f"leak-{attack}-precision"] for r in runs)
+            assert row[attack] == f"{mean:.3f}"
+    for run, figure in (("dense", "0.985"), ("topk", "0.794")):
+        summary = json.loads((RESULTS / "runs" / "ml1m-leakage" / run / "summary.json").read_text())
+        assert f"{summary['privacy']['leak-direction-precision']:.3f}" == figure and figure in page
