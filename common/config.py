@@ -163,6 +163,9 @@ class FederationConfig:
     # reply norms (0 = off); the smaller applies
     clip_norm: float = field(default=0.0, metadata=_non_negative())
     clip_quantile: float = field(default=0.0, metadata=_non_negative())
+    # adaptive zeroing: leave out a reply whose norm exceeds this many times the
+    # round's median reply norm (0 = off)
+    zero_factor: float = field(default=0.0, metadata=_non_negative())
     federated_eval_clients: int = field(default=0, metadata=_non_negative())
     # seconds the server waits for an exchange's replies; a client that has not
     # replied by then counts as failed and the round goes on without it

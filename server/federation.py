@@ -36,7 +36,7 @@ from prunus.server.leakage import LeakageMeter
 from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.model_pruning import ModelPruner
 from prunus.server.optimizer import ServerOptimizer
-from prunus.server.robust import clip, coordinate_wise
+from prunus.server.robust import clip, coordinate_wise, outliers
 from prunus.server.validation import (
     ReplyError,
     check_rows,
@@ -182,6 +182,14 @@ class Federation:
         non-finite or not encodable for the broadcast is refused with its
         reason, and the previous model (and optimiser state) kept."""
         f, entry = self.cfg.federation, self.ledger.round(server_round)
+        dropped = outliers([update for _, _, update, _, _ in accepted], f.zero_factor)
+        if dropped:
+            entry.zeroed = len(dropped)
+            log.warning("round %d: left out %d replies whose norm exceeds %g x the median (partitions %s)",
+                        server_round, len(dropped), f.zero_factor, [accepted[i][0] for i in dropped][:10])
+            accepted = [item for i, item in enumerate(accepted) if i not in set(dropped)]
+            if not accepted:
+                return
         updates = [update for _, _, update, _, _ in accepted]
         if f.clip_norm > 0 or f.clip_quantile > 0:
             updates, entry.clipped = clip(updates, f.clip_norm, f.clip_quantile)

@@ -25,6 +25,7 @@ class RoundLog:
     request_bytes: int = 0  # row queries and the clients' row requests (partial broadcasts)
     uplink_nnz: int = 0
     downlink_nnz: int = 0
+    zeroed: int = 0  # replies left out: norm above zero-factor x the round's median
     clipped: int = 0  # replies scaled down to the round's norm bound
     refused: int = 0  # 1 when the round's step was refused (model kept)
     train_loss: float = float("nan")

@@ -1,5 +1,9 @@
 """Robust aggregation: what one hostile (or broken) reply can do to the model is bounded.
 
+* Adaptive zeroing (`zero-factor`, as TensorFlow Federated's robust
+  aggregator does): a reply whose norm exceeds `zero-factor` times the
+  round's median reply norm is left out of the round altogether, so a x100
+  update (sign-flipped or not) is not merely shrunk but dropped.
 * Norm clipping per reply, before aggregation: a fixed bound (`clip-norm`) and
   an adaptive one, a quantile of the round's reply norms (`clip-quantile`, as
   TensorFlow Federated's adaptive clipping does with a quantile estimate). A
@@ -43,6 +47,15 @@ def scaled(update: Update, factor: float) -> Update:
         else:
             out[name] = Factored((t.left * factor).astype(np.float32), t.right, t.shape)
     return out
+
+
+def outliers(updates: list[Update], factor: float) -> list[int]:
+    """Indices of the updates whose norm exceeds `factor` x the median norm (0 = none)."""
+    if factor <= 0 or not updates:
+        return []
+    norms = np.array([update_norm(u) for u in updates])
+    bound = factor * float(np.median(norms))
+    return [i for i, norm in enumerate(norms) if norm > bound]
 
 
 def clip_bound(norms: list[float], fixed: float, quantile: float) -> float:

@@ -539,3 +539,13 @@ def test_a_message_without_a_reply_by_the_round_timeout_counts_failed(make_train
     assert (entry.replies, entry.failures) == (2, 1)
     failed = [r for r in federation.ledger.reply_rows() if r["status"] == "failed"]
     assert [(r["partition"], r["node"]) for r in failed] == [(1, 11)]
+
+
+def test_a_reply_far_above_the_rounds_median_norm_is_zeroed(make_train_reply):
+    federation = _federation(zero_factor=5.0)
+    replies = [_reply(0, make_train_reply(_update(1.0))), _reply(1, make_train_reply(_update(1.0))),
+               _reply(2, make_train_reply(_update(-100.0)))]  # fmt: skip
+    federation.train(1, CannedTransport(replies))
+    entry = federation.ledger.round(1)
+    assert (entry.replies, entry.zeroed) == (3, 1)
+    np.testing.assert_allclose(federation.params["item_embedding.weight"], 1.0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prunus.common.update import Dense, Factored, Sparse, nonzeros
-from prunus.server.robust import clip, clip_bound, coordinate_wise, update_norm
+from prunus.server.robust import clip, clip_bound, coordinate_wise, update_norm, outliers
 
 SHAPES = {"t": (4, 2)}
 
@@ -60,3 +60,10 @@ def test_a_sparse_row_counts_its_unsent_entries_as_zero():
     a = {"t": Sparse(np.array([0]), np.array([2.0], np.float32), (4, 2))}  # row 0 touched, entry 1 unsent
     b = {"t": Sparse(np.array([0, 1]), np.array([4.0, 6.0], np.float32), (4, 2))}
     np.testing.assert_allclose(coordinate_wise([a, b], SHAPES, None)["t"][0], [3.0, 3.0])
+
+
+def test_replies_far_above_the_median_norm_are_left_out():
+    honest = [{"t": Dense(np.full((2, 2), v, np.float32))} for v in (1.0, 1.2, 0.9, 1.1)]
+    attack = {"t": Dense(np.full((2, 2), -100.0, np.float32))}
+    assert outliers(honest + [attack], 10.0) == [4]
+    assert outliers(honest + [attack], 0.0) == [] and outliers([], 10.0) == []
