@@ -20,7 +20,7 @@ import torch
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from prunus.client import faults
-from prunus.client.local_update import LocalData, local_data, local_model, local_update
+from prunus.client.local_update import LocalData, LocalResult, local_data, local_model, local_update
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set, encode_row_set
 from prunus.common.compression import DEFENCES, DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan
@@ -132,7 +132,8 @@ def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientDat
                           client.device, None if plan is None else plan.negatives)
     faulty = faults.is_faulty(cfg.runtime, server_round, client.partition_id)
     defence = DEFENCES.get(cfg.compression.defence)(cfg.compression)
-    delta = defence.apply(_only_rows(result.delta, rows), np.unique(data.items), tuple(rows or _item_tables(cfg, client)), ctx)
+    delta = defence.apply(_only_rows(result.delta, rows), np.unique(data.items), tuple(rows or _item_tables(cfg, client)),
+                          ctx, _scores(shared, result))
     if faulty and cfg.runtime.fault_kind != "garbage":
         delta = faults.corrupt_update(cfg.runtime, delta, server_round, client.partition_id)
     encoded = uplink.encode(delta, from_record(state[RESIDUAL_KEY]) if RESIDUAL_KEY in state else None, ctx)
@@ -161,6 +162,15 @@ def evaluate(cfg: Config, content: RecordDict, state: RecordDict, client: Client
     metrics = ranking_metrics(model, client.split, k=cfg.evaluation.top_k, users=data.users)
     n_eval = int(metrics.pop("eval-users"))
     return RecordDict({"metrics": MetricRecord({**metrics, "num-examples": n_eval})})
+
+
+def _scores(shared: Params, result: LocalResult) -> np.ndarray | None:
+    """MF's score of every item for the client's users (mean user vector), or
+    None for a model whose scores a table product does not give."""
+    users = result.private.get("user_embedding.weight")
+    if users is None or "item_embedding.weight" not in shared:
+        return None
+    return shared["item_embedding.weight"] @ users.mean(axis=0) + shared["item_bias.weight"][:, 0]
 
 
 def _only_rows(delta: Params, rows: RowIds | None) -> Params:

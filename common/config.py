@@ -133,6 +133,9 @@ class CompressionConfig:
     # "fill" (decoy rows, `fill-rate` per item), "ldp" (clip + Gaussian noise)
     defence: str = field(default="none", metadata=_lazy_choice("defence"))
     fill_rate: float = field(default=1.0, metadata=_positive())
+    # decoys drawn at random ("random") or as the client's model's best-scored
+    # items it did not interact with ("plausible", MF)
+    fill_choice: str = field(default="random", metadata=_choice("random", "plausible"))
     ldp_clip: float = field(default=0.1, metadata=_positive())
     ldp_epsilon: float = field(default=8.0, metadata=_positive())  # per reply
     ldp_delta: float = field(default=1e-5, metadata=_positive())

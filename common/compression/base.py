@@ -168,9 +168,11 @@ class Defence(Protocol):
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 
-    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext) -> Params:
+    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext,
+              scores: np.ndarray | None = None) -> Params:
         """`positives`: the client's items this round; `ctx.rows`: the rows it was
-        sent (None: all), the only ones the result may touch."""
+        sent (None: all), the only ones the result may touch; `scores`: how
+        much the client's model likes each item, where it can tell (MF)."""
         ...
 
 

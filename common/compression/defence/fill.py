@@ -32,7 +32,8 @@ class FakeItemFilling(Defence):
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
 
-    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext) -> Params:
+    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext,
+              scores: np.ndarray | None = None) -> Params:
         n_items = len(delta[item_tables[0]])
         moved = np.zeros(n_items, dtype=bool)
         for name in item_tables:
@@ -44,7 +45,12 @@ class FakeItemFilling(Defence):
         if not len(real) or not count:
             return delta
         rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 19])
-        decoys = rng.choice(free, count, replace=False)
+        if self.settings.fill_choice == "plausible" and scores is not None:
+            # the items the client's model already likes best: pushing them toward
+            # the user moves the model least away from what it predicts
+            decoys = free[np.argsort(-scores[free], kind="stable")[:count]]
+        else:
+            decoys = rng.choice(free, count, replace=False)
         sources = rng.choice(real, count)
         scale = rng.uniform(0.5, 1.5, count).astype(np.float32)
         out = {name: value.copy() for name, value in delta.items()}

@@ -31,7 +31,8 @@ class LocalDP(Defence):
         self.settings = settings
         self.sigma = noise_multiplier(settings.ldp_epsilon, settings.ldp_delta)
 
-    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext) -> Params:
+    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext,
+              scores: np.ndarray | None = None) -> Params:
         clip = self.settings.ldp_clip
         norm = float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in delta.values())))
         factor = min(1.0, clip / norm) if norm > 0 else 1.0

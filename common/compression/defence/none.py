@@ -20,5 +20,6 @@ class NoDefence(Defence):
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
 
-    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext) -> Params:
+    def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext,
+              scores: np.ndarray | None = None) -> Params:
         return delta

@@ -62,3 +62,11 @@ def test_ldp_clips_the_update_and_adds_noise_of_its_calibrated_scale():
     noise = out["w"] - delta["w"] * (0.5 / np.linalg.norm(delta["w"]))
     sigma = noise_multiplier(4.0, 1e-5)
     assert noise.std() == pytest.approx(sigma * 2 * 0.5, rel=0.02)
+
+
+def test_plausible_decoys_are_the_best_scored_rows_the_client_did_not_touch():
+    scores = np.arange(60, dtype=np.float64)  # item 59 scores highest
+    out = _defence("fill", fill_rate=1.0, fill_choice="plausible").apply(_delta(), POSITIVES, TABLES,
+                                                                           RoundContext(1, 0, 0), scores)  # fmt: skip
+    moved = set(np.flatnonzero(out["item_embedding.weight"].any(1)))
+    assert moved - {2, 5, 9, 11, 20, 21, 22} == {56, 57, 58, 59}
