@@ -36,3 +36,16 @@ def test_clean_actor_shutdown_can_be_switched_on_and_off():
     assert ray_actor.BasicActorPool.terminate_all_actors is not original
     flower_compat.enable_clean_actor_shutdown(False)
     assert ray_actor.BasicActorPool.terminate_all_actors is original
+
+
+def test_every_package_folder_is_in_the_distribution():
+    """A subpackage missing from pyproject's list would be left out of a wheel
+    (and would make an editable install fall back to the project folder)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"prunus." + ".".join(init.parent.relative_to(root).parts)
+             for top in ("common", "client", "server", "simulations") for init in (root / top).rglob("__init__.py")}
+    assert found == listed
