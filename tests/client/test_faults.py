@@ -1,5 +1,9 @@
 """Fault injection: seeded per client and round, each kind as described."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from flwr.app import MetricRecord, RecordDict
@@ -79,10 +83,16 @@ def test_a_hung_client_sleeps_past_the_round_timeout(monkeypatch):
 
 @pytest.mark.slow
 def test_under_flower_a_hung_client_is_left_behind_at_the_round_timeout(tmp_path):
-    """Real Ray actors sleeping past the timeout: the server stops waiting for them."""
+    """Real Ray actors sleeping past the timeout: the server stops waiting for them.
+    (In a subprocess, as a user runs it: Flower's simulation changes the process's
+    import path.)"""
     settings = ["synthetic-users=30", "synthetic-items=40", "eval-negatives=9", "dim=4", "rounds=2",
-                "clients-per-round=8", "fault-rate=0.25", "fault-kind=hang", "round-timeout=4", "eval-every=2",
-                f"out={tmp_path}"]  # fmt: skip
-    summary = run_simulate(load(None, settings))
+                "clients-per-round=8", "fault-rate=0.25", "fault-kind=hang", "round-timeout=4", "eval-every=2"]  # fmt: skip
+    cmd = [sys.executable, "-m", "prunus.simulations.cli", "simulate", *(a for s in settings for a in ("--set", s)),
+           "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["failures"] > 0 and summary["clients"] - summary["failures"] > 0
     assert summary["failures"] == (tmp_path / "clients.csv").read_text().count("failed")
+    assert "no reply within the round timeout (4 s)" in done.stdout + done.stderr
