@@ -32,8 +32,8 @@ GUESS_ALL = ("membership", "request")  # attacks whose guess is every marked row
 
 def item_rows(update: Update, item_tables: tuple[str, ...]) -> np.ndarray:
     """The update of the item tables side by side: one row per item."""
-    parts = [to_dense(update[name]).reshape(len(to_dense(update[name])), -1) for name in item_tables if name in update]
-    return np.concatenate(parts, axis=1).astype(np.float64)
+    parts = [to_dense(update[name]) for name in item_tables if name in update]
+    return np.concatenate([part.reshape(len(part), -1) for part in parts], axis=1).astype(np.float64)
 
 
 def attack_scores(rows: np.ndarray, embedding_width: int, request: np.ndarray | None = None) -> dict[str, np.ndarray]:
