@@ -24,7 +24,7 @@ from prunus.client.local_update import LocalData, LocalResult, local_data, local
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set, encode_row_set
 from prunus.common.compression import DEFENCES, DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan
-from prunus.common.compression.base import RowIds, put_rows, row_shapes
+from prunus.common.compression.base import RowIds, put_rows, row_shapes, rows_outside
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
@@ -133,7 +133,7 @@ def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientDat
     faulty = faults.is_faulty(cfg.runtime, server_round, client.partition_id)
     defence = DEFENCES.get(cfg.compression.defence)(cfg.compression)
     delta = defence.apply(_only_rows(result.delta, rows), np.unique(data.items), tuple(rows or _item_tables(cfg, client)),
-                          ctx, _scores(shared, result))
+                          ctx, _scores(shared, result) if defence.needs_scores else None)
     if faulty and cfg.runtime.fault_kind != "garbage":
         delta = faults.corrupt_update(cfg.runtime, delta, server_round, client.partition_id)
     encoded = uplink.encode(delta, from_record(state[RESIDUAL_KEY]) if RESIDUAL_KEY in state else None, ctx)
@@ -180,7 +180,5 @@ def _only_rows(delta: Params, rows: RowIds | None) -> Params:
     if rows is None:
         return delta
     for name, ids in rows.items():
-        outside = np.ones(len(delta[name]), dtype=bool)
-        outside[ids] = False
-        delta[name][outside] = 0.0
+        delta[name][rows_outside(len(delta[name]), ids)] = 0.0
     return delta

@@ -65,9 +65,10 @@ def save(store: Path, partition: int, server_round: int, state: RecordDict, upto
     with open(partial, "wb") as handle:
         np.savez(handle, **arrays)
     os.replace(partial, folder / f"{server_round}.npz")
-    kept = [v for v in _versions(folder) if v <= upto]
-    for version in _versions(folder):
-        if kept and version < kept[-1]:
+    versions = _versions(folder)
+    needed = [v for v in versions if v <= upto]
+    for version in versions:
+        if needed and version < needed[-1]:
             (folder / f"{version}.npz").unlink(missing_ok=True)
 
 

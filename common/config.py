@@ -412,13 +412,19 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     the file): its keys are read first, then this file's replace them.
     """
     values = _read_toml(Path(path)) if path is not None else {}
-    for item in overrides or []:
+    return from_mapping(values | parse_overrides(overrides or []), source=str(path) if path else "overrides")
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`key=value` items (the CLI's --set) as typed values, in order."""
+    values: dict[str, Any] = {}
+    for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key = key.strip()
         values[key] = parse_value(key, text.strip())
-    return from_mapping(values, source=str(path) if path else "overrides")
+    return values
 
 
 def read_toml_file(path: Path, kind: str = "config file") -> dict[str, Any]:

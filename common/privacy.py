@@ -12,6 +12,7 @@ read off with the conversion Opacus's RDP accountant uses (Balle et al.,
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 
@@ -27,6 +28,7 @@ def epsilon(sigma: float, releases: int, delta: float) -> float:
     return max(best, 0.0)
 
 
+@lru_cache(maxsize=32)
 def noise_multiplier(target: float, delta: float, releases: int = 1) -> float:
     """The smallest sigma whose `releases` releases are (target, delta)-DP (bisection)."""
     if target <= 0:

@@ -131,10 +131,8 @@ class Federation:
         self.params = {name: checkpoint.params[name].astype(np.float32) for name in self.shapes}
         self.optimizer.restore(checkpoint.optimizer)
         self.rows.restore(checkpoint.selection)
-        discovery = self.ledger.rounds.get(0)
+        # the checkpoint's round 0 (first discovery, initial evaluation) replaces a resumed discovery's
         self.ledger.rounds, self.ledger.replies = checkpoint.ledger.rounds, checkpoint.ledger.replies
-        if discovery is not None and 0 not in self.ledger.rounds:
-            self.ledger.rounds[0] = discovery
 
     def sample(self, server_round: int, count: int, stream: int) -> list[int]:
         """`count` partitions drawn from (seed, round, stream) alone."""

@@ -107,7 +107,7 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     config unless one is given, which must then match it."""
     from pathlib import Path
 
-    from prunus.common.config import from_mapping, parse_value
+    from prunus.common.config import from_mapping, parse_overrides
     from prunus.server.checkpoint import check_resumable, load as load_checkpoint
     from prunus.simulations.simulate import run_simulate
 
@@ -117,11 +117,8 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
         if args.config:
             cfg = load(args.config, [*overrides, f"out={out}"])
         else:  # the run's own config, with any --set on top (of how it runs)
-            values = dict(checkpoint.config)
-            for item in overrides:
-                key, _, text = item.partition("=")
-                values[key.strip()] = parse_value(key.strip(), text.strip())
-            cfg = from_mapping({**values, "out": str(out)}, source=f"{out}/checkpoint.npz")
+            values = checkpoint.config | parse_overrides(overrides) | {"out": str(out)}
+            cfg = from_mapping(values, source=f"{out}/checkpoint.npz")
         check_resumable(cfg, checkpoint)
         run_simulate(cfg, verbose=args.verbose, resume=checkpoint)
     except (ConfigError, DatasetError) as err:

@@ -80,6 +80,13 @@ def row_shapes(shapes: Shapes, rows: RowIds | None) -> Shapes:
     return {name: (len(rows[name]), *shape[1:]) if name in rows else shape for name, shape in shapes.items()}
 
 
+def rows_outside(n_rows: int, ids: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of an `n_rows`-row table that are not in `ids`."""
+    outside = np.ones(n_rows, dtype=bool)
+    outside[ids] = False
+    return outside
+
+
 def put_rows(blocks: Params, rows: RowIds | None, shapes: Shapes) -> Params:
     """Full-size tensors from `take_rows`' tensors, zero in the rows not carried."""
     if rows is None:
@@ -165,6 +172,7 @@ class Defence(Protocol):
     the uplink bytes it adds."""
 
     name: ClassVar[str]
+    needs_scores: bool = False  # whether `apply` reads `scores` (computed for it only then)
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 

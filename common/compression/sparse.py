@@ -16,7 +16,7 @@ import numpy as np
 from flwr.app import ArrayRecord
 
 from prunus.common.codec import CodecError, decode, pack_update, read_header, record_payload
-from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
+from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes, rows_outside
 from prunus.common.pruning import PruneSpec, compact, density_at, prune_update
 from prunus.common.update import Sparse, Update, densify
 
@@ -87,10 +87,10 @@ def hold_back(residual: Params, rows: dict[str, np.ndarray] | None) -> Params:
     held = {}
     for name, ids in (rows or {}).items():
         if name in residual:
-            inside = np.zeros(len(residual[name]), dtype=bool)
-            inside[ids] = True
-            held[name] = np.where(inside.reshape(-1, *[1] * (residual[name].ndim - 1)), 0.0, residual[name])
-            residual[name] = residual[name] - held[name]
+            outside = rows_outside(len(residual[name]), ids)
+            held[name] = np.zeros_like(residual[name])
+            held[name][outside] = residual[name][outside]
+            residual[name][outside] = 0.0
     return held
 
 

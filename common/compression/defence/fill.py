@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prunus.common.compression import DEFENCES
-from prunus.common.compression.base import Defence, Params, RoundContext
+from prunus.common.compression.base import Defence, Params, RoundContext, rows_outside
 
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
@@ -32,6 +32,10 @@ class FakeItemFilling(Defence):
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
 
+    @property
+    def needs_scores(self) -> bool:
+        return self.settings.fill_choice == "plausible"
+
     def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext,
               scores: np.ndarray | None = None) -> Params:
         n_items = len(delta[item_tables[0]])
@@ -39,8 +43,8 @@ class FakeItemFilling(Defence):
         for name in item_tables:
             moved |= delta[name].reshape(n_items, -1).any(axis=1)
         real = positives[moved[positives]]
-        allowed = np.ones(n_items, dtype=bool) if ctx.rows is None else np.isin(np.arange(n_items), ctx.rows[item_tables[0]])
-        free = np.flatnonzero(allowed & ~moved)
+        unsent = np.zeros(n_items, dtype=bool) if ctx.rows is None else rows_outside(n_items, ctx.rows[item_tables[0]])
+        free = np.flatnonzero(~unsent & ~moved)
         count = min(len(free), math.ceil(self.settings.fill_rate * len(positives)))
         if not len(real) or not count:
             return delta

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prunus.common.compression import DEFENCES
-from prunus.common.compression.base import Defence, Params, RoundContext
+from prunus.common.compression.base import Defence, Params, RoundContext, rows_outside
 from prunus.common.privacy import noise_multiplier
 
 if TYPE_CHECKING:
@@ -41,8 +41,6 @@ class LocalDP(Defence):
         for name, value in delta.items():
             noise = rng.standard_normal(value.shape) * (self.sigma * 2 * clip)
             if ctx.rows is not None and name in ctx.rows:  # only the rows the client was sent may move
-                outside = np.ones(len(value), dtype=bool)
-                outside[ctx.rows[name]] = False
-                noise[outside] = 0.0
+                noise[rows_outside(len(value), ctx.rows[name])] = 0.0
             out[name] = (value * factor + noise).astype(np.float32)
         return out
