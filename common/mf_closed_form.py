@@ -24,6 +24,7 @@ partition) alone, so a run is repeatable whatever process runs a client.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -37,11 +38,10 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
 
 @dataclass
 class Rows:
-    """The item rows a round touches (positives and every sampled negative), local copies."""
+    """The item parameters a step reads (never written: training returns its delta)."""
 
-    ids: np.ndarray  # global item ids, sorted
-    vectors: np.ndarray  # (len(ids), d) float32
-    bias: np.ndarray  # (len(ids),) float32
+    vectors: np.ndarray  # (n_items, d) float32
+    bias: np.ndarray  # (n_items,) float32
 
 
 def closed_form(cfg: Config) -> bool:
@@ -57,7 +57,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
-    return np.logaddexp(0.0, x)
+    """log(1 + e^x), stable for any x (numpy's vectorised exp and log1p: faster than logaddexp)."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
 def init_users(n_users: int, dim: int, seed: int, partition_id: int) -> np.ndarray:
@@ -66,62 +67,151 @@ def init_users(n_users: int, dim: int, seed: int, partition_id: int) -> np.ndarr
     return (rng.standard_normal((n_users, dim)) * INIT_STD).astype(np.float32)
 
 
-def batch_loss_and_grads(u: np.ndarray, v_pos: np.ndarray, b_pos: np.ndarray, v_neg: np.ndarray, b_neg: np.ndarray,
-                         settings: TrainSettings, need_loss: bool = True,
-                         ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-positive loss of B positives with k negatives each, and its gradients.
+def scores(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Each sample's dot products: `u` (B, d), or (1, d) for a one-user client
+    (a matrix-vector product, no gathered copy of the user); `v` (B, k+1, d).
+    Returns (B, k+1)."""
+    return v @ u[0] if len(u) == 1 else np.einsum("bd,bkd->bk", u, v)
 
-    `u` (B, d): each positive's user vector; `v_pos` (B, d), `b_pos` (B,):
-    its item's row and bias; `v_neg` (B, k, d), `b_neg` (B, k): its negatives'.
-    Returns `(loss (B,), d loss/d u (B, d), d loss/d pos score (B,),
-    d loss/d neg scores (B, k))`; a score's gradient is its item row's
-    (times `u`) and its bias's. The loss is None unless `need_loss`.
-    """
-    k = v_neg.shape[1]
-    pos = np.einsum("bd,bd->b", u, v_pos) + b_pos
-    neg = np.einsum("bd,bkd->bk", u, v_neg) + b_neg
+
+def score_grads(x: np.ndarray, settings: TrainSettings, need_loss: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """Per-positive loss of B samples, each a positive and k negatives (scores
+    `x` (B, k+1), the positive first), and its gradient with respect to the
+    scores, (B, k+1); the loss is None unless `need_loss`. A score's gradient
+    times the user vector is its item row's, and itself its bias's."""
+    k = x.shape[1] - 1
     loss = None
-    if settings.loss == "bce":
+    if settings.loss == "bce":  # softplus(-pos) + sum of softplus(neg), over k+1
+        half, grad = _bce_factors(k)
         if need_loss:
-            loss = (softplus(-pos) + softplus(neg).sum(1)) / (k + 1)
-        g_pos = -sigmoid(-pos) / (k + 1)
-        g_neg = sigmoid(neg) / (k + 1)
-    else:  # bpr: mean over the k pairs of -log sigmoid(pos - neg)
-        diff = pos[:, None] - neg
-        if need_loss:
-            loss = softplus(-diff).mean(1)
-        g_neg = sigmoid(-diff) / k
-        g_pos = -g_neg.sum(1)
-    du = g_pos[:, None] * v_pos + np.einsum("bk,bkd->bd", g_neg, v_neg)
-    return loss, du, g_pos, g_neg
+            loss = softplus(x * (2 * half)).sum(1) / (k + 1)
+        return loss, (np.tanh(x * half) + 1) * grad  # sigmoid(-pos) and sigmoid(neg), signed, over k+1
+    diff = x[:, :1] - x[:, 1:]  # bpr: mean over the k pairs of -log sigmoid(pos - neg)
+    if need_loss:
+        loss = softplus(-diff).mean(1)
+    g_neg = sigmoid(-diff) / k
+    return loss, np.concatenate([-g_neg.sum(1, keepdims=True), g_neg], axis=1)
 
 
-def _regularise(loss: np.ndarray, du: np.ndarray, u: np.ndarray, v_pos: np.ndarray, v_neg: np.ndarray,
-                settings: TrainSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
-    """L2 / L1 on the rows each positive and its negatives touch (the user row
-    once per pair), divided by k+1 as in `_per_positive_loss`. Returns the
-    loss (None stays None), d/du and the item rows' gradient (B, k+1, d), or
-    0.0 without either."""
-    if not (settings.l2 > 0 or settings.l1 > 0):
-        return loss, du, 0.0
-    k = v_neg.shape[1]
-    rows = np.concatenate([v_pos[:, None], v_neg], axis=1)  # (B, k+1, d)
-    item_grad = np.zeros_like(rows)
-    for weight, power in ((settings.l2, 2), (settings.l1, 1)):
-        if weight > 0:
-            if loss is not None:  # the fold-in needs only the gradient
-                loss = loss + weight * ((k + 1) * _norm(u, power) + _norm(rows, power).sum(1)) / (k + 1)
-            du = du + weight * _norm_grad(u, power)
-            item_grad = item_grad + weight * _norm_grad(rows, power) / (k + 1)
-    return loss, du, item_grad
+@lru_cache(maxsize=None)
+def _bce_factors(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of a sample, the factor of its score inside the tanh of
+    sigmoid(-s) = (1 + tanh(-s/2)) / 2 for the positive, sigmoid(s) for a negative,
+    and its gradient's factor, sign / (2 (k+1)): one fused expression per batch."""
+    signs = np.array([1.0] + [-1.0] * k, dtype=np.float32)
+    return -0.5 * signs, -0.5 * signs / (k + 1)
 
 
-def _norm(x: np.ndarray, power: int) -> np.ndarray:
-    return (np.abs(x) if power == 1 else x * x).sum(-1)
+def samples(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Item ids of each sample, the positive first: (..., B, k+1) from `pos`
+    (B,) and `neg` (..., B, k)."""
+    out = np.empty((*neg.shape[:-1], neg.shape[-1] + 1), dtype=neg.dtype)
+    out[..., 0] = pos
+    out[..., 1:] = neg
+    return out
 
 
-def _norm_grad(x: np.ndarray, power: int) -> np.ndarray:
-    return np.sign(x) if power == 1 else 2.0 * x
+def _penalty(x: np.ndarray, settings: TrainSettings) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """The L2 / L1 terms of rows `x` (..., d): `(value (...), gradient (..., d))`,
+    or (0.0, 0.0) without either."""
+    value: np.ndarray | float = 0.0
+    grad: np.ndarray | float = 0.0
+    if settings.l2 > 0:
+        value, grad = value + settings.l2 * (x * x).sum(-1), grad + settings.l2 * 2.0 * x
+    if settings.l1 > 0:
+        value, grad = value + settings.l1 * np.abs(x).sum(-1), grad + settings.l1 * np.sign(x)
+    return value, grad
+
+
+def _regularised(settings: TrainSettings) -> bool:
+    return settings.l2 > 0 or settings.l1 > 0
+
+
+def fold_in_users(users: np.ndarray, local_users: np.ndarray, pos: np.ndarray, negs: np.ndarray | list[np.ndarray],
+                  rows: Rows, settings: TrainSettings, lr: float) -> np.ndarray:
+    """Adam on the user vectors, items fixed, one full-batch step per negative
+    sample in `negs` (item ids (n, k) each); each user's loss is the mean over
+    its own samples plus, as in `_per_positive_loss`, the penalty on its row
+    once per sample. Returns the new vectors. `local_users` is sorted
+    (interactions come user by user)."""
+    users = users.copy()
+    counts = np.bincount(local_users, minlength=len(users))
+    present = np.flatnonzero(counts)
+    starts = np.concatenate(([0], np.cumsum(counts[present])[:-1]))
+    weights = (1.0 / counts[local_users]).astype(np.float32)[:, None]
+    m, v = np.zeros_like(users), np.zeros_like(users)
+    b1, b2 = ADAM_BETAS
+    for step, ids in enumerate(samples(pos, np.asarray(negs)), start=1):
+        if len(users) == 1:  # one user per client: the whole table's scores, and the
+            # gradient as one coefficient-weighted sum of rows
+            _, g = score_grads((rows.vectors @ users[0] + rows.bias)[ids], settings, need_loss=False)
+            coef = np.bincount(ids.ravel(), g.ravel(), minlength=len(rows.bias))
+            grad = (coef.astype(np.float32) @ rows.vectors)[None] / len(pos)
+        else:
+            v_all = rows.vectors[ids]
+            _, g = score_grads(scores(users[local_users], v_all) + rows.bias[ids], settings, need_loss=False)
+            grad = np.zeros_like(users)
+            grad[present] = np.add.reduceat(np.einsum("bk,bkd->bd", g, v_all) * weights, starts, axis=0)
+        if _regularised(settings):  # a user's sample weights sum to one
+            grad = grad + _penalty(users, settings)[1] * (counts > 0)[:, None]
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad * grad
+        denom = np.sqrt(v) / np.sqrt(1 - b2**step) + ADAM_EPS
+        users -= (lr / (1 - b1**step)) * m / denom
+    return users
+
+
+def train_items(users: np.ndarray, local_users: np.ndarray, pos: np.ndarray, batches: list[tuple[np.ndarray, np.ndarray]],
+                rows: Rows, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray, float]:
+    """SGD on the item rows and biases, users fixed; each batch is (positions
+    into the interactions, negative item ids (B, k)). Returns the change of the
+    rows, of the biases (zero where no batch reached) and the mean batch loss
+    (summed over a batch's positives)."""
+    if len(users) == 1 and not _regularised(settings):
+        return _train_one_user(users[0], pos, batches, rows, settings)
+    vectors, bias = rows.vectors.copy(), rows.bias.copy()
+    total = 0.0
+    n_rows, n_users = len(bias), len(users)
+    for idx, neg in batches:
+        ids, k = samples(pos[idx], neg), neg.shape[1]
+        u, v_all = users if n_users == 1 else users[local_users[idx]], vectors[ids]
+        loss, g = score_grads(scores(u, v_all) + bias[ids], settings)
+        touched = np.flatnonzero(np.bincount(ids.ravel(), minlength=n_rows))
+        # d loss / d row = sum over its occurrences of score gradient x user vector:
+        # per (row, user) sums of the score gradients, times the user vectors
+        pairs = ids.ravel() if n_users == 1 else (ids * n_users + local_users[idx][:, None]).ravel()
+        per_pair = np.bincount(pairs, weights=g.ravel(), minlength=n_rows * n_users).reshape(n_rows, n_users)[touched]
+        step_v = per_pair @ users
+        if _regularised(settings):  # each occurrence's penalty, divided by k+1 as in `_per_positive_loss`
+            value, grad = _penalty(v_all, settings)
+            loss = loss + (value.sum(1) + (k + 1) * _penalty(u, settings)[0]) / (k + 1)
+            scatter_rows(step_v, np.searchsorted(touched, ids.ravel()), grad.reshape(ids.size, -1) / (k + 1))
+        vectors[touched] -= (settings.lr * step_v).astype(np.float32)
+        bias[touched] -= (settings.lr * per_pair.sum(1)).astype(np.float32)
+        total += float(loss.sum())
+    return vectors - rows.vectors, bias - rows.bias, total / max(len(batches), 1)
+
+
+def _train_one_user(u: np.ndarray, pos: np.ndarray, batches: list[tuple[np.ndarray, np.ndarray]], rows: Rows,
+                    settings: TrainSettings) -> tuple[np.ndarray, np.ndarray, float]:
+    """`train_items` for one user without a penalty, on scores alone: with the
+    user fixed, a step moves row r by -lr c u and its bias by -lr c (c: the
+    row's summed score gradient), so its score by -lr c (|u|^2 + 1). The batches
+    run on the scores and accumulate each row's c; the rows move once, at the end."""
+    base = rows.vectors @ u + rows.bias
+    moved = np.zeros_like(rows.bias)  # each row's summed score gradient so far
+    shrink = np.float32(settings.lr * (float(u @ u) + 1.0))
+    total = 0.0
+    for idx, neg in batches:
+        ids = samples(pos[idx], neg)
+        loss, g = score_grads(base[ids] - shrink * moved[ids], settings)
+        moved += np.bincount(ids.ravel(), g.ravel(), minlength=len(moved))
+        total += float(loss.sum())
+    touched = np.flatnonzero(moved)
+    d_vectors, d_bias = np.zeros_like(rows.vectors), np.zeros_like(rows.bias)
+    d_bias[touched] = -settings.lr * moved[touched]
+    d_vectors[touched] = d_bias[touched, None] * u
+    return d_vectors, d_bias, total / max(len(batches), 1)
 
 
 def scatter_rows(target: np.ndarray, ids: np.ndarray, values: np.ndarray) -> None:
@@ -132,101 +222,32 @@ def scatter_rows(target: np.ndarray, ids: np.ndarray, values: np.ndarray) -> Non
     target[ordered[starts]] += np.add.reduceat(values[order], starts, axis=0)
 
 
-def fold_in_users(users: np.ndarray, local_users: np.ndarray, pos: np.ndarray, negs: list[np.ndarray],
-                  rows: Rows, settings: TrainSettings, lr: float) -> np.ndarray:
-    """Adam on the user vectors, items fixed, one full-batch step per negative
-    sample in `negs` (local row indices (n, k)); returns the new vectors.
-    `local_users` is sorted (interactions come user by user)."""
-    users = users.copy()
-    counts = np.bincount(local_users, minlength=len(users))
-    weights = (1.0 / counts[local_users]).astype(np.float32)[:, None]
-    present = np.flatnonzero(counts)
-    starts = np.concatenate(([0], np.cumsum(counts[present])[:-1]))
-    m, v = np.zeros_like(users), np.zeros_like(users)
-    (b1, b2), v_pos, b_pos = ADAM_BETAS, rows.vectors[pos], rows.bias[pos]
-    for step, neg in enumerate(negs, start=1):
-        u = users[local_users]
-        v_neg = rows.vectors[neg]
-        _, du, _, _ = batch_loss_and_grads(u, v_pos, b_pos, v_neg, rows.bias[neg], settings, need_loss=False)
-        _, du, _ = _regularise(None, du, u, v_pos, v_neg, settings)
-        if len(users) == 1:  # one user per client: a plain weighted sum
-            grad = weights.T @ du
-        else:
-            grad = np.zeros_like(users)
-            grad[present] = np.add.reduceat(du * weights, starts, axis=0)
-        m = b1 * m + (1 - b1) * grad
-        v = b2 * v + (1 - b2) * grad * grad
-        denom = np.sqrt(v) / np.sqrt(1 - b2**step) + ADAM_EPS
-        users -= (lr / (1 - b1**step)) * m / denom
-    return users
-
-
-def train_items(users: np.ndarray, local_users: np.ndarray, pos: np.ndarray, batches: list[tuple[np.ndarray, np.ndarray]],
-                rows: Rows, settings: TrainSettings) -> float:
-    """SGD on the touched item rows and biases (in place), users fixed; each
-    batch is (positions into the interactions, local negative rows (B, k)).
-    Returns the mean batch loss (summed over a batch's positives)."""
-    total = 0.0
-    for idx, neg in batches:
-        u, p = users[local_users[idx]], pos[idx]
-        v_pos, v_neg = rows.vectors[p], rows.vectors[neg]
-        loss, _, g_pos, g_neg = batch_loss_and_grads(u, v_pos, rows.bias[p], v_neg, rows.bias[neg], settings)
-        loss, _, item_reg = _regularise(loss, np.zeros_like(u), u, v_pos, v_neg, settings)
-        ids = np.concatenate([p[:, None], neg], axis=1).ravel()  # (B*(k+1),) local rows
-        scores = np.concatenate([g_pos[:, None], g_neg], axis=1).ravel()  # d loss / d score, same order
-        # d loss / d row = sum over its occurrences of score gradient x user vector:
-        # per (row, user) sums of the score gradients, times the user vectors
-        n_rows, n_users = len(rows.bias), len(users)
-        pairs = ids * n_users + np.repeat(local_users[idx], neg.shape[1] + 1)
-        per_pair = np.bincount(pairs, weights=scores, minlength=n_rows * n_users).reshape(n_rows, n_users)
-        step_v = per_pair @ users
-        if not np.isscalar(item_reg):
-            scatter_rows(step_v, ids, item_reg.reshape(-1, users.shape[1]))
-        rows.vectors -= (settings.lr * step_v).astype(np.float32)
-        rows.bias -= (settings.lr * per_pair.sum(1)).astype(np.float32)
-        total += float(loss.sum())
-    return total / max(len(batches), 1)
-
-
 def local_update_mf(global_shared: dict[str, np.ndarray], private: dict[str, np.ndarray] | None,
                     local_users: np.ndarray, items: np.ndarray, n_users: int, settings: TrainSettings,
                     refit_steps: int, user_lr: float, seed: int, server_round: int,
                     partition_id: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
-    """One client's round of MF: `(delta of the shared tables, new private state, loss)`."""
+    """One client's round of MF: `(delta of the shared tables, new private state, loss)`.
+    The delta is exactly zero on the rows no step touched."""
     table, bias = global_shared[ITEMS], global_shared[BIAS]
-    n_items, dim = table.shape
-    users = private[USERS] if private is not None else init_users(n_users, dim, seed, partition_id)
+    n_items = len(table)
+    users = private[USERS] if private is not None else init_users(n_users, table.shape[1], seed, partition_id)
     rng = np.random.default_rng([seed, server_round, partition_id, 0])
     n, k = len(items), settings.num_negatives
     pool = settings.negative_pool
 
-    def negatives(shape: tuple[int, int]) -> np.ndarray:
+    def negatives(shape: tuple[int, ...]) -> np.ndarray:
         return rng.integers(0, n_items, shape) if pool is None else pool[rng.integers(0, len(pool), shape)]
 
-    refit_negs = [negatives((n, k)) for _ in range(refit_steps)]
+    rows = Rows(table, bias[:, 0])
+    if refit_steps:
+        users = fold_in_users(users, local_users, items, negatives((refit_steps, n, k)), rows, settings, user_lr)
     batches = []
     for _ in range(settings.epochs):
-        order = rng.permutation(n)
-        for start in range(0, n, settings.batch_size):
-            idx = order[start:start + settings.batch_size]
-            batches.append((idx, negatives((len(idx), k))))
-    # every row the round reads, as local row indices
-    ids, local = np.unique(np.concatenate([items, *(x.ravel() for x in refit_negs), *(b.ravel() for _, b in batches)]),
-                           return_inverse=True)
-    rows = Rows(ids, table[ids].copy(), bias[ids, 0].copy())
-    cut = np.cumsum([n, *(x.size for x in refit_negs), *(b.size for _, b in batches)])
-    parts = np.split(local, cut[:-1])
-    pos, rest = parts[0], parts[1:]
-    refit = [p.reshape(n, k) for p in rest[:refit_steps]]
-    local_batches = [(idx, p.reshape(len(idx), k)) for (idx, _), p in zip(batches, rest[refit_steps:])]
-    if refit_steps:
-        users = fold_in_users(users, local_users, pos, refit, rows, settings, user_lr)
-    loss = train_items(users, local_users, pos, local_batches, rows, settings)
-    delta_table = np.zeros_like(table)
-    delta_bias = np.zeros_like(bias)
-    delta_table[ids] = rows.vectors - table[ids]
-    delta_bias[ids, 0] = rows.bias - bias[ids, 0]
-    return {ITEMS: delta_table, BIAS: delta_bias}, {USERS: users}, loss
+        order, drawn = rng.permutation(n), negatives((n, k))
+        batches += [(order[s:s + settings.batch_size], drawn[s:s + settings.batch_size])
+                    for s in range(0, n, settings.batch_size)]  # fmt: skip
+    d_vectors, d_bias, loss = train_items(users, local_users, items, batches, rows, settings)
+    return {ITEMS: d_vectors, BIAS: d_bias[:, None]}, {USERS: users}, loss
 
 
 def fold_in_all(table: np.ndarray, bias: np.ndarray, users_of: np.ndarray, items: np.ndarray, n_users: int,
@@ -236,7 +257,7 @@ def fold_in_all(table: np.ndarray, bias: np.ndarray, users_of: np.ndarray, items
     evaluation of MF. Users are independent, so they go in chunks that bound
     memory; negatives come from (seed, chunk) alone."""
     n_items, dim = table.shape
-    rows = Rows(np.arange(n_items), table, bias[:, 0])
+    rows = Rows(table, bias[:, 0])
     users = (np.random.default_rng([seed, 0xE7A1]).standard_normal((n_users, dim)) * INIT_STD).astype(np.float32)
     bounds = np.searchsorted(users_of, np.arange(n_users + 1))
     for start in range(0, n_users, chunk):

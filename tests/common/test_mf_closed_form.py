@@ -1,5 +1,7 @@
 """MF's closed-form client step against the PyTorch reference (`common.training`)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -27,29 +29,36 @@ def _problem(seed: int = 0):
     return model, users, items, negatives
 
 
-def _patch_negatives(monkeypatch, negatives: np.ndarray) -> None:
-    """The reference draws negatives inside; hand it ours, in the order it asks."""
-    monkeypatch.setattr(training, "_negatives", lambda n, n_items, generator, pool=None: torch.as_tensor(negatives.ravel()))
-
-
 def _rows(model) -> Rows:
-    ids = np.arange(N_ITEMS)
-    return Rows(ids, model.item_embedding.weight.detach().numpy().copy(),
-                model.item_bias.weight.detach().numpy()[:, 0].copy())  # fmt: skip
+    return Rows(model.item_embedding.weight.detach().numpy().copy(), model.item_bias.weight.detach().numpy()[:, 0].copy())
 
 
+def _one_user(model_seed: int, users: np.ndarray):
+    """The common case, one client per user, which takes its own paths."""
+    model = build_model("mf", 1, N_ITEMS, DIM, seed=model_seed, sparse=True)
+    with torch.no_grad():
+        model.item_bias.weight.normal_(0, 0.1)
+    return model, np.zeros_like(users)
+
+
+@pytest.mark.parametrize("one_user", [False, True], ids=["silo", "one-user"])
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.loss}-l2={s.l2}-l1={s.l1}")
-def test_one_sgd_batch_matches_autograd(monkeypatch, settings):
+def test_sgd_batches_match_autograd(monkeypatch, settings, one_user):
     model, users, items, negatives = _problem()
+    if one_user:
+        model, users = _one_user(0, users)
     order = torch.randperm(len(users), generator=seeded_generator(1)).numpy()  # the reference's batch order
-    _patch_negatives(monkeypatch, negatives)
+    # two batches, the second reading the first's steps; the reference draws each batch's negatives in turn
+    halves = [(order[:4], negatives[:4]), (order[4:], negatives[4:])]
+    draws = iter(negatives for _, negatives in halves)
+    monkeypatch.setattr(training, "_negatives", lambda n, n_items, generator, pool=None: torch.as_tensor(next(draws).ravel()))
     rows = _rows(model)
     user_vectors = model.user_embedding.weight.detach().numpy().copy()
-    loss = train_items(user_vectors, users, items, [(order, negatives)], rows, settings)
-    reference = train(model, torch.as_tensor(users), torch.as_tensor(items), settings, seeded_generator(1),
-                      params=model.shared_parameters())  # fmt: skip
-    np.testing.assert_allclose(rows.vectors, model.item_embedding.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(rows.bias, model.item_bias.weight.detach().numpy()[:, 0], rtol=1e-5, atol=1e-6)
+    d_vectors, d_bias, loss = train_items(user_vectors, users, items, halves, rows, settings)
+    reference = train(model, torch.as_tensor(users), torch.as_tensor(items), dataclasses.replace(settings, batch_size=4),
+                      seeded_generator(1), params=model.shared_parameters())  # fmt: skip
+    np.testing.assert_allclose(rows.vectors + d_vectors, model.item_embedding.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows.bias + d_bias, model.item_bias.weight.detach().numpy()[:, 0], rtol=1e-5, atol=1e-6)
     assert loss == pytest.approx(reference, rel=1e-5)
 
 
@@ -57,9 +66,8 @@ def test_one_sgd_batch_matches_autograd(monkeypatch, settings):
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.loss}-l2={s.l2}-l1={s.l1}")
 def test_adam_fold_in_matches_the_reference(monkeypatch, settings, one_user):
     model, users, items, negatives = _problem(1)
-    if one_user:  # the common case, one client per user, takes its own path
-        model = build_model("mf", 1, N_ITEMS, DIM, seed=1, sparse=True)
-        users = np.zeros_like(users)
+    if one_user:
+        model, users = _one_user(1, users)
     steps = 3
     draws = [np.roll(negatives, s, axis=0) for s in range(steps)]
     calls = iter(draws)
