@@ -1,4 +1,4 @@
-"""What one client update costs, stage by stage, before and after the closed-form MF step.
+"""What one client update costs, stage by stage, before and after, and what a round costs.
 
 For a seeded sample of ML-1M users (one client per user, NCF split), runs the
 client and server code of one round (`client.handlers` path, no Flower
@@ -6,17 +6,26 @@ runtime) and times each stage per client:
 
 * local training (`client.local_update`): the PyTorch reference
   (`local-trainer = "torch"`, what every client ran before) against the closed
-  form (`"auto"`), back to back in one process;
+  form (`"auto"`), interleaved client by client, the fastest of 3 repeats of
+  each (this machine is shared: interleaving keeps a burst of load from
+  landing on one side only);
 * pruning + encoding (the uplink method's client half);
-* the server's byte count (`wire_bytes` of the reply), decode + validation,
-  and aggregation (amortised over the sample).
+* the server's byte count of the reply: Flower's own objects (SHA-256 ids,
+  deflated copies; what the server did before) against `common.wire_size`;
+  decode + validation, and aggregation (amortised over the sample).
 
 Configs: `ml1m-dense.toml` and `ml1m-topk.toml` (MF, d=32), and NeuMF (the
 dense config with `model = "neumf"`, PyTorch only). One thread, as a client
-actor with one CPU. Message submission to Ray actors is not in here: it is
-measured by whole runs (`prunus simulate`, see the issue notes).
+actor with one CPU.
 
-    python benchmarks/client_step.py [--clients 200] [--data ../shared/datasets/ncf-ml-1m]
+With `--simulate`, it also runs `prunus simulate` for 10 rounds of each config
+through Flower's Simulation Engine, before (the PyTorch client step, Flower's
+own discovery, submission of the ClientApp with every message) and after
+(the defaults), back to back: median round seconds, client updates per
+second, start-up (Ray, actors, partition discovery) and the CPU the driver,
+Ray's raylet and the client actors use in rounds 3-10.
+
+    python benchmarks/client_step.py [--clients 200] [--data ../shared/datasets/ncf-ml-1m] [--simulate]
         [--out benchmarks/results/client_step.json]
 """
 
@@ -26,11 +35,15 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import MetricRecord, RecordDict
 
@@ -38,6 +51,7 @@ from prunus.client.local_update import local_data, local_update
 from prunus.common.compression import UPLINK, RoundContext
 from prunus.common.config import Config, load
 from prunus.common.datasets import load_split, partitions
+from prunus.common.flower_compat import nested_objects
 from prunus.common.models import build_model
 from prunus.common.params import wire_bytes
 from prunus.server.aggregation import aggregate
@@ -57,8 +71,8 @@ def measure(cfg: Config, chosen: list[int]) -> dict[str, float]:
     shapes = {k: v.shape for k, v in shared.items()}
     uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
     device, server_round = torch.device("cpu"), 1
-    times: dict[str, list[float]] = {"local training": [], "pruning + encoding": [], "server byte count": [],
-                                     "server decode + validation": []}  # fmt: skip
+    times: dict[str, list[float]] = {"local training": [], "pruning + encoding": [], "server byte count (Flower's objects)": [],
+                                     "server byte count": [], "server decode + validation": []}  # fmt: skip
     updates = []
     for pid in chosen:
         data = local_data(split, np.asarray(parts[pid]))
@@ -70,11 +84,14 @@ def measure(cfg: Config, chosen: list[int]) -> dict[str, float]:
         reply = RecordDict({"arrays": encoded.record,
                             "metrics": MetricRecord({"num-examples": result.num_examples, "train-loss": result.loss})})
         t_enc = time.perf_counter()
-        wire_bytes(reply)
+        flower = sum(len(obj.deflate()) for obj in nested_objects(reply).values())
+        t_flower = time.perf_counter()
+        assert wire_bytes(reply) == flower
         t_count = time.perf_counter()
         update, num_examples, _ = validate_train_reply(reply, shapes, uplink)
         t_val = time.perf_counter()
-        for stage, seconds in zip(times, (tock - tick, t_enc - tock, t_count - t_enc, t_val - t_count)):
+        spans = (tock - tick, t_enc - tock, t_flower - t_enc, t_count - t_flower, t_val - t_count)
+        for stage, seconds in zip(times, spans):
             times[stage].append(seconds)
         updates.append((update, 1.0))
     tick = time.perf_counter()
@@ -82,44 +99,122 @@ def measure(cfg: Config, chosen: list[int]) -> dict[str, float]:
     per_reply = (time.perf_counter() - tick) / len(chosen)
     out = {stage: 1e3 * statistics.mean(values) for stage, values in times.items()}
     out["server aggregation"] = 1e3 * per_reply
-    out["total"] = sum(out.values())
+    out["total"] = sum(v for k, v in out.items() if "Flower's objects" not in k)
     return out
+
+
+def local_training(cfgs: dict[str, Config], chosen: list[int], repeats: int = 3) -> dict[str, float]:
+    """ms per client of `local_update` for each trainer: clients interleaved,
+    the fastest of `repeats` per client and trainer (first visit, round 1)."""
+    any_cfg = next(iter(cfgs.values()))
+    split, parts = load_split(any_cfg), partitions(any_cfg)
+    m = any_cfg.model
+    model = build_model(m.model, 1, split.n_items, m.dim, m.mlp_widths, seed=any_cfg.runtime.seed)
+    shared = {k: v.numpy() for k, v in model.shared_state().items()}
+    best: dict[str, list[float]] = {name: [] for name in cfgs}
+    for pid in chosen:
+        data = local_data(split, np.asarray(parts[pid]))
+        for name, cfg in cfgs.items():
+            runs = []
+            for _ in range(repeats):
+                tick = time.perf_counter()
+                local_update(cfg, data, split.n_items, shared, None, 1, pid, torch.device("cpu"))
+                runs.append(time.perf_counter() - tick)
+            best[name].append(min(runs))
+    return {name: 1e3 * statistics.mean(values) for name, values in best.items()}
+
+
+def simulate(config: str, data: str, before: bool, out: Path) -> dict[str, float]:
+    """10 rounds of `prunus simulate` (Flower's engine): round time, updates per
+    second, start-up, and the CPU (cores) of the driver, the raylet and the actors."""
+    import psutil
+
+    flags = ["local-trainer=torch", "fast-submit=false", "fast-discovery=false"] if before else []
+    args = [sys.executable, "-m", "prunus.simulations.cli", "simulate", str(ROOT / "simulations" / "configs" / config),
+            "--out", str(out), *(a for s in [f"data-dir={data}", "rounds=10", "eval-every=100", *flags] for a in ("--set", s))]
+    log_path = out.with_suffix(".log")
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        while not re.search(r"round +3/", log_path.read_text()) and proc.poll() is None:
+            time.sleep(0.2)
+        startup = time.perf_counter() - started
+        watched = {"driver": [psutil.Process(proc.pid)]}
+        for p in psutil.process_iter(["cmdline"]):
+            line = " ".join(p.info["cmdline"] or [])
+            if "ClientAppActor" in line:
+                watched.setdefault("actors", []).append(p)
+            elif line.endswith("raylet") or "/raylet " in line or "raylet/raylet" in line:
+                watched.setdefault("raylet", []).append(p)
+        cpu0 = {k: sum(sum(p.cpu_times()[:2]) for p in ps) for k, ps in watched.items()}
+        t0 = time.perf_counter()
+        while not re.search(r"round +10/", log_path.read_text()) and proc.poll() is None:
+            time.sleep(0.2)
+        cpu1 = {k: sum(sum(p.cpu_times()[:2]) for p in ps) for k, ps in watched.items()}
+        window = time.perf_counter() - t0
+        proc.wait()
+    table = pd.read_csv(out / "rounds.csv")
+    train = table[(table["round"] >= 3) & (table["round"] < 10)]
+    median = float(train["seconds"].median())
+    return {"median_round_s": median, "updates_per_s": float(train["replies"].median()) / median,
+            "startup_s": startup, **{f"cpu_{k}_cores": (cpu1[k] - cpu0[k]) / window for k in cpu0}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "ncf-ml-1m"))
+    parser.add_argument("--simulate", action="store_true", help="also time 10 rounds of prunus simulate, before and after")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "client_step.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = []
+    results, speedups = [], {}
     for name, config, extra in CASES:
         trainers = ("torch",) if "neumf" in name else ("torch", "auto")
-        for trainer in trainers:
-            cfg = load(ROOT / "simulations" / "configs" / config, [f"data-dir={args.data}", *extra, f"local-trainer={trainer}"])
-            rng = np.random.default_rng(0)
-            chosen = sorted(rng.choice(len(partitions(cfg)), size=args.clients, replace=False).tolist())
-            measure(cfg, chosen[:5])  # warm-up: caches, allocator
+        cfgs = {t: load(ROOT / "simulations" / "configs" / config, [f"data-dir={args.data}", *extra, f"local-trainer={t}"])
+                for t in trainers}  # fmt: skip
+        rng = np.random.default_rng(0)
+        chosen = sorted(rng.choice(len(partitions(cfgs["torch"])), size=args.clients, replace=False).tolist())
+        local_training(cfgs, chosen[:5], repeats=1)  # warm-up: caches, allocator
+        training = local_training(cfgs, chosen)
+        for trainer, cfg in cfgs.items():
             stages = measure(cfg, chosen)
+            stages["local training"] = training[trainer]  # the interleaved figure
+            stages["total"] = sum(v for k, v in stages.items() if k != "total" and "Flower's objects" not in k)
             results.append({"case": name, "trainer": trainer, "ms_per_client": stages})
             print(f"{name:12} {trainer:6} " + "  ".join(f"{k} {v:7.3f}" for k, v in stages.items()), flush=True)
-    speedups = {}
-    for name in ("mf-dense", "mf-topk"):
-        before, after = (next(r["ms_per_client"] for r in results if r["case"] == name and r["trainer"] == t)
-                         for t in ("torch", "auto"))  # fmt: skip
-        speedups[name] = {"local training": before["local training"] / after["local training"],
-                          "client + server total": before["total"] / after["total"]}  # fmt: skip
-        print(f"{name}: local training {speedups[name]['local training']:.1f}x faster, "
-              f"client + server {speedups[name]['client + server total']:.1f}x", flush=True)  # fmt: skip
+        if "auto" in cfgs:
+            before, after = (next(r["ms_per_client"] for r in results if r["case"] == name and r["trainer"] == t)
+                             for t in ("torch", "auto"))  # fmt: skip
+            old_total = before["total"] - before["server byte count"] + before["server byte count (Flower's objects)"]
+            speedups[name] = {"local training": before["local training"] / after["local training"],
+                              "server byte count": after["server byte count (Flower's objects)"] / after["server byte count"],
+                              "client + server total": old_total / after["total"]}  # fmt: skip
+            print(f"{name}: " + ", ".join(f"{k} {v:.1f}x faster" for k, v in speedups[name].items()), flush=True)
     report = {
         "command": "python benchmarks/client_step.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "threads": 1, "load_average": os.getloadavg()},  # fmt: skip
-        "note": "ms per client update, round 1, first visit (user vectors initialised); means over the sample",
+        "note": ("ms per client update, round 1, first visit (user vectors initialised); means over the sample. "
+                 "'before' total: the torch step and Flower's byte count; 'after': the closed form and wire_size"),
         "results": results,
         "speedups": speedups,
     }
+    if args.simulate:
+        runs = {}
+        for config in ("ml1m-dense.toml", "ml1m-topk.toml"):
+            for when in ("before", "after"):
+                out = Path("/tmp") / f"client-step-{config.removesuffix('.toml')}-{when}"
+                runs[f"{config} {when}"] = figures = simulate(config, args.data, when == "before", out)
+                print(f"{config} {when}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), flush=True)
+        report["simulate"] = {
+            "note": ("10 rounds of prunus simulate (Flower's Simulation Engine, 2 client actors); 'before': "
+                     "local-trainer=torch, fast-submit=false, fast-discovery=false; rounds 3-9 timed"),
+            "runs": runs,
+            "round_speedup": {c: runs[f"{c} before"]["median_round_s"] / runs[f"{c} after"]["median_round_s"]
+                              for c in ("ml1m-dense.toml", "ml1m-topk.toml")},
+            "topk_over_dense_round": runs["ml1m-topk.toml after"]["median_round_s"] / runs["ml1m-dense.toml after"]["median_round_s"],
+        }
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
 

@@ -1,9 +1,11 @@
 """The Flower ClientApp (Message API).
 
 Each SuperNode is one partition (one user, or a silo of users). Its private
-parameters (user embeddings) live in `context.state` between rounds and are
-never put in a reply; the reply carries the shared-parameter update and its
-metrics.
+state (user embeddings, an error-feedback residual) is never put in a reply;
+the reply carries the shared-parameter update and its metrics. Under the
+Deployment Engine the state lives in `context.state`; in a simulation it
+lives in the run's client-state store (`client.state_store`), so that it
+does not travel through the driver with every message.
 """
 
 from __future__ import annotations
@@ -48,8 +50,7 @@ def make_client_app(config: Config | None = None) -> ClientApp:
 
 
 def _handle(handler, msg: Message, context: Context, config: Config | None, keeps_state: bool = False) -> Message:
-    """Run a Flower-free handler on this node's data and state; add where it ran.
-    In a checkpointed simulation the state is also kept on disk (`client.state_store`)."""
+    """Run a Flower-free handler on this node's data and state; add where it ran."""
     cfg = config or from_run_config(context.run_config)
     # use the CPUs Ray gave the actor, and CUDA when it gave a GPU
     torch.set_num_threads(max(1, int(cfg.runtime.client_num_cpus)))
@@ -58,11 +59,12 @@ def _handle(handler, msg: Message, context: Context, config: Config | None, keep
     split, users = _partition_data(cfg, context, partition_id)
     simulated = not context.node_config.get("data-file")  # under the Deployment Engine clients keep their state
     server_round = int(msg.content["config"]["server-round"])
-    if simulated:
-        state_store.restore_if_empty(cfg, context.state, partition_id, server_round)
-    content = handler(cfg, msg.content, context.state, ClientData.of(partition_id, split, users, device))
+    state = RecordDict() if simulated else context.state
+    if simulated and handler is not handlers.request_rows:  # training starts from the state before this round
+        state_store.restore(cfg, state, partition_id, server_round - 1 if keeps_state else server_round)
+    content = handler(cfg, msg.content, state, ClientData.of(partition_id, split, users, device))
     if simulated and keeps_state:
-        state_store.persist(cfg, context.state, partition_id, server_round)
+        state_store.persist(cfg, state, partition_id, server_round)
     content["info"] = ConfigRecord(_node_info(context))
     return Message(content, reply_to=msg)
 

@@ -1,15 +1,24 @@
-"""A simulated client's state on disk, so a checkpointed run can resume it.
+"""A simulated client's state on disk, outside Flower's `Context`.
 
-In a simulation client state (user vectors, error-feedback residuals) lives
-in Flower's `context.state`, in the memory of Ray actors that die with the
-run. With `checkpoint-every = k` each client also writes its state after
-every training round it takes part in, as `RUN_DIR/client-state/<partition>/
-<round>.npz` (written beside its name and renamed, so never half-written),
-and a client that finds no state in memory (a resumed run) reads the latest
-version from no later than the last checkpoint the server can have written
-before the current round: round k * floor((round - 1) / k). Versions the
-resumed run will not need again are deleted as new ones are written.
-Under the Deployment Engine clients keep their own state and this is off.
+Under Flower's Simulation Engine a node's `context.state` lives in the
+driver and travels to the client actor and back with every message. With
+error feedback that is the whole residual (a model's worth of floats, 490 KB
+per ML-1M client): twice per message through Ray, and 6,040 of them held in
+the driver. So a simulated ClientApp keeps its state here instead, one
+folder per partition under `RUN_DIR/client-state/`, read when a message
+arrives and written after a training round (beside its name, then renamed,
+so never half-written); the Context stays empty. Memory is bounded by the
+clients in flight; the disk holds one version per client (the run removes
+the store when it ends, unless it checkpoints).
+
+A client reads its newest version from before the current round (for
+training) or from up to it (for evaluation after training). With `checkpoint-every = k` the version
+a resume may need is kept too: the newest one from no later than the last
+checkpoint the server can have written, round k * floor((round - 1) / k); a
+resumed run first drops the versions written after its checkpoint (`rewind`),
+whose rounds it runs again. The in-process engine keeps its clients' state in
+memory and uses this store only to checkpoint. Under the Deployment Engine
+clients keep their own state and this is off.
 """
 
 from __future__ import annotations
@@ -26,9 +35,8 @@ from prunus.common.params import from_record, to_record
 STORE = "client-state"
 
 
-def store_of(cfg: Config) -> Path | None:
-    """The run's client-state store, or None when the run does not checkpoint."""
-    return Path(cfg.runtime.out) / STORE if cfg.runtime.checkpoint_every else None
+def store_of(cfg: Config) -> Path:
+    return Path(cfg.runtime.out) / STORE
 
 
 def last_checkpoint(cfg: Config, server_round: int) -> int:
@@ -72,18 +80,26 @@ def save(store: Path, partition: int, server_round: int, state: RecordDict, upto
             (folder / f"{version}.npz").unlink(missing_ok=True)
 
 
-def restore_if_empty(cfg: Config, state: RecordDict, partition: int, server_round: int) -> None:
-    """Fill an empty `state` (a resumed run's fresh client) from the store."""
-    store = store_of(cfg)
-    if store is None or len(state):
+def restore(cfg: Config, state: RecordDict, partition: int, upto: int) -> None:
+    """Fill an empty `state` from the store: the newest version from round `upto`
+    or before (a simulated client, or a resumed run's)."""
+    if len(state):
         return
-    loaded = load(store, partition, last_checkpoint(cfg, server_round))
+    loaded = load(store_of(cfg), partition, upto)
     for record in loaded or {}:
         state[record] = loaded[record]
 
 
 def persist(cfg: Config, state: RecordDict, partition: int, server_round: int) -> None:
-    """Keep the state a training round left, when the run checkpoints."""
-    store = store_of(cfg)
-    if store is not None and len(state):
-        save(store, partition, server_round, state, last_checkpoint(cfg, server_round))
+    """Keep the state a training round left; older versions nobody will read go."""
+    if len(state):
+        save(store_of(cfg), partition, server_round, state, server_round if not cfg.runtime.checkpoint_every
+             else last_checkpoint(cfg, server_round))
+
+
+def rewind(cfg: Config, server_round: int) -> None:
+    """Drop every version written after `server_round` (a resume from its checkpoint)."""
+    for folder in store_of(cfg).glob("*"):
+        for version in _versions(folder):
+            if version > server_round:
+                (folder / f"{version}.npz").unlink(missing_ok=True)

@@ -220,7 +220,16 @@ class RuntimeConfig:
     # runs sharing one Ray cluster (a sweep's --jobs): each creates 1/N of the
     # client actors that fit, so that none waits on actors another one holds
     ray_share: int = field(default=1, metadata=_positive())
+    # Flower compatibility patches (common/flower_compat.py), each switchable
+    # to measure it: poll only nodes with a message; send the ClientApp to Ray
+    # once per run instead of with every message; take the node-to-partition
+    # map from the engine instead of asking every node; messages in flight per
+    # client actor (1: Flower's own; more keeps an actor busy while the driver
+    # handles its reply, but a message queued behind a hung client waits with it)
     fast_dispatch: bool = True
+    fast_submit: bool = True
+    fast_discovery: bool = True
+    actor_pipeline: int = field(default=1, metadata=_positive())
     # fault injection (client/faults.py), for robustness experiments: the share
     # of sampled training clients that misbehave each round, and how
     fault_rate: float = field(default=0.0, metadata=_non_negative())

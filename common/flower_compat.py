@@ -3,10 +3,15 @@
 prunus uses Flower's public Message API everywhere else. Four things it needs
 are not public, so they live here and nowhere else:
 
-* the wire size of a message: Flower ships each distinct object of a record
+* the wire format of a message: Flower ships each distinct object of a record
   (records, arrays, chunks) deflated; `nested_objects` walks them
-  (`flwr.supercore.inflatable`);
+  (`flwr.supercore.inflatable`), and `common.wire_size` sizes them from the
+  format's constants here;
 * a faster dispatcher for the in-process Simulation Engine (`enable_fast_dispatch`);
+* the ClientApp sent to Ray once per run, not with every message (`enable_fast_submit`);
+* more than one message in flight per client actor (`enable_actor_pipeline`);
+* the simulation engine's own node-to-partition map, so that a ServerApp in
+  the same process need not ask every node (`record_engine_partitions`);
 * sizing the Ray actor pool to a share of the cluster (`enable_actor_share`);
 * sending the messages Ray's driver prints on its own to a log instead
   (`route_ray_driver_messages`).
@@ -38,6 +43,8 @@ for _package, _supported in (("flwr", SUPPORTED_FLOWER), ("ray", SUPPORTED_RAY))
             f"but {_package} {_installed} is installed; install flwr[simulation]=={SUPPORTED_FLOWER}"
         )
 
+from flwr.common.constant import FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE as CHUNK_BYTES  # noqa: E402,F401
+from flwr.supercore.constant import HEAD_BODY_DIVIDER, HEAD_VALUE_DIVIDER  # noqa: E402,F401
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects  # noqa: E402
 
 
@@ -49,26 +56,38 @@ def nested_objects(content: Any) -> dict[str, Any]:
 # --------------------------------------------------------------- fast dispatch
 # Flower 1.41's engine moves messages from its in-memory LinkState to the Ray
 # actor queue with a loop that, every 0.1 s, asks *every* node for a message;
-# each ask scans every message in flight. With one SuperNode per user (6,040 on
+# each ask (`get_message_ins`) checks every message in flight (expiry, and
+# that both ends are in the federation). With one SuperNode per user (6,040 on
 # ML-1M) and 256 messages per round, that is ~1.5 M message checks per sweep,
 # holding the GIL: measured here, a round of 256 echo messages took 14-15 s
-# with 6,040 nodes. Asking only the nodes that have an undelivered message does
-# the same work in 1.5 s (`benchmarks/flower_dispatch.py`). The replacement
-# keeps Flower's semantics: the same LinkState call per node
-# (`get_message_ins(node_id, limit=1)`, which validates, marks delivered and
-# expires messages), the same queue, the same stop event.
+# with 6,040 nodes (`benchmarks/flower_dispatch.py`). The replacement makes one
+# pass over the messages per poll: each undelivered message gets the same
+# check (`_check_stored_messages`, which drops an expired or foreign one), is
+# marked delivered and goes to the queue, at most one per node per poll as
+# with Flower's `limit=1`; the same queue, the same stop event.
 POLL_INTERVAL_S = 0.1
 
 
 def _add_messages_to_queue(state: Any, queue: Queue, nodes_mapping: dict[int, int], f_stop: threading.Event) -> None:
-    """Put undelivered messages in the actor queue, polling only their nodes."""
+    """Put undelivered messages in the actor queue, in one pass over the store per poll."""
+    from flwr.supercore.date import now
+
     while not f_stop.is_set():
+        batch, nodes = [], set()
         with state.lock:  # the in-memory LinkState guards its stores with this lock
-            pending = {m.metadata.dst_node_id for m in state.message_ins_store.values() if m.metadata.delivered_at == ""}
-        for node_id in sorted(pending):
-            if node_id in nodes_mapping:
-                for message in state.get_message_ins(node_id=node_id, limit=1):
-                    queue.put(message)
+            for message_id, message in list(state.message_ins_store.items()):
+                node = message.metadata.dst_node_id
+                if message.metadata.delivered_at != "" or node in nodes or node not in nodes_mapping:
+                    continue
+                state._check_stored_messages({message_id})
+                if message_id in state.message_ins_store:
+                    batch.append(message)
+                    nodes.add(node)
+            delivered_at = now().isoformat()
+            for message in batch:
+                message.metadata.delivered_at = delivered_at
+        for message in batch:
+            queue.put(message)
         f_stop.wait(POLL_INTERVAL_S)
 
 
@@ -79,6 +98,95 @@ def enable_fast_dispatch(on: bool = True) -> None:
     if not hasattr(vce_api, "_prunus_original_dispatch"):
         vce_api._prunus_original_dispatch = vce_api.add_messages_to_queue
     vce_api.add_messages_to_queue = _add_messages_to_queue if on else vce_api._prunus_original_dispatch
+
+
+# ----------------------------------------------------------------- fast submit
+# Flower 1.41's Ray backend passes the ClientApp's loader with every message
+# (`actor.run.remote(app_fn, message, cid, context)`). The loader is a closure
+# over the ClientApp, so Ray cloudpickles the app, its handlers and their
+# globals again for each message: measured with py-spy on ml1m-dense.toml
+# (Flower's engine, 256 clients a round), a quarter of the driver's CPU, half
+# of it cloudpickle scanning `sys.modules` for submodules. Putting the loader
+# in Ray's object store once and passing its reference instead does that
+# work once per run; Ray hands every call the stored loader.
+def enable_fast_submit(on: bool = True) -> None:
+    """Store the ClientApp loader in Ray's object store once (off: Flower's own way)."""
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    backend = raybackend.RayBackend
+    if not hasattr(backend, "_prunus_original_build"):
+        backend._prunus_original_build = backend.build
+    original = backend._prunus_original_build
+
+    def build(self: Any, app_fn: Any) -> None:
+        import ray
+
+        original(self, app_fn)
+        self.app_fn = ray.put(app_fn)  # `process_message` passes it on; Ray resolves it in the actor
+
+    backend.build = build if on else original
+
+
+# -------------------------------------------------------------- actor pipeline
+# Flower 1.41 runs one driver thread per client actor, each submitting a
+# message and blocking until its reply: an actor idles while the driver
+# deserialises its reply, submits its next message and serialises that one.
+# Measured on ml1m-dense.toml (2 actors): the actors were busy half the time.
+# With a depth of N each actor appears N times in the pool, so N threads keep
+# a message waiting in its queue while it runs one (Ray runs an actor's tasks
+# one at a time, in order). Results do not depend on the order: a client's
+# work is a function of (seed, round, partition) and the server sorts replies.
+def enable_actor_pipeline(depth: int = 2) -> None:
+    """Keep `depth` messages in flight per client actor (1: Flower's own way)."""
+    from flwr.simulation.ray_transport import ray_actor
+
+    pool = ray_actor.BasicActorPool
+    if not hasattr(pool, "_prunus_original_add_actors"):
+        pool._prunus_original_add_actors = pool.add_actors_to_pool
+
+    def add_actors_to_pool(self: Any, num_actors: int) -> None:
+        for _ in range(num_actors):
+            self.pool.extend([self.create_actor_fn()] * depth)
+        self.num_actors += num_actors * depth  # the backend runs one thread per entry
+
+    pool.add_actors_to_pool = add_actors_to_pool if depth > 1 else pool._prunus_original_add_actors
+
+
+# ----------------------------------------------------------- engine partitions
+# Node ids are random per run, so a ServerApp learns which partition each
+# node holds by asking every node (`server.app.discover_partitions`): one
+# message per SuperNode, 6,040 on ML-1M and 100,000 for a synthetic
+# federation of that size, each a Ray call. The simulation engine assigns
+# partitions itself (`vce_api._register_nodes`: the i-th node created holds
+# partition i); under `prunus simulate` the ServerApp runs in the engine's
+# process, so it can read that map instead.
+_engine_nodes: dict[int, int] = {}  # node id -> partition id, as the engine registered them
+
+
+def record_engine_partitions(on: bool = True) -> None:
+    """Keep the map of the nodes the engine registers (off: Flower's own function)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    if not hasattr(vce_api, "_prunus_original_register_nodes"):
+        vce_api._prunus_original_register_nodes = vce_api._register_nodes
+    original = vce_api._prunus_original_register_nodes
+
+    def register_nodes(num_nodes: int, state_factory: Any) -> dict[int, int]:
+        mapping = original(num_nodes, state_factory)
+        _engine_nodes.clear()
+        _engine_nodes.update(mapping)
+        return mapping
+
+    _engine_nodes.clear()
+    vce_api._register_nodes = register_nodes if on else original
+
+
+def engine_partitions(node_ids: set[int]) -> dict[int, int] | None:
+    """Partition -> node as the engine registered them, if they are exactly the
+    federation's `node_ids` (else None: not this process's engine, ask the nodes)."""
+    if set(_engine_nodes) != node_ids:
+        return None
+    return {partition: node for node, partition in _engine_nodes.items()}
 
 
 # ---------------------------------------------------------------- actor share
@@ -123,7 +231,7 @@ def enable_clean_actor_shutdown(on: bool = True) -> None:
     def terminate_all_actors(self: Any) -> None:
         import ray
 
-        for actor in self.pool:
+        for actor in {actor._actor_id: actor for actor in self.pool}.values():  # once each (see the pipeline)
             ray.kill(actor, no_restart=True)
 
     pool.terminate_all_actors = terminate_all_actors if on else pool._prunus_original_terminate

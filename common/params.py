@@ -8,7 +8,7 @@ import math
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from prunus.common.flower_compat import nested_objects
+from prunus.common.wire_size import wire_sizes
 
 Params = dict[str, np.ndarray]
 
@@ -55,14 +55,11 @@ def array_of(array: Array) -> np.ndarray:
 
 def wire_bytes(content: RecordDict | ArrayRecord) -> int:
     """Serialised size in bytes, the way Flower ships a message between
-    SuperLink and SuperNode: every distinct object of the content (records,
-    arrays, chunks) deflated to its wire bytes."""
-    return wire_bytes_with_part(content, None)[0]
+    SuperLink and SuperNode (`common.wire_size`)."""
+    return wire_sizes(content)[0]
 
 
 def wire_bytes_with_part(content: RecordDict | ArrayRecord, part: ArrayRecord | None) -> tuple[int, int]:
-    """`wire_bytes` of the content and of one record inside it, each object
-    deflated once (the server counts both for every reply)."""
-    sizes = {oid: len(obj.deflate()) for oid, obj in nested_objects(content).items()}
-    part_ids = nested_objects(part).keys() if part is not None else ()
-    return sum(sizes.values()), sum(sizes[oid] for oid in part_ids)
+    """`wire_bytes` of the content and of one record inside it (the server
+    counts both for every reply)."""
+    return wire_sizes(content, part)

@@ -13,6 +13,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from prunus.common import flower_compat
 from prunus.common.config import Config, from_run_config
 from prunus.common.data import SplitData
 from prunus.common.datasets import load_split, num_partitions
@@ -38,6 +39,7 @@ NODE_WAIT_S = 120.0
 DISCOVERY_TIMEOUT_S = 600.0
 # Flower's in-memory LinkState scans every message in flight on each poll, so
 # thousands of queries at once cost O(n^2); a few hundred at a time stay cheap.
+ENGINE_CHECKED = 32  # nodes that confirm the engine's map (and start the actors)
 DISCOVERY_WAVE = 256
 REPLY_TIMEOUT_S = 3600.0  # the default of `round-timeout`
 
@@ -161,8 +163,11 @@ def leakage_meter(cfg: Config, split: SplitData, spec: ModelSpec) -> LeakageMete
 
 
 def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, int]:
-    """Ask every node for its partition id: sampling by partition is what makes
-    runs repeatable, since node ids are random per run."""
+    """Partition -> node: sampling by partition is what makes runs repeatable,
+    since node ids are random per run. Every node is asked, except under
+    `prunus simulate`, where the engine's own map says and only the first
+    `ENGINE_CHECKED` partitions' nodes are asked to confirm it (which also
+    starts the client actors before the first timed round)."""
     deadline = time.monotonic() + NODE_WAIT_S
     while len(node_ids := list(grid.get_node_ids())) != expected:
         if time.monotonic() > deadline:
@@ -172,13 +177,34 @@ def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, 
                 f"SuperNodes (flwr run: --federation-config 'num-supernodes={expected}') or change the config"
             )
         time.sleep(1.0)
+    known = flower_compat.engine_partitions(set(node_ids))
+    if known is not None:
+        checked = [known[p] for p in sorted(known)[:ENGINE_CHECKED]]
+        if _ask_nodes(grid, checked, expected, ledger) == {p: known[p] for p in sorted(known)[:ENGINE_CHECKED]}:
+            log.info("%d partitions from the simulation engine's node map (%d confirmed by their nodes)",
+                     len(known), len(checked))
+            return known
+        log.warning("the simulation engine's node map disagrees with its nodes; asking every node")
+    nodes = _ask_nodes(grid, node_ids, expected, ledger)
+    if not nodes:
+        raise RuntimeError(f"no node named a partition in 0..{expected - 1}; see the warnings above")
+    if len(nodes) < expected:
+        log.warning("%d of %d partitions have no node; the run goes on without them", expected - len(nodes), expected)
+    log.info("discovered %d partitions", len(nodes))
+    return nodes
+
+
+def _ask_nodes(grid: Grid, node_ids: list[int], expected: int, ledger: Ledger) -> dict[int, int]:
+    """Partition -> node from the nodes' own answers, each checked; every
+    message counted in round 0."""
     entry = ledger.round(0)
     replies: list[Message] = []
     for start in range(0, len(node_ids), DISCOVERY_WAVE):
         wave = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids[start : start + DISCOVERY_WAVE]]
         entry.downlink_bytes += sum(wire_bytes(q.content) for q in wave)
         replies += grid.send_and_receive(wave, timeout=DISCOVERY_TIMEOUT_S)
-        print(f"[prunus] discovering partitions: {len(replies)}/{len(node_ids)} nodes", flush=True)
+        if len(node_ids) > DISCOVERY_WAVE:
+            print(f"[prunus] discovering partitions: {len(replies)}/{len(node_ids)} nodes", flush=True)
     entry.dense_downlink_bytes = entry.downlink_bytes
     nodes: dict[int, int] = {}
     for reply in replies:
@@ -196,11 +222,6 @@ def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, 
             log.warning("node %d left out of the run: %s", node, err)
             continue
         nodes[partition] = node
-    if not nodes:
-        raise RuntimeError(f"no node named a partition in 0..{expected - 1}; see the warnings above")
-    if len(nodes) < expected:
-        log.warning("%d of %d partitions have no node; the run goes on without them", expected - len(nodes), expected)
-    log.info("discovered %d partitions", len(nodes))
     return nodes
 
 

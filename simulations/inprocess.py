@@ -62,10 +62,12 @@ class InProcessTransport:
         if handler is handlers.train and runtime.fault_kind == "hang" and faults.is_faulty(runtime, server_round, partition):
             # nothing here can be preempted: a hung client is one whose reply never comes
             return Reply(partition, partition, None, f"no reply within the round timeout ({self.cfg.federation.round_timeout:g} s)")
-        state_store.restore_if_empty(self.cfg, state, partition, server_round)
+        checkpoints = bool(runtime.checkpoint_every)  # else the state lives in memory only
+        if checkpoints:  # a resumed run's client: its state from before this round
+            state_store.restore(self.cfg, state, partition, server_round - 1)
         try:
             content = handler(self.cfg, message.content, state, client)
-            if handler is handlers.train:
+            if handler is handlers.train and checkpoints:
                 state_store.persist(self.cfg, state, partition, server_round)
         except Exception as err:  # noqa: BLE001 - a failing client is a failed reply, as under Flower
             log.exception("client %d failed", partition)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from flwr.simulation import run_simulation
 
+from prunus.client import state_store
 from prunus.client.app import make_client_app
 from prunus.common import flower_compat
 from prunus.common.config import Config
@@ -53,11 +55,16 @@ def run_simulate(cfg: Config, verbose: bool = False, resume: Checkpoint | None =
     supernodes = num_partitions(cfg)  # loads (and checks) the data before Ray starts
     if resume is None:
         clear_run_files(Path(cfg.runtime.out))
+    else:  # the rounds after the checkpoint run again, from the client state they started from
+        state_store.rewind(cfg, resume.server_round)
     route_library_logs(Path(cfg.runtime.out), verbose)
     if cfg.runtime.engine == "inprocess":
         return run_federation(cfg, InProcessTransport(cfg), list(range(supernodes)), Ledger(), resume)
     summary_path = Path(cfg.runtime.out) / "summary.json"
     flower_compat.enable_fast_dispatch(cfg.runtime.fast_dispatch)
+    flower_compat.enable_fast_submit(cfg.runtime.fast_submit)
+    flower_compat.record_engine_partitions(cfg.runtime.fast_discovery)
+    flower_compat.enable_actor_pipeline(cfg.runtime.actor_pipeline)
     flower_compat.enable_actor_share(cfg.runtime.ray_share)
     flower_compat.enable_clean_actor_shutdown()
     flower_compat.route_ray_driver_messages(None if verbose else logging.getLogger(LIBRARY_LOG))
@@ -67,6 +74,8 @@ def run_simulate(cfg: Config, verbose: bool = False, resume: Checkpoint | None =
         num_supernodes=supernodes,
         backend_config=backend_config(cfg, verbose),
     )
+    if not cfg.runtime.checkpoint_every:  # the clients' working state; a checkpointed run keeps it to resume
+        shutil.rmtree(state_store.store_of(cfg), ignore_errors=True)
     if not summary_path.exists():
         raise RuntimeError(f"the simulation ended without writing {summary_path}; see the log above")
     return json.loads(summary_path.read_text())

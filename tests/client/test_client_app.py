@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
+from prunus.client import state_store
 from prunus.client.app import make_client_app
 from prunus.client.handlers import PRIVATE_KEY
 from prunus.common.config import Config
@@ -33,17 +34,22 @@ def train_message_for(make_train_message):
     return build
 
 
-def test_reply_carries_shared_update_and_never_private_parameters(train_message_for):
-    app, context = make_client_app(CFG), _context(7)
-    reply = app(train_message_for(CFG), context)
+def test_reply_carries_shared_update_and_never_private_parameters(train_message_for, tmp_path):
+    cfg = CFG.replace(out=str(tmp_path))
+    app, context = make_client_app(cfg), _context(7)
+    reply = app(train_message_for(cfg), context)
     assert not reply.has_error(), reply.error
     arrays = reply.content["arrays"]
     assert set(arrays) == {"item_embedding.weight", "item_bias.weight"}
     assert not any(name.startswith("user") for name in arrays)
     assert reply.content["metrics"]["num-examples"] > 0
     assert reply.content["info"]["partition-id"] == 7
-    # the private user vector stays in the node's state, and nowhere in the reply
-    user = context.state[PRIVATE_KEY]["user_embedding.weight"].numpy()
+    # the private user vector stays in the simulated node's state store (not in
+    # the Context, which travels with every message), and nowhere in the reply
+    assert not len(context.state)
+    state = RecordDict()
+    state_store.restore(cfg, state, 7, 1)
+    user = state[PRIVATE_KEY]["user_embedding.weight"].numpy()
     sent = np.concatenate([a.numpy().ravel() for a in arrays.values()])
     assert not np.isin(user.ravel(), sent).any()
 
@@ -55,7 +61,8 @@ def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path, train_message
     rng = np.random.default_rng(0)
     pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, 12, 120), rng.integers(0, 40, 120))}
     table.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in sorted(pairs)))
-    cfg = Config.of(dataset="csv", data_dir=str(table), partition="iid", num_silos=3, eval_negatives=5, dim=4)
+    cfg = Config.of(dataset="csv", data_dir=str(table), partition="iid", num_silos=3, eval_negatives=5, dim=4,
+                    out=str(tmp_path / "run"))
     write_partition_files(cfg, tmp_path / "parts")
     message = train_message_for(cfg)
     simulated = make_client_app(cfg)(message, _context(1))

@@ -49,3 +49,53 @@ def test_every_package_folder_is_in_the_distribution():
     found = {"prunus." + ".".join(init.parent.relative_to(root).parts)
              for top in ("common", "client", "server", "simulations") for init in (root / top).rglob("__init__.py")}
     assert found == listed
+
+
+def test_fast_submit_and_the_actor_pipeline_can_be_switched_on_and_off():
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+    from flwr.simulation.ray_transport import ray_actor
+
+    for enable, owner, attribute in ((flower_compat.enable_fast_submit, raybackend.RayBackend, "build"),
+                                     (flower_compat.enable_actor_pipeline, ray_actor.BasicActorPool, "add_actors_to_pool")):
+        off = 1 if enable is flower_compat.enable_actor_pipeline else False
+        enable(off)
+        original = getattr(owner, attribute)
+        enable()
+        assert getattr(owner, attribute) is not original
+        enable(off)
+        assert getattr(owner, attribute) is original
+
+
+def test_the_actor_pipeline_lists_each_actor_depth_times():
+    from flwr.simulation.ray_transport import ray_actor
+
+    flower_compat.enable_actor_pipeline(3)
+    try:
+        pool = ray_actor.BasicActorPool.__new__(ray_actor.BasicActorPool)
+        pool.pool, pool.num_actors = [], 0
+        made = iter(["a", "b"])
+        pool.create_actor_fn = lambda: next(made)
+        pool.add_actors_to_pool(2)
+        assert pool.pool == ["a", "a", "a", "b", "b", "b"] and pool.num_actors == 6  # one driver thread per entry
+    finally:
+        flower_compat.enable_actor_pipeline(1)
+
+
+def test_engine_partitions_are_the_engines_map_or_nothing():
+    """The map the engine registered, inverted; None when the federation's
+    nodes are not the ones this process's engine made (then the server asks)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    calls = []
+    flower_compat.record_engine_partitions(False)
+    original = vce_api._register_nodes
+    vce_api._prunus_original_register_nodes = lambda num_nodes, state_factory: calls.append(num_nodes) or {7: 0, 9: 1}
+    try:
+        flower_compat.record_engine_partitions()
+        assert vce_api._register_nodes(2, None) == {7: 0, 9: 1} and calls == [2]
+        assert flower_compat.engine_partitions({7, 9}) == {0: 7, 1: 9}
+        assert flower_compat.engine_partitions({7, 9, 11}) is None
+    finally:
+        vce_api._prunus_original_register_nodes = original
+        flower_compat.record_engine_partitions(False)
+    assert flower_compat.engine_partitions({7, 9}) is None  # switched off: forgotten

@@ -54,6 +54,21 @@ def test_summary_has_metrics_bytes_and_config(two_runs):
     assert summary["failures"] == 0 and summary["rejected"] == 0
 
 
+def test_partitions_come_from_the_engine_confirmed_by_a_few_nodes(two_runs):
+    """Under `prunus simulate` the ServerApp reads the engine's node map: round 0
+    (partition discovery) asks only the first ENGINE_CHECKED of the 40 nodes."""
+    from flwr.app import RecordDict
+
+    from prunus.common.params import wire_bytes
+    from prunus.server.app import ENGINE_CHECKED
+
+    base, _, _ = two_runs
+    rounds = pd.read_csv(base / "a" / "rounds.csv")
+    assert ENGINE_CHECKED < 40
+    assert rounds.loc[rounds["round"] == 0, "downlink_bytes"].item() == ENGINE_CHECKED * wire_bytes(RecordDict())
+    assert "partitions from the simulation engine's node map" in (base / "a" / "run.log").read_text()
+
+
 def test_rounds_csv_logs_every_round_with_bytes(two_runs):
     base, summary, _ = two_runs
     rounds = pd.read_csv(base / "a" / "rounds.csv")
