@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,6 @@ NODE_WAIT_S = 120.0
 DISCOVERY_TIMEOUT_S = 600.0
 # Flower's in-memory LinkState scans every message in flight on each poll, so
 # thousands of queries at once cost O(n^2); a few hundred at a time stay cheap.
-PULL_INTERVAL_S = 0.01  # how often the server looks for replies (Flower's send_and_receive: 0.1 s)
 ENGINE_CHECKED = 32  # nodes that confirm the engine's map (and start the actors)
 DISCOVERY_WAVE = 256
 REPLY_TIMEOUT_S = 3600.0  # the default of `round-timeout`
@@ -86,25 +84,13 @@ class GridTransport:
         self.grid, self.nodes, self.timeout = grid, nodes_by_partition, timeout
         self.partition_of_node = {node: partition for partition, node in nodes_by_partition.items()}
 
-    def exchange(self, message_type: str, messages: list[Outgoing]) -> Iterator[Reply]:
-        """The replies as they arrive (the server checks each while others are
-        computed), then one failed reply per message left unanswered at the timeout."""
+    def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]:
         sent = [Message(m.content, dst_node_id=self.nodes[m.partition], message_type=message_type) for m in messages]
-        waiting = set(self.grid.push_messages(sent)) if sent else set()
-        deadline, answered = time.monotonic() + self.timeout, set()
-        while waiting and time.monotonic() < deadline:
-            arrived = list(self.grid.pull_messages(waiting))
-            waiting -= {msg.metadata.reply_to_message_id for msg in arrived}
-            for msg in arrived:
-                reply = self._reply(msg)
-                answered.add(reply.partition)
-                yield reply
-            if waiting and not arrived:
-                time.sleep(PULL_INTERVAL_S)
+        replies = [self._reply(msg) for msg in (self.grid.send_and_receive(sent, timeout=self.timeout) if sent else [])]
+        answered = {reply.partition for reply in replies}
         late = f"no reply within the round timeout ({self.timeout:g} s)"
-        for m in messages:
-            if m.partition not in answered:
-                yield Reply(m.partition, self.nodes[m.partition], None, late)
+        return replies + [Reply(m.partition, self.nodes[m.partition], None, late) for m in messages
+                          if m.partition not in answered]
 
     def _reply(self, msg: Message) -> Reply:
         # attributed by the discovery map, so a failed or malformed reply still names its client

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -69,10 +69,9 @@ class Reply:
 
 
 class Transport(Protocol):
-    """Delivers messages of one type and returns the replies that came back
-    (an iterator may hand them over as they arrive; each is read once)."""
+    """Delivers messages of one type and returns the replies that came back."""
 
-    def exchange(self, message_type: str, messages: list[Outgoing]) -> Iterable[Reply]: ...
+    def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]: ...
 
 
 Evaluator = Callable[[Params], dict[str, float]]
@@ -313,7 +312,7 @@ class Federation:
             entry.metrics |= self.evaluator(self.params)
         entry.seconds = time.perf_counter() - started if server_round else 0.0
 
-    def _collect(self, server_round: int, kind: str, replies: Iterable[Reply], chosen: list[int],
+    def _collect(self, server_round: int, kind: str, replies: list[Reply], chosen: list[int],
                  check: Callable[[Reply], T],
                  count: Callable[[RoundLog, RecordDict], int] | None = None) -> list[tuple[Reply, int, T]]:
         """Count every reply's bytes (`count`, default the uplink) and failures;

@@ -3,8 +3,6 @@ ordering, failures, the byte ledger and federated evaluation."""
 
 from collections.abc import Callable
 
-import time
-
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
@@ -338,21 +336,14 @@ def test_model_pruning_follows_its_schedule_and_spares_undeclared_tensors(make_t
 # ------------------------------------------------------------ over Flower's Grid
 class FakeGrid:
     """Flower's Grid as `GridTransport` uses it: answers each message with `answer(message)`
-    (a Flower reply Message, to message id "m<node>"), in reverse order of sending."""
+    (a Flower reply Message), in reverse order of sending."""
 
     def __init__(self, answer) -> None:
-        self.answer, self.sent, self.pending = answer, [], []
+        self.answer, self.sent = answer, []
 
-    def push_messages(self, messages):
-        messages = list(messages)
+    def send_and_receive(self, messages, timeout=None):
         self.sent.extend(messages)
-        self.pending += [self.answer(m) for m in reversed(messages)]
-        return [f"m{m.metadata.dst_node_id}" for m in messages]
-
-    def pull_messages(self, message_ids):
-        out = [r for r in self.pending if r.metadata.reply_to_message_id in message_ids]
-        self.pending = [r for r in self.pending if r not in out]
-        return out
+        return [self.answer(m) for m in reversed(list(messages))]
 
 
 def test_flower_replies_are_attributed_by_node_and_failures_counted(make_train_reply, make_flower_reply):
@@ -537,14 +528,13 @@ def test_a_message_without_a_reply_by_the_round_timeout_counts_failed(make_train
     from prunus.server.app import GridTransport
 
     class SilentGrid(FakeGrid):  # node 11 never answers within the timeout
-        def pull_messages(self, message_ids):
-            return [r for r in super().pull_messages(message_ids) if r.metadata.src_node_id != 11]
+        def send_and_receive(self, messages, timeout=None):
+            assert timeout == 7.0
+            return [r for r in super().send_and_receive(messages, timeout) if r.metadata.src_node_id != 11]
 
     grid = SilentGrid(lambda m: make_flower_reply(m.metadata.dst_node_id, make_train_reply(_update(1.0))))
     federation = _federation()
-    started = time.monotonic()
-    federation.train(1, GridTransport(grid, NODE, timeout=0.3))
-    assert time.monotonic() - started >= 0.3  # the server waited for it until the timeout
+    federation.train(1, GridTransport(grid, NODE, timeout=7.0))
     entry = federation.ledger.round(1)
     assert (entry.replies, entry.failures) == (2, 1)
     failed = [r for r in federation.ledger.reply_rows() if r["status"] == "failed"]
