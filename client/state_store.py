@@ -23,16 +23,17 @@ clients keep their own state and this is off.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
-from flwr.app import RecordDict
+from flwr.app import Array, ArrayRecord, RecordDict
 
 from prunus.common.config import Config
-from prunus.common.params import from_record, to_record
 
 STORE = "client-state"
+META = "__meta__"  # each Array's dtype, shape and stype, by "record/name"
 
 
 def store_of(cfg: Config) -> Path:
@@ -55,23 +56,29 @@ def load(store: Path, partition: int, upto: int) -> RecordDict | None:
     usable = [v for v in _versions(folder) if v <= upto]
     if not usable:
         return None
-    records: dict[str, dict[str, np.ndarray]] = {}
+    records: dict[str, dict[str, Array]] = {}
     with np.load(folder / f"{usable[-1]}.npz", allow_pickle=False) as data:
-        for key in data.files:
+        meta = json.loads(data[META].tobytes())
+        for key, (dtype, shape, stype) in meta.items():
             record, name = key.split("/", 1)
-            records.setdefault(record, {})[name] = data[key]
-    return RecordDict({record: to_record(arrays) for record, arrays in records.items()})
+            records.setdefault(record, {})[name] = Array(dtype=dtype, shape=tuple(shape), stype=stype,
+                                                          data=data[key].tobytes())
+    return RecordDict({record: ArrayRecord(arrays) for record, arrays in records.items()})
 
 
 def save(store: Path, partition: int, server_round: int, state: RecordDict, upto: int) -> None:
     """Write the state after `server_round`; drop versions older than the one a
-    resume from checkpoint `upto` (or any later) would read."""
+    resume from checkpoint `upto` (or any later) would read. Each Array goes as
+    its serialised bytes, with its dtype, shape and stype beside them, so that
+    neither side re-encodes it."""
     folder = store / str(partition)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {f"{record}/{name}": value for record in state for name, value in from_record(state[record]).items()}
+    arrays = {f"{record}/{name}": array for record in state for name, array in state[record].items()}
+    meta = {key: [a.dtype, list(a.shape), a.stype] for key, a in arrays.items()}
     partial = folder / f".{server_round}.{os.getpid()}.partial"
     with open(partial, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, **{key: np.frombuffer(a.data, np.uint8) for key, a in arrays.items()},
+                 **{META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
     os.replace(partial, folder / f"{server_round}.npz")
     versions = _versions(folder)
     needed = [v for v in versions if v <= upto]

@@ -42,3 +42,21 @@ def test_without_checkpoints_a_client_keeps_only_its_latest_state(tmp_path):
     fresh = RecordDict()
     state_store.restore(cfg, fresh, 1, 5)  # a client never trained has no state
     assert not len(fresh)
+
+
+def test_a_state_comes_back_as_it_was_saved(tmp_path):
+    """Arrays go to disk as their serialised bytes: any dtype and shape, exactly."""
+    arrays = {"u": np.arange(6, dtype=np.float32).reshape(2, 3), "idx": np.array([3, 9, 2**40], np.int64),
+              "empty": np.zeros((0, 4), np.float32), "half": np.array([1.5, -0.0], np.float16)}  # fmt: skip
+    state = RecordDict({"private": to_record({"u": arrays["u"]}),
+                        "residual": to_record({k: v for k, v in arrays.items() if k != "u"})})  # fmt: skip
+    cfg = Config.of(out=str(tmp_path))
+    state_store.persist(cfg, state, 3, 2)
+    back = RecordDict()
+    state_store.restore(cfg, back, 3, 2)
+    assert list(back) == ["private", "residual"]
+    for record in back:
+        for name, array in back[record].items():
+            restored = array.numpy()
+            assert restored.dtype == arrays[name].dtype and restored.shape == arrays[name].shape
+            np.testing.assert_array_equal(restored, arrays[name])
