@@ -136,6 +136,8 @@ class CompressionConfig:
     # decoys drawn at random ("random") or as the client's model's best-scored
     # items it did not interact with ("plausible", MF)
     fill_choice: str = field(default="random", metadata=_choice("random", "plausible"))
+    # a decoy is a real item's update times a factor drawn from [1 - s, 1 + s]
+    fill_spread: float = field(default=0.5, metadata=_non_negative())
     ldp_clip: float = field(default=0.1, metadata=_positive())
     ldp_epsilon: float = field(default=8.0, metadata=_positive())  # per reply
     ldp_delta: float = field(default=1e-5, metadata=_positive())
@@ -284,6 +286,8 @@ class Config:
             raise ConfigError(f"model-sparsity: must be in [0, 1), got {c.model_sparsity!r}")
         if self.federation.trim_fraction >= 0.5:
             raise ConfigError(f"trim-fraction: must be in [0, 0.5), got {self.federation.trim_fraction!r}")
+        if c.fill_spread > 1:
+            raise ConfigError(f"fill-spread: must be in [0, 1], got {c.fill_spread!r}")
         if self.runtime.fault_rate > 1:
             raise ConfigError(f"fault-rate: must be in [0, 1], got {self.runtime.fault_rate!r}")
         if self.federation.clip_quantile > 1:

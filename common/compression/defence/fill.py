@@ -2,7 +2,7 @@
 
 The client adds `fill-rate` x |P| items it never interacted with to its
 update, each with the update of one of its real items (chosen at random,
-scaled by a random factor in [0.5, 1.5]), so the rows that move like
+scaled by a random factor in [1 - s, 1 + s], `fill-spread` s), so the rows that move like
 positives are its items plus as many decoys. Decoys are drawn from the rows
 the client was sent and did not touch (with a per-client broadcast, ask for
 padding rows to draw them from). Their cost: the bytes of the extra rows, and
@@ -56,7 +56,8 @@ class FakeItemFilling(Defence):
         else:
             decoys = rng.choice(free, count, replace=False)
         sources = rng.choice(real, count)
-        scale = rng.uniform(0.5, 1.5, count).astype(np.float32)
+        spread = self.settings.fill_spread
+        scale = rng.uniform(1 - spread, 1 + spread, count).astype(np.float32)
         out = {name: value.copy() for name, value in delta.items()}
         for name in item_tables:
             out[name][decoys] = delta[name][sources] * scale.reshape(-1, *[1] * (delta[name].ndim - 1))

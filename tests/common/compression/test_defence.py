@@ -55,6 +55,14 @@ def test_fill_adds_decoys_that_move_like_the_real_items():
     assert (out["item_embedding.weight"][decoys] > 0).all()  # the direction of a real item's update
 
 
+def test_without_spread_a_decoy_is_a_real_items_update_exactly():
+    delta = _delta()
+    out = _defence("fill", fill_rate=1.0, fill_spread=0.0).apply(_delta(), POSITIVES, TABLES, RoundContext(1, 0, 0))
+    decoys = np.setdiff1d(np.flatnonzero(out["item_embedding.weight"].any(1)), np.r_[POSITIVES, 20, 21, 22])
+    real = {tuple(row) for row in delta["item_embedding.weight"][POSITIVES]}
+    assert len(decoys) == 4 and all(tuple(row) in real for row in out["item_embedding.weight"][decoys])
+
+
 def test_ldp_clips_the_update_and_adds_noise_of_its_calibrated_scale():
     defence = _defence("ldp", ldp_clip=0.5, ldp_epsilon=4.0, ldp_delta=1e-5)
     delta = {"w": np.full((200, 50), 1.0, np.float32)}
