@@ -39,16 +39,14 @@ def run(users: int, out: Path) -> dict[str, float]:
             *(a for s in [*SETTINGS, f"synthetic-users={users}"] for a in ("--set", s))]  # fmt: skip
     log_path = out.with_suffix(".log")
     peak: dict[str, int] = {}
-    marks: dict[str, float] = {}
+    until_round_1: float | None = None  # when round 0's line appears
     started = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         driver = psutil.Process(proc.pid)
         while proc.poll() is None:
-            text = log_path.read_text()
-            for mark, pattern in (("first_round_started", r"round +0/"),):
-                if mark not in marks and re.search(pattern, text):
-                    marks[mark] = time.perf_counter() - started
+            if until_round_1 is None and re.search(r"round +0/", log_path.read_text()):
+                until_round_1 = time.perf_counter() - started
             try:
                 peak["driver"] = max(peak.get("driver", 0), driver.memory_info().rss)
                 for p in psutil.process_iter(["cmdline"]):
@@ -63,7 +61,7 @@ def run(users: int, out: Path) -> dict[str, float]:
     actors = [v for k, v in peak.items() if k.startswith("actor")]
     return {
         "wall_s": time.perf_counter() - started,
-        "until_round_1_s": marks.get("first_round_started", float("nan")),
+        "until_round_1_s": float("nan") if until_round_1 is None else until_round_1,
         "round_1_s": float(rounds.loc[rounds["round"] == 1, "seconds"].item()),
         "round_2_s": float(rounds.loc[rounds["round"] == 2, "seconds"].item()),
         "discovery_downlink_bytes": int(rounds.loc[rounds["round"] == 0, "downlink_bytes"].item()),

@@ -148,9 +148,10 @@ def fold_in_users(users: np.ndarray, local_users: np.ndarray, pos: np.ndarray, n
     m, v = np.zeros_like(users), np.zeros_like(users)
     b1, b2 = ADAM_BETAS
     for step, ids in enumerate(samples(pos, np.asarray(negs)), start=1):
+        at = cells + ids  # each sample's (user, item) cell
         scores_all = users @ rows.vectors.T + rows.bias  # (users, items)
-        _, g = score_grads(scores_all.ravel()[cells + ids], settings, need_loss=False)
-        per_cell = np.bincount((cells + ids).ravel(), (g * weights).ravel(), minlength=n_users * n_items)
+        _, g = score_grads(scores_all.ravel()[at], settings, need_loss=False)
+        per_cell = np.bincount(at.ravel(), (g * weights).ravel(), minlength=n_users * n_items)
         grad = per_cell.reshape(n_users, n_items).astype(np.float32) @ rows.vectors
         if _regularised(settings):  # a user's sample weights sum to one
             grad = grad + _penalty(users, settings)[1] * (counts > 0)[:, None]

@@ -57,7 +57,7 @@ class _Objects:
         self.sizes: dict[Hashable, int] = {}
         self._keys: dict[int, Hashable] = {}  # id() of an object walked -> its key
         self._below: dict[Hashable, set[Hashable]] = {}  # key -> its own and every descendant's key
-        self._chunks: dict[int, list[tuple[memoryview, int | None, int]]] = {}  # length -> (data, crc, key)
+        self._chunks: dict[int, list[tuple[memoryview, int | None, Hashable]]] = {}  # length -> (data, crc, key)
 
     def reachable(self, obj: object) -> set[Hashable]:
         """Keys of `obj` and of every object below it."""

@@ -37,9 +37,9 @@ log = logging.getLogger("prunus")
 
 NODE_WAIT_S = 120.0
 DISCOVERY_TIMEOUT_S = 600.0
+ENGINE_CHECKED = 32  # nodes that confirm the engine's map (and start the actors)
 # Flower's in-memory LinkState scans every message in flight on each poll, so
 # thousands of queries at once cost O(n^2); a few hundred at a time stay cheap.
-ENGINE_CHECKED = 32  # nodes that confirm the engine's map (and start the actors)
 DISCOVERY_WAVE = 256
 REPLY_TIMEOUT_S = 3600.0  # the default of `round-timeout`
 
@@ -179,10 +179,10 @@ def discover_partitions(grid: Grid, expected: int, ledger: Ledger) -> dict[int, 
         time.sleep(1.0)
     known = flower_compat.engine_partitions(set(node_ids))
     if known is not None:
-        checked = [known[p] for p in sorted(known)[:ENGINE_CHECKED]]
-        if _ask_nodes(grid, checked, expected, ledger) == {p: known[p] for p in sorted(known)[:ENGINE_CHECKED]}:
+        first = {p: known[p] for p in sorted(known)[:ENGINE_CHECKED]}
+        if _ask_nodes(grid, list(first.values()), expected, ledger) == first:
             log.info("%d partitions from the simulation engine's node map (%d confirmed by their nodes)",
-                     len(known), len(checked))
+                     len(known), len(first))
             return known
         log.warning("the simulation engine's node map disagrees with its nodes; asking every node")
     nodes = _ask_nodes(grid, node_ids, expected, ledger)
