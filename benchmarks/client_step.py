@@ -19,11 +19,12 @@ dense config with `model = "neumf"`, PyTorch only). One thread, as a client
 actor with one CPU.
 
 With `--simulate`, it also runs `prunus simulate` for 10 rounds of each config
-through Flower's Simulation Engine, before (the PyTorch client step, Flower's
-own discovery, submission of the ClientApp with every message) and after
-(the defaults), back to back: median round seconds, client updates per
-second, start-up (Ray, actors, partition discovery) and the CPU the driver,
-Ray's raylet and the client actors use in rounds 3-10.
+through Flower's Simulation Engine, back to back: before (the PyTorch client
+step, Flower's own discovery, submission of the ClientApp with every
+message, one Ray call per message), unbatched (the defaults, but one Ray call
+per message) and after (the defaults): median round seconds, client updates
+per second, start-up (Ray, actors, partition discovery) and the CPU the
+driver, Ray's raylet and the client actors use in rounds 3-10.
 
     python benchmarks/client_step.py [--clients 200] [--data ../shared/datasets/ncf-ml-1m] [--simulate]
         [--out benchmarks/results/client_step.json]
@@ -58,6 +59,12 @@ from prunus.server.aggregation import aggregate
 from prunus.server.validation import validate_train_reply
 
 ROOT = Path(__file__).resolve().parents[1]
+# `prunus simulate` settings of each variant of --simulate, over the config's own
+SIMULATE_VARIANTS = {
+    "before": ["local-trainer=torch", "fast-submit=false", "fast-discovery=false", "client-batch=1"],
+    "unbatched": ["client-batch=1"],
+    "after": [],
+}
 CASES = (("mf-dense", "ml1m-dense.toml", []), ("mf-topk", "ml1m-topk.toml", []),
          ("neumf-dense", "ml1m-dense.toml", ["model=neumf", "local-lr=0.05", "local-lr-final=0"]))  # fmt: skip
 
@@ -123,12 +130,11 @@ def local_training(cfgs: dict[str, Config], chosen: list[int], repeats: int = 3)
     return {name: 1e3 * statistics.mean(values) for name, values in best.items()}
 
 
-def simulate(config: str, data: str, before: bool, out: Path) -> dict[str, float]:
+def simulate(config: str, data: str, flags: list[str], out: Path) -> dict[str, float]:
     """10 rounds of `prunus simulate` (Flower's engine): round time, updates per
     second, start-up, and the CPU (cores) of the driver, the raylet and the actors."""
     import psutil
 
-    flags = ["local-trainer=torch", "fast-submit=false", "fast-discovery=false"] if before else []
     args = [sys.executable, "-m", "prunus.simulations.cli", "simulate", str(ROOT / "simulations" / "configs" / config),
             "--out", str(out), *(a for s in [f"data-dir={data}", "rounds=10", "eval-every=100", *flags] for a in ("--set", s))]
     log_path = out.with_suffix(".log")
@@ -202,16 +208,18 @@ def main() -> None:
     if args.simulate:
         runs = {}
         for config in ("ml1m-dense.toml", "ml1m-topk.toml"):
-            for when in ("before", "after"):
+            for when, flags in SIMULATE_VARIANTS.items():
                 out = Path("/tmp") / f"client-step-{config.removesuffix('.toml')}-{when}"
-                runs[f"{config} {when}"] = figures = simulate(config, args.data, when == "before", out)
+                runs[f"{config} {when}"] = figures = simulate(config, args.data, flags, out)
                 print(f"{config} {when}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), flush=True)
         report["simulate"] = {
-            "note": ("10 rounds of prunus simulate (Flower's Simulation Engine, 2 client actors); 'before': "
-                     "local-trainer=torch, fast-submit=false, fast-discovery=false; rounds 3-9 timed"),
+            "note": ("10 rounds of prunus simulate (Flower's Simulation Engine, 2 client actors), rounds 3-9 "
+                     "timed; settings over the config's own: " + json.dumps(SIMULATE_VARIANTS)),
             "runs": runs,
             "round_speedup": {c: runs[f"{c} before"]["median_round_s"] / runs[f"{c} after"]["median_round_s"]
                               for c in ("ml1m-dense.toml", "ml1m-topk.toml")},
+            "batching_speedup": {c: runs[f"{c} unbatched"]["median_round_s"] / runs[f"{c} after"]["median_round_s"]
+                                 for c in ("ml1m-dense.toml", "ml1m-topk.toml")},
             "topk_over_dense_round": runs["ml1m-topk.toml after"]["median_round_s"] / runs["ml1m-dense.toml after"]["median_round_s"],
         }
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -25,6 +25,7 @@ from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set, encode_row_set
 from prunus.common.compression import DEFENCES, DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan
 from prunus.common.compression.base import RowIds, put_rows, row_shapes, rows_outside
+from prunus.common.compression.sparse import owe
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
@@ -132,14 +133,17 @@ def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientDat
                           client.device, None if plan is None else plan.negatives)
     faulty = faults.is_faulty(cfg.runtime, server_round, client.partition_id)
     defence = DEFENCES.get(cfg.compression.defence)(cfg.compression)
-    delta = defence.apply(_only_rows(result.delta, rows), np.unique(data.items), tuple(rows or _item_tables(cfg, client)),
+    undefended = _only_rows(result.delta, rows)
+    delta = defence.apply(undefended, np.unique(data.items), tuple(rows or _item_tables(cfg, client)),
                           ctx, _scores(shared, result) if defence.needs_scores else None)
+    added = {name: delta[name] - undefended[name] for name in delta} if defence.repays else {}
     if faulty and cfg.runtime.fault_kind != "garbage":
         delta = faults.corrupt_update(cfg.runtime, delta, server_round, client.partition_id)
     encoded = uplink.encode(delta, from_record(state[RESIDUAL_KEY]) if RESIDUAL_KEY in state else None, ctx)
     state[PRIVATE_KEY] = to_record(result.private)
-    if encoded.state:
-        state[RESIDUAL_KEY] = to_record(encoded.state)
+    residual = owe(encoded.state, added, ctx.lr) if added else encoded.state
+    if residual:
+        state[RESIDUAL_KEY] = to_record(residual)
     metrics = MetricRecord({"num-examples": result.num_examples, "train-loss": result.loss,
                             "nnz": encoded.nnz, "density": encoded.density})
     record = encoded.record

@@ -264,7 +264,9 @@ def pack_update(tensors: Mapping[str, tuple[Any, Any, Any]], *, index_codec: str
                 value_codec: str = "fp32"):
     """Encode every ``name -> (indices, values, shape)`` into an ArrayRecord of
     1-D uint8 ``flwr.app.Array`` payloads keyed by tensor name."""
-    from flwr.app import Array, ArrayRecord
+    from flwr.app import ArrayRecord
+
+    from .params import npy_array
 
     arrays = {}
     for name, (idx, val, shape) in tensors.items():
@@ -272,7 +274,7 @@ def pack_update(tensors: Mapping[str, tuple[Any, Any, Any]], *, index_codec: str
             data = encode(idx, val, shape, index_codec=index_codec, value_codec=value_codec)
         except ValueError as exc:
             raise ValueError(f"tensor {name!r}: {exc}") from exc
-        arrays[name] = Array(np.frombuffer(data, dtype=np.uint8))
+        arrays[name] = npy_array(np.frombuffer(data, dtype=np.uint8))
     return ArrayRecord(array_dict=arrays)
 
 

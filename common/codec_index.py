@@ -114,9 +114,11 @@ def best_rice_param(idx: np.ndarray, g: np.ndarray, n: int) -> tuple[int, int]:
 
 
 def best_ef_param(nnz: int, n: int) -> tuple[int, int]:
-    """(l, stream size) minimising the exact Elias-Fano stream size."""
-    return min(((l, _ef_size(nnz, n, l)) for l in range(MAX_PARAM + 1)),
-               key=lambda t: t[1])
+    """(l, stream size) minimising the exact Elias-Fano stream size. Past
+    l = bit_length(n - 1) the upper bitmap is one bit per index and only the
+    low bits grow, so the search stops there (the same l as a search to 62)."""
+    top = min(MAX_PARAM, max(0, n - 1).bit_length())
+    return min(((l, _ef_size(nnz, n, l)) for l in range(top + 1)), key=lambda t: t[1])
 
 
 def stream_size(codec: str, idx: np.ndarray, n: int,

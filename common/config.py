@@ -138,6 +138,9 @@ class CompressionConfig:
     fill_choice: str = field(default="random", metadata=_choice("random", "plausible"))
     # a decoy is a real item's update times a factor drawn from [1 - s, 1 + s]
     fill_spread: float = field(default=0.5, metadata=_non_negative())
+    # pay the decoys back through error feedback: the client's residual owes
+    # each decoy's push, so its later replies take it back out of the model
+    fill_repay: bool = False
     ldp_clip: float = field(default=0.1, metadata=_positive())
     ldp_epsilon: float = field(default=8.0, metadata=_positive())  # per reply
     ldp_delta: float = field(default=1e-5, metadata=_positive())
@@ -232,6 +235,10 @@ class RuntimeConfig:
     fast_submit: bool = True
     fast_discovery: bool = True
     actor_pipeline: int = field(default=1, metadata=_positive())
+    # messages sent to a client actor in one Ray call (1: one call per message,
+    # Flower's own); like the pipeline, a message batched behind a hung client
+    # waits with it
+    client_batch: int = field(default=1, metadata=_positive())
     # fault injection (client/faults.py), for robustness experiments: the share
     # of sampled training clients that misbehave each round, and how
     fault_rate: float = field(default=0.0, metadata=_non_negative())
@@ -288,8 +295,15 @@ class Config:
             raise ConfigError(f"trim-fraction: must be in [0, 0.5), got {self.federation.trim_fraction!r}")
         if c.fill_spread > 1:
             raise ConfigError(f"fill-spread: must be in [0, 1], got {c.fill_spread!r}")
+        if c.fill_repay and not (c.defence == "fill" and c.error_feedback and c.prune_method != "none"):
+            raise ConfigError("fill-repay: needs defence = \"fill\" and a pruning method with error-feedback = true "
+                              "(the residual is what pays the decoys back)")
         if self.runtime.fault_rate > 1:
             raise ConfigError(f"fault-rate: must be in [0, 1], got {self.runtime.fault_rate!r}")
+        r = self.runtime
+        if r.fault_rate > 0 and r.fault_kind == "hang" and (r.client_batch > 1 or r.actor_pipeline > 1):
+            raise ConfigError("client-batch and actor-pipeline: must be 1 with hanging clients (fault-kind = \"hang\"): "
+                              "a message batched or queued behind a hung client would wait with it and count as hung")
         if self.federation.clip_quantile > 1:
             raise ConfigError(f"clip-quantile: must be in [0, 1], got {self.federation.clip_quantile!r}")
         if c.model_prune_end < c.model_prune_start:

@@ -152,6 +152,122 @@ def enable_actor_pipeline(depth: int = 2) -> None:
     pool.add_actors_to_pool = add_actors_to_pool if depth > 1 else pool._prunus_original_add_actors
 
 
+# ------------------------------------------------------------- client batches
+# Flower 1.41 makes one Ray actor call per message. On ml1m-dense.toml (256
+# clients a round, a ~0.5 MB broadcast and a ~0.5 MB reply each) the call
+# itself dominated the driver: py-spy put 35% of its CPU in submitting (Ray
+# copies every message's broadcast into its object store) and 22% in fetching
+# replies, against ~2 ms of client work per message. With batches of N, a
+# driver thread takes up to N queued messages, sends them in one call and
+# receives their replies in one: one object-store copy of a broadcast that
+# the messages share (pickle writes a shared object once), one round trip.
+# Each message still runs through the ClientApp with its own Context, and a
+# ClientApp error becomes that message's error reply, as in Flower's worker.
+# A message batched behind a hung client waits with it (as in the pipeline).
+_batch_size = 1
+
+
+class _BatchLoader:
+    """Stands in for the ClientApp loader in an actor call whose message and
+    context are lists: the "app" it loads runs each pair through the real one."""
+
+    def __init__(self, app_fn: Any) -> None:
+        self.app_fn = app_fn  # Flower's loader, or its object-store reference (fast submit)
+
+    def __call__(self) -> Any:
+        import ray
+
+        app_fn = ray.get(self.app_fn) if isinstance(self.app_fn, ray.ObjectRef) else self.app_fn
+        app = app_fn()
+
+        def run_all(message: list[Any], context: list[Any]) -> list[Any]:
+            return [_run_one(app, one, ctx) for one, ctx in zip(message, context, strict=True)]
+
+        return run_all
+
+
+def _run_one(app: Any, message: Any, context: Any) -> Any:
+    """The ClientApp's reply to one message, or the error reply Flower's worker would make."""
+    from flwr.app import Error, Message
+    from flwr.clientapp.client_app import ClientAppException
+    from flwr.common.constant import ErrorCode
+
+    try:
+        return app(message=message, context=context)
+    except Exception as ex:  # noqa: BLE001 - a client's failure is its reply, as in Flower's worker
+        wrapped = ClientAppException(str(ex))
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(wrapped)}:<'{wrapped}'>"),
+                       reply_to=message)
+
+
+def _error_reply(message: Any, ex: Exception) -> Any:
+    from flwr.app import Error, Message
+    from flwr.common.constant import ErrorCode
+
+    return Message(Error(code=ErrorCode.UNKNOWN, reason=f"{type(ex)}:<'{ex}'>"), reply_to=message)
+
+
+def _process_batch(backend: Any, messages: list[Any], contexts: list[Any]) -> tuple[list[Any], list[Any]]:
+    """One actor call for `messages`: their replies and updated contexts, in
+    order (as the backend does: the actor goes back to the pool whatever happens)."""
+    import ray
+
+    if not hasattr(backend, "_prunus_batch_loader"):
+        backend._prunus_batch_loader = ray.put(_BatchLoader(backend.app_fn))
+    future = backend.pool.submit(lambda a, fn, msgs, cid, ctxs: a.run.remote(fn, msgs, cid, ctxs),
+                                 (backend._prunus_batch_loader, messages, "batch", contexts))
+    try:
+        return backend.pool.fetch_result_and_return_actor_to_pool(future)
+    except Exception:
+        backend.pool.add_actor_back_to_pool(future)
+        raise
+
+
+def _batch_worker(messageins_queue: Queue, messageres_queue: Queue, node_info_store: dict[int, Any],
+                  backend: Any, f_stop: threading.Event, metrics: Any) -> None:
+    """Flower's engine worker (`vce_api.worker`), taking up to `_batch_size` messages per actor call."""
+    import time
+    from queue import Empty
+    from uuid import uuid4
+
+    while not f_stop.is_set():
+        try:
+            messages = [messageins_queue.get(timeout=1.0)]
+        except Empty:
+            continue
+        while len(messages) < _batch_size:
+            try:
+                messages.append(messageins_queue.get_nowait())
+            except Empty:
+                break
+        stores = [node_info_store[m.metadata.dst_node_id] for m in messages]
+        contexts = [store.retrieve_context(run_id=m.metadata.run_id) for store, m in zip(stores, messages)]
+        started = time.perf_counter()
+        try:
+            replies, updated = _process_batch(backend, messages, contexts)
+        except Exception as ex:  # noqa: BLE001 - the actor call failed: every message in it gets an error reply
+            logging.getLogger(__name__).error("a batch of %d messages failed: %s", len(messages), ex)
+            replies = [_error_reply(m, ex) for m in messages]
+        else:
+            for store, message, context in zip(stores, messages, updated, strict=True):
+                store.update_context(message.metadata.run_id, context=context)
+        metrics.add_clientapp_runtime(time.perf_counter() - started)
+        for reply in replies:
+            reply.metadata.__dict__["_message_id"] = str(uuid4())
+            messageres_queue.put(reply)
+
+
+def enable_client_batches(size: int = 16) -> None:
+    """Send up to `size` queued messages to a client actor in one call (1: Flower's own worker)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    global _batch_size
+    if not hasattr(vce_api, "_prunus_original_worker"):
+        vce_api._prunus_original_worker = vce_api.worker
+    _batch_size = size
+    vce_api.worker = _batch_worker if size > 1 else vce_api._prunus_original_worker
+
+
 # ----------------------------------------------------------- engine partitions
 # Node ids are random per run, so a ServerApp learns which partition each
 # node holds by asking every node (`server.app.discover_partitions`): one

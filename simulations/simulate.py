@@ -65,6 +65,7 @@ def run_simulate(cfg: Config, verbose: bool = False, resume: Checkpoint | None =
     flower_compat.enable_fast_submit(cfg.runtime.fast_submit)
     flower_compat.record_engine_partitions(cfg.runtime.fast_discovery)
     flower_compat.enable_actor_pipeline(cfg.runtime.actor_pipeline)
+    flower_compat.enable_client_batches(cfg.runtime.client_batch)
     flower_compat.enable_actor_share(cfg.runtime.ray_share)
     flower_compat.enable_clean_actor_shutdown()
     flower_compat.route_ray_driver_messages(None if verbose else logging.getLogger(LIBRARY_LOG))

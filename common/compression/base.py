@@ -173,6 +173,7 @@ class Defence(Protocol):
 
     name: ClassVar[str]
     needs_scores: bool = False  # whether `apply` reads `scores` (computed for it only then)
+    repays: bool = False  # whether what `apply` adds is owed back through the error-feedback residual
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import ArrayRecord
 
 from prunus.common.codec import CodecError, pack_update, record_payload, unpack_update
 from prunus.common.codec_rows import as_rows, pack_rows, quantise_rows, unpack_rows
 from prunus.common.compression.base import BroadcastContext, Params, PayloadError, Shapes, take_rows
+from prunus.common.params import npy_array
 from prunus.common.update import densify, nonzeros
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class RowBlockBroadcast:
         for name, (scales, codes) in self._quantised(params, ctx).items():
             if ctx.rows is not None and name in ctx.rows:
                 scales, codes = scales[ctx.rows[name]], codes[ctx.rows[name]]
-            arrays[name] = Array(np.frombuffer(pack_rows(scales, codes, self.bits), dtype=np.uint8))
+            arrays[name] = npy_array(np.frombuffer(pack_rows(scales, codes, self.bits), dtype=np.uint8))
         return ArrayRecord(arrays)
 
     def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:

@@ -104,6 +104,17 @@ def residual_to_state(residual: dict[str, Sparse]) -> Params:
     return arrays
 
 
+def owe(state: Params, amounts: Params, lr: float) -> Params:
+    """The residual state `state` less `amounts` (an update's units): what the
+    client added to its update and must take back out of the model later
+    (decoys, `fill-repay`); the residual carries it into its next replies."""
+    residual = residual_from_state(state) if state else {}
+    for name, amount in amounts.items():
+        if amount.any():
+            residual[name] = residual.get(name, np.zeros(amount.shape, np.float32)) - amount / lr
+    return residual_to_state(compact(residual))
+
+
 def residual_from_state(arrays: Params) -> Params:
     names = {key[: -len(_INDEX)] for key in arrays if key.endswith(_INDEX)}
     return densify({

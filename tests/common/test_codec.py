@@ -408,3 +408,12 @@ def test_record_through_flower_serialisation():
     assert sent == wire_bytes(record)
     # overhead over the codec payloads: npy header + object headers, per tensor
     assert payload_nbytes(record) < sent < payload_nbytes(record) + 600 * len(update)
+
+
+@given(st.integers(1, 2**40), st.data())
+def test_the_elias_fano_parameter_is_the_best_of_every_allowed_one(n, data):
+    from prunus.common.codec_index import MAX_PARAM, _ef_size, best_ef_param
+
+    nnz = data.draw(st.integers(1, min(n, 2**20)))
+    everywhere = min(((l, _ef_size(nnz, n, l)) for l in range(MAX_PARAM + 1)), key=lambda t: t[1])
+    assert best_ef_param(nnz, n) == everywhere

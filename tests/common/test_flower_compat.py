@@ -99,3 +99,44 @@ def test_engine_partitions_are_the_engines_map_or_nothing():
         vce_api._prunus_original_register_nodes = original
         flower_compat.record_engine_partitions(False)
     assert flower_compat.engine_partitions({7, 9}) is None  # switched off: forgotten
+
+
+def test_a_batch_runs_each_message_through_the_client_app_and_a_failure_is_that_messages_error(task_identity):
+    """What a client actor runs for a batch: every (message, context) pair
+    through the ClientApp in order; a ClientApp that raises gives that message
+    Flower's error reply, and the others their replies."""
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from flwr.common.constant import ErrorCode
+
+    def app(message, context):
+        if context.node_config["partition-id"] == 1:
+            raise ValueError("client 1 broke")
+        context.state["seen"] = ConfigRecord({"round": int(message.content["config"]["round"])})
+        return Message(RecordDict({"config": ConfigRecord({"echo": context.node_config["partition-id"]})}),
+                       reply_to=message)
+
+    messages, contexts = [], []
+    for partition in range(3):
+        message = Message(RecordDict({"config": ConfigRecord({"round": 7})}), dst_node_id=10 + partition,
+                          message_type="train")
+        message.metadata.__dict__["_message_id"] = f"m{partition}"
+        messages.append(message)
+        contexts.append(Context(run_id=1, node_id=10 + partition, node_config={"partition-id": partition},
+                                state=RecordDict(), run_config={}))
+    replies = flower_compat._BatchLoader(lambda: app)()(message=messages, context=contexts)
+    assert [r.metadata.reply_to_message_id for r in replies] == ["m0", "m1", "m2"]
+    assert [r.has_error() for r in replies] == [False, True, False]
+    assert replies[1].error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION and "client 1 broke" in replies[1].error.reason
+    assert [r.content["config"]["echo"] for r in (replies[0], replies[2])] == [0, 2]
+    assert contexts[2].state["seen"]["round"] == 7  # the context goes back with its updates
+
+
+def test_client_batches_can_be_switched_on_and_off():
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    flower_compat.enable_client_batches(1)
+    original = vce_api.worker
+    flower_compat.enable_client_batches(8)
+    assert vce_api.worker is flower_compat._batch_worker
+    flower_compat.enable_client_batches(1)
+    assert vce_api.worker is original

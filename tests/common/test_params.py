@@ -3,11 +3,14 @@
 import io
 import zipfile
 
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
+from hypothesis import given
+from hypothesis.extra.numpy import array_shapes, arrays
 
-from prunus.common.params import array_of, from_record, to_record
+from prunus.common.params import array_of, from_record, npy_array, to_record
 
 
 def _array_with(data: bytes) -> Array:
@@ -58,3 +61,19 @@ def test_malformed_array_data_is_a_value_error_before_any_allocation(data, reaso
         array_of(_array_with(data))
     with pytest.raises(ValueError):
         from_record(ArrayRecord({"x": _array_with(data)}))
+
+
+@given(arrays(st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.int8]),
+              array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)))
+def test_npy_array_is_the_array_flower_makes(value):
+    ours, flowers = npy_array(value), Array(np.ascontiguousarray(value))
+    assert (ours.dtype, ours.shape, ours.stype, ours.data) == (flowers.dtype, flowers.shape, flowers.stype, flowers.data)
+    np.testing.assert_array_equal(array_of(ours), value)
+    np.testing.assert_array_equal(array_of(ours), value)  # the second read parses from the header cache
+
+
+def test_a_cached_header_still_checks_the_size_of_what_follows():
+    good = _npy(np.zeros(4, np.float32))
+    array_of(_array_with(good))  # its header is now cached
+    with pytest.raises(ValueError, match="16 bytes, but 12 follow"):
+        array_of(_array_with(good[:-4]))

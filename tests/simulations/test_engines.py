@@ -21,15 +21,16 @@ pytestmark = pytest.mark.slow
 # a pruned int8 uplink with error feedback (its residual in the client-state
 # store) and federated evaluation, with: model pruning and an int8 broadcast,
 # three messages in flight per actor (Ray runs clients in another order);
-# each client's requested rows (a row query per message) as int4; the
-# bandit's rows with a low-rank uplink
+# each client's requested rows (a row query per message) as int4, five
+# messages to an actor per call; the bandit's rows with a low-rank uplink
 COMMON = ["synthetic-users=40", "synthetic-items=60", "eval-negatives=20", "dim=8", "rounds=4",
           "clients-per-round=12", "eval-every=2", "federated-eval-clients=6", "seed=5",
           "prune-method=topk-global", "density=0.1", "value-codec=int8"]  # fmt: skip
 VARIANTS = {
     "pruned model": ["downlink-codec=int8", "model-sparsity=0.5", "model-prune-start=2", "model-prune-end=3",
                      "actor-pipeline=3"],
-    "requested rows": ["broadcast-rows=requested", "negative-pool=2", "request-pad=1", "downlink-codec=int4"],
+    "requested rows": ["broadcast-rows=requested", "negative-pool=2", "request-pad=1", "downlink-codec=int4",
+                       "client-batch=5"],
     "bandit rows": ["broadcast-rows=bandit", "bandit-items=0.5", "prune-method=lowrank", "rank=2"],
 }
 COUNTS = ["clients", "replies", "failures", "rejected", "uplink_bytes", "downlink_bytes", "request_bytes",

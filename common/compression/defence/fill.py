@@ -8,7 +8,10 @@ the client was sent and did not touch (with a per-client broadcast, ask for
 padding rows to draw them from). Their cost: the bytes of the extra rows, and
 a little quality (the decoys are pushed toward the user, and the server
 averages that in). Composes with pruning and error feedback (it acts on the
-update before them).
+update before them). With `fill-repay` the error-feedback residual owes each
+decoy's push, so the client's later replies take it back out of the model:
+the decoys move the model for a while, not for good (a server that links a
+client's replies across rounds can see rows move one way and then back).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ class FakeItemFilling(Defence):
 
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
+
+    @property
+    def repays(self) -> bool:
+        return self.settings.fill_repay
 
     @property
     def needs_scores(self) -> bool:

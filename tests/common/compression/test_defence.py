@@ -78,3 +78,8 @@ def test_plausible_decoys_are_the_best_scored_rows_the_client_did_not_touch():
                                                                            RoundContext(1, 0, 0), scores)  # fmt: skip
     moved = set(np.flatnonzero(out["item_embedding.weight"].any(1)))
     assert moved - {2, 5, 9, 11, 20, 21, 22} == {56, 57, 58, 59}
+
+
+def test_only_fill_with_fill_repay_owes_what_it_adds():
+    assert _defence("fill", fill_repay=True, prune_method="topk-global").repays
+    assert not _defence("fill").repays and not _defence("ldp").repays and not _defence("none").repays

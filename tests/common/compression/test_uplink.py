@@ -15,7 +15,7 @@ from flwr.app import Array, ArrayRecord
 
 from prunus.common.codec import encode, max_abs_error, read_header, record_payload
 from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext
-from prunus.common.compression.sparse import residual_from_state
+from prunus.common.compression.sparse import owe, residual_from_state
 from prunus.common.config import Config
 from prunus.common.params import from_record, to_record
 from prunus.common.pruning import density_at
@@ -343,3 +343,20 @@ def test_with_a_partial_broadcast_the_residual_of_rows_not_sent_is_held_back(nam
         assert not sent[tensor][outside].any()
         if tensor in kept1:
             np.testing.assert_array_equal(kept2[tensor][outside], kept1[tensor][outside])
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_an_owed_amount_comes_out_of_the_residual_per_unit_of_learning_rate(name):
+    """`fill-repay`: what a client added (decoys) is owed back; after `owe`
+    the residual is the method's own less the amount, at the round's rate."""
+    method, lr = _method(name, value_codec="int8"), 2.0
+    encoded = method.encode(_update(), None, _ctx(lr=lr))
+    owed = {"item_embedding.weight": np.zeros((50, 4), np.float32)}
+    owed["item_embedding.weight"][[3, 7]] = 0.5
+    after = residual_from_state(owe(encoded.state, owed, lr))
+    before = _kept(encoded)
+    zero = np.zeros((50, 4), np.float32)
+    np.testing.assert_allclose(after["item_embedding.weight"],
+                               before.get("item_embedding.weight", zero) - owed["item_embedding.weight"] / lr)
+    for tensor in set(before) - {"item_embedding.weight"}:
+        np.testing.assert_array_equal(after[tensor], before[tensor])
