@@ -10,6 +10,7 @@ are not public, so they live here and nowhere else:
 * a faster dispatcher for the in-process Simulation Engine (`enable_fast_dispatch`);
 * the ClientApp sent to Ray once per run, not with every message (`enable_fast_submit`);
 * more than one message in flight per client actor (`enable_actor_pipeline`);
+* several messages to a client actor in one Ray call (`enable_client_batches`);
 * the simulation engine's own node-to-partition map, so that a ServerApp in
   the same process need not ask every node (`record_engine_partitions`);
 * sizing the Ray actor pool to a share of the cluster (`enable_actor_share`);

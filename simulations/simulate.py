@@ -64,8 +64,9 @@ def run_simulate(cfg: Config, verbose: bool = False, resume: Checkpoint | None =
     flower_compat.enable_fast_dispatch(cfg.runtime.fast_dispatch)
     flower_compat.enable_fast_submit(cfg.runtime.fast_submit)
     flower_compat.record_engine_partitions(cfg.runtime.fast_discovery)
-    flower_compat.enable_actor_pipeline(cfg.runtime.actor_pipeline)
-    flower_compat.enable_client_batches(cfg.runtime.client_batch)
+    one_at_a_time = cfg.runtime.messages_wait_for_hung_clients  # nothing queued behind a hung client
+    flower_compat.enable_actor_pipeline(1 if one_at_a_time else cfg.runtime.actor_pipeline)
+    flower_compat.enable_client_batches(1 if one_at_a_time else cfg.runtime.client_batch)
     flower_compat.enable_actor_share(cfg.runtime.ray_share)
     flower_compat.enable_clean_actor_shutdown()
     flower_compat.route_ray_driver_messages(None if verbose else logging.getLogger(LIBRARY_LOG))

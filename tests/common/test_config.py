@@ -47,8 +47,6 @@ def test_toml_file_and_overrides_apply_in_order(tmp_path: Path):
         (["defence=fill", "fill-repay=true"], "fill-repay"),  # dense: no residual to repay from
         (["defence=fill", "fill-repay=true", "prune-method=topk", "error-feedback=false"], "fill-repay"),
         (["client-batch=0"], "client-batch"),
-        (["fault-rate=0.1", "fault-kind=hang", "client-batch=4"], "client-batch"),
-        (["fault-rate=0.1", "fault-kind=hang", "actor-pipeline=2", "client-batch=1"], "actor-pipeline"),
     ],
 )
 def test_bad_keys_and_values_fail_naming_the_key(overrides, named):
