@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
 from prunus.common.config import Config
 
 STORE = "client-state"
-META = "__meta__"  # each Array's dtype, shape and stype, by "record/name"
+# a version: 8 bytes (little-endian length of the header), a JSON header
+# ("record/name" -> dtype, shape, stype, start, end of its bytes) and the
+# Arrays' serialised bytes one after another
+SUFFIX = ".state"
 
 
 def store_of(cfg: Config) -> Path:
@@ -47,7 +50,7 @@ def last_checkpoint(cfg: Config, server_round: int) -> int:
 
 
 def _versions(folder: Path) -> list[int]:
-    return sorted(int(p.stem) for p in folder.glob("*.npz")) if folder.exists() else []
+    return sorted(int(p.stem) for p in folder.glob(f"*{SUFFIX}")) if folder.exists() else []
 
 
 def load(store: Path, partition: int, upto: int) -> RecordDict | None:
@@ -56,13 +59,14 @@ def load(store: Path, partition: int, upto: int) -> RecordDict | None:
     usable = [v for v in _versions(folder) if v <= upto]
     if not usable:
         return None
+    blob = (folder / f"{usable[-1]}{SUFFIX}").read_bytes()
+    size = int.from_bytes(blob[:8], "little")
+    meta, data = json.loads(blob[8 : 8 + size]), memoryview(blob)[8 + size :]
     records: dict[str, dict[str, Array]] = {}
-    with np.load(folder / f"{usable[-1]}.npz", allow_pickle=False) as data:
-        meta = json.loads(data[META].tobytes())
-        for key, (dtype, shape, stype) in meta.items():
-            record, name = key.split("/", 1)
-            records.setdefault(record, {})[name] = Array(dtype=dtype, shape=tuple(shape), stype=stype,
-                                                          data=data[key].tobytes())
+    for key, (dtype, shape, stype, start, end) in meta.items():
+        record, name = key.split("/", 1)
+        records.setdefault(record, {})[name] = Array(dtype=dtype, shape=tuple(shape), stype=stype,
+                                                      data=bytes(data[start:end]))
     return RecordDict({record: ArrayRecord(arrays) for record, arrays in records.items()})
 
 
@@ -74,17 +78,45 @@ def save(store: Path, partition: int, server_round: int, state: RecordDict, upto
     folder = store / str(partition)
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {f"{record}/{name}": array for record in state for name, array in state[record].items()}
-    meta = {key: [a.dtype, list(a.shape), a.stype] for key, a in arrays.items()}
+    meta, offset = {}, 0
+    for key, a in arrays.items():
+        meta[key] = [a.dtype, list(a.shape), a.stype, offset, offset + len(a.data)]
+        offset += len(a.data)
+    head = json.dumps(meta).encode()
     partial = folder / f".{server_round}.{os.getpid()}.partial"
     with open(partial, "wb") as handle:
-        np.savez(handle, **{key: np.frombuffer(a.data, np.uint8) for key, a in arrays.items()},
-                 **{META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
-    os.replace(partial, folder / f"{server_round}.npz")
+        handle.write(len(head).to_bytes(8, "little") + head)
+        for a in arrays.values():
+            handle.write(a.data)
+    os.replace(partial, folder / f"{server_round}{SUFFIX}")
     versions = _versions(folder)
     needed = [v for v in versions if v <= upto]
     for version in versions:
         if needed and version < needed[-1]:
-            (folder / f"{version}.npz").unlink(missing_ok=True)
+            _drop(folder / f"{version}{SUFFIX}")
+
+
+# Freeing a written file's blocks is slow on a disk mounted with `discard`
+# (measured: a fifth of a top-k client's message on this machine), and no
+# one waits for an old version to go, so a thread of the client's own
+# process deletes them.
+_deleter: ThreadPoolExecutor | None = None
+_pending: list[Future] = []
+
+
+def _drop(path: Path) -> None:
+    global _deleter
+    if _deleter is None:
+        _deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prunus-state-drop")
+    _pending[:] = [f for f in _pending if not f.done()]
+    _pending.append(_deleter.submit(path.unlink, missing_ok=True))
+
+
+def settle() -> None:
+    """Wait until every old version this process dropped is deleted."""
+    for future in list(_pending):
+        future.result()
+    _pending.clear()
 
 
 def restore(cfg: Config, state: RecordDict, partition: int, upto: int) -> None:
@@ -109,4 +141,4 @@ def rewind(cfg: Config, server_round: int) -> None:
     for folder in store_of(cfg).glob("*"):
         for version in _versions(folder):
             if version > server_round:
-                (folder / f"{version}.npz").unlink(missing_ok=True)
+                (folder / f"{version}{SUFFIX}").unlink(missing_ok=True)
