@@ -50,7 +50,11 @@ def last_checkpoint(cfg: Config, server_round: int) -> int:
 
 
 def _versions(folder: Path) -> list[int]:
-    return sorted(int(p.stem) for p in folder.glob(f"*{SUFFIX}")) if folder.exists() else []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return sorted(int(name[: -len(SUFFIX)]) for name in names if name.endswith(SUFFIX))
 
 
 def load(store: Path, partition: int, upto: int) -> RecordDict | None:

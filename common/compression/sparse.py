@@ -10,6 +10,7 @@ streams are decoded. A method module only says which entries to keep.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -95,10 +96,12 @@ def hold_back(residual: Params, rows: dict[str, np.ndarray] | None) -> Params:
 
 
 def residual_to_state(residual: dict[str, Sparse]) -> Params:
-    """The compact residual as flat arrays for the client's state."""
+    """The compact residual as flat arrays for the client's state (int32
+    indices where the tensor allows: a client writes its state every round,
+    and a residual grows toward the size of the model)."""
     arrays: Params = {}
     for name, (indices, values, shape) in residual.items():
-        arrays[name + _INDEX] = indices.astype(np.int64)
+        arrays[name + _INDEX] = indices.astype(np.int32 if math.prod(shape) < 2**31 else np.int64)
         arrays[name + _VALUES] = values.astype(np.float32)
         arrays[name + _SHAPE] = np.asarray(shape, dtype=np.int64)
     return arrays
