@@ -14,8 +14,9 @@ runtime) and times each stage per client:
   deflated copies; what the server did before) against `common.wire_size`;
   decode + validation, and aggregation (amortised over the sample).
 
-Configs: `ml1m-dense.toml` and `ml1m-topk.toml` (MF, d=32), and NeuMF (the
-dense config with `model = "neumf"`, PyTorch only). One thread, as a client
+Configs: `ml1m-dense.toml` and `ml1m-topk.toml` as they are (MF d=64 with
+L2) and as they were when the client step was rewritten (d=32, no L2), and
+NeuMF (the dense config with `model = "neumf"`, PyTorch only). One thread, as a client
 actor with one CPU.
 
 With `--simulate`, it also runs `prunus simulate` for 10 rounds of each config
@@ -65,7 +66,11 @@ SIMULATE_VARIANTS = {
     "unbatched": ["client-batch=1"],
     "after": [],
 }
+# the configs as they are (MF d=64 with L2), as they were when the client step
+# was rewritten (d=32, no L2), and NeuMF
+PREVIOUS = ["dim=32", "l2=0"]
 CASES = (("mf-dense", "ml1m-dense.toml", []), ("mf-topk", "ml1m-topk.toml", []),
+         ("mf-dense-d32", "ml1m-dense.toml", PREVIOUS), ("mf-topk-d32", "ml1m-topk.toml", PREVIOUS),
          ("neumf-dense", "ml1m-dense.toml", ["model=neumf", "local-lr=0.05", "local-lr-final=0"]))  # fmt: skip
 
 

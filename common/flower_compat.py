@@ -241,17 +241,18 @@ def _batch_worker(messageins_queue: Queue, messageres_queue: Queue, node_info_st
                 messages.append(messageins_queue.get_nowait())
             except Empty:
                 break
-        stores = [node_info_store[m.metadata.dst_node_id] for m in messages]
-        contexts = [store.retrieve_context(run_id=m.metadata.run_id) for store, m in zip(stores, messages)]
         started = time.perf_counter()
         try:
+            stores = [node_info_store[m.metadata.dst_node_id] for m in messages]
+            contexts = [store.retrieve_context(run_id=m.metadata.run_id) for store, m in zip(stores, messages)]
             replies, updated = _process_batch(backend, messages, contexts)
-        except Exception as ex:  # noqa: BLE001 - the actor call failed: every message in it gets an error reply
+            if len(replies) != len(messages) or len(updated) != len(messages):
+                raise ValueError(f"{len(replies)} replies and {len(updated)} contexts for {len(messages)} messages")
+            for store, message, context in zip(stores, messages, updated):
+                store.update_context(message.metadata.run_id, context=context)
+        except Exception as ex:  # noqa: BLE001 - as Flower's worker: every message of the call gets an error reply
             logging.getLogger(__name__).error("a batch of %d messages failed: %s", len(messages), ex)
             replies = [_error_reply(m, ex) for m in messages]
-        else:
-            for store, message, context in zip(stores, messages, updated, strict=True):
-                store.update_context(message.metadata.run_id, context=context)
         metrics.add_clientapp_runtime(time.perf_counter() - started)
         for reply in replies:
             reply.metadata.__dict__["_message_id"] = str(uuid4())

@@ -140,3 +140,61 @@ def test_client_batches_can_be_switched_on_and_off():
     assert vce_api.worker is flower_compat._batch_worker
     flower_compat.enable_client_batches(1)
     assert vce_api.worker is original
+
+
+def test_a_batch_whose_call_goes_wrong_gives_each_message_an_error_reply(task_identity):
+    """An actor call that fails, or answers with the wrong number of replies:
+    every message of the batch gets an error reply (none is lost), as Flower's
+    worker does for one message, and the worker thread goes on."""
+    import threading
+    from queue import Queue
+
+    from flwr.app import Context, Message, RecordDict
+
+    stop = threading.Event()
+
+    class Pool:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def submit(self, actor_fn, job):
+            return "future"
+
+        def fetch_result_and_return_actor_to_pool(self, future):
+            stop.set()  # one batch, then the worker's loop ends
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+        def add_actor_back_to_pool(self, future):
+            pass
+
+    class Store:
+        def retrieve_context(self, run_id):
+            return Context(run_id=run_id, node_id=1, node_config={}, state=RecordDict(), run_config={})
+
+        def update_context(self, run_id, context):
+            raise AssertionError("no context may be taken from a failed batch")
+
+    class Metrics:
+        def add_clientapp_runtime(self, seconds):
+            pass
+
+    flower_compat.enable_client_batches(8)
+    try:
+        for answer in (RuntimeError("actor died"), (["one reply"], ["one context"])):
+            stop.clear()
+            incoming, outgoing = Queue(), Queue()
+            sent = []
+            for node in (1, 2, 3):
+                message = Message(RecordDict(), dst_node_id=node, message_type="train")
+                message.metadata.__dict__["_message_id"] = f"m{node}"
+                sent.append(message)
+                incoming.put(message)
+            backend = type("Backend", (), {"pool": Pool(answer), "_prunus_batch_loader": "loader"})()
+            flower_compat._batch_worker(incoming, outgoing, {n: Store() for n in (1, 2, 3)}, backend, stop, Metrics())
+            replies = [outgoing.get_nowait() for _ in range(3)]
+            assert outgoing.empty() and all(r.has_error() for r in replies)
+            assert [r.metadata.reply_to_message_id for r in replies] == ["m1", "m2", "m3"]
+    finally:
+        flower_compat.enable_client_batches(1)
