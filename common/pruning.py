@@ -46,7 +46,7 @@ from .update import Sparse, SparseUpdate
 
 __all__ = [
     "PruneSpec", "PruneResult", "keep_count", "top_mask", "density_at", "select", "quantise",
-    "prune_update", "compact",
+    "prune_update",
 ]
 
 
@@ -230,17 +230,3 @@ def prune_update(update: Mapping[str, np.ndarray], residual: Mapping[str, np.nda
         sent_dense[name] = sent
         new_residual[name] = (x - sent) if spec.error_feedback else np.zeros(x.shape, np.float32)
     return PruneResult(sparse=sparse, residual=new_residual, sent_dense=sent_dense)
-
-
-# ---------------------------------------------------------------- residual
-def compact(residual: Mapping[str, np.ndarray]) -> SparseUpdate:
-    """Store dense float32 tensors as their non-zero entries (a residual of a
-    row-sparse update is itself row-sparse).  ``-0.0`` counts as non-zero so
-    :func:`prunus.common.update.densify` restores the arrays bit for bit."""
-    out = {}
-    for name, x in residual.items():
-        x = np.asarray(x, dtype=np.float32)
-        flat = x.ravel()
-        idx = np.flatnonzero((flat != 0) | np.signbit(flat)).astype(np.int64)
-        out[name] = Sparse(idx, flat[idx], tuple(int(d) for d in x.shape))
-    return out

@@ -18,13 +18,13 @@ from flwr.app import ArrayRecord
 
 from prunus.common.codec import CodecError, decode, pack_update, read_header, record_payload
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes, rows_outside
-from prunus.common.pruning import PruneSpec, compact, density_at, prune_update
-from prunus.common.update import Sparse, Update, densify
+from prunus.common.pruning import PruneSpec, density_at, prune_update
+from prunus.common.update import Sparse, Update
 
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
 
-_INDEX, _VALUES, _SHAPE = ".idx", ".val", ".shape"
+_ROWS, _VALUES, _SHAPE = ".rows", ".val", ".shape"  # a residual's kept rows, their values, the tensor's shape
 
 
 class SparseUplink:
@@ -53,7 +53,7 @@ class SparseUplink:
         carried = {name: value * ctx.lr for name, value in residual.items()} if residual else None
         result = prune_update(update, carried, self.spec, density, rng)
         record = pack_update(result.sparse, index_codec=s.index_codec, value_codec=self.spec.value_codec)
-        kept = compact({name: value / ctx.lr + held.get(name, 0.0) for name, value in result.residual.items()})
+        kept = {name: value / ctx.lr + held.get(name, 0.0) for name, value in result.residual.items()}
         return Encoded(record, residual_to_state(kept), result.nnz, density)
 
     # ---------------------------------------------------------- server half
@@ -95,15 +95,20 @@ def hold_back(residual: Params, rows: dict[str, np.ndarray] | None) -> Params:
     return held
 
 
-def residual_to_state(residual: dict[str, Sparse]) -> Params:
-    """The compact residual as flat arrays for the client's state (int32
-    indices where the tensor allows: a client writes its state every round,
-    and a residual grows toward the size of the model)."""
+def residual_to_state(residual: Params) -> Params:
+    """The residual (dense float32, per tensor) as its non-zero rows for the
+    client's state: the ids of the rows with any non-zero entry (-0.0 counts,
+    so the state restores the residual bit for bit) and those rows whole.
+    A client writes its state every round and the residual grows toward the
+    size of the model; rows cost 4 bytes an entry, flat indices 8 or 12."""
     arrays: Params = {}
-    for name, (indices, values, shape) in residual.items():
-        arrays[name + _INDEX] = indices.astype(np.int32 if math.prod(shape) < 2**31 else np.int64)
-        arrays[name + _VALUES] = values.astype(np.float32)
-        arrays[name + _SHAPE] = np.asarray(shape, dtype=np.int64)
+    for name, value in residual.items():
+        x = np.asarray(value, dtype=np.float32)
+        rows = _as_rows(x)
+        kept = np.flatnonzero(((rows != 0) | np.signbit(rows)).any(axis=1))
+        arrays[name + _ROWS] = kept.astype(np.int32 if len(rows) < 2**31 else np.int64)
+        arrays[name + _VALUES] = rows[kept]
+        arrays[name + _SHAPE] = np.asarray(x.shape, dtype=np.int64)
     return arrays
 
 
@@ -115,12 +120,20 @@ def owe(state: Params, amounts: Params, lr: float) -> Params:
     for name, amount in amounts.items():
         if amount.any():
             residual[name] = residual.get(name, np.zeros(amount.shape, np.float32)) - amount / lr
-    return residual_to_state(compact(residual))
+    return residual_to_state(residual)
+
+
+def _as_rows(x: np.ndarray) -> np.ndarray:
+    """A view of `x` as a matrix of its rows (a scalar: one row of one entry)."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.ndim else x.reshape(1, 1)
 
 
 def residual_from_state(arrays: Params) -> Params:
-    names = {key[: -len(_INDEX)] for key in arrays if key.endswith(_INDEX)}
-    return densify({
-        name: Sparse(arrays[name + _INDEX], arrays[name + _VALUES], tuple(int(d) for d in arrays[name + _SHAPE]))
-        for name in names
-    })
+    """The dense residual kept by `residual_to_state`."""
+    residual: Params = {}
+    for name in (key[: -len(_ROWS)] for key in arrays if key.endswith(_ROWS)):
+        shape = tuple(int(d) for d in arrays[name + _SHAPE])
+        dense = np.zeros(shape, np.float32)
+        _as_rows(dense)[arrays[name + _ROWS]] = arrays[name + _VALUES]
+        residual[name] = dense
+    return residual

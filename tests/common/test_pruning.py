@@ -11,7 +11,6 @@ from prunus.common.codec import VALUE_CODECS, decode, encode, max_abs_error
 from prunus.common.compression import UPLINK
 from prunus.common.pruning import (
     PruneSpec,
-    compact,
     density_at,
     keep_count,
     prune_update,
@@ -377,13 +376,3 @@ def test_quantise():
         quantise(v, "int4")
 
 
-# ----------------------------------------------------------------- compact
-@FAST
-@given(update=updates())
-def test_compact_densify_round_trip(update):
-    c = compact(update)
-    back = densify(c)
-    for k, x in update.items():
-        assert back[k].dtype == np.float32
-        assert back[k].tobytes() == x.tobytes()  # bit-exact, -0.0 included
-        assert len(c[k][0]) == np.count_nonzero((x != 0) | np.signbit(x))

@@ -25,7 +25,7 @@ from prunus.common.codec import pack_update
 from prunus.common.compression import UPLINK
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
 from prunus.common.compression.sparse import SparseUplink, hold_back, residual_from_state, residual_to_state
-from prunus.common.pruning import compact, quantise
+from prunus.common.pruning import quantise
 from prunus.common.update import Factored, Update, nonzeros, to_dense
 
 
@@ -67,7 +67,7 @@ class LowRank(SparseUplink):
                 kept[name] = (corrected - received) / ctx.lr + held.get(name, 0.0)
         record = pack_update(sent, index_codec=self.settings.index_codec, value_codec=self.spec.value_codec)
         total = sum(v.size for v in update.values())
-        return Encoded(record, residual_to_state(compact(kept)) if kept else {}, nnz, nnz / max(total, 1))
+        return Encoded(record, residual_to_state(kept) if kept else {}, nnz, nnz / max(total, 1))
 
     # ---------------------------------------------------------- server half
     def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:

@@ -9,13 +9,16 @@ and a payload that does not fit the model is a `PayloadError`.
 
 from __future__ import annotations
 
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
+from hypothesis import given, settings
+from hypothesis.extra.numpy import array_shapes, arrays
 
 from prunus.common.codec import encode, max_abs_error, read_header, record_payload
 from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext
-from prunus.common.compression.sparse import owe, residual_from_state
+from prunus.common.compression.sparse import owe, residual_from_state, residual_to_state
 from prunus.common.config import Config
 from prunus.common.params import from_record, to_record
 from prunus.common.pruning import density_at
@@ -360,3 +363,12 @@ def test_an_owed_amount_comes_out_of_the_residual_per_unit_of_learning_rate(name
                                before.get("item_embedding.weight", zero) - owed["item_embedding.weight"] / lr)
     for tensor in set(before) - {"item_embedding.weight"}:
         np.testing.assert_array_equal(after[tensor], before[tensor])
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6),
+              elements=st.sampled_from([0.0, -0.0, 1.5, -2.25, 3e-38, np.inf])))
+def test_the_residual_state_restores_the_residual_bit_for_bit(value):
+    """Kept as its non-zero rows: every row with any non-zero entry (-0.0 counts) comes back exactly."""
+    back = residual_from_state(residual_to_state({"t": value}))["t"]
+    assert back.dtype == np.float32 and back.shape == value.shape and back.tobytes() == value.tobytes()
