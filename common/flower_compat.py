@@ -24,8 +24,9 @@ mismatch would mean wrong byte counts or a hung simulation.
 
 from __future__ import annotations
 
-import threading
 import logging
+import math
+import threading
 from importlib.metadata import PackageNotFoundError, version
 from queue import Queue
 from typing import Any
@@ -236,7 +237,10 @@ def _batch_worker(messageins_queue: Queue, messageres_queue: Queue, node_info_st
             messages = [messageins_queue.get(timeout=1.0)]
         except Empty:
             continue
-        while len(messages) < _batch_size:
+        # at most an even share of what is queued, so that every actor gets
+        # work in a round of fewer than `_batch_size` messages per actor
+        limit = min(_batch_size, math.ceil((1 + messageins_queue.qsize()) / max(1, backend.num_workers)))
+        while len(messages) < limit:
             try:
                 messages.append(messageins_queue.get_nowait())
             except Empty:

@@ -191,7 +191,7 @@ def test_a_batch_whose_call_goes_wrong_gives_each_message_an_error_reply(task_id
                 message.metadata.__dict__["_message_id"] = f"m{node}"
                 sent.append(message)
                 incoming.put(message)
-            backend = type("Backend", (), {"pool": Pool(answer), "_prunus_batch_loader": "loader"})()
+            backend = type("Backend", (), {"pool": Pool(answer), "_prunus_batch_loader": "loader", "num_workers": 1})()
             flower_compat._batch_worker(incoming, outgoing, {n: Store() for n in (1, 2, 3)}, backend, stop, Metrics())
             replies = [outgoing.get_nowait() for _ in range(3)]
             assert outgoing.empty() and all(r.has_error() for r in replies)
