@@ -33,13 +33,22 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _rounds_done(rounds: Path) -> int:
+    """The last round in rounds.csv, read while the run rewrites it (-1: none yet,
+    or caught between truncating and writing)."""
+    try:
+        return int(pd.read_csv(rounds)["round"].max())
+    except (FileNotFoundError, pd.errors.EmptyDataError, KeyError, ValueError):
+        return -1
+
+
 def _kill_after_round(out: Path, settings: list[str], after: int) -> None:
     run = subprocess.Popen(_simulate(*_sets(settings), "--out", str(out)), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 300
     rounds = out / "rounds.csv"
     while time.monotonic() < deadline and run.poll() is None:
-        if rounds.exists() and (pd.read_csv(rounds)["round"] >= after).any():
+        if _rounds_done(rounds) >= after:
             break
         time.sleep(0.05)
     run.send_signal(signal.SIGKILL)
