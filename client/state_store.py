@@ -95,8 +95,9 @@ def save(store: Path, partition: int, server_round: int, state: RecordDict, upto
     os.replace(partial, folder / f"{server_round}{SUFFIX}")
     versions = _versions(folder)
     needed = [v for v in versions if v <= upto]
+    keep = needed[-2:]  # and the one before: a retried batch re-runs its clients from it
     for version in versions:
-        if needed and version < needed[-1]:
+        if keep and version < keep[0]:
             _drop(folder / f"{version}{SUFFIX}")
 
 
