@@ -27,9 +27,11 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from importlib.metadata import PackageNotFoundError, version
-from queue import Queue
+from queue import Empty, Queue
 from typing import Any
+from uuid import uuid4
 
 SUPPORTED_FLOWER = "1.41.0"
 SUPPORTED_RAY = "2.55.1"  # what flwr[simulation] 1.41.0 brings
@@ -190,23 +192,22 @@ class _BatchLoader:
 
 def _run_one(app: Any, message: Any, context: Any) -> Any:
     """The ClientApp's reply to one message, or the error reply Flower's worker would make."""
-    from flwr.app import Error, Message
     from flwr.clientapp.client_app import ClientAppException
     from flwr.common.constant import ErrorCode
 
     try:
         return app(message=message, context=context)
     except Exception as ex:  # noqa: BLE001 - a client's failure is its reply, as in Flower's worker
-        wrapped = ClientAppException(str(ex))
-        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(wrapped)}:<'{wrapped}'>"),
-                       reply_to=message)
+        return _error_reply(message, ClientAppException(str(ex)), ErrorCode.CLIENT_APP_RAISED_EXCEPTION)
 
 
-def _error_reply(message: Any, ex: Exception) -> Any:
+def _error_reply(message: Any, ex: Exception, code: int | None = None) -> Any:
+    """The error reply Flower's worker makes for `message` (code: UNKNOWN unless given)."""
     from flwr.app import Error, Message
     from flwr.common.constant import ErrorCode
 
-    return Message(Error(code=ErrorCode.UNKNOWN, reason=f"{type(ex)}:<'{ex}'>"), reply_to=message)
+    return Message(Error(code=ErrorCode.UNKNOWN if code is None else code, reason=f"{type(ex)}:<'{ex}'>"),
+                   reply_to=message)
 
 
 def _process_batch(backend: Any, messages: list[Any], contexts: list[Any]) -> tuple[list[Any], list[Any]]:
@@ -228,10 +229,6 @@ def _process_batch(backend: Any, messages: list[Any], contexts: list[Any]) -> tu
 def _batch_worker(messageins_queue: Queue, messageres_queue: Queue, node_info_store: dict[int, Any],
                   backend: Any, f_stop: threading.Event, metrics: Any) -> None:
     """Flower's engine worker (`vce_api.worker`), taking up to `_batch_size` messages per actor call."""
-    import time
-    from queue import Empty
-    from uuid import uuid4
-
     while not f_stop.is_set():
         try:
             messages = [messageins_queue.get(timeout=1.0)]
