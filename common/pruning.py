@@ -122,20 +122,51 @@ def density_at(round: int, target: float, warmup_rounds: int, start: float = 1.0
 # ---------------------------------------------------------------- selection
 def top_mask(key: np.ndarray, k: int) -> np.ndarray:
     """Mask of the ``k`` largest entries of 1-D ``key`` (>= 0) among its
-    positive ones; ties at the cut go to the lowest positions.  O(n)."""
+    positive ones; ties at the cut go to the lowest positions.  O(n).
+
+    A client's corrected update is a model's worth of entries of which it
+    keeps a few percent, so the cut is first bracketed from a strided sample:
+    if at least ``k`` entries reach the sample's threshold, the top ``k`` are
+    all among them (the k-th largest reaches it too) and only they are
+    partitioned.  Otherwise (few positives, or an unlucky sample) the
+    positive keys are partitioned; never the whole array, whose introselect
+    is slow on the many duplicate zeros of a row-sparse update."""
     mask = np.zeros(key.shape, dtype=bool)
-    # partition only the positive keys: introselect is slow on the many
-    # duplicate zeros of a row-sparse update
-    pos = key[key > 0]
-    k = min(k, pos.size)
-    if k == 0:
+    if k <= 0 or key.size == 0:
         return mask
-    cut = np.partition(pos, pos.size - k)[pos.size - k]  # the k-th largest value
-    np.greater(key, cut, out=mask)
-    rest = k - int(np.count_nonzero(mask))
-    if rest:
-        mask[np.flatnonzero(key == cut)[:rest]] = True
+    if k * _SAMPLE_STRIDE < key.size:
+        sample = key[::_SAMPLE_STRIDE]
+        sample = sample[sample > 0]
+        above = k // _SAMPLE_STRIDE * 3 // 2 + 16  # sample entries at or above the bracket
+        if sample.size > above:
+            threshold = np.partition(sample, sample.size - above)[sample.size - above]
+            at = np.flatnonzero(key >= threshold)
+            if at.size >= k:
+                _keep_top(mask, at, key[at], k)
+                return mask
+    at = np.flatnonzero(key > 0)
+    _keep_top(mask, at, key[at], min(k, at.size))
     return mask
+
+
+# a prime: a stride that divides a table's row width samples the same few
+# columns of every row, and columns differ in scale (measured on ML-1M
+# updates at d=64: stride 8 bracketed 2,281-17,265 entries for k = 4,818,
+# stride 11 6,921-7,926)
+_SAMPLE_STRIDE = 11
+
+
+def _keep_top(mask: np.ndarray, at: np.ndarray, values: np.ndarray, k: int) -> None:
+    """Set ``mask`` at the ``k`` largest of ``values`` (positions ``at``,
+    increasing); ties at the cut to the lowest positions."""
+    if k == 0:
+        return
+    cut = np.partition(values, values.size - k)[values.size - k]  # the k-th largest value
+    above = values > cut
+    mask[at[above]] = True
+    rest = k - int(np.count_nonzero(above))
+    if rest:
+        mask[at[values == cut][:rest]] = True
 
 
 def _check_finite(name: str, x: np.ndarray) -> None:
@@ -179,12 +210,23 @@ def quantise(values: np.ndarray, value_codec: str) -> np.ndarray:
 class PruneResult:
     sparse: SparseUpdate  # what is sent: pre-quantisation kept values (the codec quantises)
     residual: dict[str, np.ndarray]  # new residual, dense float32; zeros without error feedback
-    sent_dense: dict[str, np.ndarray]  # what the receiver reconstructs, dense float32
+    quantised: dict[str, np.ndarray]  # the kept values as the receiver decodes them, beside `sparse`'s indices
 
     @property
     def nnz(self) -> int:
         """Number of entries sent, over all tensors."""
         return sum(len(idx) for idx, _, _ in self.sparse.values())
+
+    @property
+    def sent_dense(self) -> dict[str, np.ndarray]:
+        """What the receiver reconstructs, dense float32 (built on demand:
+        a client needs only the sparse form and the residual)."""
+        out = {}
+        for name, (idx, _, shape) in self.sparse.items():
+            sent = np.zeros(shape, dtype=np.float32)
+            sent.ravel()[idx] = self.quantised[name]
+            out[name] = sent
+        return out
 
 
 def prune_update(update: Mapping[str, np.ndarray], residual: Mapping[str, np.ndarray] | None,
@@ -196,37 +238,44 @@ def prune_update(update: Mapping[str, np.ndarray], residual: Mapping[str, np.nda
     and a residual is given (it may omit tensors: zero; it must not have
     others, nor other shapes), else ``update`` as float32.  The kept entries
     (:func:`select`) are quantised with ``spec.value_codec``;
-    ``new residual = corrected - sent_dense`` (zeros without error feedback).
+    ``new residual = corrected - sent_dense`` (zeros without error feedback),
+    formed in place: ``corrected`` less the quantised values at the kept
+    entries (``x - 0`` is ``x`` for every float, -0.0 included).
     Inputs are not modified.
     """
     corrected: dict[str, np.ndarray] = {}
+    owned: set[str] = set()  # corrected arrays this function made (the others are the caller's)
     use_residual = spec.error_feedback and residual is not None
     if use_residual:
         extra = set(residual) - set(update)
         if extra:
             raise ValueError(f"residual has tensors not in the update: {sorted(extra)}")
     for name, x in update.items():
+        given = x
         x = np.asarray(x, dtype=np.float32)
         if use_residual and name in residual:
             r = np.asarray(residual[name], dtype=np.float32)
             if r.shape != x.shape:
                 raise ValueError(f"residual {name!r} has shape {r.shape}, update {x.shape}")
             x = x + r
+        if x is not given:
+            owned.add(name)
         corrected[name] = x
     masks = select(corrected, spec, density, rng)
-    sparse, sent_dense, new_residual = {}, {}, {}
+    sparse, quantised, new_residual = {}, {}, {}
     for name, x in corrected.items():
-        flat = x.ravel()
-        idx = np.flatnonzero(masks[name].ravel()).astype(np.int64)
-        vals = flat[idx]  # a copy (fancy indexing)
+        idx = np.flatnonzero(masks[name]).astype(np.int64)
+        vals = x.ravel()[idx]  # a copy (fancy indexing)
         try:
             q = quantise(vals, spec.value_codec)
         except ValueError as exc:
             raise ValueError(f"tensor {name!r}: {exc}") from exc
-        sent = np.zeros(x.size, dtype=np.float32)
-        sent[idx] = q
-        sent = sent.reshape(x.shape)
         sparse[name] = Sparse(idx, vals, tuple(int(d) for d in x.shape))
-        sent_dense[name] = sent
-        new_residual[name] = (x - sent) if spec.error_feedback else np.zeros(x.shape, np.float32)
-    return PruneResult(sparse=sparse, residual=new_residual, sent_dense=sent_dense)
+        quantised[name] = q
+        if spec.error_feedback:
+            left = x if name in owned and x.flags.c_contiguous else np.array(x, dtype=np.float32, order="C")
+            left.ravel()[idx] = vals - q
+            new_residual[name] = left
+        else:
+            new_residual[name] = np.zeros(x.shape, np.float32)
+    return PruneResult(sparse=sparse, residual=new_residual, quantised=quantised)

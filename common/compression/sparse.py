@@ -31,6 +31,7 @@ class SparseUplink:
     """Base of the selection methods: subclasses implement `select`."""
 
     name: ClassVar[str]
+    draws: ClassVar[bool] = False  # whether `select` takes a seeded Generator
 
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
@@ -46,15 +47,19 @@ class SparseUplink:
     def encode(self, update: Params, state: Params | None, ctx: RoundContext) -> Encoded:
         s = self.settings
         density = density_at(ctx.server_round, s.density, s.density_warmup_rounds)
-        rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 2])
-        # the residual is kept per unit of local learning rate (see RoundContext.lr)
+        rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 2]) if self.draws else None
+        # the residual is kept per unit of local learning rate (see RoundContext.lr);
+        # it is this call's own copy, so it is scaled in place
         residual = residual_from_state(state) if state else None
         held = hold_back(residual, ctx.rows) if residual else {}
-        carried = {name: value * ctx.lr for name, value in residual.items()} if residual else None
-        result = prune_update(update, carried, self.spec, density, rng)
+        for value in (residual or {}).values():
+            value *= ctx.lr
+        result = prune_update(update, residual, self.spec, density, rng)
         record = pack_update(result.sparse, index_codec=s.index_codec, value_codec=self.spec.value_codec)
-        kept = {name: value / ctx.lr + held.get(name, 0.0) for name, value in result.residual.items()}
-        return Encoded(record, residual_to_state(kept), result.nnz, density)
+        for name, value in result.residual.items():
+            value /= ctx.lr
+            value += held.get(name, 0.0)
+        return Encoded(record, residual_to_state(result.residual), result.nnz, density)
 
     # ---------------------------------------------------------- server half
     def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
@@ -104,8 +109,9 @@ def residual_to_state(residual: Params) -> Params:
     arrays: Params = {}
     for name, value in residual.items():
         x = np.asarray(value, dtype=np.float32)
+        x = x if x.flags.c_contiguous else x.copy()  # (a 0-D array stays 0-D)
         rows = _as_rows(x)
-        kept = np.flatnonzero(((rows != 0) | np.signbit(rows)).any(axis=1))
+        kept = np.flatnonzero(np.bitwise_or.reduce(rows.view(np.uint32), axis=1))  # any bit set: -0.0 too
         arrays[name + _ROWS] = kept.astype(np.int32 if len(rows) < 2**31 else np.int64)
         arrays[name + _VALUES] = rows[kept]
         arrays[name + _SHAPE] = np.asarray(x.shape, dtype=np.int64)

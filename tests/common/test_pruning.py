@@ -16,6 +16,7 @@ from prunus.common.pruning import (
     prune_update,
     quantise,
     select,
+    top_mask,
 )
 from prunus.common.update import densify
 
@@ -196,6 +197,26 @@ def test_topk_keeps_the_largest(x, density):
     assert np.array_equal(np.flatnonzero(m), brute_top(a, k))
     if m.any() and (~m).any():
         assert a[m.ravel()].min() >= a[~m.ravel()].max()
+
+
+@FAST
+@given(seed=st.integers(0, 2**32 - 1), width=st.sampled_from([1, 8, 11, 64]), rows=st.integers(1, 400),
+       pattern=st.sampled_from(["dense", "rows", "few", "ties", "columns"]), k=st.integers(0, 300))
+def test_top_mask_on_model_sized_keys(seed, width, rows, pattern, k):
+    """Keys large against k take the sampled bracket (k * 11 < n); whatever
+    the sample brackets, the mask is the exact top k, ties to the lowest positions."""
+    rng = np.random.default_rng(seed)
+    key = np.abs(rng.standard_normal((rows, width))).astype(np.float32)
+    if pattern == "rows":  # an item-table update: most rows untouched
+        key[rng.random(rows) < 0.8] = 0.0
+    elif pattern == "few":  # fewer positives than k, some of the time
+        key[rng.random(key.shape) < 0.99] = 0.0
+    elif pattern == "ties":
+        key = np.round(key * 2).astype(np.float32)
+    elif pattern == "columns":  # columns of very different scales, a stride's worst case
+        key *= (10.0 ** np.arange(width) % 7).astype(np.float32)
+    key = key.ravel()
+    assert np.array_equal(np.flatnonzero(top_mask(key, k)), brute_top(key, k))
 
 
 @FAST

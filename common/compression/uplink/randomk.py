@@ -17,6 +17,7 @@ from prunus.common.pruning import PruneSpec, keep_count
 @UPLINK.register("randomk")
 class RandomK(SparseUplink):
     name = "randomk"
+    draws = True
 
     @staticmethod
     def select(arrays, spec: PruneSpec, density: float, rng: np.random.Generator | None):

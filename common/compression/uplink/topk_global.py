@@ -20,11 +20,12 @@ class TopKGlobal(SparseUplink):
     @staticmethod
     def select(arrays, spec: PruneSpec, density: float, rng: np.random.Generator | None):
         names = sorted(arrays)
-        flat = [np.abs(arrays[n]).ravel() for n in names]
-        total = sum(f.size for f in flat)
-        allmask = top_mask(np.concatenate(flat) if flat else np.zeros(0), keep_count(density, total))
-        out, at = {}, 0
-        for n, f in zip(names, flat):
-            out[n] = allmask[at:at + f.size].reshape(arrays[n].shape)
-            at += f.size
-        return {n: out[n] for n in arrays}
+        sizes = [arrays[n].size for n in names]
+        dtype = np.result_type(*(arrays[n] for n in names)) if names else np.float32
+        key = np.empty(sum(sizes), dtype=dtype)  # every tensor's magnitudes, one after another
+        bounds = np.cumsum([0, *sizes])
+        spans = {n: slice(lo, hi) for n, lo, hi in zip(names, bounds[:-1], bounds[1:])}
+        for n, span in spans.items():
+            np.abs(arrays[n].ravel(), out=key[span])
+        allmask = top_mask(key, keep_count(density, key.size))
+        return {n: allmask[spans[n]].reshape(arrays[n].shape) for n in arrays}
