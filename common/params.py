@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
@@ -26,7 +27,7 @@ def npy_array(value: np.ndarray) -> Array:
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, np.lib.format.header_data_from_array_1_0(value))
     return Array(dtype=str(value.dtype), shape=tuple(value.shape), stype="numpy.ndarray",
-                 data=buffer.getvalue() + value.tobytes())
+                 data=b"".join((buffer.getvalue(), value.reshape(-1).view(np.uint8))))
 
 
 def from_record(record: ArrayRecord) -> Params:
@@ -56,21 +57,24 @@ def array_of(array: Array) -> np.ndarray:
     return values.reshape(shape, order="F" if fortran else "C").copy()  # writable, like np.load's
 
 
-# npy headers parsed, by their exact bytes: numpy parses one with
-# `ast.literal_eval`, and a federation sends the same few headers over and
-# over. Bounded, so that headers a client makes up cannot fill the memory.
-_HEADERS: dict[bytes, tuple[tuple[int, ...], bool, np.dtype, int]] = {}
-_HEADERS_KEPT = 4096
+# The header numpy writes for a plain array (format 1.0), exactly: the
+# arrays a federation exchanges are parsed by this pattern instead of numpy's
+# `ast.literal_eval` (40 us a header; reply and residual shapes vary, so
+# there is no reusing one). Anything else goes to numpy's own parser.
 _NPY_PREFIX = 10  # magic (6), version (2), header length (2, format 1.0)
+_PLAIN_HEADER = re.compile(rb"\{'descr': '([<>|=]?[biuf][0-9]{1,2})', 'fortran_order': (False|True), "
+                           rb"'shape': \(((?:[0-9]{1,20}, )*[0-9]{1,20},?|)\), \} *\n")
 
 
 def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, fortran order, dtype, data offset) of npy bytes; ValueError if
     they are not one npy array of a plain numeric dtype."""
-    end = _NPY_PREFIX + int.from_bytes(data[8:10], "little") if data[6:7] == b"\x01" else -1
-    known = _HEADERS.get(data[:end]) if end > 0 else None
-    if known is not None:
-        return known
+    if data[:8] == b"\x93NUMPY\x01\x00":
+        end = _NPY_PREFIX + int.from_bytes(data[8:10], "little")
+        plain = _PLAIN_HEADER.fullmatch(data, _NPY_PREFIX, end) if len(data) >= end else None
+        if plain:
+            shape = tuple(int(d) for d in plain[3].split(b",") if d.strip())
+            return shape, plain[2] == b"True", np.dtype(plain[1].decode()), end
     buffer = io.BytesIO(data)
     try:
         major, _ = np.lib.format.read_magic(buffer)
@@ -80,12 +84,7 @@ def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
         raise ValueError(f"not an npy array: {type(err).__name__}: {err}") from None
     if dtype.kind not in "biuf" or dtype.hasobject:
         raise ValueError(f"dtype {dtype} is not a plain number type")
-    parsed = (shape, fortran, dtype, buffer.tell())
-    if end == buffer.tell():
-        if len(_HEADERS) >= _HEADERS_KEPT:
-            _HEADERS.clear()
-        _HEADERS[data[:end]] = parsed
-    return parsed
+    return shape, fortran, dtype, buffer.tell()
 
 
 def wire_bytes(content: RecordDict | ArrayRecord) -> int:

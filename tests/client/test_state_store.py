@@ -62,3 +62,22 @@ def test_a_state_comes_back_as_it_was_saved(tmp_path):
             restored = array.numpy()
             assert restored.dtype == arrays[name].dtype and restored.shape == arrays[name].shape
             np.testing.assert_array_equal(restored, arrays[name])
+
+
+def test_a_new_version_is_written_over_an_obsolete_ones_file(tmp_path):
+    """Shorter or longer than the file it reuses, each version reads back
+    whole, and only the newest two stay."""
+    cfg = Config.of(out=str(tmp_path))
+    folder = tmp_path / "client-state" / "2"
+    inodes = {}
+    for server_round, rows in enumerate((50, 3, 80, 1, 20), start=1):
+        values = np.full((rows, 3), server_round, np.float32)
+        state_store.persist(cfg, RecordDict({"residual": to_record({"r": values})}), 2, server_round)
+        state_store.settle()
+        back = RecordDict()
+        state_store.restore(cfg, back, 2, server_round)
+        np.testing.assert_array_equal(back["residual"]["r"].numpy(), values)
+        assert len(list(folder.iterdir())) == min(server_round, 2)
+        inodes[server_round] = (folder / f"{server_round}.state").stat().st_ino
+    assert sorted(p.name for p in folder.iterdir()) == ["4.state", "5.state"]
+    assert inodes[4] == inodes[2] and inodes[5] == inodes[3]  # round 2's file became round 4's
