@@ -9,7 +9,8 @@ runtime) and times each stage per client:
   form (`"auto"`), interleaved client by client, the fastest of 3 repeats of
   each (this machine is shared: interleaving keeps a burst of load from
   landing on one side only);
-* pruning + encoding (the uplink method's client half);
+* pruning + encoding (the uplink method's client half), at the first visit
+  and at visits 2-4, with the error-feedback residual the earlier ones left;
 * the server's byte count of the reply: Flower's own objects (SHA-256 ids,
   deflated copies; what the server did before) against `common.wire_size`;
   decode + validation, and aggregation (amortised over the sample).
@@ -111,7 +112,27 @@ def measure(cfg: Config, chosen: list[int]) -> dict[str, float]:
     per_reply = (time.perf_counter() - tick) / len(chosen)
     out = {stage: 1e3 * statistics.mean(values) for stage, values in times.items()}
     out["server aggregation"] = 1e3 * per_reply
+    out["pruning + encoding, visits 2-4"] = 1e3 * statistics.mean(later_visits(cfg, chosen, shared, uplink))
     return out
+
+
+def later_visits(cfg: Config, chosen: list[int], shared: dict[str, np.ndarray], uplink) -> list[float]:
+    """Seconds of the uplink method's client half on each client's 2nd to 4th
+    visit, with the state the visits before left (the error-feedback residual
+    grows toward the size of the model: a client's steady state in a run)."""
+    split, parts = load_split(cfg), partitions(cfg)
+    seconds = []
+    for pid in chosen:
+        data, private, state = local_data(split, np.asarray(parts[pid])), None, None
+        for visit in range(1, 5):
+            result = local_update(cfg, data, split.n_items, shared, private, visit, pid, torch.device("cpu"))
+            ctx = RoundContext(visit, pid, cfg.runtime.seed, cfg.local_lr_at(visit))
+            tick = time.perf_counter()
+            encoded = uplink.encode(result.delta, state, ctx)
+            if visit > 1:
+                seconds.append(time.perf_counter() - tick)
+            private, state = result.private, encoded.state or None
+    return seconds
 
 
 def local_training(cfgs: dict[str, Config], chosen: list[int], repeats: int = 3) -> dict[str, float]:
@@ -207,7 +228,7 @@ def main() -> None:
         for trainer, cfg in cfgs.items():
             stages = measure(cfg, chosen)
             stages["local training"] = training[trainer]  # the interleaved figure
-            stages["total"] = sum(v for k, v in stages.items() if "Flower's objects" not in k)
+            stages["total"] = sum(v for k, v in stages.items() if "Flower's objects" not in k and "visits" not in k)
             results.append({"case": name, "trainer": trainer, "ms_per_client": stages})
             print(f"{name:12} {trainer:6} " + "  ".join(f"{k} {v:7.3f}" for k, v in stages.items()), flush=True)
         if "auto" in cfgs:
@@ -222,7 +243,8 @@ def main() -> None:
         "command": "python benchmarks/client_step.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "threads": 1, "load_average": os.getloadavg()},  # fmt: skip
-        "note": ("ms per client update, round 1, first visit (user vectors initialised); means over the sample. "
+        "note": ("ms per client update, round 1, first visit (user vectors initialised), and pruning + encoding "
+                 "also at visits 2-4; means over the sample. "
                  "'before' total: the torch step and Flower's byte count; 'after': the closed form and wire_size"),
         "results": results,
         "speedups": speedups,

@@ -139,11 +139,12 @@ def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientDat
     added = {name: delta[name] - undefended[name] for name in delta} if defence.repays else {}
     if faulty and cfg.runtime.fault_kind != "garbage":
         delta = faults.corrupt_update(cfg.runtime, delta, server_round, client.partition_id)
-    encoded = uplink.encode(delta, from_record(state[RESIDUAL_KEY]) if RESIDUAL_KEY in state else None, ctx)
+    residual = from_record(state[RESIDUAL_KEY], writable=False) if RESIDUAL_KEY in state else None
+    encoded = uplink.encode(delta, residual, ctx)
     state[PRIVATE_KEY] = to_record(result.private)
-    residual = owe(encoded.state, added, ctx.lr) if added else encoded.state
-    if residual:
-        state[RESIDUAL_KEY] = to_record(residual)
+    kept = owe(encoded.state, added, ctx.lr) if added else encoded.state
+    if kept:
+        state[RESIDUAL_KEY] = to_record(kept)
     metrics = MetricRecord({"num-examples": result.num_examples, "train-loss": result.loss,
                             "nnz": encoded.nnz, "density": encoded.density})
     record = encoded.record

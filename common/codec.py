@@ -159,8 +159,8 @@ def encode(indices: Any, values: Any, shape: Any, *, index_codec: str = "auto",
     if value_codec not in VALUE_CODECS:
         raise ValueError(f"unknown value codec {value_codec!r}")
     idx, val = _prepare(indices, values, n)
-    codec = choose_auto(idx, n) if index_codec == "auto" else index_codec
-    param, istream = encode_indices(codec, idx, n)
+    codec, param = choose_auto(idx, n) if index_codec == "auto" else (index_codec, None)
+    param, istream = encode_indices(codec, idx, n, param)
     vstream = encode_values(value_codec, val)
     head = _FIXED.pack(MAGIC, VERSION, INDEX_CODECS[codec], VALUE_CODECS[value_codec],
                        param, len(dims))

@@ -139,23 +139,25 @@ def stream_size(codec: str, idx: np.ndarray, n: int,
     raise ValueError(f"unknown index codec {codec!r}")
 
 
-def choose_auto(idx: np.ndarray, n: int) -> str:
-    """The index codec giving the smallest stream (ties: cheapest decode)."""
+def choose_auto(idx: np.ndarray, n: int) -> tuple[str, int]:
+    """(codec, its parameter) giving the smallest stream (ties: cheapest decode)."""
     g = gaps(idx) if len(idx) else None
-    sizes = {c: stream_size(c, idx, n, g)[1] for c in _AUTO_ORDER}
-    return min(_AUTO_ORDER, key=lambda c: (sizes[c], _AUTO_ORDER.index(c)))
+    sizes = {c: stream_size(c, idx, n, g) for c in _AUTO_ORDER}
+    codec = min(_AUTO_ORDER, key=lambda c: (sizes[c][1], _AUTO_ORDER.index(c)))
+    return codec, sizes[codec][0]
 
 
 # ------------------------------------------------------------------- encode
-def encode_indices(codec: str, idx: np.ndarray, n: int) -> tuple[int, bytes]:
-    """(param, stream) for sorted unique int64 ``idx`` in ``[0, n)``."""
+def encode_indices(codec: str, idx: np.ndarray, n: int, param: int | None = None) -> tuple[int, bytes]:
+    """(param, stream) for sorted unique int64 ``idx`` in ``[0, n)``; the
+    size-optimal parameter unless ``param`` (from :func:`choose_auto`) is given."""
     nnz = len(idx)
     if nnz == 0:
         return 0, b""
     if codec == "bitmap":
         return 0, _bitmap_bytes(idx, n)
     if codec == "elias-fano":
-        l, _ = best_ef_param(nnz, n)
+        l = best_ef_param(nnz, n)[0] if param is None else param
         ui = idx.astype(np.uint64)
         low = pack_fields(ui & _U64((1 << l) - 1), l)
         pos = (ui >> _U64(l)).astype(np.int64) + np.arange(nnz, dtype=np.int64)
@@ -164,7 +166,7 @@ def encode_indices(codec: str, idx: np.ndarray, n: int) -> tuple[int, bytes]:
     if codec == "delta-varint":
         return 0, _varint_encode(g)
     if codec == "rice":
-        k, _ = best_rice_param(idx, g, n)
+        k = best_rice_param(idx, g, n)[0] if param is None else param
         low = pack_fields(g & _U64((1 << k) - 1), k)
         q = (g >> _U64(k)).astype(np.int64)
         pos = np.cumsum(q + 1) - 1

@@ -63,8 +63,8 @@ def encode_row_set(ids: np.ndarray, n: int) -> bytes:
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) and (ids[0] < 0 or ids[-1] >= n or np.any(np.diff(ids) <= 0)):
         raise ValueError(f"row ids must be sorted, unique and in [0, {n})")
-    codec = choose_auto(ids, n) if len(ids) else "bitmap"
-    param, stream = encode_indices(codec, ids, n)
+    codec, param = choose_auto(ids, n) if len(ids) else ("bitmap", 0)
+    param, stream = encode_indices(codec, ids, n, param)
     return _SET.pack(b"PRRS", 1, INDEX_CODECS[codec], param, n, len(ids)) + stream
 
 

@@ -177,16 +177,21 @@ def train_items(users: np.ndarray, local_users: np.ndarray, pos: np.ndarray, bat
         ids, k = samples(pos[idx], neg), neg.shape[1]
         u, v_all = users if n_users == 1 else users[local_users[idx]], vectors[ids]
         loss, g = score_grads(scores(u, v_all) + bias[ids], settings)
-        touched = np.flatnonzero(np.bincount(ids.ravel(), minlength=n_rows))
+        occurrences = np.bincount(ids.ravel(), minlength=n_rows)
+        touched = np.flatnonzero(occurrences)
         # d loss / d row = sum over its occurrences of score gradient x user vector:
         # per (row, user) sums of the score gradients, times the user vectors
         pairs = ids.ravel() if n_users == 1 else (ids * n_users + local_users[idx][:, None]).ravel()
         per_pair = np.bincount(pairs, weights=g.ravel(), minlength=n_rows * n_users).reshape(n_rows, n_users)[touched]
         step_v = per_pair @ users
         if _regularised(settings):  # each occurrence's penalty, divided by k+1 as in `_per_positive_loss`
-            value, grad = _penalty(v_all, settings)
-            loss = loss + (value.sum(1) + (k + 1) * _penalty(u, settings)[0]) / (k + 1)
-            scatter_rows(step_v, np.searchsorted(touched, ids.ravel()), grad.reshape(ids.size, -1) / (k + 1))
+            # a row's penalty is the same at each of its occurrences: computed once
+            # per touched row, its gradient times the row's occurrences
+            value, grad = _penalty(vectors[touched], settings)
+            row_value = np.zeros(n_rows, dtype=value.dtype)
+            row_value[touched] = value
+            loss = loss + (row_value[ids].sum(1) + (k + 1) * _penalty(u, settings)[0]) / (k + 1)
+            step_v += grad * (occurrences[touched] / (k + 1))[:, None]
         vectors[touched] -= (settings.lr * step_v).astype(np.float32)
         bias[touched] -= (settings.lr * per_pair.sum(1)).astype(np.float32)
         total += float(loss.sum())
@@ -213,14 +218,6 @@ def _train_one_user(u: np.ndarray, pos: np.ndarray, batches: list[tuple[np.ndarr
     d_bias[touched] = -settings.lr * moved[touched]
     d_vectors[touched] = d_bias[touched, None] * u
     return d_vectors, d_bias, total / max(len(batches), 1)
-
-
-def scatter_rows(target: np.ndarray, ids: np.ndarray, values: np.ndarray) -> None:
-    """`target[ids] += values`, summing repeated ids (np.add.at, without its cost)."""
-    order = np.argsort(ids, kind="stable")
-    ordered = ids[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    target[ordered[starts]] += np.add.reduceat(values[order], starts, axis=0)
 
 
 def local_update_mf(global_shared: dict[str, np.ndarray], private: dict[str, np.ndarray] | None,

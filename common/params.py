@@ -30,19 +30,20 @@ def npy_array(value: np.ndarray) -> Array:
                  data=b"".join((buffer.getvalue(), value.reshape(-1).view(np.uint8))))
 
 
-def from_record(record: ArrayRecord) -> Params:
+def from_record(record: ArrayRecord, writable: bool = True) -> Params:
     """Unpack an ArrayRecord into named numpy arrays (each checked, see `array_of`)."""
-    return {name: array_of(array) for name, array in record.items()}
+    return {name: array_of(array, writable) for name, array in record.items()}
 
 
-def array_of(array: Array) -> np.ndarray:
+def array_of(array: Array, writable: bool = True) -> np.ndarray:
     """An `Array`'s numpy data, trusting nothing in it.
 
     `Array.numpy()` hands the bytes to `np.load`, which accepts zip archives,
     allocates whatever shape the npy header claims and can fail in many ways.
     Here the bytes must be one npy array of a plain numeric dtype whose header
     describes exactly the bytes that follow; otherwise ValueError says why,
-    before anything is allocated.
+    before anything is allocated. Not `writable`: a read-only view of the
+    Array's bytes, for a reader that only reads (no copy of a model's worth).
     """
     if not isinstance(array, Array) or array.stype != "numpy.ndarray":
         raise ValueError("not a numpy Array")
@@ -53,8 +54,8 @@ def array_of(array: Array) -> np.ndarray:
     size = math.prod(shape) * dtype.itemsize
     if size != len(data) - offset:
         raise ValueError(f"npy header claims shape {shape} of {dtype}: {size} bytes, but {len(data) - offset} follow")
-    values = np.frombuffer(data, dtype=dtype, offset=offset)
-    return values.reshape(shape, order="F" if fortran else "C").copy()  # writable, like np.load's
+    values = np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape, order="F" if fortran else "C")
+    return values.copy() if writable else values  # writable, like np.load's
 
 
 # The header numpy writes for a plain array (format 1.0), exactly: the

@@ -118,7 +118,9 @@ class UplinkMethod(Protocol):
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 
-    def encode(self, update: Params, state: dict[str, np.ndarray] | None, ctx: RoundContext) -> Encoded: ...
+    def encode(self, update: Params, state: dict[str, np.ndarray] | None, ctx: RoundContext) -> Encoded:
+        """`state`: what the client's previous `Encoded.state` left, read-only
+        (views of the stored bytes); None before the first."""
 
     def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         """`ctx`: the round (and partition) the reply answers; a method whose
