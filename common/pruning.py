@@ -46,7 +46,7 @@ from .update import Sparse, SparseUpdate
 
 __all__ = [
     "PruneSpec", "PruneResult", "keep_count", "top_mask", "density_at", "select", "quantise",
-    "prune_update",
+    "prune_update", "prune_corrected",
 ]
 
 
@@ -236,31 +236,36 @@ def prune_update(update: Mapping[str, np.ndarray], residual: Mapping[str, np.nda
 
     ``corrected = update + residual`` in float32 when ``spec.error_feedback``
     and a residual is given (it may omit tensors: zero; it must not have
-    others, nor other shapes), else ``update`` as float32.  The kept entries
-    (:func:`select`) are quantised with ``spec.value_codec``;
-    ``new residual = corrected - sent_dense`` (zeros without error feedback),
-    formed in place: ``corrected`` less the quantised values at the kept
-    entries (``x - 0`` is ``x`` for every float, -0.0 included).
-    Inputs are not modified.
+    others, nor other shapes), else ``update`` as float32; then
+    :func:`prune_corrected`.  Inputs are not modified.
     """
     corrected: dict[str, np.ndarray] = {}
-    owned: set[str] = set()  # corrected arrays this function made (the others are the caller's)
     use_residual = spec.error_feedback and residual is not None
     if use_residual:
         extra = set(residual) - set(update)
         if extra:
             raise ValueError(f"residual has tensors not in the update: {sorted(extra)}")
     for name, x in update.items():
-        given = x
         x = np.asarray(x, dtype=np.float32)
         if use_residual and name in residual:
             r = np.asarray(residual[name], dtype=np.float32)
             if r.shape != x.shape:
                 raise ValueError(f"residual {name!r} has shape {r.shape}, update {x.shape}")
             x = x + r
-        if x is not given:
-            owned.add(name)
+        elif spec.error_feedback:
+            x = np.array(x, order="C")  # a copy: prune_corrected makes it the residual
         corrected[name] = x
+    return prune_corrected(corrected, spec, density, rng)
+
+
+def prune_corrected(corrected: dict[str, np.ndarray], spec: PruneSpec, density: float,
+                    rng: np.random.Generator | None = None) -> PruneResult:
+    """Keep the entries :func:`select` picks from ``corrected`` (float32,
+    C-contiguous) and quantise them with ``spec.value_codec``.  With error
+    feedback ``corrected`` is consumed: each array becomes its new residual,
+    ``corrected - sent_dense``, formed in place (the quantised values
+    subtracted at the kept entries; ``x - 0`` is ``x`` for every float, -0.0
+    included), so no model-sized array is allocated here."""
     masks = select(corrected, spec, density, rng)
     sparse, quantised, new_residual = {}, {}, {}
     for name, x in corrected.items():
@@ -273,9 +278,8 @@ def prune_update(update: Mapping[str, np.ndarray], residual: Mapping[str, np.nda
         sparse[name] = Sparse(idx, vals, tuple(int(d) for d in x.shape))
         quantised[name] = q
         if spec.error_feedback:
-            left = x if name in owned and x.flags.c_contiguous else np.array(x, dtype=np.float32, order="C")
-            left.ravel()[idx] = vals - q
-            new_residual[name] = left
+            x.ravel()[idx] = vals - q
+            new_residual[name] = x
         else:
             new_residual[name] = np.zeros(x.shape, np.float32)
     return PruneResult(sparse=sparse, residual=new_residual, quantised=quantised)

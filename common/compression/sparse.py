@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord
 
 from prunus.common.codec import CodecError, decode, pack_update, read_header, record_payload
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes, rows_outside
-from prunus.common.pruning import PruneSpec, density_at, prune_update
+from prunus.common.pruning import PruneSpec, density_at, prune_corrected
 from prunus.common.update import Sparse, Update
 
 if TYPE_CHECKING:
@@ -48,18 +48,11 @@ class SparseUplink:
         s = self.settings
         density = density_at(ctx.server_round, s.density, s.density_warmup_rounds)
         rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 2]) if self.draws else None
-        # the residual is kept per unit of local learning rate (see RoundContext.lr);
-        # it is this call's own copy, so it is scaled in place
-        residual = residual_from_state(state) if state else None
-        held = hold_back(residual, ctx.rows) if residual else {}
-        for value in (residual or {}).values():
-            value *= ctx.lr
-        result = prune_update(update, residual, self.spec, density, rng)
+        # the residual is kept per unit of local learning rate (see RoundContext.lr)
+        corrected, held = carry(update, state if self.spec.error_feedback else None, ctx)
+        result = prune_corrected(corrected, self.spec, density, rng)
         record = pack_update(result.sparse, index_codec=s.index_codec, value_codec=self.spec.value_codec)
-        for name, value in result.residual.items():
-            value /= ctx.lr
-            value += held.get(name, 0.0)
-        return Encoded(record, residual_to_state(result.residual), result.nnz, density)
+        return Encoded(record, residual_to_state(result.residual, ctx.lr, held), result.nnz, density)
 
     # ---------------------------------------------------------- server half
     def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
@@ -100,20 +93,50 @@ def hold_back(residual: Params, rows: dict[str, np.ndarray] | None) -> Params:
     return held
 
 
-def residual_to_state(residual: Params) -> Params:
-    """The residual (dense float32, per tensor) as its non-zero rows for the
-    client's state: the ids of the rows with any non-zero entry (-0.0 counts,
-    so the state restores the residual bit for bit) and those rows whole.
-    A client writes its state every round and the residual grows toward the
-    size of the model; rows cost 4 bytes an entry, flat indices 8 or 12."""
+def carry(update: Params, state: Params | None, ctx: RoundContext) -> tuple[Params, HeldRows]:
+    """`update + residual * lr` (float32, new arrays) from the residual's
+    stored rows, without building the dense residual. The stored rows outside
+    `ctx.rows` are held back (carried now, they would put rows in the update
+    that the client was not sent) and returned as (row ids, rows)."""
+    corrected = {name: np.array(x, dtype=np.float32, order="C") for name, x in update.items()}
+    held: HeldRows = {}
+    for name, shape, ids, rows in _stored(state or {}):
+        if name not in corrected or corrected[name].shape != shape:
+            raise ValueError(f"residual {name!r} of shape {shape} does not match the update")
+        allowed = (ctx.rows or {}).get(name)
+        if allowed is not None:
+            outside = ~np.isin(ids, allowed)
+            if outside.any():
+                held[name] = (ids[outside], rows[outside])
+                ids, rows = ids[~outside], rows[~outside]
+        _as_rows(corrected[name])[ids] += rows * ctx.lr
+    return corrected, held
+
+
+HeldRows = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def residual_to_state(residual: Params, lr: float = 1.0, held: HeldRows | None = None) -> Params:
+    """The residual (dense float32, per tensor) divided by `lr`, plus the
+    `held` rows, as its non-zero rows for the client's state: the ids of the
+    rows with any non-zero bit (-0.0 counts, so the state restores the residual
+    bit for bit) and those rows whole. A client writes its state every round
+    and the residual grows toward the size of the model; rows cost 4 bytes an
+    entry, flat indices 8 or 12. Only the kept rows are divided."""
     arrays: Params = {}
     for name, value in residual.items():
         x = np.asarray(value, dtype=np.float32)
         x = x if x.flags.c_contiguous else x.copy()  # (a 0-D array stays 0-D)
         rows = _as_rows(x)
-        kept = np.flatnonzero(np.bitwise_or.reduce(rows.view(np.uint32), axis=1))  # any bit set: -0.0 too
+        kept = np.flatnonzero(np.bitwise_or.reduce(rows.view(np.uint32), axis=1))
+        extra = (held or {}).get(name)
+        if extra is not None:
+            kept = np.union1d(kept, extra[0])
+        values = rows[kept] / np.float32(lr)
+        if extra is not None:
+            values[np.searchsorted(kept, extra[0])] += extra[1]
         arrays[name + _ROWS] = kept.astype(np.int32 if len(rows) < 2**31 else np.int64)
-        arrays[name + _VALUES] = rows[kept]
+        arrays[name + _VALUES] = values
         arrays[name + _SHAPE] = np.asarray(x.shape, dtype=np.int64)
     return arrays
 
@@ -134,12 +157,17 @@ def _as_rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.ndim else x.reshape(1, 1)
 
 
+def _stored(arrays: Params):
+    """(name, shape, row ids, rows) of each tensor a residual state holds."""
+    for name in (key[: -len(_ROWS)] for key in arrays if key.endswith(_ROWS)):
+        yield name, tuple(int(d) for d in arrays[name + _SHAPE]), arrays[name + _ROWS], arrays[name + _VALUES]
+
+
 def residual_from_state(arrays: Params) -> Params:
     """The dense residual kept by `residual_to_state`."""
     residual: Params = {}
-    for name in (key[: -len(_ROWS)] for key in arrays if key.endswith(_ROWS)):
-        shape = tuple(int(d) for d in arrays[name + _SHAPE])
+    for name, shape, ids, rows in _stored(arrays):
         dense = np.zeros(shape, np.float32)
-        _as_rows(dense)[arrays[name + _ROWS]] = arrays[name + _VALUES]
+        _as_rows(dense)[ids] = rows
         residual[name] = dense
     return residual

@@ -198,3 +198,23 @@ def test_a_batch_whose_call_goes_wrong_gives_each_message_an_error_reply(task_id
             assert [r.metadata.reply_to_message_id for r in replies] == ["m1", "m2", "m3"]
     finally:
         flower_compat.enable_client_batches(1)
+
+
+def test_the_in_memory_grid_looks_for_replies_often_and_other_grids_are_left_alone():
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    class Factory:  # Flower's LinkStateFactory, as far as the Grid uses it
+        def state(self):
+            return None
+
+    grid = InMemoryGrid(state_factory=Factory())
+    assert grid.pull_interval == 0.1  # Flower's own
+    flower_compat.poll_replies_often(grid)
+    assert grid.pull_interval == flower_compat.REPLY_POLL_S
+
+    class OtherGrid:
+        pull_interval = 3.0
+
+    other = OtherGrid()
+    flower_compat.poll_replies_often(other)
+    assert other.pull_interval == 3.0

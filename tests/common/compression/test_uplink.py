@@ -325,12 +325,13 @@ def test_randomk_is_seeded_by_seed_round_and_partition():
         assert not all(np.array_equal(a, b) for a, b in zip(same[0], chosen(other)))
 
 
+@pytest.mark.parametrize("lr", [1.0, 2.5])
 @pytest.mark.parametrize("name", METHODS)
-def test_with_a_partial_broadcast_the_residual_of_rows_not_sent_is_held_back(name):
+def test_with_a_partial_broadcast_the_residual_of_rows_not_sent_is_held_back(name, lr):
     """A client sent some item rows only may update only those; what error
     feedback carries for the other rows waits, unchanged, for a later round."""
     method = _method(name, value_codec="int8", error_feedback=True)
-    first = method.encode(_update(1), None, _ctx(1, 3, lr=1.0))
+    first = method.encode(_update(1), None, _ctx(1, 3, lr=lr))
     kept1 = _kept(first)
     rows = {"item_embedding.weight": np.arange(0, 50, 2), "item_bias.weight": np.arange(0, 50, 2)}
     update = _update(2)
@@ -338,7 +339,7 @@ def test_with_a_partial_broadcast_the_residual_of_rows_not_sent_is_held_back(nam
         outside = np.ones(50, bool)
         outside[ids] = False
         update[tensor][outside] = 0.0
-    ctx = RoundContext(server_round=2, partition_id=3, seed=0, lr=1.0, rows=rows)
+    ctx = RoundContext(server_round=2, partition_id=3, seed=0, lr=lr, rows=rows)
     second = method.encode(update, from_record(to_record(first.state)), ctx)
     sent, kept2 = densify(method.decode(second.record, SHAPES, ctx)), _kept(second)
     for tensor, ids in rows.items():
