@@ -46,3 +46,12 @@ def test_the_runs_meet_what_the_page_claims():
     previous = _summary("dense-previous")
     assert previous["rounds"] == 120 and previous["wall_seconds"] < 190
     assert abs(previous["metrics"]["hr@10"] - 0.6594) <= 0.005
+
+
+def test_the_page_states_top_ks_time_against_the_dense_runs():
+    dense, topk = _summary("dense"), _summary("topk")
+    assert dense["code"] == topk["code"]  # made back to back, at one commit
+    ratio = f"{topk['wall_seconds'] / dense['wall_seconds']:.2f}x"
+    assert ratio in " ".join(PAGE.read_text().split())
+    readme = (RESULTS.parents[1] / "README.md").read_text()
+    assert f"({ratio} the dense run" in " ".join(readme.split())
