@@ -7,7 +7,8 @@ per ML-1M client): twice per message through Ray, and 6,040 of them held in
 the driver. So a simulated ClientApp keeps its state here instead, one
 folder per partition under `RUN_DIR/client-state/`, read when a message
 arrives and written after a training round (beside its name, then renamed,
-so never half-written); the Context stays empty. Memory is bounded by the
+so never half-written); the Context stays empty (`client-state-dir` puts
+the store elsewhere, e.g. on a RAM-backed /dev/shm). Memory is bounded by the
 clients in flight; the disk holds one version per client (the run removes
 the store when it ends, unless it checkpoints).
 
@@ -23,6 +24,7 @@ clients keep their own state and this is off.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,7 +42,13 @@ SUFFIX = ".state"
 
 
 def store_of(cfg: Config) -> Path:
-    return Path(cfg.runtime.out) / STORE
+    """RUN_DIR/client-state, or with `client-state-dir` a folder there named
+    for the run's folder (the same for a resumed run, another for another run)."""
+    if not cfg.runtime.client_state_dir:
+        return Path(cfg.runtime.out) / STORE
+    run = Path(cfg.runtime.out).resolve()
+    digest = hashlib.sha256(str(run).encode()).hexdigest()[:16]
+    return Path(cfg.runtime.client_state_dir) / f"prunus-{run.name}-{digest}"
 
 
 def last_checkpoint(cfg: Config, server_round: int) -> int:

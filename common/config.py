@@ -258,6 +258,11 @@ class RuntimeConfig:
     # checkpoint instead of starting afresh (`prunus simulate` has --resume)
     resume: bool = False
     out: str = "runs/latest"
+    # where a simulation keeps its clients' state ("": RUN_DIR/client-state):
+    # a top-k client writes its error-feedback residual every round (about
+    # 900 KB on ML-1M at d=64), so a RAM-backed folder such as /dev/shm
+    # spares the disk (client.state_store); each run takes its own subfolder
+    client_state_dir: str = ""
 
 
 SECTIONS: dict[str, type] = {
@@ -315,6 +320,9 @@ class Config:
             raise ConfigError(f"data-dir: dataset {d.dataset!r} needs a data-dir")
         if d.data_dir and not Path(d.data_dir).exists():
             raise ConfigError(f"data-dir: {d.data_dir!r} does not exist")
+        state_dir = self.runtime.client_state_dir
+        if state_dir and not Path(state_dir).is_dir():
+            raise ConfigError(f"client-state-dir: {state_dir!r} is not an existing folder")
 
     @classmethod
     def of(cls, **changes: Any) -> Config:

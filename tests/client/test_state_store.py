@@ -3,10 +3,11 @@ with checkpoints the version a resume needs is kept and found; versions
 nobody will read again are dropped."""
 
 import numpy as np
+import pytest
 from flwr.app import RecordDict
 
 from prunus.client import state_store
-from prunus.common.config import Config
+from prunus.common.config import Config, ConfigError
 from prunus.common.params import to_record
 
 
@@ -81,3 +82,28 @@ def test_a_new_version_is_written_over_an_obsolete_ones_file(tmp_path):
         inodes[server_round] = (folder / f"{server_round}.state").stat().st_ino
     assert sorted(p.name for p in folder.iterdir()) == ["4.state", "5.state"]
     assert inodes[4] == inodes[2] and inodes[5] == inodes[3]  # round 2's file became round 4's
+
+
+def test_a_client_state_dir_holds_each_runs_store_in_its_own_folder(tmp_path):
+    shared = tmp_path / "ram"
+    shared.mkdir()
+    first = Config.of(out=str(tmp_path / "a"), client_state_dir=str(shared))
+    second = Config.of(out=str(tmp_path / "b"), client_state_dir=str(shared))
+    assert state_store.store_of(first).parent == shared
+    assert state_store.store_of(first) != state_store.store_of(second)
+    assert state_store.store_of(first) == state_store.store_of(Config.of(out=str(tmp_path / "a"),
+                                                                          client_state_dir=str(shared)))
+    state_store.persist(first, _state(2.0), 3, 1)
+    state_store.settle()
+    assert not (tmp_path / "a" / "client-state").exists()
+    state = RecordDict()
+    state_store.restore(first, state, 3, 1)
+    assert state["private"]["u"].numpy()[0, 0] == 2.0
+    other = RecordDict()
+    state_store.restore(second, other, 3, 1)
+    assert not len(other)  # another run's store is another folder
+
+
+def test_a_client_state_dir_that_is_not_a_folder_fails_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="client-state-dir"):
+        Config.of(client_state_dir=str(tmp_path / "missing"))
