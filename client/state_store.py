@@ -24,6 +24,7 @@ clients keep their own state and this is off.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -44,11 +45,17 @@ SUFFIX = ".state"
 def store_of(cfg: Config) -> Path:
     """RUN_DIR/client-state, or with `client-state-dir` a folder there named
     for the run's folder (the same for a resumed run, another for another run)."""
-    if not cfg.runtime.client_state_dir:
-        return Path(cfg.runtime.out) / STORE
-    run = Path(cfg.runtime.out).resolve()
+    return _store(cfg.runtime.out, cfg.runtime.client_state_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _store(out: str, state_dir: str) -> Path:
+    """`store_of`, worked out once per run: every client message asks for it."""
+    if not state_dir:
+        return Path(out) / STORE
+    run = Path(out).resolve()
     digest = hashlib.sha256(str(run).encode()).hexdigest()[:16]
-    return Path(cfg.runtime.client_state_dir) / f"prunus-{run.name}-{digest}"
+    return Path(state_dir) / f"prunus-{run.name}-{digest}"
 
 
 def last_checkpoint(cfg: Config, server_round: int) -> int:
