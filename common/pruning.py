@@ -6,8 +6,8 @@ form (flat row-major int64 indices, strictly increasing; float32 values) --
 before :func:`common.codec.pack_update` encodes it.
 
 Selection methods are the uplink plug-ins of :mod:`prunus.common.compression`
-(one module each, registered in ``UPLINK``); :func:`select` dispatches to
-them.  ``k(d, n) = ceil(d * n)`` (see :func:`keep_count`).  No method ever
+(one module each, registered in ``UPLINK``); :func:`select` (masks) and
+:func:`keep` (the kept positions, what a client sends) dispatch to them.  ``k(d, n) = ceil(d * n)`` (see :func:`keep_count`).  No method ever
 keeps an exact zero (``0.0`` or ``-0.0``): the receiver reads every unsent entry as zero anyway, so sending
 one only costs bits.  Every method therefore keeps ``min(k, nnz)`` entries
 when it has a count at all.
@@ -45,7 +45,8 @@ from .codec_values import VALUE_CODECS, decode_values, encode_values
 from .update import Sparse, SparseUpdate
 
 __all__ = [
-    "PruneSpec", "PruneResult", "keep_count", "top_mask", "density_at", "select", "quantise",
+    "PruneSpec", "PruneResult", "keep_count", "top_mask", "top_indices", "density_at", "select", "keep",
+    "quantise",
     "prune_update", "prune_corrected",
 ]
 
@@ -122,7 +123,17 @@ def density_at(round: int, target: float, warmup_rounds: int, start: float = 1.0
 # ---------------------------------------------------------------- selection
 def top_mask(key: np.ndarray, k: int) -> np.ndarray:
     """Mask of the ``k`` largest entries of 1-D ``key`` (>= 0) among its
-    positive ones; ties at the cut go to the lowest positions.  O(n).
+    positive ones; ties at the cut go to the lowest positions (see
+    :func:`top_indices`)."""
+    mask = np.zeros(key.shape, dtype=bool)
+    mask[top_indices(key, k)] = True
+    return mask
+
+
+def top_indices(key: np.ndarray, k: int) -> np.ndarray:
+    """Increasing int64 positions of the ``k`` largest entries of 1-D ``key``
+    (>= 0) among its positive ones; ties at the cut go to the lowest
+    positions.  O(n).
 
     A client's corrected update is a model's worth of entries of which it
     keeps a few percent, so the cut is first bracketed from a strided sample:
@@ -131,9 +142,8 @@ def top_mask(key: np.ndarray, k: int) -> np.ndarray:
     partitioned.  Otherwise (few positives, or an unlucky sample) the
     positive keys are partitioned; never the whole array, whose introselect
     is slow on the many duplicate zeros of a row-sparse update."""
-    mask = np.zeros(key.shape, dtype=bool)
     if k <= 0 or key.size == 0:
-        return mask
+        return np.zeros(0, dtype=np.int64)
     if k * _SAMPLE_STRIDE < key.size:
         sample = key[::_SAMPLE_STRIDE]
         sample = sample[sample > 0]
@@ -142,11 +152,9 @@ def top_mask(key: np.ndarray, k: int) -> np.ndarray:
             threshold = np.partition(sample, sample.size - above)[sample.size - above]
             at = np.flatnonzero(key >= threshold)
             if at.size >= k:
-                _keep_top(mask, at, key[at], k)
-                return mask
+                return _top_of(at, key[at], k)
     at = np.flatnonzero(key > 0)
-    _keep_top(mask, at, key[at], min(k, at.size))
-    return mask
+    return _top_of(at, key[at], min(k, at.size))
 
 
 # a prime: a stride that divides a table's row width samples the same few
@@ -156,17 +164,17 @@ def top_mask(key: np.ndarray, k: int) -> np.ndarray:
 _SAMPLE_STRIDE = 11
 
 
-def _keep_top(mask: np.ndarray, at: np.ndarray, values: np.ndarray, k: int) -> None:
-    """Set ``mask`` at the ``k`` largest of ``values`` (positions ``at``,
-    increasing); ties at the cut to the lowest positions."""
+def _top_of(at: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """The positions ``at`` (increasing) of the ``k`` largest of ``values``,
+    in increasing order; ties at the cut to the lowest positions."""
     if k == 0:
-        return
+        return np.zeros(0, dtype=np.int64)
     cut = np.partition(values, values.size - k)[values.size - k]  # the k-th largest value
-    above = values > cut
-    mask[at[above]] = True
-    rest = k - int(np.count_nonzero(above))
+    chosen = values > cut
+    rest = k - int(np.count_nonzero(chosen))
     if rest:
-        mask[at[values == cut][:rest]] = True
+        chosen[np.flatnonzero(values == cut)[:rest]] = True
+    return at[chosen].astype(np.int64, copy=False)
 
 
 def _check_finite(name: str, x: np.ndarray) -> None:
@@ -183,11 +191,25 @@ def select(update: Mapping[str, np.ndarray], spec: PruneSpec, density: float,
     required) by methods that draw (``randomk``).  Raises ``ValueError`` for
     non-finite values.
     """
+    arrays, density = _checked(update, density)
+    return _uplink_methods().get(spec.method).select(arrays, spec, density, rng)
+
+
+def keep(update: Mapping[str, np.ndarray], spec: PruneSpec, density: float,
+         rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """What :func:`select` marks, as each tensor's increasing flat int64
+    positions: what a client sends (a method that finds positions, like
+    ``topk-global``, builds no model-sized mask for it)."""
+    arrays, density = _checked(update, density)
+    return _uplink_methods().get(spec.method).keep(arrays, spec, density, rng)
+
+
+def _checked(update: Mapping[str, np.ndarray], density: float) -> tuple[dict[str, np.ndarray], float]:
     density = _check_density(density)
     arrays = {name: np.asarray(x) for name, x in update.items()}
     for name, x in arrays.items():
         _check_finite(name, x)
-    return _uplink_methods().get(spec.method).select(arrays, spec, density, rng)
+    return arrays, density
 
 
 def quantise(values: np.ndarray, value_codec: str) -> np.ndarray:
@@ -266,10 +288,10 @@ def prune_corrected(corrected: dict[str, np.ndarray], spec: PruneSpec, density: 
     ``corrected - sent_dense``, formed in place (the quantised values
     subtracted at the kept entries; ``x - 0`` is ``x`` for every float, -0.0
     included), so no model-sized array is allocated here."""
-    masks = select(corrected, spec, density, rng)
+    kept = keep(corrected, spec, density, rng)
     sparse, quantised, new_residual = {}, {}, {}
     for name, x in corrected.items():
-        idx = np.flatnonzero(masks[name]).astype(np.int64)
+        idx = kept[name]
         vals = x.ravel()[idx]  # a copy (fancy indexing)
         try:
             q = quantise(vals, spec.value_codec)

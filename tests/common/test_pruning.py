@@ -12,6 +12,7 @@ from prunus.common.compression import UPLINK
 from prunus.common.pruning import (
     PruneSpec,
     density_at,
+    keep,
     keep_count,
     prune_update,
     quantise,
@@ -397,3 +398,17 @@ def test_quantise():
         quantise(v, "int4")
 
 
+
+
+@FAST
+@given(update=updates(), spec=specs, seed=st.integers(0, 2**32 - 1))
+def test_keep_gives_the_positions_select_marks(update, spec, seed):
+    """`keep` (what a client sends) and `select` (a mask, e.g. for the server's
+    model pruning) are one choice, whichever of them a method implements."""
+    density = spec.density
+    masks = select(update, spec, density, np.random.default_rng(seed))
+    positions = keep(update, spec, density, np.random.default_rng(seed))
+    assert set(positions) == set(masks)
+    for name, mask in masks.items():
+        assert positions[name].dtype == np.int64
+        np.testing.assert_array_equal(positions[name], np.flatnonzero(mask))

@@ -373,3 +373,22 @@ def test_the_residual_state_restores_the_residual_bit_for_bit(value):
     """Kept as its non-zero rows: every row with any non-zero entry (-0.0 counts) comes back exactly."""
     back = residual_from_state(residual_to_state({"t": value}))["t"]
     assert back.dtype == np.float32 and back.shape == value.shape and back.tobytes() == value.tobytes()
+
+
+def test_a_residual_with_most_rows_non_zero_is_kept_whole_and_carried_alike():
+    """Mostly non-zero: the tensor whole, no row ids; mostly zero: its rows.
+    Either way the next update carries the same corrected values."""
+    from prunus.common.compression.sparse import WHOLE_SHARE, carry
+
+    rng = np.random.default_rng(1)
+    full = rng.normal(size=(40, 3)).astype(np.float32)
+    few = np.where((np.arange(40) < int(WHOLE_SHARE * 40) - 1)[:, None], full, np.float32(0))
+    state = residual_to_state({"full": full, "few": few}, lr=0.5)
+    assert "full.rows" not in state and state["full.val"].shape == (40, 3)
+    assert len(state["few.rows"]) == int(WHOLE_SHARE * 40) - 1
+    update = {"full": rng.normal(size=(40, 3)).astype(np.float32), "few": np.zeros((40, 3), np.float32)}
+    corrected, held = carry(update, from_record(to_record(state), writable=False), _ctx(lr=0.25))
+    assert not held
+    for name, residual in (("full", full), ("few", few)):
+        expected = update[name] + (residual / np.float32(0.5)) * np.float32(0.25)
+        np.testing.assert_array_equal(corrected[name], expected)
