@@ -78,14 +78,17 @@ def load(store: Path, partition: int, upto: int) -> RecordDict | None:
     usable = [v for v in _versions(folder) if v <= upto]
     if not usable:
         return None
-    blob = (folder / f"{usable[-1]}{SUFFIX}").read_bytes()
-    size = int.from_bytes(blob[:8], "little")
-    meta, data = json.loads(blob[8 : 8 + size]), memoryview(blob)[8 + size :]
+    path = folder / f"{usable[-1]}{SUFFIX}"
     records: dict[str, dict[str, Array]] = {}
-    for key, (dtype, shape, stype, start, end) in meta.items():
-        record, name = key.split("/", 1)
-        records.setdefault(record, {})[name] = Array(dtype=dtype, shape=tuple(shape), stype=stype,
-                                                      data=bytes(data[start:end]))
+    with open(path, "rb") as handle:  # each Array's bytes read straight into its own bytes object
+        meta = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        for key, (dtype, shape, stype, start, end) in sorted(meta.items(), key=lambda item: item[1][3]):
+            data = handle.read(end - start)
+            if len(data) != end - start:
+                raise ValueError(f"client state {path} is truncated: {key!r} needs {end - start} bytes, "
+                                 f"{len(data)} follow")
+            record, name = key.split("/", 1)
+            records.setdefault(record, {})[name] = Array(dtype=dtype, shape=tuple(shape), stype=stype, data=data)
     return RecordDict({record: ArrayRecord(arrays) for record, arrays in records.items()})
 
 

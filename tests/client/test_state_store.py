@@ -65,6 +65,16 @@ def test_a_state_comes_back_as_it_was_saved(tmp_path):
             np.testing.assert_array_equal(restored, arrays[name])
 
 
+def test_a_truncated_state_file_is_an_error_naming_it(tmp_path):
+    """A version cut short (a full disk, a copy stopped half-way) is not read as a smaller state."""
+    cfg = Config.of(out=str(tmp_path))
+    state_store.persist(cfg, _state(1.0), 2, 1)
+    path = tmp_path / "client-state" / "2" / "1.state"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match=r"1\.state is truncated: 'private/u' needs 152 bytes, 147 follow"):
+        state_store.restore(cfg, RecordDict(), 2, 1)
+
+
 def test_a_new_version_is_written_over_an_obsolete_ones_file(tmp_path):
     """Shorter or longer than the file it reuses, each version reads back
     whole, and only the newest two stay."""
