@@ -14,7 +14,7 @@ are not public, so they live here and nowhere else:
 * the simulation engine's own node-to-partition map, so that a ServerApp in
   the same process need not ask every node (`record_engine_partitions`);
 * sizing the Ray actor pool to a share of the cluster (`enable_actor_share`);
-* how often the in-memory Grid looks for replies (`poll_replies_often`);
+* the in-memory Grid woken by each reply instead of polling (`wait_for_replies`);
 * sending the messages Ray's driver prints on its own to a log instead
   (`route_ray_driver_messages`).
 
@@ -318,18 +318,73 @@ def engine_partitions(node_ids: set[int]) -> dict[int, int] | None:
 # all ran into their timeout). With a share of N, a run creates 1/N of the
 # actors that fit (at least one), so N runs fit side by side.
 # InMemoryGrid.send_and_receive sleeps 0.1 s between looks for replies, so a
-# round of the simulation ended on average 50 ms after its last reply (rounds
-# of ml1m-dense.toml take 0.6 s); a look at 256 messages in flight is cheap.
-REPLY_POLL_S = 0.005
+# round ended on average 50 ms after its last reply; looking every 5 ms
+# instead cost the driver a quarter of its CPU (py-spy on ml1m-topk.toml): each
+# look checks every message still in flight (`get_message_res`: expiry, node
+# availability, delivery), ~300 looks a round over 256 messages. So the Grid
+# instead waits until the engine stores a reply and then pulls only the
+# messages whose replies arrived: O(replies) a round, woken at once. Every
+# `FULL_LOOK_S` it still looks at every message in flight, as Flower does, so
+# one that expires or whose node goes away still turns into an error reply.
+FULL_LOOK_S = 0.5
 
 
-def poll_replies_often(grid: Any) -> None:
-    """Make the Simulation Engine's Grid look for replies every `REPLY_POLL_S`
-    (a no-op for a Deployment Engine's Grid: each look is a request to the SuperLink)."""
+def wait_for_replies(grid: Any) -> None:
+    """Make the Simulation Engine's Grid wake on each reply the engine stores
+    (a no-op for a Deployment Engine's Grid: replies arrive at the SuperLink)."""
     from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
-    if isinstance(grid, InMemoryGrid):
-        grid.pull_interval = REPLY_POLL_S
+    if not isinstance(grid, InMemoryGrid):
+        return
+    arrived, woken = _reply_signal(grid.state)
+
+    def send_and_receive(messages: Any, *, timeout: float | None = None) -> list[Any]:
+        pending = set(grid.push_messages(messages))
+        sent = set(pending)
+        end = None if timeout is None else time.monotonic() + timeout
+        replies: list[Any] = []
+        last_full = time.monotonic()
+        try:
+            while pending:
+                now = time.monotonic()
+                if end is not None and now >= end:
+                    break
+                with woken:
+                    if not arrived & pending:
+                        woken.wait(min(FULL_LOOK_S, FULL_LOOK_S if end is None else end - now))
+                    ready = arrived & pending
+                    arrived.difference_update(ready)
+                full = time.monotonic() - last_full >= FULL_LOOK_S
+                if full:
+                    last_full = time.monotonic()
+                found = grid.pull_messages(pending if full else ready) if (ready or full) else []
+                replies.extend(found)
+                pending.difference_update(m.metadata.reply_to_message_id for m in found)
+        finally:
+            with woken:
+                arrived.difference_update(sent)
+        return replies
+
+    grid.send_and_receive = send_and_receive
+
+
+def _reply_signal(state: Any) -> tuple[set[str], threading.Condition]:
+    """The ids of the messages whose replies `state` stored and nobody took
+    yet, and the condition notified with each; installed once per LinkState."""
+    if not hasattr(state, "_prunus_replies"):
+        arrived, woken, store = set(), threading.Condition(), state.store_message_res
+
+        def store_message_res(message: Any) -> Any:
+            stored = store(message)
+            if stored is not None:
+                with woken:
+                    arrived.add(message.metadata.reply_to_message_id)
+                    woken.notify_all()
+            return stored
+
+        state.store_message_res = store_message_res
+        state._prunus_replies = arrived, woken
+    return state._prunus_replies
 
 
 def enable_actor_share(share: int) -> None:

@@ -2,6 +2,9 @@
 
 import subprocess
 import sys
+import threading
+import time
+from types import SimpleNamespace
 from importlib.metadata import distribution
 
 from prunus.common import flower_compat
@@ -200,21 +203,74 @@ def test_a_batch_whose_call_goes_wrong_gives_each_message_an_error_reply(task_id
         flower_compat.enable_client_batches(1)
 
 
-def test_the_in_memory_grid_looks_for_replies_often_and_other_grids_are_left_alone():
+class _ReplyStore:  # the part of Flower's in-memory LinkState the engine stores replies through
+    def __init__(self):
+        self.replies = {}
+
+    def store_message_res(self, message):
+        self.replies[message.metadata.reply_to_message_id] = message
+        return message.metadata.message_id
+
+
+def _reply_grid():
+    """An InMemoryGrid over `_ReplyStore` that records what each pull asked for."""
     from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
-    class Factory:  # Flower's LinkStateFactory, as far as the Grid uses it
-        def state(self):
-            return None
+    class Grid(InMemoryGrid):
+        def __init__(self):
+            super().__init__(state_factory=SimpleNamespace(state=_ReplyStore))
+            self.asked = []
 
-    grid = InMemoryGrid(state_factory=Factory())
-    assert grid.pull_interval == 0.1  # Flower's own
-    flower_compat.poll_replies_often(grid)
-    assert grid.pull_interval == flower_compat.REPLY_POLL_S
+        def push_messages(self, messages):
+            return [m.metadata.message_id for m in messages]
 
+        def pull_messages(self, message_ids):
+            self.asked.append(set(message_ids))
+            return [self.state.replies.pop(i) for i in list(message_ids) if i in self.state.replies]
+
+    return Grid()
+
+
+def _message(message_id, reply_to=""):
+    return SimpleNamespace(metadata=SimpleNamespace(message_id=message_id, reply_to_message_id=reply_to))
+
+
+def test_the_in_memory_grid_wakes_on_each_reply_and_pulls_only_the_arrived_ones():
+    grid = _reply_grid()
+    flower_compat.wait_for_replies(grid)
+    sent = [_message(f"m{i}") for i in range(6)]
+
+    def reply_later():
+        for i in range(6):
+            time.sleep(0.02)
+            grid.state.store_message_res(_message(f"r{i}", reply_to=f"m{i}"))
+
+    worker = threading.Thread(target=reply_later)
+    start = time.monotonic()
+    worker.start()
+    replies = grid.send_and_receive(sent, timeout=30)
+    worker.join()
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == [f"m{i}" for i in range(6)]
+    assert time.monotonic() - start < flower_compat.FULL_LOOK_S  # woken by the replies, not a slow poll
+    assert all(len(ids) < 6 for ids in grid.asked)  # never a look at every message in flight
+    assert sum(map(len, grid.asked)) == 6
+
+
+def test_the_in_memory_grid_still_looks_at_every_message_and_keeps_its_timeout():
+    grid = _reply_grid()
+    flower_compat.wait_for_replies(grid)
+    flower_compat.wait_for_replies(grid)  # a second ServerApp on the same LinkState: one hook
+    start = time.monotonic()
+    assert grid.send_and_receive([_message("a"), _message("b")], timeout=1.2) == []
+    assert 1.2 <= time.monotonic() - start < 2.0
+    assert {"a", "b"} in grid.asked  # Flower's full look (expired messages become error replies)
+
+
+def test_other_grids_are_left_alone():
     class OtherGrid:
-        pull_interval = 3.0
+        def send_and_receive(self, messages, *, timeout=None):
+            return "own"
 
     other = OtherGrid()
-    flower_compat.poll_replies_often(other)
-    assert other.pull_interval == 3.0
+    flower_compat.wait_for_replies(other)
+    assert other.send_and_receive([]) == "own"
