@@ -228,12 +228,14 @@ class RuntimeConfig:
     # Flower compatibility patches (common/flower_compat.py), each switchable
     # to measure it: poll only nodes with a message; send the ClientApp to Ray
     # once per run instead of with every message; take the node-to-partition
-    # map from the engine instead of asking every node; messages in flight per
+    # map from the engine instead of asking every node; wake the in-memory
+    # Grid on each reply instead of polling for replies; messages in flight per
     # client actor (1: Flower's own; more keeps an actor busy while the driver
     # handles its reply, but a message queued behind a hung client waits with it)
     fast_dispatch: bool = True
     fast_submit: bool = True
     fast_discovery: bool = True
+    reply_wait: bool = True
     actor_pipeline: int = field(default=1, metadata=_positive())
     # messages sent to a client actor in one Ray call (1: one call per message,
     # Flower's own). A message batched (or pipelined) behind a hung client

@@ -56,7 +56,8 @@ def make_server_app(config: Config | None = None, resume: Checkpoint | None = No
             checkpoint = deployment_checkpoint(cfg)
             route_library_logs(Path(cfg.runtime.out), verbose=False)
         ledger = Ledger()
-        flower_compat.wait_for_replies(grid)
+        if cfg.runtime.reply_wait:
+            flower_compat.wait_for_replies(grid)
         nodes_by_partition = discover_partitions(grid, num_partitions(cfg), ledger)
         transport = GridTransport(grid, nodes_by_partition, cfg.federation.round_timeout)
         run_federation(cfg, transport, list(nodes_by_partition), ledger, checkpoint)

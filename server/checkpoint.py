@@ -29,7 +29,7 @@ CHECKPOINT = "checkpoint.npz"
 # keys that say how or where a run is carried out, not what it computes:
 # a resumed run may change them (a resumed Flower run may even run in process)
 RESUMABLE_KEYS = frozenset({"out", "ray-address", "ray-share", "client-actor-restarts", "engine", "fast-dispatch",
-                            "fast-submit", "fast-discovery", "actor-pipeline", "client-batch", "client-num-cpus", "client-num-gpus",
+                            "fast-submit", "fast-discovery", "reply-wait", "actor-pipeline", "client-batch", "client-num-cpus", "client-num-gpus",
                             "resume"})  # fmt: skip
 
 
