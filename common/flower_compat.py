@@ -341,25 +341,25 @@ def wait_for_replies(grid: Any) -> None:
     def send_and_receive(messages: Any, *, timeout: float | None = None) -> list[Any]:
         pending = set(grid.push_messages(messages))
         sent = set(pending)
-        end = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        next_full = time.monotonic() + FULL_LOOK_S
         replies: list[Any] = []
-        last_full = time.monotonic()
         try:
             while pending:
                 now = time.monotonic()
-                if end is not None and now >= end:
+                if deadline is not None and now >= deadline:
                     break
                 with woken:
                     if not arrived & pending:
-                        woken.wait(min(FULL_LOOK_S, FULL_LOOK_S if end is None else end - now))
+                        woken.wait((next_full if deadline is None else min(next_full, deadline)) - now)
                     ready = arrived & pending
                     arrived.difference_update(ready)
-                full = time.monotonic() - last_full >= FULL_LOOK_S
-                if full:
-                    last_full = time.monotonic()
-                found = grid.pull_messages(pending if full else ready) if (ready or full) else []
-                replies.extend(found)
-                pending.difference_update(m.metadata.reply_to_message_id for m in found)
+                if time.monotonic() >= next_full:
+                    ready, next_full = pending, time.monotonic() + FULL_LOOK_S
+                if ready:
+                    found = grid.pull_messages(ready)
+                    replies.extend(found)
+                    pending.difference_update(m.metadata.reply_to_message_id for m in found)
         finally:
             with woken:
                 arrived.difference_update(sent)
