@@ -64,7 +64,7 @@ def _handle(handler, msg: Message, context: Context, config: Config | None, keep
         state_store.restore(cfg, state, partition_id, server_round - 1 if keeps_state else server_round)
     content = handler(cfg, msg.content, state, ClientData.of(partition_id, split, users, device))
     if simulated and keeps_state:
-        state_store.persist(cfg, state, partition_id, server_round)
+        state_store.persist(cfg, state, partition_id, server_round, split.n_items)
     content["info"] = ConfigRecord(_node_info(context))
     return Message(content, reply_to=msg)
 

@@ -20,32 +20,49 @@ resumed run first drops the versions written after its checkpoint (`rewind`),
 whose rounds it runs again. The in-process engine keeps its clients' state in
 memory and uses this store only to checkpoint. Under the Deployment Engine
 clients keep their own state and this is off.
+
+That is the "files" store. With `client-state-store = "mapped"` (what
+`"auto"` picks for a run on one machine without checkpoints, when the state
+fits in memory: `resolve`) the state lives instead in shared memory, two
+versions per partition (`client.state_slots`), and no state is copied
+through the kernel.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
+import math
 import os
+import shutil
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import RecordDict
 
+from prunus.client import state_slots
+from prunus.client.state_format import pack, unpack
 from prunus.common.config import Config
+from prunus.common.models import model_spec
 
 STORE = "client-state"
-# a version: 8 bytes (little-endian length of the header), a JSON header
-# ("record/name" -> dtype, shape, stype, start, end of its bytes) and the
-# Arrays' serialised bytes one after another
-SUFFIX = ".state"
+SUFFIX = ".state"  # a version's file (its bytes: `client.state_format`)
+SHARED_MEMORY = "/dev/shm"
 
 
 def store_of(cfg: Config) -> Path:
     """RUN_DIR/client-state, or with `client-state-dir` a folder there named
-    for the run's folder (the same for a resumed run, another for another run)."""
-    return _store(cfg.runtime.out, cfg.runtime.client_state_dir)
+    for the run's folder (the same for a resumed run, another for another run);
+    a mapped store's `client-state-dir` is /dev/shm unless set."""
+    state_dir = cfg.runtime.client_state_dir
+    if _mapped(cfg) and not state_dir:
+        state_dir = SHARED_MEMORY
+    return _store(cfg.runtime.out, state_dir)
+
+
+def _mapped(cfg: Config) -> bool:
+    return cfg.runtime.client_state_store == "mapped"
 
 
 @functools.lru_cache(maxsize=8)
@@ -79,24 +96,13 @@ def load(store: Path, partition: int, upto: int) -> RecordDict | None:
     if not usable:
         return None
     path = folder / f"{usable[-1]}{SUFFIX}"
-    records: dict[str, dict[str, Array]] = {}
-    with open(path, "rb") as handle:  # each Array's bytes read straight into its own bytes object
-        meta = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-        for key, (dtype, shape, stype, start, end) in sorted(meta.items(), key=lambda item: item[1][3]):
-            data = handle.read(end - start)
-            if len(data) != end - start:
-                raise ValueError(f"client state {path} is truncated: {key!r} needs {end - start} bytes, "
-                                 f"{len(data)} follow")
-            record, name = key.split("/", 1)
-            records.setdefault(record, {})[name] = Array(dtype=dtype, shape=tuple(shape), stype=stype, data=data)
-    return RecordDict({record: ArrayRecord(arrays) for record, arrays in records.items()})
+    with open(path, "rb") as handle:
+        return unpack(handle.read, str(path))
 
 
 def save(store: Path, partition: int, server_round: int, state: RecordDict, upto: int) -> None:
     """Write the state after `server_round`; drop versions older than the one a
-    resume from checkpoint `upto` (or any later) would read. Each Array goes as
-    its serialised bytes, with its dtype, shape and stype beside them, so that
-    neither side re-encodes it.
+    resume from checkpoint `upto` (or any later) would read.
 
     The new version is written over the file of one this write makes
     obsolete (renamed aside first, so never read half-written): on this disk
@@ -109,17 +115,11 @@ def save(store: Path, partition: int, server_round: int, state: RecordDict, upto
     needed = sorted({v for v in versions if v <= upto} | ({server_round} if server_round <= upto else set()))
     keep = needed[-2:]  # and the one before: a retried batch re-runs its clients from it
     obsolete = [v for v in versions if keep and v < keep[0]]
-    arrays = {f"{record}/{name}": array for record in state for name, array in state[record].items()}
-    meta, offset = {}, 0
-    for key, a in arrays.items():
-        meta[key] = [a.dtype, list(a.shape), a.stype, offset, offset + len(a.data)]
-        offset += len(a.data)
-    head = json.dumps(meta).encode()
+    head, blobs = pack(state)
     partial = folder / f".{server_round}.{os.getpid()}.partial"
     with open(partial, "r+b" if obsolete and _recycle(folder, obsolete.pop(), partial) else "wb") as handle:
-        handle.write(len(head).to_bytes(8, "little") + head)
-        for a in arrays.values():
-            handle.write(a.data)
+        for blob in (head, *blobs):
+            handle.write(blob)
         handle.truncate()
     os.replace(partial, folder / f"{server_round}{SUFFIX}")
     for version in obsolete:
@@ -164,16 +164,20 @@ def restore(cfg: Config, state: RecordDict, partition: int, upto: int) -> None:
     or before (a simulated client, or a resumed run's)."""
     if len(state):
         return
-    loaded = load(store_of(cfg), partition, upto)
+    loaded = (state_slots.load if _mapped(cfg) else load)(store_of(cfg), partition, upto)
     for record in loaded or {}:
         state[record] = loaded[record]
 
 
-def persist(cfg: Config, state: RecordDict, partition: int, server_round: int) -> None:
+def persist(cfg: Config, state: RecordDict, partition: int, server_round: int, n_items: int) -> None:
     """Keep the state a training round left; older versions nobody will read go."""
-    if len(state):
-        save(store_of(cfg), partition, server_round, state, server_round if not cfg.runtime.checkpoint_every
-             else last_checkpoint(cfg, server_round))
+    if not len(state):
+        return
+    if _mapped(cfg):
+        state_slots.save(store_of(cfg), partition, server_round, state, room(cfg, n_items))
+        return
+    save(store_of(cfg), partition, server_round, state, server_round if not cfg.runtime.checkpoint_every
+         else last_checkpoint(cfg, server_round))
 
 
 def rewind(cfg: Config, server_round: int) -> None:
@@ -182,3 +186,56 @@ def rewind(cfg: Config, server_round: int) -> None:
         for version in _versions(folder):
             if version > server_round:
                 (folder / f"{version}{SUFFIX}").unlink(missing_ok=True)
+
+
+# what a state holds besides an error-feedback residual (the private user
+# vectors of a partition of one user, the headers), with room to spare
+_SMALL_STATE = 16 * 1024
+
+
+def room(cfg: Config, n_items: int) -> int:
+    """The bytes one partition's state may come to: the private vectors and,
+    where the uplink keeps a residual, a model's worth of float32."""
+    c = cfg.compression
+    if not (c.error_feedback and c.prune_method != "none"):
+        return _SMALL_STATE
+    return _SMALL_STATE + 4 * sum(math.prod(shape) for shape in model_spec(cfg.model, n_items).shapes.values())
+
+
+# the share of the free memory (and of /dev/shm's free space) a mapped store may take
+MEMORY_SHARE = 0.75
+
+
+def resolve(cfg: Config, partitions: int, n_items: int) -> Config:
+    """`cfg` with `client-state-store = "auto"` made concrete: "mapped" for a
+    run on this machine only (no `ray-address`) without checkpoints on Linux,
+    when two versions of every partition's state (`room`; times `ray-share`,
+    the runs sharing the machine) fit in
+    `MEMORY_SHARE` of both the free memory and /dev/shm's free space (or of
+    `client-state-dir`'s), else "files". A mapped store is signed by this
+    process (`state_slots.claim`)."""
+    runtime = cfg.runtime
+    choice = runtime.client_state_store
+    if choice == "auto":
+        local = not (runtime.ray_address or os.environ.get("RAY_ADDRESS"))
+        place = Path(runtime.client_state_dir or SHARED_MEMORY)
+        need = runtime.ray_share * partitions * 2 * room(cfg, n_items)  # (runs sharing the machine: as many)
+        fits = place.is_dir() and need <= MEMORY_SHARE * min(
+            shutil.disk_usage(place).free, _available_memory())
+        choice = "mapped" if sys.platform == "linux" and local and not runtime.checkpoint_every and fits \
+            else "files"
+    resolved = cfg.replace(client_state_store=choice)
+    if choice == "mapped":
+        state_slots.claim(store_of(resolved))
+    return resolved
+
+
+def _available_memory() -> int:
+    """MemAvailable of /proc/meminfo, in bytes (0 where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -265,6 +265,12 @@ class RuntimeConfig:
     # 900 KB on ML-1M at d=64), so a RAM-backed folder such as /dev/shm
     # spares the disk (client.state_store); each run takes its own subfolder
     client_state_dir: str = ""
+    # how a simulation keeps its clients' state (client.state_store): "files",
+    # one file per version (what a checkpointed run needs to resume);
+    # "mapped", two versions per client in shared memory, copied in and out
+    # without the kernel; "auto": mapped for a run on this machine without
+    # checkpoints whose state fits in memory, else files
+    client_state_store: str = field(default="auto", metadata=_choice("auto", "files", "mapped"))
 
 
 SECTIONS: dict[str, type] = {
@@ -325,6 +331,9 @@ class Config:
         state_dir = self.runtime.client_state_dir
         if state_dir and not Path(state_dir).is_dir():
             raise ConfigError(f"client-state-dir: {state_dir!r} is not an existing folder")
+        if self.runtime.client_state_store == "mapped" and self.runtime.checkpoint_every:
+            raise ConfigError("client-state-store: \"mapped\" keeps two versions of a client's state, not the one "
+                              "a resume from a checkpoint needs; with checkpoint-every use \"files\" (or \"auto\")")
 
     @classmethod
     def of(cls, **changes: Any) -> Config:

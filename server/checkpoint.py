@@ -30,7 +30,7 @@ CHECKPOINT = "checkpoint.npz"
 # a resumed run may change them (a resumed Flower run may even run in process)
 RESUMABLE_KEYS = frozenset({"out", "ray-address", "ray-share", "client-actor-restarts", "engine", "fast-dispatch",
                             "fast-submit", "fast-discovery", "reply-wait", "actor-pipeline", "client-batch", "client-num-cpus", "client-num-gpus",
-                            "resume"})  # fmt: skip
+                            "client-state-store", "resume"})  # fmt: skip
 
 
 @dataclass

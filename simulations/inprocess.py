@@ -68,7 +68,7 @@ class InProcessTransport:
         try:
             content = handler(self.cfg, message.content, state, client)
             if handler is handlers.train and checkpoints:
-                state_store.persist(self.cfg, state, partition, server_round)
+                state_store.persist(self.cfg, state, partition, server_round, client.split.n_items)
         except Exception as err:  # noqa: BLE001 - a failing client is a failed reply, as under Flower
             log.exception("client %d failed", partition)
             return Reply(partition, partition, None, f"{type(err).__name__}: {err}")

@@ -14,7 +14,7 @@ from prunus.client import state_store
 from prunus.client.app import make_client_app
 from prunus.common import flower_compat
 from prunus.common.config import Config
-from prunus.common.datasets import num_partitions
+from prunus.common.datasets import load_split, num_partitions
 from prunus.common.results import clear_run_files
 from prunus.server.app import make_server_app, run_federation
 from prunus.server.checkpoint import Checkpoint
@@ -53,6 +53,8 @@ def run_simulate(cfg: Config, verbose: bool = False, resume: Checkpoint | None =
     With `resume` (a checkpoint of the run in `out`) the run goes on from it.
     """
     supernodes = num_partitions(cfg)  # loads (and checks) the data before Ray starts
+    if cfg.runtime.engine != "inprocess":  # (which keeps its clients' state in memory)
+        cfg = state_store.resolve(cfg, supernodes, load_split(cfg).n_items)
     if resume is None:
         clear_run_files(Path(cfg.runtime.out))
     else:  # the rounds after the checkpoint run again, from the client state they started from

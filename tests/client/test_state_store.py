@@ -11,6 +11,9 @@ from prunus.common.config import Config, ConfigError
 from prunus.common.params import to_record
 
 
+N_ITEMS = 50  # the data set's items (what a mapped state may come to)
+
+
 def _state(value: float) -> RecordDict:
     return RecordDict({"private": to_record({"u": np.full((2, 3), value, np.float32)})})
 
@@ -18,7 +21,7 @@ def _state(value: float) -> RecordDict:
 def test_a_resumed_client_reads_its_latest_state_from_before_the_checkpoint(tmp_path):
     cfg = Config.of(checkpoint_every=4, out=str(tmp_path))
     for server_round in (1, 3, 6, 7):  # trained in these rounds
-        state_store.persist(cfg, _state(server_round), 5, server_round)
+        state_store.persist(cfg, _state(server_round), 5, server_round, N_ITEMS)
     state_store.settle()
     # round 1's state can never be read again (every later resume has round 3 or newer)
     assert sorted(p.name for p in (tmp_path / "client-state" / "5").iterdir()) == ["1.state", "3.state", "6.state", "7.state"]
@@ -36,7 +39,7 @@ def test_a_resumed_client_reads_its_latest_state_from_before_the_checkpoint(tmp_
 def test_without_checkpoints_a_client_keeps_only_its_latest_state(tmp_path):
     cfg = Config.of(out=str(tmp_path))
     for server_round in (1, 4):
-        state_store.persist(cfg, _state(server_round), 0, server_round)
+        state_store.persist(cfg, _state(server_round), 0, server_round, N_ITEMS)
     state_store.settle()
     assert sorted(p.name for p in (tmp_path / "client-state" / "0").iterdir()) == ["1.state", "4.state"]
     state = RecordDict()
@@ -54,7 +57,7 @@ def test_a_state_comes_back_as_it_was_saved(tmp_path):
     state = RecordDict({"private": to_record({"u": arrays["u"]}),
                         "residual": to_record({k: v for k, v in arrays.items() if k != "u"})})  # fmt: skip
     cfg = Config.of(out=str(tmp_path))
-    state_store.persist(cfg, state, 3, 2)
+    state_store.persist(cfg, state, 3, 2, N_ITEMS)
     back = RecordDict()
     state_store.restore(cfg, back, 3, 2)
     assert list(back) == ["private", "residual"]
@@ -68,7 +71,7 @@ def test_a_state_comes_back_as_it_was_saved(tmp_path):
 def test_a_truncated_state_file_is_an_error_naming_it(tmp_path):
     """A version cut short (a full disk, a copy stopped half-way) is not read as a smaller state."""
     cfg = Config.of(out=str(tmp_path))
-    state_store.persist(cfg, _state(1.0), 2, 1)
+    state_store.persist(cfg, _state(1.0), 2, 1, N_ITEMS)
     path = tmp_path / "client-state" / "2" / "1.state"
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(ValueError, match=r"1\.state is truncated: 'private/u' needs 152 bytes, 147 follow"):
@@ -83,7 +86,7 @@ def test_a_new_version_is_written_over_an_obsolete_ones_file(tmp_path):
     inodes = {}
     for server_round, rows in enumerate((50, 3, 80, 1, 20), start=1):
         values = np.full((rows, 3), server_round, np.float32)
-        state_store.persist(cfg, RecordDict({"residual": to_record({"r": values})}), 2, server_round)
+        state_store.persist(cfg, RecordDict({"residual": to_record({"r": values})}), 2, server_round, N_ITEMS)
         state_store.settle()
         back = RecordDict()
         state_store.restore(cfg, back, 2, server_round)
@@ -103,7 +106,7 @@ def test_a_client_state_dir_holds_each_runs_store_in_its_own_folder(tmp_path):
     assert state_store.store_of(first) != state_store.store_of(second)
     assert state_store.store_of(first) == state_store.store_of(Config.of(out=str(tmp_path / "a"),
                                                                           client_state_dir=str(shared)))
-    state_store.persist(first, _state(2.0), 3, 1)
+    state_store.persist(first, _state(2.0), 3, 1, N_ITEMS)
     state_store.settle()
     assert not (tmp_path / "a" / "client-state").exists()
     state = RecordDict()
@@ -117,3 +120,35 @@ def test_a_client_state_dir_holds_each_runs_store_in_its_own_folder(tmp_path):
 def test_a_client_state_dir_that_is_not_a_folder_fails_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="client-state-dir"):
         Config.of(client_state_dir=str(tmp_path / "missing"))
+
+
+def test_auto_keeps_state_in_shared_memory_only_without_checkpoints_and_when_it_fits(tmp_path):
+    cfg = Config.of(out=str(tmp_path / "run"), client_state_dir=str(tmp_path))
+    mapped = state_store.resolve(cfg, 10, N_ITEMS)
+    assert mapped.runtime.client_state_store == "mapped"
+    assert (state_store.store_of(mapped) / "owner").exists()  # signed by this driver
+    assert state_store.resolve(cfg.replace(checkpoint_every=2), 10, N_ITEMS).runtime.client_state_store == "files"
+    assert state_store.resolve(cfg.replace(ray_address="10.0.0.1:6379"), 10, N_ITEMS) \
+        .runtime.client_state_store == "files"  # clients on other machines would not see it
+    huge = cfg.replace(prune_method="topk-global", error_feedback=True, dim=4096)
+    assert state_store.resolve(huge, 10**7, 10**5).runtime.client_state_store == "files"
+    assert state_store.resolve(cfg.replace(client_state_store="files"), 10, N_ITEMS) \
+        .runtime.client_state_store == "files"
+
+
+def test_a_mapped_store_is_refused_with_checkpoints_before_any_work():
+    with pytest.raises(ConfigError, match="client-state-store"):
+        Config.of(client_state_store="mapped", checkpoint_every=5)
+
+
+def test_a_mapped_state_comes_back_as_it_was_saved(tmp_path):
+    cfg = Config.of(out=str(tmp_path / "run"), client_state_dir=str(tmp_path), client_state_store="mapped")
+    for server_round in (1, 2, 3):
+        state_store.persist(cfg, _state(float(server_round)), 4, server_round, N_ITEMS)
+    back = RecordDict()
+    state_store.restore(cfg, back, 4, 2)  # a retried round 3 starts from round 2's state
+    assert np.array_equal(back["private"]["u"].numpy(), np.full((2, 3), 2.0, np.float32))
+    state_store.restore(cfg, latest := RecordDict(), 4, 3)
+    assert np.array_equal(latest["private"]["u"].numpy(), np.full((2, 3), 3.0, np.float32))
+    state_store.restore(cfg, none := RecordDict(), 5, 3)
+    assert not len(none)
