@@ -35,7 +35,7 @@ TOP_LEVEL = ("base", "seeds", "baseline", "set", "grids")
 # keys the sweep sets itself, per point or per invocation
 LAUNCH_KEYS = ("out", "ray-address", "ray-share")
 # keys that say how a run is carried out, not what it computes: not part of a point's identity
-RUNTIME_KEYS = (*LAUNCH_KEYS, "client-actor-restarts", "engine")
+RUNTIME_KEYS = (*LAUNCH_KEYS, "client-actor-restarts", "engine", "client-state-store")  # (the store: same results)
 CONFIG_KEYS = frozenset(KEYS)
 _RESERVED = {
     "seed": "set seeds with the top-level `seeds` list",
