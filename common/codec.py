@@ -52,6 +52,7 @@ from .codec_index import (
     decode_indices,
     encode_indices,
     expected_stream_bounds,
+    gaps,
 )
 from .update import Sparse
 from .codec_values import (
@@ -159,8 +160,9 @@ def encode(indices: Any, values: Any, shape: Any, *, index_codec: str = "auto",
     if value_codec not in VALUE_CODECS:
         raise ValueError(f"unknown value codec {value_codec!r}")
     idx, val = _prepare(indices, values, n)
-    codec, param = choose_auto(idx, n) if index_codec == "auto" else (index_codec, None)
-    param, istream = encode_indices(codec, idx, n, param)
+    g = gaps(idx) if len(idx) else None
+    codec, param = choose_auto(idx, n, g) if index_codec == "auto" else (index_codec, None)
+    param, istream = encode_indices(codec, idx, n, param, g)
     vstream = encode_values(value_codec, val)
     head = _FIXED.pack(MAGIC, VERSION, INDEX_CODECS[codec], VALUE_CODECS[value_codec],
                        param, len(dims))

@@ -48,27 +48,26 @@ def _cdiv8(bits: int) -> int:
 
 # --------------------------------------------------------------- bit fields
 def pack_fields(vals: np.ndarray, width: int) -> bytes:
-    """Pack the low ``width`` bits of each uint64 in ``vals`` (LSB first)."""
+    """Pack the low ``width`` bits of each uint64 in ``vals`` (LSB first):
+    the low bytes of all values unpacked to bits at once, ``width`` a value
+    (one pass, not one per bit position)."""
     if width == 0 or len(vals) == 0:
         return b""
-    bits = np.empty((len(vals), width), dtype=np.uint8)
-    for j in range(width):
-        np.bitwise_and(vals >> _U64(j), _U64(1), out=bits[:, j], casting="unsafe")
+    octets = np.ascontiguousarray(vals, dtype="<u8").view(np.uint8).reshape(len(vals), 8)
+    bits = np.unpackbits(octets[:, : (width + 7) // 8], axis=1, count=width, bitorder="little")
     return np.packbits(bits.ravel(), bitorder="little").tobytes()
 
 
 def unpack_fields(buf: np.ndarray, count: int, width: int) -> np.ndarray:
-    """Inverse of :func:`pack_fields`; padding bits must be zero."""
-    out = np.zeros(count, dtype=np.uint64)
+    """Inverse of :func:`pack_fields`; padding bits must be zero. Each
+    value is its row of bits times the powers of two (one integer product)."""
     if width == 0 or count == 0:
-        return out
+        return np.zeros(count, dtype=np.uint64)
     bits = np.unpackbits(buf, bitorder="little")
     if bits[count * width:].any():
         raise CodecError("non-zero padding bits in packed low bits")
-    mat = bits[: count * width].reshape(count, width)
-    for j in range(width):
-        out |= mat[:, j].astype(np.uint64) << _U64(j)
-    return out
+    powers = _U64(1) << np.arange(width, dtype=np.uint64)
+    return bits[: count * width].reshape(count, width).astype(np.uint64) @ powers
 
 
 def _bitmap_bytes(positions: np.ndarray, nbits: int) -> bytes:
@@ -80,9 +79,12 @@ def _bitmap_bytes(positions: np.ndarray, nbits: int) -> bytes:
 # -------------------------------------------------------------------- sizes
 def gaps(idx: np.ndarray) -> np.ndarray:
     """uint64 gaps of sorted unique int64 indices (``g_i = d_i - 1``)."""
-    g = np.diff(idx, prepend=np.int64(-1))
-    g -= 1
-    return g.astype(np.uint64)
+    g = np.empty(len(idx), dtype=np.int64)
+    if len(idx):
+        g[0] = idx[0]
+        np.subtract(idx[1:], idx[:-1], out=g[1:])
+        g[1:] -= 1
+    return g.view(np.uint64)
 
 
 def _varint_lengths(g: np.ndarray) -> np.ndarray:
@@ -139,18 +141,23 @@ def stream_size(codec: str, idx: np.ndarray, n: int,
     raise ValueError(f"unknown index codec {codec!r}")
 
 
-def choose_auto(idx: np.ndarray, n: int) -> tuple[str, int]:
-    """(codec, its parameter) giving the smallest stream (ties: cheapest decode)."""
-    g = gaps(idx) if len(idx) else None
-    sizes = {c: stream_size(c, idx, n, g) for c in _AUTO_ORDER}
-    codec = min(_AUTO_ORDER, key=lambda c: (sizes[c][1], _AUTO_ORDER.index(c)))
+def choose_auto(idx: np.ndarray, n: int, g: np.ndarray | None = None) -> tuple[str, int]:
+    """(codec, its parameter) giving the smallest stream (ties: cheapest
+    decode); ``g``: the gaps of ``idx``, if the caller has them."""
+    g = gaps(idx) if g is None and len(idx) else g
+    sizes = {c: stream_size(c, idx, n, g) for c in _AUTO_ORDER if c != "delta-varint"}
+    if min(size for _, size in sizes.values()) > len(idx):  # a varint takes a byte at least
+        sizes["delta-varint"] = stream_size("delta-varint", idx, n, g)
+    codec = min(sizes, key=lambda c: (sizes[c][1], _AUTO_ORDER.index(c)))
     return codec, sizes[codec][0]
 
 
 # ------------------------------------------------------------------- encode
-def encode_indices(codec: str, idx: np.ndarray, n: int, param: int | None = None) -> tuple[int, bytes]:
+def encode_indices(codec: str, idx: np.ndarray, n: int, param: int | None = None,
+                   g: np.ndarray | None = None) -> tuple[int, bytes]:
     """(param, stream) for sorted unique int64 ``idx`` in ``[0, n)``; the
-    size-optimal parameter unless ``param`` (from :func:`choose_auto`) is given."""
+    size-optimal parameter unless ``param`` (from :func:`choose_auto`) is
+    given; ``g``: the gaps of ``idx``, if the caller has them."""
     nnz = len(idx)
     if nnz == 0:
         return 0, b""
@@ -162,7 +169,7 @@ def encode_indices(codec: str, idx: np.ndarray, n: int, param: int | None = None
         low = pack_fields(ui & _U64((1 << l) - 1), l)
         pos = (ui >> _U64(l)).astype(np.int64) + np.arange(nnz, dtype=np.int64)
         return l, low + _bitmap_bytes(pos, nnz + ((n - 1) >> l) + 1)
-    g = gaps(idx)
+    g = gaps(idx) if g is None else g
     if codec == "delta-varint":
         return 0, _varint_encode(g)
     if codec == "rice":
@@ -275,8 +282,9 @@ def _gaps_to_indices(g: np.ndarray, n: int) -> np.ndarray:
     if int(g.max()) >= n:
         raise CodecError("index gap out of range")
     c = np.cumsum(g + _U64(1), dtype=np.uint64)  # each addend in [1, n]
-    # a uint64 wrap-around would make the running sum decrease
-    if len(c) > 1 and not np.all(c[1:] > c[:-1]):
+    # a uint64 wrap-around would make the running sum decrease (it cannot
+    # when the largest possible sum, len(g) * n, fits)
+    if len(g) * n >= 2**64 and len(c) > 1 and not np.all(c[1:] > c[:-1]):
         raise CodecError("index gaps overflow")
     if int(c[-1]) > n:
         raise CodecError("index out of range")

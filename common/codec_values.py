@@ -81,18 +81,37 @@ def encode_values(value_codec: str, v: np.ndarray) -> bytes:
             raise ValueError("values exceed the float16 range (|v| >= 65520); use fp32")
         return h.tobytes()
     if value_codec == "int8":
-        big = float(np.abs(v).max()) if len(v) else 0.0
-        scale = np.float32(big / 127)
-        if scale > 0:
-            q = np.clip(np.rint(v.astype(np.float64) / float(scale)), -127, 127)
-        else:
-            q = np.zeros(len(v))
-        return scale.astype("<f4").tobytes() + q.astype(np.int8).tobytes()
+        scale, q = _int8_codes(v)
+        return scale.astype("<f4").tobytes() + q.tobytes()
     if value_codec == "ternary":
         m = _ternary_magnitude(v)
         signs = np.packbits(v < 0, bitorder="little")
         return m.astype("<f4").tobytes() + signs.tobytes()
     raise ValueError(f"unknown value codec {value_codec!r}")
+
+
+def _int8_codes(v: np.ndarray) -> tuple[np.float32, np.ndarray]:
+    """The int8 codec's scale (max |v| / 127) and codes of ``v``."""
+    big = float(np.abs(v).max()) if len(v) else 0.0
+    scale = np.float32(big / 127)
+    if scale > 0:
+        return scale, np.clip(np.rint(v.astype(np.float64) / float(scale)), -127, 127).astype(np.int8)
+    return scale, np.zeros(len(v), dtype=np.int8)
+
+
+def round_trip(value_codec: str, v: np.ndarray) -> np.ndarray:
+    """``decode_values`` of ``encode_values(value_codec, v)``, as float32:
+    what a receiver reads for ``v``; int8 without forming the stream (a
+    client quantises its kept values every message)."""
+    if value_codec != "int8":
+        stream = np.frombuffer(encode_values(value_codec, v), dtype=np.uint8)
+        return decode_values(VALUE_CODECS[value_codec], stream, len(v))
+    scale, q = _int8_codes(v)
+    with np.errstate(over="ignore"):
+        out = q.astype(np.float32) * scale
+    if not np.isfinite(out).all():
+        raise CodecError("decoded values are not finite")
+    return out
 
 
 def decode_values(code: int, stream: np.ndarray, nnz: int) -> np.ndarray:

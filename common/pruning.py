@@ -41,7 +41,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .codec_values import VALUE_CODECS, decode_values, encode_values
+from .codec_values import VALUE_CODECS, round_trip
 from .update import Sparse, SparseUpdate
 
 __all__ = [
@@ -145,14 +145,14 @@ def top_indices(key: np.ndarray, k: int) -> np.ndarray:
     if k <= 0 or key.size == 0:
         return np.zeros(0, dtype=np.int64)
     if k * _SAMPLE_STRIDE < key.size:
-        sample = key[::_SAMPLE_STRIDE]
-        sample = sample[sample > 0]
+        sample = key[::_SAMPLE_STRIDE].copy()
         above = k // _SAMPLE_STRIDE * 3 // 2 + 16  # sample entries at or above the bracket
         if sample.size > above:
             threshold = np.partition(sample, sample.size - above)[sample.size - above]
-            at = np.flatnonzero(key >= threshold)
-            if at.size >= k:
-                return _top_of(at, key[at], k)
+            if threshold > 0:  # else the sample has fewer positives than `above`
+                at = np.flatnonzero(key >= threshold)
+                if at.size >= k:
+                    return _top_of(at, key[at], k)
     at = np.flatnonzero(key > 0)
     return _top_of(at, key[at], min(k, at.size))
 
@@ -222,9 +222,8 @@ def quantise(values: np.ndarray, value_codec: str) -> np.ndarray:
         raise ValueError(f"unknown value codec {value_codec!r}")
     v = np.asarray(values)
     shape = v.shape
-    v = v.ravel().astype(np.float32 if v.dtype in (np.float16, np.float32) else np.float64)
-    stream = np.frombuffer(encode_values(value_codec, v), dtype=np.uint8)
-    return decode_values(VALUE_CODECS[value_codec], stream, v.size).reshape(shape)
+    v = v.ravel().astype(np.float32 if v.dtype in (np.float16, np.float32) else np.float64, copy=False)
+    return round_trip(value_codec, v).reshape(shape)
 
 
 # ------------------------------------------------------------------ pruning

@@ -91,7 +91,11 @@ def touched_rows(t: TensorUpdate) -> np.ndarray:
     """Row ids this update changes (sorted, unique)."""
     rows, width = rows_and_width(shape_of(t))
     if isinstance(t, Sparse):
-        return np.unique(np.asarray(t.indices) // width)
+        ids = np.asarray(t.indices) // width
+        step = np.diff(ids)
+        if not (step >= 0).all():  # not sorted: sort them
+            return np.unique(ids)
+        return ids[np.concatenate(([True], step > 0))] if ids.size else ids
     if isinstance(t, Dense):
         return np.flatnonzero(np.asarray(t.values).reshape(rows, width).any(axis=1))
     return np.flatnonzero(np.asarray(t.left).any(axis=1))

@@ -23,7 +23,8 @@ from prunus.common.codec import (
     read_header,
     unpack_update,
 )
-from prunus.common.codec_index import expected_stream_bounds
+from prunus.common.codec_values import VALUE_CODECS, decode_values, encode_values, round_trip
+from prunus.common.codec_index import choose_auto, expected_stream_bounds, pack_fields, stream_size, unpack_fields
 
 INDEX = sorted(INDEX_CODECS)
 VALUE = sorted(VALUE_CODECS)
@@ -116,6 +117,37 @@ def test_extreme_positions_and_shapes():
 def test_auto_is_never_larger(t, vc):
     sizes = {ic: len(encode(*t, index_codec=ic, value_codec=vc)) for ic in INDEX}
     assert len(encode(*t, value_codec=vc)) == min(sizes.values())
+
+
+@FAST
+@given(t=sparse_tensors(max_dim=40))
+def test_auto_is_the_smallest_stream_with_ties_to_the_cheapest_decode(t):
+    idx = np.unique(np.asarray(t[0], dtype=np.int64))
+    n = math.prod(t[2])
+    sizes = {c: stream_size(c, idx, n)[1] for c in ("bitmap", "elias-fano", "rice", "delta-varint")}
+    codec, param = choose_auto(idx, n)
+    assert codec == min(sizes, key=lambda c: (sizes[c], list(sizes).index(c)))
+    assert (param, sizes[codec]) == stream_size(codec, idx, n)
+
+
+@FAST
+@given(width=st.integers(0, 62), values=st.lists(st.integers(0, 2**62 - 1), max_size=40))
+def test_fields_pack_low_bits_lsb_first(width, values):
+    vals = np.array(values, dtype=np.uint64) & np.uint64((1 << width) - 1)
+    bits = [(int(v) >> j) & 1 for v in vals for j in range(width)]
+    packed = pack_fields(vals, width)
+    assert packed == np.packbits(np.array(bits, dtype=np.uint8), bitorder="little").tobytes()
+    assert (unpack_fields(np.frombuffer(packed, np.uint8), len(vals), width) == vals).all()
+
+
+@FAST
+@given(vc=st.sampled_from(VALUE),
+       values=st.lists(st.floats(-6e4, 6e4, width=32), max_size=30))
+def test_round_trip_is_what_the_receiver_decodes(vc, values):
+    v = np.array(values, dtype=np.float32)
+    stream = np.frombuffer(encode_values(vc, v), dtype=np.uint8)
+    expected = decode_values(VALUE_CODECS[vc], stream, len(v))
+    assert round_trip(vc, v).tobytes() == expected.tobytes()
 
 
 def test_auto_near_entropy_floor():
