@@ -123,19 +123,22 @@ def _prepare(indices: Any, values: Any, n: int) -> tuple[np.ndarray, np.ndarray]
         raise ValueError(f"indices must be integers, got dtype {idx.dtype}")
     if val.size and val.dtype.kind not in "fiu":
         raise ValueError(f"values must be real numbers, got dtype {val.dtype}")
-    if idx.size:
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= n:
-            raise ValueError(f"index out of range [0, {n}): min {lo}, max {hi}")
-    idx = idx.astype(np.int64)
-    val = val.astype(np.float32 if val.dtype in (np.float16, np.float32) else np.float64)
-    if not np.isfinite(val).all():
-        raise ValueError("values must be finite (found NaN or inf)")
-    if val.size and float(np.abs(val).max()) > _F32_MAX:
-        raise ValueError("values exceed the float32 range")
-    if len(idx) > 1 and not np.all(idx[1:] > idx[:-1]):
+    increasing = len(idx) < 2 or bool(np.all(idx[1:] > idx[:-1]))
+    if not increasing:
         order = np.argsort(idx, kind="stable")
         idx, val = idx[order], val[order]
+    if idx.size:  # sorted: the ends are the extremes
+        lo, hi = int(idx[0]), int(idx[-1])
+        if lo < 0 or hi >= n:
+            raise ValueError(f"index out of range [0, {n}): min {lo}, max {hi}")
+    idx = idx.astype(np.int64, copy=False)
+    val = val.astype(np.float32 if val.dtype in (np.float16, np.float32) else np.float64, copy=False)
+    big = float(np.abs(val).max()) if val.size else 0.0
+    if not math.isfinite(big):  # a NaN or an infinity anywhere makes the largest one so
+        raise ValueError("values must be finite (found NaN or inf)")
+    if big > _F32_MAX:
+        raise ValueError("values exceed the float32 range")
+    if not increasing:
         dup = np.flatnonzero(idx[1:] == idx[:-1])
         if dup.size:
             raise ValueError(f"duplicate index {int(idx[dup[0]])}")

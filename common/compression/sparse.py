@@ -152,11 +152,14 @@ def residual_to_state(residual: Params, lr: float = 1.0, held: HeldRows | None =
         x = np.asarray(value, dtype=np.float32)
         x = x if x.flags.c_contiguous else x.copy()  # (a 0-D array stays 0-D)
         rows = _as_rows(x)
-        kept = np.flatnonzero(np.bitwise_or.reduce(rows.view(np.uint32), axis=1))
         extra = (held or {}).get(name)
-        if extra is not None:
-            kept = np.union1d(kept, extra[0])
-        whole = len(kept) >= WHOLE_SHARE * len(rows) > 0
+        # most rows with a non-zero first entry: whole, without finding the rows
+        whole = rows.shape[1] > 0 and np.count_nonzero(rows[:, 0]) >= WHOLE_SHARE * len(rows) > 0
+        if not whole:
+            kept = np.flatnonzero(np.bitwise_or.reduce(rows.view(np.uint32), axis=1))
+            if extra is not None:
+                kept = np.union1d(kept, extra[0])
+            whole = len(kept) >= WHOLE_SHARE * len(rows) > 0
         values = x / np.float32(lr) if whole else rows[kept] / np.float32(lr)
         if extra is not None and whole:
             _as_rows(values)[extra[0]] += extra[1]
