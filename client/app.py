@@ -61,7 +61,8 @@ def _handle(handler, msg: Message, context: Context, config: Config | None, keep
     server_round = int(msg.content["config"]["server-round"])
     state = RecordDict() if simulated else context.state
     if simulated and handler is not handlers.request_rows:  # training starts from the state before this round
-        state_store.restore(cfg, state, partition_id, server_round - 1 if keeps_state else server_round)
+        state_store.restore(cfg, state, partition_id, server_round - 1 if keeps_state else server_round,
+                            None if keeps_state else handlers.READ_ONLY_STATE)
     content = handler(cfg, msg.content, state, ClientData.of(partition_id, split, users, device))
     if simulated and keeps_state:
         state_store.persist(cfg, state, partition_id, server_round, split.n_items)

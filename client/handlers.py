@@ -35,6 +35,7 @@ from prunus.common.training import client_settings, fold_in, seeded_generator
 
 PRIVATE_KEY = "private"
 RESIDUAL_KEY = "residual"
+READ_ONLY_STATE = (PRIVATE_KEY,)  # what the handlers that do not write the state read of it
 
 
 @dataclass(frozen=True)

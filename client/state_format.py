@@ -26,10 +26,13 @@ def pack(state: RecordDict) -> tuple[bytes, list[bytes]]:
     return len(head).to_bytes(8, "little") + head, [a.data for a in arrays.values()]
 
 
-def unpack(read: Callable[[int], bytes], source: str) -> RecordDict:
+def unpack(read: Callable[[int], bytes], source: str, skip: Callable[[int], None] | None = None,
+           only: tuple[str, ...] | None = None) -> RecordDict:
     """The state whose bytes `read(n)` gives, n at a time from the start
     (each Array's bytes read straight into its own bytes object); ValueError
-    naming `source` if they end early."""
+    naming `source` if they end early. With `only`, just those records:
+    the others' bytes are passed over with `skip(n)` (an evaluation reads the
+    user vectors, not a model's worth of residual)."""
     head = read(int.from_bytes(read(8), "little"))
     try:
         meta = json.loads(head)
@@ -37,10 +40,13 @@ def unpack(read: Callable[[int], bytes], source: str) -> RecordDict:
         raise ValueError(f"client state {source} has a damaged header") from None
     records: dict[str, dict[str, Array]] = {}
     for key, (dtype, shape, stype, start, end) in sorted(meta.items(), key=lambda item: item[1][3]):
+        record, name = key.split("/", 1)
+        if only is not None and record not in only:
+            (skip or read)(end - start)
+            continue
         data = read(end - start)
         if len(data) != end - start:
             raise ValueError(f"client state {source} is truncated: {key!r} needs {end - start} bytes, "
                              f"{len(data)} follow")
-        record, name = key.split("/", 1)
         records.setdefault(record, {})[name] = Array(dtype=dtype, shape=tuple(shape), stype=stype, data=data)
     return RecordDict({record: ArrayRecord(arrays) for record, arrays in records.items()})

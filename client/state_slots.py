@@ -152,8 +152,9 @@ def _path(store: Path, partition: int) -> Path:
     return store / f"{partition}{SUFFIX}"
 
 
-def load(store: Path, partition: int, upto: int) -> RecordDict | None:
-    """The partition's latest state written in round `upto` or before."""
+def load(store: Path, partition: int, upto: int, only: tuple[str, ...] | None = None) -> RecordDict | None:
+    """The partition's latest state written in round `upto` or before (with
+    `only`, just those records)."""
     path = _path(store, partition)
     with _locked(path, exclusive=False) as opened:
         if opened is None:
@@ -172,8 +173,12 @@ def load(store: Path, partition: int, upto: int) -> RecordDict | None:
             at += len(chunk)
             return chunk
 
+        def skip(n: int) -> None:
+            nonlocal at
+            at += n
+
         try:
-            return unpack(read, f"{path} (slot {slot})")
+            return unpack(read, f"{path} (slot {slot})", skip, only)
         finally:
             data.release()
 

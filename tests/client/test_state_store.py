@@ -152,3 +152,19 @@ def test_a_mapped_state_comes_back_as_it_was_saved(tmp_path):
     assert np.array_equal(latest["private"]["u"].numpy(), np.full((2, 3), 3.0, np.float32))
     state_store.restore(cfg, none := RecordDict(), 5, 3)
     assert not len(none)
+
+
+@pytest.mark.parametrize("kind", ["files", "mapped"])
+def test_a_restore_of_some_records_reads_only_those(tmp_path, kind):
+    """An evaluation reads the user vectors, not the residual beside them."""
+    cfg = Config.of(out=str(tmp_path / "run"), client_state_dir=str(tmp_path), client_state_store=kind)
+    state = _state(7.0)
+    state["residual"] = to_record({"r": np.arange(1000, dtype=np.float32), "s": np.array([5], np.int64)})
+    state["later"] = to_record({"x": np.ones(3, np.float32)})
+    state_store.persist(cfg, state, 2, 1, N_ITEMS)
+    state_store.restore(cfg, back := RecordDict(), 2, 1, only=("private", "later"))
+    assert list(back) == ["private", "later"]
+    assert np.array_equal(back["private"]["u"].numpy(), np.full((2, 3), 7.0, np.float32))
+    assert np.array_equal(back["later"]["x"].numpy(), np.ones(3, np.float32))
+    state_store.restore(cfg, whole := RecordDict(), 2, 1)
+    assert list(whole) == ["private", "residual", "later"]
