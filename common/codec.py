@@ -163,7 +163,7 @@ def encode(indices: Any, values: Any, shape: Any, *, index_codec: str = "auto",
     if value_codec not in VALUE_CODECS:
         raise ValueError(f"unknown value codec {value_codec!r}")
     idx, val = _prepare(indices, values, n)
-    g = gaps(idx) if len(idx) else None
+    g = gaps(idx) if index_codec == "auto" and len(idx) else None  # what auto sizes, the stream reuses
     codec, param = choose_auto(idx, n, g) if index_codec == "auto" else (index_codec, None)
     param, istream = encode_indices(codec, idx, n, param, g)
     vstream = encode_values(value_codec, val)

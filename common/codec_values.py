@@ -107,11 +107,16 @@ def round_trip(value_codec: str, v: np.ndarray) -> np.ndarray:
         stream = np.frombuffer(encode_values(value_codec, v), dtype=np.uint8)
         return decode_values(VALUE_CODECS[value_codec], stream, len(v))
     scale, q = _int8_codes(v)
-    with np.errstate(over="ignore"):
-        out = q.astype(np.float32) * scale
+    out = _int8_values(q, scale)
     if not np.isfinite(out).all():
         raise CodecError("decoded values are not finite")
     return out
+
+
+def _int8_values(q: np.ndarray, scale: np.float32) -> np.ndarray:
+    """What the int8 codes `q` with their scale decode to (float32)."""
+    with np.errstate(over="ignore"):
+        return q.astype(np.float32) * scale
 
 
 def decode_values(code: int, stream: np.ndarray, nnz: int) -> np.ndarray:
@@ -128,8 +133,7 @@ def decode_values(code: int, stream: np.ndarray, nnz: int) -> np.ndarray:
             q = stream[4:].view(np.int8)
             if np.any(q == -128):
                 raise CodecError("int8 value -128 is not a valid code")
-            with np.errstate(over="ignore"):
-                out = q.astype(np.float32) * np.float32(param)
+            out = _int8_values(q, np.float32(param))
         else:
             bits = np.unpackbits(stream[4:], bitorder="little")
             if bits[nnz:].any():
