@@ -1,8 +1,9 @@
 """Index streams of the sparse wire format (see :mod:`common.codec`).
 
 Every codec maps strictly increasing int64 indices in ``[0, n)`` to a byte
-stream and back, fully vectorised in numpy (loops only run over bit/byte
-*positions*, never over elements).  Bit order is little-endian throughout:
+stream and back, vectorised in numpy (loops only run over bit/byte
+*positions*, never over elements); Rice, the codec a top-k update's indices
+take, is coded by compiled loops (`common.kernels`), one pass each way.  Bit order is little-endian throughout:
 bit ``i`` of a stream is bit ``i % 8`` of byte ``i // 8``.
 
 Gap-based codecs code ``g_0 = idx_0`` and ``g_i = idx_i - idx_{i-1} - 1``.
@@ -27,6 +28,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from prunus.common import kernels
 
 INT64_MAX = 2**63 - 1
 MAX_PARAM = 62
@@ -97,7 +100,7 @@ def _varint_lengths(g: np.ndarray) -> np.ndarray:
 
 
 def _rice_size(nnz: int, g: np.ndarray, k: int) -> int:
-    return _cdiv8(nnz * k) + _cdiv8(nnz + int((g >> _U64(k)).sum(dtype=np.uint64)))
+    return _cdiv8(nnz * k) + _cdiv8(nnz + kernels.rice_sum(g.view(np.int64), k))
 
 
 def _ef_size(nnz: int, n: int, l: int) -> int:
@@ -120,7 +123,10 @@ def best_ef_param(nnz: int, n: int) -> tuple[int, int]:
     l = bit_length(n - 1) the upper bitmap is one bit per index and only the
     low bits grow, so the search stops there (the same l as a search to 62)."""
     top = min(MAX_PARAM, max(0, n - 1).bit_length())
-    return min(((l, _ef_size(nnz, n, l)) for l in range(top + 1)), key=lambda t: t[1])
+    l = np.arange(top + 1, dtype=np.int64)  # every candidate at once (a search of 10-20 per tensor)
+    sizes = (nnz * l + 7) // 8 + (nnz + (np.int64(n - 1) >> l) + 8) // 8
+    best = int(np.argmin(sizes))  # the first minimum: ties to the smaller l
+    return best, int(sizes[best])
 
 
 def stream_size(codec: str, idx: np.ndarray, n: int,
@@ -174,10 +180,7 @@ def encode_indices(codec: str, idx: np.ndarray, n: int, param: int | None = None
         return 0, _varint_encode(g)
     if codec == "rice":
         k = best_rice_param(idx, g, n)[0] if param is None else param
-        low = pack_fields(g & _U64((1 << k) - 1), k)
-        q = (g >> _U64(k)).astype(np.int64)
-        pos = np.cumsum(q + 1) - 1
-        return k, low + _bitmap_bytes(pos, int(pos[-1]) + 1)
+        return k, kernels.rice_encode(g.view(np.int64), k).tobytes()
     raise ValueError(f"unknown index codec {codec!r}")
 
 
@@ -237,22 +240,12 @@ def decode_indices(code: int, param: int, stream: np.ndarray, n: int,
             raise CodecError("Elias-Fano padding bits are not zero")
         high = (ones - np.arange(nnz)).astype(np.uint64)
         return _check_sorted((high << _U64(param)) | low, n)
-    if code == 2:
-        g = _varint_decode(stream, nnz)
-    else:
-        nlow = _cdiv8(nnz * param)
-        low = unpack_fields(stream[:nlow], nnz, param)
-        unary = stream[nlow:]
-        ones = np.flatnonzero(np.unpackbits(unary, bitorder="little"))
-        if len(ones) != nnz:
-            raise CodecError("Rice unary part does not hold nnz codes")
-        if ones[-1] < 8 * (len(unary) - 1):
-            raise CodecError("Rice unary part has trailing zero bytes")
-        q = np.diff(ones, prepend=-1) - 1
-        if int(q.max()) > ((n - 1) >> param):
-            raise CodecError("Rice gap out of range")
-        g = (q.astype(np.uint64) << _U64(param)) | low
-    return _gaps_to_indices(g, n)
+    if code == 3:
+        idx, error = kernels.rice_decode(stream, nnz, param, n)
+        if error:
+            raise CodecError(kernels.RICE_ERRORS[error])
+        return idx
+    return _gaps_to_indices(_varint_decode(stream, nnz), n)
 
 
 def _varint_decode(b: np.ndarray, nnz: int) -> np.ndarray:

@@ -26,18 +26,20 @@ def npy_array(value: np.ndarray) -> Array:
     BytesIO, and a client builds a dozen of these per message."""
     if not (isinstance(value, np.ndarray) and value.ndim and value.flags.c_contiguous):
         value = np.ascontiguousarray(value)
-    return Array(dtype=str(value.dtype), shape=value.shape, stype="numpy.ndarray",
-                 data=b"".join((_npy_header_of(value.dtype, value.shape), value.reshape(-1).view(np.uint8))))
+    name, header = _npy_header_of(value.dtype, value.shape)
+    return Array(dtype=name, shape=value.shape, stype="numpy.ndarray",
+                 data=b"".join((header, value.reshape(-1).view(np.uint8))))
 
 
 @functools.lru_cache(maxsize=4096)
-def _npy_header_of(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    """numpy's own npy 1.0 header of a C-ordered array (the shapes a run
-    exchanges repeat: the model's tensors, a user's vectors, the payloads)."""
+def _npy_header_of(dtype: np.dtype, shape: tuple[int, ...]) -> tuple[str, bytes]:
+    """The dtype's name and numpy's own npy 1.0 header of a C-ordered array
+    (the shapes a run exchanges repeat: the model's tensors, a user's
+    vectors, the payloads)."""
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                   "fortran_order": False, "shape": shape})
-    return buffer.getvalue()
+    return str(dtype), buffer.getvalue()
 
 
 def from_record(record: ArrayRecord, writable: bool = True) -> Params:

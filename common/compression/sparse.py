@@ -24,7 +24,7 @@ from prunus.common.update import Sparse, Update
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
 
-_ROWS, _VALUES, _SHAPE = ".rows", ".val", ".shape"  # a residual's kept rows, their values, the tensor's shape
+_ROWS, _VALUES, _SHAPE = ".rows", ".val", ".shape"  # a residual's kept rows, their values, the tensor's shape (with rows)
 
 
 class SparseUplink:
@@ -165,10 +165,10 @@ def residual_to_state(residual: Params, lr: float = 1.0, held: HeldRows | None =
             _as_rows(values)[extra[0]] += extra[1]
         elif extra is not None:
             values[np.searchsorted(kept, extra[0])] += extra[1]
-        if not whole:
+        if not whole:  # (a whole residual's values have the tensor's shape)
             arrays[name + _ROWS] = kept.astype(np.int32 if len(rows) < 2**31 else np.int64)
+            arrays[name + _SHAPE] = np.asarray(x.shape, dtype=np.int64)
         arrays[name + _VALUES] = values
-        arrays[name + _SHAPE] = np.asarray(x.shape, dtype=np.int64)
     return arrays
 
 
@@ -192,8 +192,9 @@ def _stored(arrays: Params):
     """(name, shape, row ids, rows) of each tensor a residual state holds; ids
     None for a residual kept whole (`rows` is then the tensor itself)."""
     for name in (key[: -len(_VALUES)] for key in arrays if key.endswith(_VALUES)):
-        ids = arrays.get(name + _ROWS)
-        yield name, tuple(int(d) for d in arrays[name + _SHAPE]), ids, arrays[name + _VALUES]
+        ids, values = arrays.get(name + _ROWS), arrays[name + _VALUES]
+        shape = values.shape if ids is None else tuple(int(d) for d in arrays[name + _SHAPE])
+        yield name, shape, ids, values
 
 
 def residual_from_state(arrays: Params) -> Params:
