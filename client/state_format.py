@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import RecordDict
+
+from prunus.common import flower_compat
+from prunus.common.params import record_of
 
 
 def pack(state: RecordDict) -> tuple[bytes, list[bytes]]:
@@ -48,5 +51,6 @@ def unpack(read: Callable[[int], bytes], source: str, skip: Callable[[int], None
         if len(data) != end - start:
             raise ValueError(f"client state {source} is truncated: {key!r} needs {end - start} bytes, "
                              f"{len(data)} follow")
-        records.setdefault(record, {})[name] = Array(dtype=dtype, shape=tuple(shape), stype=stype, data=data)
-    return RecordDict({record: ArrayRecord(arrays) for record, arrays in records.items()})
+        records.setdefault(record, {})[name] = flower_compat.array(str(dtype), tuple(int(d) for d in shape),
+                                                                   str(stype), data)
+    return RecordDict({record: record_of(arrays) for record, arrays in records.items()})

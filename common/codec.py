@@ -269,9 +269,7 @@ def pack_update(tensors: Mapping[str, tuple[Any, Any, Any]], *, index_codec: str
                 value_codec: str = "fp32"):
     """Encode every ``name -> (indices, values, shape)`` into an ArrayRecord of
     1-D uint8 ``flwr.app.Array`` payloads keyed by tensor name."""
-    from flwr.app import ArrayRecord
-
-    from .params import npy_array
+    from .params import npy_array, record_of
 
     arrays = {}
     for name, (idx, val, shape) in tensors.items():
@@ -280,7 +278,7 @@ def pack_update(tensors: Mapping[str, tuple[Any, Any, Any]], *, index_codec: str
         except ValueError as exc:
             raise ValueError(f"tensor {name!r}: {exc}") from exc
         arrays[name] = npy_array(np.frombuffer(data, dtype=np.uint8))
-    return ArrayRecord(array_dict=arrays)
+    return record_of(arrays)
 
 
 def record_payload(name: str, arr: Any) -> bytes:

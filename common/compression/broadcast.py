@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord
 from prunus.common.codec import CodecError, pack_update, record_payload, unpack_update
 from prunus.common.codec_rows import as_rows, pack_rows, quantise_rows, unpack_rows
 from prunus.common.compression.base import BroadcastContext, Params, PayloadError, Shapes, take_rows
-from prunus.common.params import npy_array
+from prunus.common.params import npy_array, record_of
 from prunus.common.update import densify, nonzeros
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class RowBlockBroadcast:
             if ctx.rows is not None and name in ctx.rows:
                 scales, codes = scales[ctx.rows[name]], codes[ctx.rows[name]]
             arrays[name] = npy_array(np.frombuffer(pack_rows(scales, codes, self.bits), dtype=np.uint8))
-        return ArrayRecord(arrays)
+        return record_of(arrays)
 
     def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:
         if set(record) != set(shapes):

@@ -274,3 +274,17 @@ def test_other_grids_are_left_alone():
     other = OtherGrid()
     flower_compat.wait_for_replies(other)
     assert other.send_and_receive([]) == "own"
+
+
+def test_an_array_built_from_its_fields_is_the_array_flowers_constructor_builds():
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, RecordDict
+
+    value = np.arange(12, dtype=np.float32).reshape(3, 4)
+    made = Array(value)
+    fast = flower_compat.array(made.dtype, made.shape, made.stype, made.data)
+    assert fast.__dict__ == made.__dict__ and fast.is_dirty
+    assert fast.object_id == made.object_id and fast.deflate() == made.deflate()
+    np.testing.assert_array_equal(fast.numpy(), value)
+    # in a record and a message's content, as one built the usual way
+    assert RecordDict({"r": ArrayRecord({"a": fast})}).object_id == RecordDict({"r": ArrayRecord({"a": made})}).object_id
