@@ -1,19 +1,31 @@
 """Compiled loops of the top-k path, where numpy's per-call cost is the cost.
 
 A top-k client keeps ~4,800 of 240,000 entries and codes their positions;
-in numpy each step is a call of ~5 us over a few thousand elements, and the
-selection takes three passes over the whole update. These loops (numba, compiled
-once per machine and cached beside this file) do each step in one pass.
-Their results are defined by the numpy code they replace, bit for bit:
-`top_indices` picks the same positions (ties to the lowest), the Rice
-streams are the same bytes, and the decoder rejects what the numpy decoder
-rejected, with the same first error (`RICE_ERRORS`).
+in numpy coding them is a dozen calls of ~5 us over a few thousand elements,
+and adding the residual two passes over a model's worth. These loops
+(numba, compiled once per machine and cached beside this file) do each in
+one pass. Their results are defined by the numpy code they replace, bit for
+bit: the residual added is the same float32 sums, the Rice streams are the
+same bytes, and the decoder rejects what the numpy decoder rejected, with
+the same first error (`RICE_ERRORS`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def scaled_add(a: np.ndarray, s: np.float32, b: np.ndarray) -> np.ndarray:
+    """`a * s + b` of 1-D float32 arrays in one pass: bit for bit numpy's
+    `np.multiply(a, s, dtype=np.float32)` then `+= b` (each product rounded
+    to float32, then the sum; no fused multiply-add), without the product's
+    array (an error-feedback residual is a model's worth)."""
+    out = np.empty_like(b)
+    for i in range(b.size):
+        out[i] = a[i] * s + b[i]
+    return out
 
 
 @njit(cache=True, nogil=True)

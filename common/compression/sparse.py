@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from flwr.app import ArrayRecord
 
+from prunus.common import kernels
 from prunus.common.codec import CodecError, decode, pack_update, read_header, record_payload
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes, rows_outside
 from prunus.common.pruning import PruneSpec, density_at, prune_corrected
@@ -112,9 +113,10 @@ def carry(update: Params, state: Params | None, ctx: RoundContext) -> tuple[Para
     for name, x in update.items():
         shape, ids, rows = stored.get(name, (None, None, None))
         allowed = (ctx.rows or {}).get(name)
-        if ids is None and rows is not None and allowed is None:  # kept whole: two passes, no row gather
-            corrected[name] = np.multiply(rows, ctx.lr, dtype=np.float32)
-            corrected[name] += x
+        if ids is None and rows is not None and allowed is None:  # kept whole: one pass, no row gather
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            whole = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1)
+            corrected[name] = kernels.scaled_add(whole, np.float32(ctx.lr), x.reshape(-1)).reshape(x.shape)
             continue
         corrected[name] = np.array(x, dtype=np.float32, order="C")
         if rows is None:

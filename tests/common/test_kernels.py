@@ -98,3 +98,14 @@ def test_gaps_that_wrap_around_are_an_overflow():
     stream = kernels.rice_encode(g, 62)
     assert _outcome(compiled_decode, stream, 5, 62, n) == ("error", "index gaps overflow")
     assert _outcome(reference_decode, stream, 5, 62, n) == ("error", "index gaps overflow")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 3000), st.floats(1e-4, 100.0), st.integers(0, 2**32 - 1))
+def test_the_residual_is_added_as_numpy_adds_it(size, lr, seed):
+    rng = np.random.default_rng(seed)
+    a, b = ((rng.standard_normal(size) * 10.0 ** rng.integers(-8, 8, size)).astype(np.float32) for _ in range(2))
+    want = np.multiply(a, lr, dtype=np.float32)
+    want += b
+    got = kernels.scaled_add(a, np.float32(lr), b)
+    assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
