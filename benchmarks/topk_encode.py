@@ -3,13 +3,16 @@
 For a spread of ML-1M users (one client per user, `ml1m-topk.toml`), runs
 four visits of local training and the uplink method's client half, so that
 each client holds the error-feedback residual a run leaves, then times the
-fifth visit's client half (best of 3 passes over the clients, one thread):
+fifth visit's client half and the server's decoding of its reply (best of 3
+passes over the clients, one thread; `total` is the client half):
 
 * carry: the residual added to the update (`compression.sparse.carry`);
 * keep: the top 2% positions (`pruning.keep`, `topk-global`);
 * quantise: the kept values through the int8 codec, the residual updated;
 * pack: the index and value streams (`codec.pack_update`);
-* to state: the residual as the client keeps it (`sparse.residual_to_state`).
+* to state: the residual as the client keeps it (`sparse.residual_to_state`);
+* decode (server): the reply's payloads back to sparse tensors, as the
+  server's validation decodes them (`SparseUplink.decode`).
 
 Each run adds its figures under `--label` to the results file, with the
 commit it ran at, so that two commits' code can be measured back to back:
@@ -40,7 +43,7 @@ from prunus.common.results import code_version
 from prunus.common.update import Sparse
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("carry", "keep", "quantise", "pack", "to state")
+STAGES = ("carry", "keep", "quantise", "pack", "to state", "decode (server)")
 
 
 def steady_clients(cfg, count: int) -> list:
@@ -66,7 +69,8 @@ def steady_clients(cfg, count: int) -> list:
 
 def one_pass(cfg, clients: list) -> dict[str, float]:
     """Seconds of each stage over all clients (the client half as `SparseUplink.encode` runs it)."""
-    spec, c = UPLINK.get(cfg.compression.prune_method)(cfg.compression).spec, cfg.compression
+    uplink, c = UPLINK.get(cfg.compression.prune_method)(cfg.compression), cfg.compression
+    spec = uplink.spec
     seconds = dict.fromkeys(STAGES, 0.0)
     for delta, state, ctx in clients:
         delta = {k: v.copy() for k, v in delta.items()}
@@ -83,9 +87,11 @@ def one_pass(cfg, clients: list) -> dict[str, float]:
             sparse[name] = Sparse(idx, vals, x.shape)
             x.ravel()[idx] = vals - q
         marks.append(time.perf_counter())
-        pack_update(sparse, index_codec=c.index_codec, value_codec=spec.value_codec)
+        record = pack_update(sparse, index_codec=c.index_codec, value_codec=spec.value_codec)
         marks.append(time.perf_counter())
         residual_to_state(corrected, ctx.lr, held)
+        marks.append(time.perf_counter())
+        uplink.decode(record, {name: x.shape for name, x in corrected.items()})
         marks.append(time.perf_counter())
         for stage, start, end in zip(STAGES, marks, marks[1:]):
             seconds[stage] += end - start
@@ -104,10 +110,10 @@ def main() -> None:
     clients = steady_clients(cfg, args.clients)
     passes = [one_pass(cfg, clients) for _ in range(3)]
     best = {stage: 1e3 * min(p[stage] for p in passes) / len(clients) for stage in STAGES}
-    best["total"] = sum(best.values())
+    best["total"] = sum(v for stage, v in best.items() if stage != "decode (server)")  # the client half
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {
-        "note": "ms per client of the top-k client half at a client's fifth visit (ml1m-topk.toml), best of 3 passes, one thread",
+        "note": "ms per client of the top-k client half at a client's fifth visit (ml1m-topk.toml), and of the server decoding its reply, best of 3 passes, one thread",
         "runs": {}}
     report["runs"][args.label] = {"code": code_version(), "clients": len(clients), "ms_per_client": best}
     out.write_text(json.dumps(report, indent=1) + "\n")
