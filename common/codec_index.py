@@ -3,8 +3,9 @@
 Every codec maps strictly increasing int64 indices in ``[0, n)`` to a byte
 stream and back, vectorised in numpy (loops only run over bit/byte
 *positions*, never over elements); Rice, the codec a top-k update's indices
-take, is coded by compiled loops (`common.kernels`), one pass each way.  Bit order is little-endian throughout:
-bit ``i`` of a stream is bit ``i % 8`` of byte ``i // 8``.
+take, is coded by compiled loops (`common.kernels`), one pass each way.
+Bit order is little-endian throughout: bit ``i`` of a stream is bit
+``i % 8`` of byte ``i // 8``.
 
 Gap-based codecs code ``g_0 = idx_0`` and ``g_i = idx_i - idx_{i-1} - 1``.
 

@@ -25,7 +25,8 @@ from prunus.common.update import Sparse, Update
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
 
-_ROWS, _VALUES, _SHAPE = ".rows", ".val", ".shape"  # a residual's kept rows, their values, the tensor's shape (with rows)
+# a residual's kept rows, their values, and (beside rows) the tensor's shape
+_ROWS, _VALUES, _SHAPE = ".rows", ".val", ".shape"
 
 
 class SparseUplink:
@@ -146,7 +147,8 @@ def residual_to_state(residual: Params, lr: float = 1.0, held: HeldRows | None =
     `held` rows, for the client's state: whole if most rows are non-zero
     (`WHOLE_SHARE`), else as its non-zero rows -- the ids of the rows with
     any non-zero bit (-0.0 counts, so the state restores the residual bit for
-    bit) and those rows whole. A client writes its state every round and the
+    bit) and those rows whole, with the tensor's shape (a whole residual's
+    values have it). A client writes its state every round and the
     residual grows toward the size of the model; rows cost 4 bytes an
     entry, flat indices 8 or 12. Only the kept rows are divided."""
     arrays: Params = {}
