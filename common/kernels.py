@@ -98,38 +98,30 @@ def rice_decode(stream: np.ndarray, nnz: int, k: int, n: int) -> tuple[np.ndarra
     for b in range(bit, low_bytes * 8):
         if (stream[b >> 3] >> (b & 7)) & 1:
             return idx, 1
-    # the quotients: count them all first (a stream of too many or too few
-    # codes is that error, whatever else is wrong with it)
-    ones, last = 0, -1
-    for b in range(low_bytes, stream.size):
-        byte = np.int64(stream[b])
-        while byte:
-            ones += 1
-            low = byte & -byte
-            last = b * 8 + _bit_of(low)
-            byte ^= low
-    if ones != nnz:
-        return idx, 2
-    if last < 8 * (stream.size - 1):
-        return idx, 3
-    q_max, g_max = (n - 1) >> k, 0
-    bad_q = False
-    i, previous = 0, low_bytes * 8 - 1
+    # the quotients, in one pass: every one bit ends a code; a stream of too
+    # many or too few codes is that error, whatever else is wrong with it
+    q_max, g_max, bad_q = (n - 1) >> k, 0, False
+    ones, previous = 0, low_bytes * 8 - 1
     for b in range(low_bytes, stream.size):
         byte = np.int64(stream[b])
         while byte:
             low = byte & -byte
             position = b * 8 + _bit_of(low)
             byte ^= low
-            q = position - previous - 1
+            if ones < nnz:
+                q = position - previous - 1
+                if q > q_max:
+                    bad_q = True
+                else:
+                    gap = (np.int64(q) << k) | idx[ones]
+                    idx[ones] = gap
+                    g_max = max(g_max, gap)
             previous = position
-            if q > q_max:
-                bad_q = True
-            else:
-                gap = (np.int64(q) << k) | idx[i]
-                idx[i] = gap
-                g_max = max(g_max, gap)
-            i += 1
+            ones += 1
+    if ones != nnz:
+        return idx, 2
+    if previous < 8 * (stream.size - 1):
+        return idx, 3
     if bad_q:
         return idx, 4
     if g_max >= n:
