@@ -90,6 +90,19 @@ _PLAIN_HEADER = re.compile(rb"\{'descr': '([<>|=]?[biuf][0-9]{1,2})', 'fortran_o
                            rb"'shape': \(((?:[0-9]{1,20}, )*[0-9]{1,20},?|)\), \} *\n")
 
 
+def _plain_dtype(descr: str) -> np.dtype:
+    """The dtype an npy header names, or ValueError: the pattern admits names
+    numpy refuses with TypeError (`'|u0'`, `'<f3'`), and one such character
+    in a reply must be that reply's error, not the run's."""
+    try:
+        dtype = np.dtype(descr)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"npy header names no dtype numpy knows: {descr!r} ({err})") from None
+    if dtype.kind not in "biuf" or dtype.itemsize == 0:
+        raise ValueError(f"dtype {descr!r} is not a plain number type")
+    return dtype
+
+
 def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, fortran order, dtype, data offset) of npy bytes; ValueError if
     they are not one npy array of a plain numeric dtype."""
@@ -98,7 +111,7 @@ def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
         plain = _PLAIN_HEADER.fullmatch(data, _NPY_PREFIX, end) if len(data) >= end else None
         if plain:
             shape = tuple(int(d) for d in plain[3].split(b",") if d.strip())
-            return shape, plain[2] == b"True", np.dtype(plain[1].decode()), end
+            return shape, plain[2] == b"True", _plain_dtype(plain[1].decode()), end
     buffer = io.BytesIO(data)
     try:
         major, _ = np.lib.format.read_magic(buffer)

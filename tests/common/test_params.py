@@ -89,3 +89,33 @@ def test_the_plain_header_pattern_reads_what_numpy_reads(value, fortran):
     shape, order, dtype = np.lib.format.read_array_header_1_0(buffer)
     assert _PLAIN_HEADER.fullmatch(data, 10, buffer.tell())
     assert _npy_header(data) == (shape, order, dtype, buffer.tell())
+
+
+def _with_descr(descr: str, payload: bytes = b"") -> bytes:
+    """npy 1.0 bytes whose header names `descr` as numpy would write it."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': (0,), }}"
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + payload
+
+
+DESCRS = [prefix + kind + str(size) for prefix in ("", "<", ">", "|", "=") for kind in "biuf" for size in range(100)]
+
+
+def test_every_dtype_name_the_fast_header_path_admits_is_read_or_refused_as_a_value_error():
+    """One character in a reply's header (`'|u0'`, `'<f3'`) once raised
+    numpy's TypeError out of the server's intake and ended the run."""
+    refused = 0
+    for descr in DESCRS:
+        data = _with_descr(descr)
+        assert _PLAIN_HEADER.fullmatch(data, 10, len(data))
+        try:
+            shape, _, dtype, _ = _npy_header(data)
+        except ValueError:
+            refused += 1
+            continue
+        assert shape == (0,) and dtype.kind in "biuf" and dtype.itemsize > 0
+    assert refused > len(DESCRS) // 2  # '|u0', '<f3', 'b2', ... are most of them
+    with pytest.raises(ValueError, match="no dtype numpy knows"):
+        array_of(_array_with(_with_descr("|u0")))
+    with pytest.raises(ValueError, match="no dtype numpy knows"):
+        array_of(_array_with(_with_descr("<f3")))
