@@ -6,6 +6,9 @@ the reply carries the shared-parameter update and its metrics. Under the
 Deployment Engine the state lives in `context.state`; in a simulation it
 lives in the run's client-state store (`client.state_store`), so that it
 does not travel through the driver with every message.
+
+The handlers (`client.handlers`) speak prunus content (`common.payload`);
+Flower's records are converted here, at the edge (`common.flower_records`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from prunus.client.handlers import ClientData
 from prunus.common.config import Config, from_run_config
 from prunus.common.data import SplitData
 from prunus.common.datasets import load_split, partitions
+from prunus.common.flower_records import from_flower, to_array_record, to_flower
 from prunus.common.partition_files import load_partition_file
+from prunus.common.payload import ConfigMap, Content
 
 
 def make_client_app(config: Config | None = None) -> ClientApp:
@@ -58,16 +63,20 @@ def _handle(handler, msg: Message, context: Context, config: Config | None, keep
     partition_id = int(context.node_config["partition-id"])
     split, users = _partition_data(cfg, context, partition_id)
     simulated = not context.node_config.get("data-file")  # under the Deployment Engine clients keep their state
-    server_round = int(msg.content["config"]["server-round"])
-    state = RecordDict() if simulated else context.state
+    received = from_flower(msg.content)
+    server_round = int(received["config"]["server-round"])
+    state = Content() if simulated else from_flower(context.state)
     if simulated and handler is not handlers.request_rows:  # training starts from the state before this round
         state_store.restore(cfg, state, partition_id, server_round - 1 if keeps_state else server_round,
                             None if keeps_state else handlers.READ_ONLY_STATE)
-    content = handler(cfg, msg.content, state, ClientData.of(partition_id, split, users, device))
+    content = handler(cfg, received, state, ClientData.of(partition_id, split, users, device))
     if simulated and keeps_state:
         state_store.persist(cfg, state, partition_id, server_round, split.n_items)
-    content["info"] = ConfigRecord(_node_info(context))
-    return Message(content, reply_to=msg)
+    elif keeps_state:  # the Deployment Engine keeps it in the node's Context
+        for name, arrays in state.items():
+            context.state[name] = to_array_record(arrays)
+    content["info"] = ConfigMap(_node_info(context))
+    return Message(to_flower(content), reply_to=msg)
 
 
 def _partition_data(cfg: Config, context: Context, partition_id: int) -> tuple[SplitData, np.ndarray]:

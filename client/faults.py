@@ -23,7 +23,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from prunus.common.params import npy_array
+from prunus.common.payload import Arrays
 
 from prunus.common.config import RuntimeConfig
 from prunus.common.params import Params
@@ -67,7 +68,7 @@ def corrupt_update(settings: RuntimeConfig, delta: Params, server_round: int, pa
             for name, value in delta.items()}
 
 
-def garbage(record: ArrayRecord, server_round: int, partition_id: int, seed: int) -> ArrayRecord:
+def garbage(record: Arrays, server_round: int, partition_id: int, seed: int) -> Arrays:
     """Random bytes of the same sizes in place of every payload array."""
     rng = np.random.default_rng([seed, server_round, partition_id, 11])
-    return ArrayRecord({name: Array(rng.integers(0, 256, len(array.data), dtype=np.uint8)) for name, array in record.items()})
+    return Arrays({name: npy_array(rng.integers(0, 256, len(array.data), dtype=np.uint8)) for name, array in record.items()})

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from prunus.common.payload import Arrays, Content, MetricMap
 
 from prunus.client import faults
 from prunus.client.local_update import LocalData, LocalResult, local_data, local_model, local_update
@@ -30,7 +30,7 @@ from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
 from prunus.common.models import model_spec
-from prunus.common.params import Params, from_record, to_record
+from prunus.common.params import Params, from_record, npy_array, to_record
 from prunus.common.training import client_settings, fold_in, seeded_generator
 
 PRIVATE_KEY = "private"
@@ -69,15 +69,15 @@ def row_plan(cfg: Config, purpose: str, server_round: int, client: ClientData) -
     return selection.plan(needed_rows(client, purpose), client.split.n_items, ctx)
 
 
-def named_rows(content: RecordDict, n_items: int) -> RowPlan | None:
+def named_rows(content: Content, n_items: int) -> RowPlan | None:
     """The rows a message names (a selection the server makes): the client
     trains on its positives among them and draws its negatives from them."""
     if "rows" not in content:
         return None
     record = content["rows"]
     try:
-        if not isinstance(record, ArrayRecord) or list(record) != ["ids"]:
-            raise CodecError("'rows' must be an ArrayRecord holding one array 'ids'")
+        if not isinstance(record, Arrays) or list(record) != ["ids"]:
+            raise CodecError("'rows' must be an Arrays holding one array 'ids'")
         ids = decode_row_set(record_payload("ids", record["ids"]), n_items)
     except CodecError as err:
         raise PayloadError(f"the message's row set: {err}") from None
@@ -94,7 +94,7 @@ def _item_rows(cfg: Config, plan: RowPlan | None, client: ClientData) -> RowIds 
     return dict.fromkeys(_item_tables(cfg, client), plan.request)
 
 
-def request_rows(cfg: Config, content: RecordDict, state: RecordDict, client: ClientData) -> RecordDict:
+def request_rows(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
     """The answer to a row query: the rows this client's next message needs."""
     config = content["config"]
     purpose = str(config["purpose"])
@@ -102,21 +102,21 @@ def request_rows(cfg: Config, content: RecordDict, state: RecordDict, client: Cl
     if plan is None:
         raise ValueError(f"broadcast-rows {cfg.compression.broadcast_rows!r} does not query clients")
     ids = np.frombuffer(encode_row_set(plan.request, client.split.n_items), dtype=np.uint8)
-    return RecordDict({"rows": ArrayRecord({"ids": Array(ids)})})
+    return Content({"rows": Arrays({"ids": npy_array(ids)})})
 
 
-def _global_params(cfg: Config, content: RecordDict, client: ClientData, rows: RowIds | None) -> Params:
+def _global_params(cfg: Config, content: Content, client: ClientData, rows: RowIds | None) -> Params:
     """The broadcast decoded, full size (zero in rows not sent)."""
     downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
     shapes = model_spec(cfg.model, client.split.n_items).shapes
     return put_rows(downlink.decode(content["arrays"], row_shapes(shapes, rows)), rows, shapes)
 
 
-def _private(state: RecordDict) -> Params | None:
+def _private(state: Content) -> Params | None:
     return from_record(state[PRIVATE_KEY]) if PRIVATE_KEY in state else None
 
 
-def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientData) -> RecordDict:
+def train(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
     """Local training from the broadcast, then the uplink method's payload."""
     server_round = int(content["config"]["server-round"])
     faults.hang(cfg.runtime, cfg.federation.round_timeout, server_round, client.partition_id)
@@ -129,7 +129,7 @@ def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientDat
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows)
     if not data.num_examples:  # none of its items among the rows sent: an empty update, state kept
         encoded = uplink.encode({k: np.zeros_like(v) for k, v in shared.items()}, None, ctx)
-        return RecordDict({"arrays": encoded.record, "metrics": MetricRecord({"num-examples": 0, "nnz": 0})})
+        return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 0, "nnz": 0})})
     result = local_update(cfg, data, n_items, shared, _private(state), server_round, client.partition_id,
                           client.device, None if plan is None else plan.negatives)
     faulty = faults.is_faulty(cfg.runtime, server_round, client.partition_id)
@@ -146,15 +146,15 @@ def train(cfg: Config, content: RecordDict, state: RecordDict, client: ClientDat
     kept = owe(encoded.state, added, ctx.lr) if added else encoded.state
     if kept:
         state[RESIDUAL_KEY] = to_record(kept)
-    metrics = MetricRecord({"num-examples": result.num_examples, "train-loss": result.loss,
+    metrics = MetricMap({"num-examples": result.num_examples, "train-loss": result.loss,
                             "nnz": encoded.nnz, "density": encoded.density})
     record = encoded.record
     if faulty and cfg.runtime.fault_kind == "garbage":
         record = faults.garbage(record, server_round, client.partition_id, cfg.runtime.seed)
-    return RecordDict({"arrays": record, "metrics": metrics})
+    return Content({"arrays": record, "metrics": metrics})
 
 
-def evaluate(cfg: Config, content: RecordDict, state: RecordDict, client: ClientData) -> RecordDict:
+def evaluate(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
     """Federated evaluation: rank each local user's held-out item."""
     server_round = int(content["config"]["server-round"])
     data = client.data
@@ -167,7 +167,7 @@ def evaluate(cfg: Config, content: RecordDict, state: RecordDict, client: Client
     fold_in(model, *data.tensors(client.device), settings, t.user_refit_epochs, t.user_lr, generator)
     metrics = ranking_metrics(model, client.split, k=cfg.evaluation.top_k, users=data.users)
     n_eval = int(metrics.pop("eval-users"))
-    return RecordDict({"metrics": MetricRecord({**metrics, "num-examples": n_eval})})
+    return Content({"metrics": MetricMap({**metrics, "num-examples": n_eval})})
 
 
 def _scores(shared: Params, result: LocalResult) -> np.ndarray | None:

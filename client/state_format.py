@@ -2,7 +2,7 @@
 
 One version: 8 bytes (little-endian length of the header), a JSON header
 ("record/name" -> dtype, shape, stype, start, end of its bytes) and the
-Arrays' serialised bytes one after another. Each Array goes as its
+arrays' serialised bytes one after another. Each array goes as its
 serialised bytes with its dtype, shape and stype beside them, so that
 neither side re-encodes it.
 """
@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from flwr.app import RecordDict
+from prunus.common.payload import Content, NpyArray
 
-from prunus.common import flower_compat
 from prunus.common.params import record_of
 
 
-def pack(state: RecordDict) -> tuple[bytes, list[bytes]]:
+def pack(state: Content) -> tuple[bytes, list[bytes]]:
     """(the header's length and the header, the Arrays' bytes in order)."""
     arrays = {f"{record}/{name}": array for record in state for name, array in state[record].items()}
     meta, offset = {}, 0
@@ -30,9 +29,9 @@ def pack(state: RecordDict) -> tuple[bytes, list[bytes]]:
 
 
 def unpack(read: Callable[[int], bytes], source: str, skip: Callable[[int], None] | None = None,
-           only: tuple[str, ...] | None = None) -> RecordDict:
+           only: tuple[str, ...] | None = None) -> Content:
     """The state whose bytes `read(n)` gives, n at a time from the start
-    (each Array's bytes read straight into its own bytes object); ValueError
+    (each array's bytes read straight into its own bytes object); ValueError
     naming `source` if they end early. With `only`, just those records:
     the others' bytes are passed over with `skip(n)` (an evaluation reads the
     user vectors, not a model's worth of residual)."""
@@ -41,7 +40,7 @@ def unpack(read: Callable[[int], bytes], source: str, skip: Callable[[int], None
         meta = json.loads(head)
     except ValueError:
         raise ValueError(f"client state {source} has a damaged header") from None
-    records: dict[str, dict[str, Array]] = {}
+    records: dict[str, dict[str, NpyArray]] = {}
     for key, (dtype, shape, stype, start, end) in sorted(meta.items(), key=lambda item: item[1][3]):
         record, name = key.split("/", 1)
         if only is not None and record not in only:
@@ -51,6 +50,6 @@ def unpack(read: Callable[[int], bytes], source: str, skip: Callable[[int], None
         if len(data) != end - start:
             raise ValueError(f"client state {source} is truncated: {key!r} needs {end - start} bytes, "
                              f"{len(data)} follow")
-        records.setdefault(record, {})[name] = flower_compat.array(str(dtype), tuple(int(d) for d in shape),
-                                                                   str(stype), data)
-    return RecordDict({record: record_of(arrays) for record, arrays in records.items()})
+        records.setdefault(record, {})[name] = NpyArray(str(dtype), tuple(int(d) for d in shape), data,
+                                                            str(stype))
+    return Content({record: record_of(arrays) for record, arrays in records.items()})

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from flwr.app import RecordDict
+from prunus.common.payload import Content
 
 from prunus.client.state_format import pack, unpack
 
@@ -152,7 +152,7 @@ def _path(store: Path, partition: int) -> Path:
     return store / f"{partition}{SUFFIX}"
 
 
-def load(store: Path, partition: int, upto: int, only: tuple[str, ...] | None = None) -> RecordDict | None:
+def load(store: Path, partition: int, upto: int, only: tuple[str, ...] | None = None) -> Content | None:
     """The partition's latest state written in round `upto` or before (with
     `only`, just those records)."""
     path = _path(store, partition)
@@ -183,7 +183,7 @@ def load(store: Path, partition: int, upto: int, only: tuple[str, ...] | None = 
             data.release()
 
 
-def save(store: Path, partition: int, server_round: int, state: RecordDict, room: int = 0) -> None:
+def save(store: Path, partition: int, server_round: int, state: Content, room: int = 0) -> None:
     """Write the state after `server_round` over the slot nothing needs: the
     one holding this round's version (a retried message's), else an empty
     one, else the older. `room`: the bytes a state of this partition may come

@@ -39,7 +39,7 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from flwr.app import RecordDict
+from prunus.common.payload import Content
 
 from prunus.client import state_slots
 from prunus.client.state_format import pack, unpack
@@ -89,7 +89,7 @@ def _versions(folder: Path) -> list[int]:
     return sorted(int(name[: -len(SUFFIX)]) for name in names if name.endswith(SUFFIX))
 
 
-def load(store: Path, partition: int, upto: int, only: tuple[str, ...] | None = None) -> RecordDict | None:
+def load(store: Path, partition: int, upto: int, only: tuple[str, ...] | None = None) -> Content | None:
     """The partition's latest state written in round `upto` or before (with
     `only`, just those records)."""
     folder = store / str(partition)
@@ -101,7 +101,7 @@ def load(store: Path, partition: int, upto: int, only: tuple[str, ...] | None = 
         return unpack(handle.read, str(path), lambda n: handle.seek(n, os.SEEK_CUR), only)
 
 
-def save(store: Path, partition: int, server_round: int, state: RecordDict, upto: int) -> None:
+def save(store: Path, partition: int, server_round: int, state: Content, upto: int) -> None:
     """Write the state after `server_round`; drop versions older than the one a
     resume from checkpoint `upto` (or any later) would read.
 
@@ -160,7 +160,7 @@ def settle() -> None:
     _pending.clear()
 
 
-def restore(cfg: Config, state: RecordDict, partition: int, upto: int, only: tuple[str, ...] | None = None) -> None:
+def restore(cfg: Config, state: Content, partition: int, upto: int, only: tuple[str, ...] | None = None) -> None:
     """Fill an empty `state` from the store: the newest version from round `upto`
     or before (a simulated client, or a resumed run's); with `only`, just
     those records (what a message that does not write the state reads)."""
@@ -171,7 +171,7 @@ def restore(cfg: Config, state: RecordDict, partition: int, upto: int, only: tup
         state[record] = loaded[record]
 
 
-def persist(cfg: Config, state: RecordDict, partition: int, server_round: int, n_items: int) -> None:
+def persist(cfg: Config, state: Content, partition: int, server_round: int, n_items: int) -> None:
     """Keep the state a training round left; older versions nobody will read go."""
     if not len(state):
         return

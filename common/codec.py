@@ -3,8 +3,8 @@
 One sparse tensor = flat int64 indices into the row-major tensor + values +
 shape.  :func:`encode` turns it into bytes, :func:`decode` back; no pickle.
 :func:`pack_update` / :func:`unpack_update` move a whole update (tensor name
--> sparse tensor) through a Flower ``ArrayRecord``, each payload stored as a
-1-D uint8 ``flwr.app.Array``.
+-> sparse tensor) through ``Arrays`` (``common.payload``), each payload stored as a
+1-D uint8 npy array.
 
 Payload layout (all integers little-endian)::
 
@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from prunus.common.payload import NPY_STYPE, NpyArray
 
 from .codec_index import (
     INDEX_CODEC_NAMES,
@@ -264,11 +266,11 @@ def decode(data: bytes) -> Sparse:
     return Sparse(idx, val, info.shape)
 
 
-# ---------------------------------------------------------- Flower records
+# ------------------------------------------------------------ payloads
 def pack_update(tensors: Mapping[str, tuple[Any, Any, Any]], *, index_codec: str = "auto",
                 value_codec: str = "fp32"):
-    """Encode every ``name -> (indices, values, shape)`` into an ArrayRecord of
-    1-D uint8 ``flwr.app.Array`` payloads keyed by tensor name."""
+    """Encode every ``name -> (indices, values, shape)`` into ``Arrays`` of
+    1-D uint8 npy payloads keyed by tensor name."""
     from .params import npy_array, record_of
 
     arrays = {}
@@ -282,19 +284,17 @@ def pack_update(tensors: Mapping[str, tuple[Any, Any, Any]], *, index_codec: str
 
 
 def record_payload(name: str, arr: Any) -> bytes:
-    from flwr.app import Array
-
     from .params import array_of
 
-    if not isinstance(arr, Array) or arr.stype != "numpy.ndarray" \
+    if not isinstance(arr, NpyArray) or arr.stype != NPY_STYPE \
             or arr.dtype != "uint8" or len(arr.shape) != 1:
-        raise CodecError(f"tensor {name!r}: not a 1-D uint8 numpy Array")
+        raise CodecError(f"tensor {name!r}: not a 1-D uint8 numpy array")
     try:
         raw = array_of(arr)
     except ValueError as exc:
-        raise CodecError(f"tensor {name!r}: unreadable Array data: {exc}") from exc
+        raise CodecError(f"tensor {name!r}: unreadable array data: {exc}") from exc
     if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise CodecError(f"tensor {name!r}: Array data is not 1-D uint8")
+        raise CodecError(f"tensor {name!r}: array data is not 1-D uint8")
     return raw.tobytes()
 
 

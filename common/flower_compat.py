@@ -1,12 +1,9 @@
-"""Every Flower (and Ray) internal prunus relies on, in one place, for one version.
+"""Flower's speed-ups: optional accelerators over its internals, each checked before it engages.
 
-prunus uses Flower's public Message API everywhere else. Four things it needs
-are not public, so they live here and nowhere else:
+prunus runs on Flower's public Message API (`common.flower_records` maps its
+content onto Flower's records). Stock Flower works; these replace a few of
+Flower's (and Ray's) internal functions with faster ones:
 
-* the wire format of a message: Flower ships each distinct object of a record
-  (records, arrays, chunks) deflated; `nested_objects` walks them
-  (`flwr.supercore.inflatable`), and `common.wire_size` sizes them from the
-  format's constants here;
 * a faster dispatcher for the in-process Simulation Engine (`enable_fast_dispatch`);
 * the ClientApp sent to Ray once per run, not with every message (`enable_fast_submit`);
 * more than one message in flight per client actor (`enable_actor_pipeline`);
@@ -14,51 +11,136 @@ are not public, so they live here and nowhere else:
 * the simulation engine's own node-to-partition map, so that a ServerApp in
   the same process need not ask every node (`record_engine_partitions`);
 * sizing the Ray actor pool to a share of the cluster (`enable_actor_share`);
+* actors stopped without a retried shutdown task (`enable_clean_actor_shutdown`);
 * the in-memory Grid woken by each reply instead of polling (`wait_for_replies`);
 * sending the messages Ray's driver prints on its own to a log instead
   (`route_ray_driver_messages`);
-* an `Array` built from fields already known to be right, without the
+* a Flower `Array` built from fields already known to be right, without the
   constructor's argument checks (`array`).
 
-Importing this module checks the installed Flower and Ray versions and fails
-at once on others: these internals move between releases, and a silent
-mismatch would mean wrong byte counts or a hung simulation.
+Internals move between releases, so each accelerator first checks what it
+relies on (`Needs`: the functions, their parameters, the attributes their
+objects set; for `array`, that it builds what the constructor builds). Where
+something is missing it leaves stock Flower in place and logs one warning
+line naming itself and what is missing; nothing here raises, and importing
+this module imports neither Flower nor Ray. Tested against flwr 1.41.0 and
+1.42.0 (`tests/common/test_flower_compat.py` runs each accelerator and the
+stock function on the same inputs).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 import logging
 import math
 import threading
 import time
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass
 from queue import Empty, Queue
-from typing import Any
+from typing import Any, Callable
 from uuid import uuid4
 
-SUPPORTED_FLOWER = "1.41.0"
-SUPPORTED_RAY = "2.55.1"  # what flwr[simulation] 1.41.0 brings
+log = logging.getLogger("prunus")
 
-for _package, _supported in (("flwr", SUPPORTED_FLOWER), ("ray", SUPPORTED_RAY)):
+
+# ----------------------------------------------------------- preconditions
+@dataclass(frozen=True)
+class Needs:
+    """One internal an accelerator relies on: `module:qualname`, the leading
+    parameters it must take, and the attributes its source sets on `self`
+    (for a class: its `__init__`'s)."""
+
+    target: str
+    params: tuple[str, ...] | None = None
+    sets: tuple[str, ...] = ()
+
+    def unmet(self) -> str:
+        """What is missing ("" if nothing)."""
+        module, _, qualname = self.target.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split(".") if qualname else ():
+                obj = getattr(obj, part)
+        except Exception:  # noqa: BLE001 - missing module or attribute: the need is unmet
+            return f"no {self.target}"
+        if self.params is not None:
+            try:
+                names = tuple(inspect.signature(obj).parameters)[: len(self.params)]
+            except (TypeError, ValueError):
+                names = ()
+            if names != self.params:
+                return f"{self.target} takes ({', '.join(names)}), not ({', '.join(self.params)})"
+        if self.sets:
+            try:
+                source = inspect.getsource(obj.__init__ if inspect.isclass(obj) else obj)
+            except (OSError, TypeError):
+                return f"no source of {self.target} to check"
+            missing = [name for name in self.sets if f"self.{name}" not in source]
+            if missing:
+                return f"{self.target} sets no {', '.join(missing)}"
+        return ""
+
+
+_warned: set[str] = set()
+
+
+def ready(name: str, needs: tuple[Needs, ...]) -> bool:
+    """Whether accelerator `name` can engage; if not, one warning line (once)."""
+    unmet = [m for m in (need.unmet() for need in needs) if m]
+    if unmet and name not in _warned:
+        _warned.add(name)
+        log.warning("Flower accelerator %s is off, stock Flower in place (flwr %s): %s",
+                    name, _flower_version(), "; ".join(unmet))
+    return not unmet
+
+
+def _flower_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        _installed = version(_package)
-    except PackageNotFoundError:  # Ray is optional outside simulations (Deployment Engine)
-        continue
-    if _installed != _supported:
-        raise ImportError(
-            f"prunus relies on {_package} {_supported} internals (common/flower_compat.py) "
-            f"but {_package} {_installed} is installed; install flwr[simulation]=={SUPPORTED_FLOWER}"
-        )
-
-from flwr.common.constant import FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE as CHUNK_BYTES  # noqa: E402,F401
-from flwr.supercore.constant import HEAD_BODY_DIVIDER, HEAD_VALUE_DIVIDER  # noqa: E402,F401
-from flwr.app import Array  # noqa: E402
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects  # noqa: E402
+        return version("flwr")
+    except PackageNotFoundError:
+        return "not installed"
 
 
-def nested_objects(content: Any) -> dict[str, Any]:
-    """Object id -> object for every distinct object Flower ships for `content`."""
-    return get_all_nested_objects(content)
+def _install(name: str, needs: tuple[Needs, ...], owner: Callable[[], Any], attribute: str,
+             replacement: Callable[[Any], Any] | None) -> bool:
+    """Put `replacement(original)` in `owner().attribute`, or the original
+    back when `replacement` is None or the needs are unmet (the original is
+    kept on the owner the first time). Returns whether the accelerator is on."""
+    on = replacement is not None and ready(name, needs)
+    try:
+        target = owner()
+    except ImportError:  # nothing of Flower's to patch or restore
+        return False
+    saved = f"_prunus_original_{attribute}"
+    if not hasattr(target, saved):
+        if not hasattr(target, attribute):
+            return False
+        setattr(target, saved, getattr(target, attribute))
+    original = getattr(target, saved)
+    setattr(target, attribute, replacement(original) if on else original)
+    return on
+
+
+def _vce_api() -> Any:
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    return vce_api
+
+
+def _ray_actor() -> Any:
+    from flwr.simulation.ray_transport import ray_actor
+
+    return ray_actor
+
+
+_VCE = "flwr.server.superlink.fleet.vce.vce_api"
+_POOL = "flwr.simulation.ray_transport.ray_actor:BasicActorPool"
+_LINKSTATE = "flwr.server.superlink.linkstate.in_memory_linkstate:InMemoryLinkState"
+_BACKEND = "flwr.server.superlink.fleet.vce.backend.raybackend:RayBackend"
 
 
 # --------------------------------------------------------------- fast dispatch
@@ -99,13 +181,19 @@ def _add_messages_to_queue(state: Any, queue: Queue, nodes_mapping: dict[int, in
         f_stop.wait(POLL_INTERVAL_S)
 
 
-def enable_fast_dispatch(on: bool = True) -> None:
-    """Install (or remove) the fast dispatcher in Flower's engine module."""
-    from flwr.server.superlink.fleet.vce import vce_api
+FAST_DISPATCH_NEEDS = (
+    Needs(f"{_VCE}:add_messages_to_queue", ("state", "queue", "nodes_mapping", "f_stop")),
+    Needs(_LINKSTATE, sets=("lock", "message_ins_store")),
+    Needs(f"{_LINKSTATE}._check_stored_messages"),
+    Needs("flwr.app:Metadata.delivered_at"),
+    Needs("flwr.supercore.date:now"),
+)
 
-    if not hasattr(vce_api, "_prunus_original_dispatch"):
-        vce_api._prunus_original_dispatch = vce_api.add_messages_to_queue
-    vce_api.add_messages_to_queue = _add_messages_to_queue if on else vce_api._prunus_original_dispatch
+
+def enable_fast_dispatch(on: bool = True) -> bool:
+    """Install (or remove) the fast dispatcher in Flower's engine module."""
+    return _install("fast-dispatch", FAST_DISPATCH_NEEDS, _vce_api, "add_messages_to_queue",
+                    (lambda _: _add_messages_to_queue) if on else None)
 
 
 # ----------------------------------------------------------------- fast submit
@@ -117,22 +205,29 @@ def enable_fast_dispatch(on: bool = True) -> None:
 # of it cloudpickle scanning `sys.modules` for submodules. Putting the loader
 # in Ray's object store once and passing its reference instead does that
 # work once per run; Ray hands every call the stored loader.
-def enable_fast_submit(on: bool = True) -> None:
-    """Store the ClientApp loader in Ray's object store once (off: Flower's own way)."""
-    from flwr.server.superlink.fleet.vce.backend import raybackend
+FAST_SUBMIT_NEEDS = (Needs(f"{_BACKEND}.build", ("self", "app_fn"), sets=("app_fn",)),
+                     Needs(f"{_BACKEND}.process_message"), Needs("ray:put"))
 
-    backend = raybackend.RayBackend
-    if not hasattr(backend, "_prunus_original_build"):
-        backend._prunus_original_build = backend.build
-    original = backend._prunus_original_build
 
+def _fast_build(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     def build(self: Any, app_fn: Any) -> None:
         import ray
 
         original(self, app_fn)
         self.app_fn = ray.put(app_fn)  # `process_message` passes it on; Ray resolves it in the actor
 
-    backend.build = build if on else original
+    return build
+
+
+def enable_fast_submit(on: bool = True) -> bool:
+    """Store the ClientApp loader in Ray's object store once (off: Flower's own way)."""
+    return _install("fast-submit", FAST_SUBMIT_NEEDS, lambda: _backend_class(), "build", _fast_build if on else None)
+
+
+def _backend_class() -> Any:
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    return raybackend.RayBackend
 
 
 # -------------------------------------------------------------- actor pipeline
@@ -144,20 +239,23 @@ def enable_fast_submit(on: bool = True) -> None:
 # a message waiting in its queue while it runs one (Ray runs an actor's tasks
 # one at a time, in order). Results do not depend on the order: a client's
 # work is a function of (seed, round, partition) and the server sorts replies.
-def enable_actor_pipeline(depth: int = 2) -> None:
+POOL_NEEDS = (Needs(_POOL, sets=("pool", "num_actors", "create_actor_fn")),
+              Needs(f"{_POOL}.add_actors_to_pool", ("self", "num_actors")))
+
+
+def enable_actor_pipeline(depth: int = 2) -> bool:
     """Keep `depth` messages in flight per client actor (1: Flower's own way)."""
-    from flwr.simulation.ray_transport import ray_actor
 
-    pool = ray_actor.BasicActorPool
-    if not hasattr(pool, "_prunus_original_add_actors"):
-        pool._prunus_original_add_actors = pool.add_actors_to_pool
+    def pipelined(_: Any) -> Callable[[Any, int], None]:
+        def add_actors_to_pool(self: Any, num_actors: int) -> None:
+            for _ in range(num_actors):
+                self.pool.extend([self.create_actor_fn()] * depth)
+            self.num_actors += num_actors * depth  # the backend runs one thread per entry
 
-    def add_actors_to_pool(self: Any, num_actors: int) -> None:
-        for _ in range(num_actors):
-            self.pool.extend([self.create_actor_fn()] * depth)
-        self.num_actors += num_actors * depth  # the backend runs one thread per entry
+        return add_actors_to_pool
 
-    pool.add_actors_to_pool = add_actors_to_pool if depth > 1 else pool._prunus_original_add_actors
+    return _install("actor-pipeline", POOL_NEEDS, lambda: _ray_actor().BasicActorPool, "add_actors_to_pool",
+                    pipelined if depth > 1 else None)
 
 
 # ------------------------------------------------------------- client batches
@@ -264,15 +362,21 @@ def _batch_worker(messageins_queue: Queue, messageres_queue: Queue, node_info_st
             messageres_queue.put(reply)
 
 
-def enable_client_batches(size: int = 16) -> None:
-    """Send up to `size` queued messages to a client actor in one call (1: Flower's own worker)."""
-    from flwr.server.superlink.fleet.vce import vce_api
+BATCH_NEEDS = (
+    Needs(f"{_VCE}:worker", ("messageins_queue", "messageres_queue", "node_info_store", "backend", "f_stop", "metrics")),
+    Needs(f"{_BACKEND}.num_workers"), Needs(_BACKEND, sets=("pool", "app_fn")),
+    Needs(f"{_POOL}.submit", ("self", "actor_fn", "job")), Needs(f"{_POOL}.fetch_result_and_return_actor_to_pool"),
+    Needs(f"{_POOL}.add_actor_back_to_pool"),
+    Needs("flwr.clientapp.client_app:ClientAppException"),
+    Needs("flwr.common.constant:ErrorCode.CLIENT_APP_RAISED_EXCEPTION"), Needs("flwr.common.constant:ErrorCode.UNKNOWN"),
+)
 
+
+def enable_client_batches(size: int = 16) -> bool:
+    """Send up to `size` queued messages to a client actor in one call (1: Flower's own worker)."""
     global _batch_size
-    if not hasattr(vce_api, "_prunus_original_worker"):
-        vce_api._prunus_original_worker = vce_api.worker
     _batch_size = size
-    vce_api.worker = _batch_worker if size > 1 else vce_api._prunus_original_worker
+    return _install("client-batches", BATCH_NEEDS, _vce_api, "worker", (lambda _: _batch_worker) if size > 1 else None)
 
 
 # ----------------------------------------------------------- engine partitions
@@ -286,22 +390,21 @@ def enable_client_batches(size: int = 16) -> None:
 _engine_nodes: dict[int, int] = {}  # node id -> partition id, as the engine registered them
 
 
-def record_engine_partitions(on: bool = True) -> None:
-    """Keep the map of the nodes the engine registers (off: Flower's own function)."""
-    from flwr.server.superlink.fleet.vce import vce_api
-
-    if not hasattr(vce_api, "_prunus_original_register_nodes"):
-        vce_api._prunus_original_register_nodes = vce_api._register_nodes
-    original = vce_api._prunus_original_register_nodes
-
+def _recording(original: Callable[[int, Any], dict[int, int]]) -> Callable[[int, Any], dict[int, int]]:
     def register_nodes(num_nodes: int, state_factory: Any) -> dict[int, int]:
         mapping = original(num_nodes, state_factory)
         _engine_nodes.clear()
         _engine_nodes.update(mapping)
         return mapping
 
+    return register_nodes
+
+
+def record_engine_partitions(on: bool = True) -> bool:
+    """Keep the map of the nodes the engine registers (off: Flower's own function)."""
     _engine_nodes.clear()
-    vce_api._register_nodes = register_nodes if on else original
+    return _install("engine-partitions", (Needs(f"{_VCE}:_register_nodes", ("num_nodes", "state_factory")),),
+                    _vce_api, "_register_nodes", _recording if on else None)
 
 
 def engine_partitions(node_ids: set[int]) -> dict[int, int] | None:
@@ -332,13 +435,23 @@ def engine_partitions(node_ids: set[int]) -> dict[int, int] | None:
 FULL_LOOK_S = 0.5
 
 
-def wait_for_replies(grid: Any) -> None:
-    """Make the Simulation Engine's Grid wake on each reply the engine stores
-    (a no-op for a Deployment Engine's Grid: replies arrive at the SuperLink)."""
-    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+_GRID = "flwr.superlink.grid.inmemory_grid:InMemoryGrid"
+REPLY_WAIT_NEEDS = (Needs(_GRID, sets=("state",)), Needs(f"{_GRID}.send_and_receive", ("self", "messages")),
+                    Needs(f"{_GRID}.push_messages", ("self", "messages")),
+                    Needs(f"{_GRID}.pull_messages", ("self", "message_ids")),
+                    Needs(f"{_LINKSTATE}.store_message_res", ("self", "message")))
 
-    if not isinstance(grid, InMemoryGrid):
-        return
+
+def wait_for_replies(grid: Any) -> bool:
+    """Make the Simulation Engine's Grid wake on each reply the engine stores
+    (a no-op for a Deployment Engine's Grid: replies arrive at the SuperLink).
+    Returns whether it engaged."""
+    try:
+        from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+    except ImportError:
+        InMemoryGrid = ()  # noqa: N806 - no such Grid in this Flower: nothing to wait on
+    if not isinstance(grid, InMemoryGrid) or not ready("reply-wait", REPLY_WAIT_NEEDS):
+        return False
     arrived, woken = _reply_signal(grid.state)
 
     def send_and_receive(messages: Any, *, timeout: float | None = None) -> list[Any]:
@@ -369,6 +482,7 @@ def wait_for_replies(grid: Any) -> None:
         return replies
 
     grid.send_and_receive = send_and_receive
+    return True
 
 
 def _reply_signal(state: Any) -> tuple[set[str], threading.Condition]:
@@ -390,18 +504,14 @@ def _reply_signal(state: Any) -> tuple[set[str], threading.Condition]:
     return state._prunus_replies
 
 
-def enable_actor_share(share: int) -> None:
+def enable_actor_share(share: int) -> bool:
     """Size the actor pools this process creates to 1/`share` of the cluster."""
-    from flwr.simulation.ray_transport import ray_actor
 
-    if not hasattr(ray_actor, "_prunus_original_pool_size"):
-        ray_actor._prunus_original_pool_size = ray_actor.pool_size_from_resources
-    original = ray_actor._prunus_original_pool_size
+    def shared(original: Callable[[dict[str, int | float]], int]) -> Callable[[dict[str, int | float]], int]:
+        return lambda client_resources: max(1, original(client_resources) // share)
 
-    def pool_size(client_resources: dict[str, int | float]) -> int:
-        return max(1, original(client_resources) // share)
-
-    ray_actor.pool_size_from_resources = pool_size if share > 1 else original
+    needs = (Needs("flwr.simulation.ray_transport.ray_actor:pool_size_from_resources", ("client_resources",)),)
+    return _install("actor-share", needs, _ray_actor, "pool_size_from_resources", shared if share > 1 else None)
 
 
 # ------------------------------------------------------------ actor shutdown
@@ -413,49 +523,71 @@ def enable_actor_share(share: int) -> None:
 # times the core worker logged "Failed to push error to driver" on stderr.
 # The actors are idle by then, so killing them without restart ends them with
 # nothing to retry.
-def enable_clean_actor_shutdown(on: bool = True) -> None:
+def _terminate_all_actors(self: Any) -> None:
+    import ray
+
+    for actor in {actor._actor_id: actor for actor in self.pool}.values():  # once each (see the pipeline)
+        ray.kill(actor, no_restart=True)
+
+
+def enable_clean_actor_shutdown(on: bool = True) -> bool:
     """Stop the pool's actors with `ray.kill(no_restart=True)` (off: Flower's own way)."""
-    from flwr.simulation.ray_transport import ray_actor
-
-    pool = ray_actor.BasicActorPool
-    if not hasattr(pool, "_prunus_original_terminate"):
-        pool._prunus_original_terminate = pool.terminate_all_actors
-
-    def terminate_all_actors(self: Any) -> None:
-        import ray
-
-        for actor in {actor._actor_id: actor for actor in self.pool}.values():  # once each (see the pipeline)
-            ray.kill(actor, no_restart=True)
-
-    pool.terminate_all_actors = terminate_all_actors if on else pool._prunus_original_terminate
+    needs = (Needs(_POOL, sets=("pool",)), Needs(f"{_POOL}.terminate_all_actors", ("self",)), Needs("ray:kill"))
+    return _install("clean-actor-shutdown", needs, lambda: _ray_actor().BasicActorPool, "terminate_all_actors",
+                    (lambda _: _terminate_all_actors) if on else None)
 
 
 # ------------------------------------------------------ Ray's driver messages
 # Ray's driver prints what arrives on its error channel straight to stdout,
 # whatever `log_to_driver` says (the notice above, a worker's death).
-def route_ray_driver_messages(logger: logging.Logger | None) -> None:
+def route_ray_driver_messages(logger: logging.Logger | None) -> bool:
     """Send those messages to `logger` (None: Ray prints them again)."""
-    from ray._private import worker
 
-    if not hasattr(worker, "_prunus_original_print"):
-        worker._prunus_original_print = worker.print_to_stdstream
-    if logger is None:
-        worker.print_to_stdstream = worker._prunus_original_print
-        return
+    def to_log(_: Any) -> Callable[[dict[str, Any], bool], None]:
+        def print_to_log(data: dict[str, Any], ignore_prefix: bool) -> None:
+            for line in data.get("lines", []):
+                logger.warning("(%s) %s", data.get("pid", ""), line)
 
-    def to_log(data: dict[str, Any], ignore_prefix: bool) -> None:
-        for line in data.get("lines", []):
-            logger.warning("(%s) %s", data.get("pid", ""), line)
+        return print_to_log
 
-    worker.print_to_stdstream = to_log
+    def worker() -> Any:
+        from ray._private import worker
+
+        return worker
+
+    needs = (Needs("ray._private.worker:print_to_stdstream", ("data", "ignore_prefix")),)
+    return _install("ray-driver-messages", needs, worker, "print_to_stdstream", to_log if logger else None)
 
 
-def array(dtype: str, shape: tuple[int, ...], stype: str, data: bytes) -> Array:
-    """`Array(dtype=..., shape=..., stype=..., data=...)` as Flower 1.41's
-    constructor leaves it (its four fields, marked dirty), for a caller whose
+def array(dtype: str, shape: tuple[int, ...], stype: str, data: bytes) -> Any:
+    """`Array(dtype=..., shape=..., stype=..., data=...)`, built as the
+    constructor leaves it (its four fields, marked dirty) when that is
+    checked to be what this Flower's constructor builds, for a caller whose
     fields are right by construction. The constructor sorts out which of its
     three forms it was given and sets each field through a tracking
-    `__setattr__`: 15 us an Array, and a client builds about ten a message."""
+    `__setattr__`, and a client builds about ten Arrays a message."""
+    from flwr.app import Array
+
+    if not _array_shortcut_ok():
+        return Array(dtype=dtype, shape=tuple(shape), stype=stype, data=data)
     made = Array.__new__(Array)
     made.__dict__.update(_is_dirty=True, dtype=dtype, shape=shape, stype=stype, data=data)
     return made
+
+
+@functools.cache
+def _array_shortcut_ok() -> bool:
+    from flwr.app import Array
+
+    fields = {"dtype": "<f4", "shape": (2,), "stype": "numpy.ndarray", "data": b"\0" * 8}
+    made = Array.__new__(Array)
+    made.__dict__.update(_is_dirty=True, **fields)
+    try:
+        same = made.__dict__ == Array(**fields).__dict__
+    except Exception:  # noqa: BLE001 - a constructor that takes other arguments: no shortcut
+        same = False
+    if not same and "fast-array" not in _warned:
+        _warned.add("fast-array")
+        log.warning("Flower accelerator fast-array is off, stock Flower in place (flwr %s): its Array "
+                    "constructor no longer builds what the shortcut builds", _flower_version())
+    return same

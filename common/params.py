@@ -1,4 +1,4 @@
-"""Shared parameters as named numpy arrays, and their Flower `ArrayRecord` form."""
+"""Shared parameters as named numpy arrays, and their `Arrays` form (npy bytes, `common.payload`)."""
 
 from __future__ import annotations
 
@@ -8,38 +8,32 @@ import math
 import re
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, RecordDict
-
-from prunus.common import flower_compat
+from prunus.common.payload import NPY_STYPE, Arrays, Content, NpyArray
 from prunus.common.wire_size import wire_sizes
 
 Params = dict[str, np.ndarray]
 
 
-def to_record(params: Params) -> ArrayRecord:
-    """Pack named float32 arrays into an ArrayRecord (Flower serialises it)."""
+def to_record(params: Params) -> Arrays:
+    """Pack named arrays into `Arrays` (npy bytes, as Flower's `Array` holds them)."""
     return record_of({name: npy_array(value) for name, value in params.items()})
 
 
-def record_of(arrays: dict[str, Array]) -> ArrayRecord:
-    """An ArrayRecord holding these Arrays themselves: `ArrayRecord(arrays)`
-    builds a second Array of each (Flower's constructor copies them), and an
-    Array costs 10-20 us to build; a client makes a dozen records a message."""
-    record = ArrayRecord()
-    for name, array in arrays.items():
-        record[name] = array
-    return record
+def record_of(arrays: dict[str, NpyArray]) -> Arrays:
+    """`Arrays` holding these arrays themselves (no copies)."""
+    return Arrays(arrays)
 
 
-def npy_array(value: np.ndarray) -> Array:
-    """The `Array` that `Array(value)` makes, byte for byte (npy format 1.0),
-    for a fifth of its cost: Flower's constructor runs `np.save` on a
-    BytesIO, and a client builds a dozen of these per message."""
+def npy_array(value: np.ndarray) -> NpyArray:
+    """`value` as npy bytes, byte for byte what `np.save` (and so Flower's
+    `Array(value)`) writes, with the header cached per dtype and shape:
+    `np.save` on a BytesIO costs five times as much, and a client builds a
+    dozen of these per message."""
     if not (isinstance(value, np.ndarray) and value.ndim and value.flags.c_contiguous):
         value = np.ascontiguousarray(value)
     name, header = _npy_header_of(value.dtype, value.shape)
     data = b"".join((header, value.reshape(-1).view(np.uint8)))
-    return flower_compat.array(name, value.shape, "numpy.ndarray", data)
+    return NpyArray(name, value.shape, data)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -53,26 +47,26 @@ def _npy_header_of(dtype: np.dtype, shape: tuple[int, ...]) -> tuple[str, bytes]
     return str(dtype), buffer.getvalue()
 
 
-def from_record(record: ArrayRecord, writable: bool = True) -> Params:
-    """Unpack an ArrayRecord into named numpy arrays (each checked, see `array_of`)."""
+def from_record(record: Arrays, writable: bool = True) -> Params:
+    """Unpack `Arrays` into named numpy arrays (each checked, see `array_of`)."""
     return {name: array_of(array, writable) for name, array in record.items()}
 
 
-def array_of(array: Array, writable: bool = True) -> np.ndarray:
-    """An `Array`'s numpy data, trusting nothing in it.
+def array_of(array: NpyArray, writable: bool = True) -> np.ndarray:
+    """An array's numpy data, trusting nothing in it.
 
-    `Array.numpy()` hands the bytes to `np.load`, which accepts zip archives,
+    `np.load` accepts zip archives,
     allocates whatever shape the npy header claims and can fail in many ways.
     Here the bytes must be one npy array of a plain numeric dtype whose header
     describes exactly the bytes that follow; otherwise ValueError says why,
     before anything is allocated. Not `writable`: a read-only view of the
-    Array's bytes, for a reader that only reads (no copy of a model's worth).
+    array's bytes, for a reader that only reads (no copy of a model's worth).
     """
-    if not isinstance(array, Array) or array.stype != "numpy.ndarray":
-        raise ValueError("not a numpy Array")
+    if not isinstance(array, NpyArray) or array.stype != NPY_STYPE:
+        raise ValueError("not a numpy array")
     data = array.data
     if not isinstance(data, bytes):
-        raise ValueError("Array data is not bytes")
+        raise ValueError("array data is not bytes")
     shape, fortran, dtype, offset = _npy_header(data)
     size = math.prod(shape) * dtype.itemsize
     if size != len(data) - offset:
@@ -124,13 +118,13 @@ def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     return shape, fortran, dtype, buffer.tell()
 
 
-def wire_bytes(content: RecordDict | ArrayRecord) -> int:
+def wire_bytes(content: Content | Arrays) -> int:
     """Serialised size in bytes, the way Flower ships a message between
     SuperLink and SuperNode (`common.wire_size`)."""
     return wire_sizes(content)[0]
 
 
-def wire_bytes_with_part(content: RecordDict | ArrayRecord, part: ArrayRecord | None) -> tuple[int, int]:
+def wire_bytes_with_part(content: Content | Arrays, part: Arrays | None) -> tuple[int, int]:
     """`wire_bytes` of the content and of one record inside it (the server
     counts both for every reply)."""
     return wire_sizes(content, part)

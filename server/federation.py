@@ -5,7 +5,7 @@ broadcast, a row query to each client first), reply validation (uplink method),
 aggregation, the server optimiser, model pruning, federated and central
 evaluation and the byte ledger all happen here. How messages reach clients is
 a `Transport`: Flower's Grid (`server.app`) or direct calls in one process
-(`simulations.inprocess`); both move the same `RecordDict`s, so both count the
+(`simulations.inprocess`); both move the same `Content`s, so both count the
 same bytes and give the same model.
 
 Sampling and aggregation order depend only on the seed, the round and the
@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
+from prunus.common.payload import Arrays, ConfigMap, Content, MessageType
 
 from prunus.common.codec_rows import encode_row_set
 from prunus.common.compression import DOWNLINK, ROWS, UPLINK, BroadcastContext, RoundContext
 from prunus.common.compression.base import ROW_QUERY, RowIds, take_rows
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
-from prunus.common.params import Params, to_record, wire_bytes, wire_bytes_with_part
+from prunus.common.params import Params, npy_array, to_record, wire_bytes, wire_bytes_with_part
 from prunus.common.update import Update, sent_entries
 from prunus.server.aggregation import aggregate
 from prunus.server.checkpoint import Checkpoint
@@ -55,7 +55,7 @@ class Outgoing:
     """One message to send: to a partition's node."""
 
     partition: int
-    content: RecordDict
+    content: Content
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Reply:
 
     partition: int
     node: int
-    content: RecordDict | None  # None when the client failed
+    content: Content | None  # None when the client failed
     error: str = ""
 
 
@@ -101,9 +101,9 @@ class Federation:
         # bytes of the shared parameters as dense float32 arrays: the yardstick
         # for the dense-equivalent columns of the ledger
         self.dense_array_bytes = wire_bytes(to_record(params))
-        self._payload: tuple[Params, int, ArrayRecord] | None = None  # (params, round, whole broadcast), encoded once
+        self._payload: tuple[Params, int, Arrays] | None = None  # (params, round, whole broadcast), encoded once
         self._sent: dict[int, RowIds | None] = {}  # this round's rows per partition
-        self._named: tuple[np.ndarray, ArrayRecord] | None = None  # rows chosen by the server, as a row set
+        self._named: tuple[np.ndarray, Arrays] | None = None  # rows chosen by the server, as a row set
 
     # ------------------------------------------------------------------ run
     def run(self, transport: Transport, on_round: Callable[[RoundLog], None] = lambda entry: None,
@@ -236,7 +236,7 @@ class Federation:
     def _query_rows(self, server_round: int, chosen: list[int], purpose: str,
                     transport: Transport) -> dict[int, np.ndarray]:
         """Ask each chosen client which item rows it needs; returns the checked requests."""
-        query = RecordDict({"config": ConfigRecord({"server-round": server_round, "purpose": purpose})})
+        query = Content({"config": ConfigMap({"server-round": server_round, "purpose": purpose})})
         entry = self.ledger.round(server_round)
         entry.request_bytes += wire_bytes(query) * len(chosen)
         replies = transport.exchange(ROW_QUERY, [Outgoing(p, query) for p in chosen])
@@ -250,13 +250,13 @@ class Federation:
         """The global parameters (downlink method applied; the given rows of the
         item tables, or all of them) to each partition, every message counted."""
         entry, messages = self.ledger.round(server_round), []
-        whole: tuple[RecordDict, int, int, int] | None = None  # the whole-model message, built and counted once
+        whole: tuple[Content, int, int, int] | None = None  # the whole-model message, built and counted once
         for partition, ids in rows.items():
             if ids is None and whole is not None:
                 record, sent, arrays_sent, nnz = whole
             else:
-                record = RecordDict({"arrays": self._arrays(server_round, ids),
-                                     "config": ConfigRecord({"server-round": server_round})})
+                record = Content({"arrays": self._arrays(server_round, ids),
+                                     "config": ConfigMap({"server-round": server_round})})
                 if ids is not None and not self.rows.queries:  # rows the client did not choose: name them
                     record["rows"] = self._row_set(next(iter(ids.values())))
                 sent, arrays_sent = wire_bytes_with_part(record, record["arrays"])
@@ -269,12 +269,12 @@ class Federation:
             messages.append(Outgoing(partition, record))
         return messages
 
-    def _row_set(self, ids: np.ndarray) -> ArrayRecord:
+    def _row_set(self, ids: np.ndarray) -> Arrays:
         if self._named is None or self._named[0] is not ids:
-            self._named = (ids, ArrayRecord({"ids": Array(np.frombuffer(encode_row_set(ids, self.n_items), np.uint8))}))
+            self._named = (ids, Arrays({"ids": npy_array(np.frombuffer(encode_row_set(ids, self.n_items), np.uint8))}))
         return self._named[1]
 
-    def _arrays(self, server_round: int, ids: RowIds | None) -> ArrayRecord:
+    def _arrays(self, server_round: int, ids: RowIds | None) -> Arrays:
         ctx = BroadcastContext(server_round, self.cfg.runtime.seed, ids)
         if ids is not None:
             return self.downlink.encode(self.params, ctx)
@@ -314,7 +314,7 @@ class Federation:
 
     def _collect(self, server_round: int, kind: str, replies: list[Reply], chosen: list[int],
                  check: Callable[[Reply], T],
-                 count: Callable[[RoundLog, RecordDict], int] | None = None) -> list[tuple[Reply, int, T]]:
+                 count: Callable[[RoundLog, Content], int] | None = None) -> list[tuple[Reply, int, T]]:
         """Count every reply's bytes (`count`, default the uplink) and failures;
         accept a reply only from a partition asked this round, once (the first
         one counts), and when `check` passes; log each rejection with its
@@ -341,17 +341,17 @@ class Federation:
         return accepted
 
     # ---------------------------------------------------------------- ledger
-    def _count_uplink(self, entry: RoundLog, content: RecordDict) -> int:
+    def _count_uplink(self, entry: RoundLog, content: Content) -> int:
         """Bytes actually received, and what the same reply would cost dense."""
         arrays = content.get("arrays")
-        arrays = arrays if isinstance(arrays, ArrayRecord) else None
+        arrays = arrays if isinstance(arrays, Arrays) else None
         sent, arrays_sent = wire_bytes_with_part(content, arrays)
         entry.uplink_bytes += sent
         entry.dense_uplink_bytes += sent - arrays_sent + (self.dense_array_bytes if arrays is not None else 0)
         return sent
 
     @staticmethod
-    def _count_request(entry: RoundLog, content: RecordDict) -> int:
+    def _count_request(entry: RoundLog, content: Content) -> int:
         sent = wire_bytes(content)
         entry.request_bytes += sent
         return sent
@@ -364,7 +364,7 @@ class Federation:
     def _log_reply(self, server_round: int, kind: str, reply: Reply, status: str, sent: int = 0, nnz: int = 0) -> None:
         """Where a reply came from (partition, host, Ray node) for clients.csv."""
         info = reply.content.get("info") if reply.content is not None else None
-        info = info if isinstance(info, ConfigRecord) else {}
+        info = info if isinstance(info, ConfigMap) else {}
         self.ledger.replies.append(ReplyLog(
             round=server_round, kind=kind, partition=reply.partition, node=reply.node,
             host=safe_cell(info.get("host", "")), ray_node=safe_cell(info.get("ray-node", "")),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from prunus.common.payload import Arrays, Content, MetricMap
 
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set
@@ -27,14 +27,14 @@ class ReplyError(ValueError):
     """A client reply that cannot be aggregated; the message says why."""
 
 
-def validate_train_reply(content: RecordDict, shapes: Shapes, uplink: UplinkMethod,
+def validate_train_reply(content: Content, shapes: Shapes, uplink: UplinkMethod,
                          ctx: RoundContext | None = None) -> tuple[Update, float, float]:
     """Return `(update, num_examples, train_loss)` or raise ReplyError; the
     loss is NaN when the reply reports none."""
     arrays = content.get("arrays")
     metrics = _metrics(content)
-    if not isinstance(arrays, ArrayRecord):
-        raise ReplyError("reply has no ArrayRecord 'arrays'")
+    if not isinstance(arrays, Arrays):
+        raise ReplyError("reply has no Arrays 'arrays'")
     try:
         update = uplink.decode(arrays, shapes, ctx)
     except PayloadError as err:
@@ -56,18 +56,18 @@ def check_rows(update: Update, rows: RowIds | None) -> None:
             raise ReplyError(f"update of {name!r} touches {len(outside)} rows the client was not sent (e.g. {outside[0]})")
 
 
-def validate_row_request(content: RecordDict, n_items: int) -> np.ndarray:
+def validate_row_request(content: Content, n_items: int) -> np.ndarray:
     """The item rows a row-query reply asks for: sorted unique ids in [0, n_items)."""
     rows = content.get("rows")
-    if not isinstance(rows, ArrayRecord) or list(rows) != ["ids"]:
-        raise ReplyError("reply has no ArrayRecord 'rows' holding one array 'ids'")
+    if not isinstance(rows, Arrays) or list(rows) != ["ids"]:
+        raise ReplyError("reply has no Arrays 'rows' holding one array 'ids'")
     try:
         return decode_row_set(record_payload("ids", rows["ids"]), n_items)
     except CodecError as err:
         raise ReplyError(f"undecodable row request: {err}") from None
 
 
-def validate_evaluate_reply(content: RecordDict, names: set[str]) -> tuple[float, dict[str, float]]:
+def validate_evaluate_reply(content: Content, names: set[str]) -> tuple[float, dict[str, float]]:
     """Return `(num_examples, metrics)` of a federated-evaluation reply: exactly
     the metrics `names`, each a number in [0, 1], or raise ReplyError."""
     metrics = _metrics(content)
@@ -81,10 +81,10 @@ def validate_evaluate_reply(content: RecordDict, names: set[str]) -> tuple[float
     return num_examples, {key: float(value) for key, value in values.items()}
 
 
-def _metrics(content: RecordDict) -> MetricRecord:
+def _metrics(content: Content) -> MetricMap:
     metrics = content.get("metrics")
-    if not isinstance(metrics, MetricRecord):
-        raise ReplyError("reply has no MetricRecord 'metrics'")
+    if not isinstance(metrics, MetricMap):
+        raise ReplyError("reply has no MetricMap 'metrics'")
     return metrics
 
 
@@ -92,7 +92,7 @@ def _finite_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _num_examples(metrics: MetricRecord, allow_zero: bool = False) -> float:
+def _num_examples(metrics: MetricMap, allow_zero: bool = False) -> float:
     num_examples = metrics.get("num-examples")
     if not _finite_number(num_examples) or num_examples < 0 or (num_examples == 0 and not allow_zero):
         raise ReplyError(f"num-examples must be a {'non-negative' if allow_zero else 'positive'} number, got {num_examples!r}")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, MessageType, RecordDict
+from prunus.common.payload import ConfigMap, Content, MessageType
 
 from prunus.client import faults, handlers, state_store
 from prunus.client.handlers import ClientData
@@ -44,7 +44,7 @@ class InProcessTransport:
     def __init__(self, cfg: Config, node_info: NodeInfo = local_node_info) -> None:
         self.cfg, self.node_info = cfg, node_info
         self.split, self.partitions = load_split(cfg), partitions(cfg)
-        self.states: dict[int, RecordDict] = {}
+        self.states: dict[int, Content] = {}
         self.device = torch.device("cpu")
 
     def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]:
@@ -53,7 +53,7 @@ class InProcessTransport:
 
     def _call(self, handler: Callable, message: Outgoing) -> Reply:
         partition = message.partition
-        state = self.states.setdefault(partition, RecordDict())
+        state = self.states.setdefault(partition, Content())
         client = ClientData.of(partition, self.split, np.asarray(self.partitions[partition]), self.device)
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(self.cfg.runtime.client_num_cpus)))  # as a client actor has
@@ -74,5 +74,5 @@ class InProcessTransport:
             return Reply(partition, partition, None, f"{type(err).__name__}: {err}")
         finally:
             torch.set_num_threads(threads)
-        content["info"] = ConfigRecord(self.node_info(partition))
+        content["info"] = ConfigMap(self.node_info(partition))
         return Reply(partition, partition, content)

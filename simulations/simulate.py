@@ -1,4 +1,7 @@
-"""Run a federation on Flower's Simulation Engine (Ray backend)."""
+"""Run a federation on Flower's Simulation Engine (Ray backend), or in one process.
+
+Flower is imported only for its engine: `engine = "inprocess"` runs with
+neither Flower nor Ray installed."""
 
 from __future__ import annotations
 
@@ -8,15 +11,12 @@ import os
 import shutil
 from pathlib import Path
 
-from flwr.simulation import run_simulation
-
 from prunus.client import state_store
-from prunus.client.app import make_client_app
 from prunus.common import flower_compat
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, num_partitions
 from prunus.common.results import clear_run_files
-from prunus.server.app import make_server_app, run_federation
+from prunus.server.run import run_federation
 from prunus.server.checkpoint import Checkpoint
 from prunus.server.ledger import Ledger
 from prunus.common.logs import LIBRARY_LOG, route_library_logs
@@ -59,6 +59,11 @@ def run_simulate(cfg: Config, verbose: bool = False, resume: Checkpoint | None =
         clear_run_files(Path(cfg.runtime.out))
     else:  # the rounds after the checkpoint run again, from the client state they started from
         state_store.rewind(cfg, resume.server_round)
+    if cfg.runtime.engine != "inprocess":  # Flower's own console handler exists from its import on: routed next
+        from flwr.simulation import run_simulation
+
+        from prunus.client.app import make_client_app
+        from prunus.server.app import make_server_app
     route_library_logs(Path(cfg.runtime.out), verbose)
     if cfg.runtime.engine == "inprocess":
         return run_federation(cfg, InProcessTransport(cfg), list(range(supernodes)), Ledger(), resume)

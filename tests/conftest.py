@@ -6,11 +6,11 @@ Tests ask for a factory by fixture name and call it:
         reply = make_flower_reply(10, make_train_reply({"w": np.zeros(2, np.float32)}))
 
 * `make_train_reply(arrays, num_examples=3, loss=0.5, partition=0, host="h",
-  ray_node="")` -> the `RecordDict` a client's train reply carries ("arrays",
+  ray_node="")` -> the prunus `Content` a client's train reply carries ("arrays",
   "metrics", "info");
 * `make_flower_reply(node, content, message_type=TRAIN, error="")` -> a Flower
   `Message` replying to a request sent to `node`, its source node id set
-  (an error reply when `content` is None);
+  (an error reply when `content` is None; prunus content goes as Flower's records);
 * `make_train_message(content, dst_node_id, message_id="m1",
   message_type=TRAIN)` -> a Flower message to a node, with the message id the
   SuperLink would assign on push;
@@ -30,42 +30,48 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from prunus.common.flower_records import to_flower
 from prunus.common.params import to_record
+from prunus.common.payload import Arrays, ConfigMap, Content, MetricMap
 
 _IDENTITY = ("task_id", "run_id", "node_id")
 
 
-def train_reply_content(arrays: ArrayRecord | Mapping[str, np.ndarray], num_examples: int | float = 3,
-                        loss: float = 0.5, partition: int = 0, host: str = "h", ray_node: str = "") -> RecordDict:
-    """A train reply's content; `arrays` as an ArrayRecord or named numpy arrays."""
-    record = arrays if isinstance(arrays, ArrayRecord) else to_record(dict(arrays))
+def train_reply_content(arrays: Arrays | Mapping[str, np.ndarray], num_examples: int | float = 3,
+                        loss: float = 0.5, partition: int = 0, host: str = "h", ray_node: str = "") -> Content:
+    """A train reply's content; `arrays` as `Arrays` or named numpy arrays."""
+    record = arrays if isinstance(arrays, Arrays) else to_record(dict(arrays))
     info: dict[str, int | str] = {"partition-id": partition, "host": host}
     if ray_node:
         info["ray-node"] = ray_node
-    return RecordDict({
+    return Content({
         "arrays": record,
-        "metrics": MetricRecord({"num-examples": num_examples, "train-loss": loss}),
-        "info": ConfigRecord(info),
+        "metrics": MetricMap({"num-examples": num_examples, "train-loss": loss}),
+        "info": ConfigMap(info),
     })
 
 
-def train_message(content: RecordDict, dst_node_id: int, message_id: str = "m1",
+def train_message(content: Content | RecordDict, dst_node_id: int, message_id: str = "m1",
                   message_type: str = MessageType.TRAIN) -> Message:
     """A message to `dst_node_id` as the SuperLink delivers it (its id set on push)."""
-    message = Message(content, dst_node_id=dst_node_id, message_type=message_type)
+    message = Message(_records(content), dst_node_id=dst_node_id, message_type=message_type)
     message.metadata.__dict__["_message_id"] = message_id
     return message
 
 
-def flower_reply(node: int, content: RecordDict | None, message_type: str = MessageType.TRAIN,
+def _records(content: Content | RecordDict) -> RecordDict:
+    return to_flower(content) if isinstance(content, Content) else content
+
+
+def flower_reply(node: int, content: Content | RecordDict | None, message_type: str = MessageType.TRAIN,
                  error: str = "client failed") -> Message:
     """Node `node`'s reply to a request of `message_type`; an error reply when
     `content` is None."""
     request = train_message(RecordDict(), node, message_id=f"m{node}", message_type=message_type)
-    reply = Message(content, reply_to=request) if content is not None else Message(Error(code=0, reason=error), reply_to=request)
+    reply = Message(_records(content), reply_to=request) if content is not None else Message(Error(code=0, reason=error), reply_to=request)
     reply.metadata.__dict__["_src_node_id"] = node
     return reply
 
@@ -81,7 +87,7 @@ def task_identity() -> Iterator[type[TaskIdentity]]:
 
 
 @pytest.fixture
-def make_train_reply() -> Callable[..., RecordDict]:
+def make_train_reply() -> Callable[..., Content]:
     return train_reply_content
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
-from flwr.app import ArrayRecord
+from prunus.common.payload import Arrays
 
 from prunus.common.update import Update
 
@@ -105,7 +105,7 @@ def put_rows(blocks: Params, rows: RowIds | None, shapes: Shapes) -> Params:
 class Encoded:
     """The client half's result."""
 
-    record: ArrayRecord  # the reply's payload
+    record: Arrays  # the reply's payload
     state: dict[str, np.ndarray] = field(default_factory=dict)  # kept in the client's state (never sent)
     nnz: int = 0  # numbers sent
     density: float = 1.0  # the round's target density
@@ -122,7 +122,7 @@ class UplinkMethod(Protocol):
         """`state`: what the client's previous `Encoded.state` left, read-only
         (views of the stored bytes); None before the first."""
 
-    def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
+    def decode(self, record: Arrays, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         """`ctx`: the round (and partition) the reply answers; a method whose
         payload leaves out what both sides derive from it (a shared random
         factor) needs it, the server always passes it."""
@@ -200,6 +200,6 @@ class DownlinkMethod(Protocol):
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 
-    def encode(self, params: Params, ctx: BroadcastContext) -> ArrayRecord: ...
+    def encode(self, params: Params, ctx: BroadcastContext) -> Arrays: ...
 
-    def decode(self, record: ArrayRecord, shapes: Shapes) -> Params: ...
+    def decode(self, record: Arrays, shapes: Shapes) -> Params: ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from flwr.app import ArrayRecord
+from prunus.common.payload import Arrays
 
 from prunus.common.codec import CodecError, pack_update, record_payload, unpack_update
 from prunus.common.codec_rows import as_rows, pack_rows, quantise_rows, unpack_rows
@@ -34,11 +34,11 @@ class CodecBroadcast:
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
 
-    def encode(self, params: Params, ctx: BroadcastContext) -> ArrayRecord:
+    def encode(self, params: Params, ctx: BroadcastContext) -> Arrays:
         return pack_update({name: nonzeros(value) for name, value in take_rows(params, ctx.rows).items()},
                            index_codec="auto", value_codec=self.value_codec)
 
-    def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:
+    def decode(self, record: Arrays, shapes: Shapes) -> Params:
         try:
             params = densify(unpack_update(record))
         except CodecError as err:
@@ -71,7 +71,7 @@ class RowBlockBroadcast:
             self._cache = (params, ctx.server_round, ctx.seed, quantised)
         return self._cache[3]
 
-    def encode(self, params: Params, ctx: BroadcastContext) -> ArrayRecord:
+    def encode(self, params: Params, ctx: BroadcastContext) -> Arrays:
         arrays = {}
         for name, (scales, codes) in self._quantised(params, ctx).items():
             if ctx.rows is not None and name in ctx.rows:
@@ -79,7 +79,7 @@ class RowBlockBroadcast:
             arrays[name] = npy_array(np.frombuffer(pack_rows(scales, codes, self.bits), dtype=np.uint8))
         return record_of(arrays)
 
-    def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:
+    def decode(self, record: Arrays, shapes: Shapes) -> Params:
         if set(record) != set(shapes):
             raise PayloadError(f"broadcast does not match the model: tensors {sorted(set(record) ^ set(shapes))}")
         params = {}

@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from flwr.app import ArrayRecord
+from prunus.common.payload import Arrays
 
 from prunus.common import kernels
 from prunus.common.codec import CodecError, decode, pack_update, read_header, record_payload
@@ -63,7 +63,7 @@ class SparseUplink:
         return Encoded(record, residual_to_state(result.residual, ctx.lr, held), result.nnz, density)
 
     # ---------------------------------------------------------- server half
-    def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
+    def decode(self, record: Arrays, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         check_names(record, shapes)
         update: Update = {}
         for name, array in record.items():
@@ -81,7 +81,7 @@ class SparseUplink:
         return update
 
 
-def check_names(record: ArrayRecord, shapes: Shapes) -> None:
+def check_names(record: Arrays, shapes: Shapes) -> None:
     if set(record) != set(shapes):
         missing, extra = sorted(set(shapes) - set(record)), sorted(set(record) - set(shapes))
         raise PayloadError(f"reply arrays do not match the model: missing {missing}, unexpected {extra}")

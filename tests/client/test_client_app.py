@@ -9,8 +9,10 @@ from prunus.client.app import make_client_app
 from prunus.client.handlers import PRIVATE_KEY
 from prunus.common.config import Config
 from prunus.common.datasets import load_split
+from prunus.common.flower_records import to_array_record
 from prunus.common.models import build_model
-from prunus.common.params import to_record
+from prunus.common.params import array_of, to_record
+from prunus.common.payload import Content
 from prunus.common.partition_files import write_partition_files
 
 CFG = Config.of(synthetic_users=30, synthetic_items=25, eval_negatives=9, dim=4)
@@ -27,7 +29,7 @@ def train_message_for(make_train_message):
     def build(cfg: Config, server_round: int = 1) -> Message:
         split = load_split(cfg)
         model = build_model(cfg.model.model, 1, split.n_items, cfg.model.dim, seed=0)
-        content = RecordDict({"arrays": to_record({k: v.numpy() for k, v in model.shared_state().items()}),
+        content = RecordDict({"arrays": to_array_record(to_record({k: v.numpy() for k, v in model.shared_state().items()})),
                               "config": ConfigRecord({"server-round": server_round})})  # fmt: skip
         return make_train_message(content, dst_node_id=107)
 
@@ -47,9 +49,9 @@ def test_reply_carries_shared_update_and_never_private_parameters(train_message_
     # the private user vector stays in the simulated node's state store (not in
     # the Context, which travels with every message), and nowhere in the reply
     assert not len(context.state)
-    state = RecordDict()
+    state = Content()
     state_store.restore(cfg, state, 7, 1)
-    user = state[PRIVATE_KEY]["user_embedding.weight"].numpy()
+    user = array_of(state[PRIVATE_KEY]["user_embedding.weight"])
     sent = np.concatenate([a.numpy().ravel() for a in arrays.values()])
     assert not np.isin(user.ravel(), sent).any()
 

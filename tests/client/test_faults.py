@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from flwr.app import MetricRecord, RecordDict
+from prunus.common.payload import Content, MetricMap
 
 from prunus.client import faults
 from prunus.common.compression import UPLINK, RoundContext
@@ -47,7 +47,7 @@ def test_a_garbage_payload_is_rejected_by_the_server(method):
     cfg = Config.of(prune_method=method, density=0.5)
     uplink = UPLINK.get(method)(cfg.compression)
     record = uplink.encode(DELTA, None, RoundContext(1, 0, 0)).record
-    bad = RecordDict({"arrays": faults.garbage(record, 1, 0, 0), "metrics": MetricRecord({"num-examples": 2})})
+    bad = Content({"arrays": faults.garbage(record, 1, 0, 0), "metrics": MetricMap({"num-examples": 2})})
     with pytest.raises(ReplyError):
         validate_train_reply(bad, {"t": (2, 2)}, uplink)
 

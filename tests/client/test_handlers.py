@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from prunus.common.params import npy_array
+from prunus.common.payload import Arrays, ConfigMap, Content
 
 from prunus.client import handlers
 from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData
@@ -33,10 +34,10 @@ def _global(cfg: Config) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in model.shared_state().items()}
 
 
-def _content(cfg: Config, params: dict[str, np.ndarray], server_round: int) -> RecordDict:
+def _content(cfg: Config, params: dict[str, np.ndarray], server_round: int) -> Content:
     """What the server sends: the broadcast (downlink method applied) and the round."""
     arrays = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression).encode(params, BroadcastContext(1, 0))
-    return RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    return Content({"arrays": arrays, "config": ConfigMap({"server-round": server_round})})
 
 
 def _client(cfg: Config, partition: int) -> ClientData:
@@ -48,7 +49,7 @@ def _client(cfg: Config, partition: int) -> ClientData:
 def test_train_replies_with_the_uplink_payload_and_keeps_its_state(uplink, downlink):
     cfg = CFG.replace(prune_method=uplink, density=0.2, prune_threshold=0.01, value_codec="int8",
                       downlink_codec=downlink)
-    params, state, client = _global(cfg), RecordDict(), _client(cfg, 4)
+    params, state, client = _global(cfg), Content(), _client(cfg, 4)
     shapes = {name: value.shape for name, value in params.items()}
     for server_round in (1, 2):
         reply = handlers.train(cfg, _content(cfg, params, server_round), state, client)
@@ -64,7 +65,7 @@ def test_train_replies_with_the_uplink_payload_and_keeps_its_state(uplink, downl
 
 
 def test_the_dense_baseline_keeps_no_residual():
-    params, state, client = _global(CFG), RecordDict(), _client(CFG, 1)
+    params, state, client = _global(CFG), Content(), _client(CFG, 1)
     reply = handlers.train(CFG, _content(CFG, params, 1), state, client)
     assert RESIDUAL_KEY not in state and PRIVATE_KEY in state
     update = densify(UPLINK.get("none")(CFG.compression).decode(reply["arrays"], {k: v.shape for k, v in params.items()}))
@@ -76,11 +77,11 @@ def test_a_broadcast_that_does_not_fit_the_model_is_refused():
     params = _global(cfg)
     params["item_embedding.weight"] = params["item_embedding.weight"][:-1]  # one item short
     with pytest.raises(PayloadError):
-        handlers.train(cfg, _content(cfg, params, 1), RecordDict(), _client(cfg, 0))
+        handlers.train(cfg, _content(cfg, params, 1), Content(), _client(cfg, 0))
 
 
 def test_evaluate_ranks_the_local_users_and_replies_metrics_only():
-    params, state, client = _global(CFG), RecordDict(), _client(CFG, 2)
+    params, state, client = _global(CFG), Content(), _client(CFG, 2)
     handlers.train(CFG, _content(CFG, params, 1), state, client)
     reply = handlers.evaluate(CFG, _content(CFG, params, 1), state, client)
     assert set(reply) == {"metrics"}
@@ -90,15 +91,15 @@ def test_evaluate_ranks_the_local_users_and_replies_metrics_only():
 
 
 def _requested(cfg: Config, client: ClientData, params: dict[str, np.ndarray], server_round: int,
-               purpose: str = "train") -> tuple[np.ndarray, RecordDict]:
+               purpose: str = "train") -> tuple[np.ndarray, Content]:
     """A row query and its answer, then the message the server builds from it."""
-    query = RecordDict({"config": ConfigRecord({"server-round": server_round, "purpose": purpose})})
-    answer = handlers.request_rows(cfg, query, RecordDict(), client)
+    query = Content({"config": ConfigMap({"server-round": server_round, "purpose": purpose})})
+    answer = handlers.request_rows(cfg, query, Content(), client)
     ids = decode_row_set(answer["rows"]["ids"].numpy().tobytes(), client.split.n_items)
     rows = dict.fromkeys(model_spec(cfg.model, client.split.n_items).item_tables, ids)
     arrays = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression).encode(
         params, BroadcastContext(server_round, 0, rows))
-    return ids, RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    return ids, Content({"arrays": arrays, "config": ConfigMap({"server-round": server_round})})
 
 
 @pytest.mark.parametrize("model", ["mf", "neumf"])
@@ -113,7 +114,7 @@ def test_a_partial_broadcast_client_asks_for_its_rows_and_updates_no_other(model
     plan = handlers.row_plan(cfg, "train", 2, client)
     np.testing.assert_array_equal(plan.request, ids)  # the query's answer is the plan the message trains on
     assert set(plan.negatives) <= set(ids)
-    reply = handlers.train(cfg, content, RecordDict(), client)
+    reply = handlers.train(cfg, content, Content(), client)
     update = densify(UPLINK.get("none")(cfg.compression).decode(reply["arrays"], {k: v.shape for k, v in params.items()}))
     for name in model_spec(cfg.model, client.split.n_items).item_tables:
         touched = np.flatnonzero(update[name].reshape(len(update[name]), -1).any(axis=1))
@@ -136,7 +137,7 @@ def test_federated_evaluation_asks_for_its_candidates_too():
     users = client.data.users
     candidates = np.concatenate([client.split.test_items[users], client.split.test_negatives[users].ravel()])
     assert set(candidates[candidates >= 0]) <= set(ids)
-    reply = handlers.evaluate(cfg, content, RecordDict(), client)
+    reply = handlers.evaluate(cfg, content, Content(), client)
     assert 0 <= reply["metrics"]["hr@10"] <= 1
 
 
@@ -147,20 +148,20 @@ def test_a_client_sent_rows_it_did_not_choose_trains_on_its_items_among_them():
     ids = np.union1d(positives[::2], [1, 2, 3])
     rows = dict.fromkeys(model_spec(cfg.model, 200).item_tables, ids)
     arrays = DOWNLINK.get("fp32")(cfg.compression).encode(params, BroadcastContext(1, 0, rows))
-    named = ArrayRecord({"ids": Array(np.frombuffer(encode_row_set(ids, 200), np.uint8))})
-    content = RecordDict({"arrays": arrays, "rows": named, "config": ConfigRecord({"server-round": 1})})
-    reply = handlers.train(cfg, content, RecordDict(), client)
+    named = Arrays({"ids": npy_array(np.frombuffer(encode_row_set(ids, 200), np.uint8))})
+    content = Content({"arrays": arrays, "rows": named, "config": ConfigMap({"server-round": 1})})
+    reply = handlers.train(cfg, content, Content(), client)
     assert reply["metrics"]["num-examples"] == np.isin(client.data.items, ids).sum()
     update = densify(UPLINK.get("none")(cfg.compression).decode(reply["arrays"], {k: v.shape for k, v in params.items()}))
     assert set(np.flatnonzero(update["item_embedding.weight"].any(1))) <= set(ids)
     elsewhere = np.setdiff1d(np.arange(200), positives)[:5]  # none of its items: an empty update, state kept
     rows = dict.fromkeys(model_spec(cfg.model, 200).item_tables, elsewhere)
-    content = RecordDict({"arrays": DOWNLINK.get("fp32")(cfg.compression).encode(params, BroadcastContext(1, 0, rows)),
-                          "rows": ArrayRecord({"ids": Array(np.frombuffer(encode_row_set(elsewhere, 200), np.uint8))}),
-                          "config": ConfigRecord({"server-round": 2})})
-    state = RecordDict()
+    content = Content({"arrays": DOWNLINK.get("fp32")(cfg.compression).encode(params, BroadcastContext(1, 0, rows)),
+                          "rows": Arrays({"ids": npy_array(np.frombuffer(encode_row_set(elsewhere, 200), np.uint8))}),
+                          "config": ConfigMap({"server-round": 2})})
+    state = Content()
     reply = handlers.train(cfg, content, state, client)
     assert reply["metrics"]["num-examples"] == 0 and not len(state)
-    bad = RecordDict({**content, "rows": ArrayRecord({"ids": Array(np.zeros(3, np.uint8))})})
+    bad = Content({**content, "rows": Arrays({"ids": npy_array(np.zeros(3, np.uint8))})})
     with pytest.raises(PayloadError, match="row set"):
-        handlers.train(cfg, bad, RecordDict(), client)
+        handlers.train(cfg, bad, Content(), client)

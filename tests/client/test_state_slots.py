@@ -7,18 +7,18 @@ import subprocess
 import sys
 
 import numpy as np
-from flwr.app import RecordDict
+from prunus.common.payload import Content
 from hypothesis import given, settings, strategies as st
 
 from prunus.client import state_slots
 from prunus.common.params import from_record, to_record
 
 
-def _state(values: np.ndarray) -> RecordDict:
-    return RecordDict({"residual": to_record({"r": values.astype(np.float32)})})
+def _state(values: np.ndarray) -> Content:
+    return Content({"residual": to_record({"r": values.astype(np.float32)})})
 
 
-def _values(state: RecordDict | None) -> np.ndarray | None:
+def _values(state: Content | None) -> np.ndarray | None:
     return None if state is None else from_record(state["residual"])["r"]
 
 
@@ -44,9 +44,9 @@ def test_a_state_larger_than_its_slot_moves_the_partition_with_both_versions(tmp
 def test_another_process_reads_what_this_one_wrote_and_the_other_way(tmp_path):
     state_slots.save(tmp_path, 2, 1, _state(np.arange(5)))
     code = ("import sys, numpy as np; from pathlib import Path; from prunus.client import state_slots; "
-            "from prunus.common.params import from_record, to_record; from flwr.app import RecordDict; "
+            "from prunus.common.params import from_record, to_record; from prunus.common.payload import Content; "
             "s = Path(sys.argv[1]); assert list(from_record(state_slots.load(s, 2, 1)['residual'])['r']) == "
-            "[0, 1, 2, 3, 4]; state_slots.save(s, 2, 2, RecordDict({'residual': to_record({'r': "
+            "[0, 1, 2, 3, 4]; state_slots.save(s, 2, 2, Content({'residual': to_record({'r': "
             "np.arange(100_000, dtype=np.float32)})}))")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
     assert np.array_equal(_values(state_slots.load(tmp_path, 2, 2)), np.arange(100_000))  # moved by the other

@@ -4,7 +4,7 @@ nobody will read again are dropped."""
 
 import numpy as np
 import pytest
-from flwr.app import RecordDict
+from prunus.common.payload import Content
 
 from prunus.client import state_store
 from prunus.common.config import Config, ConfigError
@@ -14,8 +14,8 @@ from prunus.common.params import to_record
 N_ITEMS = 50  # the data set's items (what a mapped state may come to)
 
 
-def _state(value: float) -> RecordDict:
-    return RecordDict({"private": to_record({"u": np.full((2, 3), value, np.float32)})})
+def _state(value: float) -> Content:
+    return Content({"private": to_record({"u": np.full((2, 3), value, np.float32)})})
 
 
 def test_a_resumed_client_reads_its_latest_state_from_before_the_checkpoint(tmp_path):
@@ -27,11 +27,11 @@ def test_a_resumed_client_reads_its_latest_state_from_before_the_checkpoint(tmp_
     assert sorted(p.name for p in (tmp_path / "client-state" / "5").iterdir()) == ["1.state", "3.state", "6.state", "7.state"]
     # a resume from the checkpoint of round 4 runs round 5 on: it needs round 3's state
     state_store.rewind(cfg, 4)
-    state = RecordDict()
+    state = Content()
     state_store.restore(cfg, state, 5, 4)
     assert state["private"]["u"].numpy()[0, 0] == 3.0
     assert sorted(p.name for p in (tmp_path / "client-state" / "5").iterdir()) == ["1.state", "3.state"]
-    kept = RecordDict({"private": to_record({"u": np.zeros((2, 3), np.float32)})})
+    kept = Content({"private": to_record({"u": np.zeros((2, 3), np.float32)})})
     state_store.restore(cfg, kept, 5, 8)  # a client with state in memory keeps it
     assert kept["private"]["u"].numpy().sum() == 0
 
@@ -42,10 +42,10 @@ def test_without_checkpoints_a_client_keeps_only_its_latest_state(tmp_path):
         state_store.persist(cfg, _state(server_round), 0, server_round, N_ITEMS)
     state_store.settle()
     assert sorted(p.name for p in (tmp_path / "client-state" / "0").iterdir()) == ["1.state", "4.state"]
-    state = RecordDict()
+    state = Content()
     state_store.restore(cfg, state, 0, 5)
     assert state["private"]["u"].numpy()[0, 0] == 4.0
-    fresh = RecordDict()
+    fresh = Content()
     state_store.restore(cfg, fresh, 1, 5)  # a client never trained has no state
     assert not len(fresh)
 
@@ -54,11 +54,11 @@ def test_a_state_comes_back_as_it_was_saved(tmp_path):
     """Arrays go to disk as their serialised bytes: any dtype and shape, exactly."""
     arrays = {"u": np.arange(6, dtype=np.float32).reshape(2, 3), "idx": np.array([3, 9, 2**40], np.int64),
               "empty": np.zeros((0, 4), np.float32), "half": np.array([1.5, -0.0], np.float16)}  # fmt: skip
-    state = RecordDict({"private": to_record({"u": arrays["u"]}),
+    state = Content({"private": to_record({"u": arrays["u"]}),
                         "residual": to_record({k: v for k, v in arrays.items() if k != "u"})})  # fmt: skip
     cfg = Config.of(out=str(tmp_path))
     state_store.persist(cfg, state, 3, 2, N_ITEMS)
-    back = RecordDict()
+    back = Content()
     state_store.restore(cfg, back, 3, 2)
     assert list(back) == ["private", "residual"]
     for record in back:
@@ -75,7 +75,7 @@ def test_a_truncated_state_file_is_an_error_naming_it(tmp_path):
     path = tmp_path / "client-state" / "2" / "1.state"
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(ValueError, match=r"1\.state is truncated: 'private/u' needs 152 bytes, 147 follow"):
-        state_store.restore(cfg, RecordDict(), 2, 1)
+        state_store.restore(cfg, Content(), 2, 1)
 
 
 def test_a_new_version_is_written_over_an_obsolete_ones_file(tmp_path):
@@ -86,9 +86,9 @@ def test_a_new_version_is_written_over_an_obsolete_ones_file(tmp_path):
     inodes = {}
     for server_round, rows in enumerate((50, 3, 80, 1, 20), start=1):
         values = np.full((rows, 3), server_round, np.float32)
-        state_store.persist(cfg, RecordDict({"residual": to_record({"r": values})}), 2, server_round, N_ITEMS)
+        state_store.persist(cfg, Content({"residual": to_record({"r": values})}), 2, server_round, N_ITEMS)
         state_store.settle()
-        back = RecordDict()
+        back = Content()
         state_store.restore(cfg, back, 2, server_round)
         np.testing.assert_array_equal(back["residual"]["r"].numpy(), values)
         assert len(list(folder.iterdir())) == min(server_round, 2)
@@ -109,10 +109,10 @@ def test_a_client_state_dir_holds_each_runs_store_in_its_own_folder(tmp_path):
     state_store.persist(first, _state(2.0), 3, 1, N_ITEMS)
     state_store.settle()
     assert not (tmp_path / "a" / "client-state").exists()
-    state = RecordDict()
+    state = Content()
     state_store.restore(first, state, 3, 1)
     assert state["private"]["u"].numpy()[0, 0] == 2.0
-    other = RecordDict()
+    other = Content()
     state_store.restore(second, other, 3, 1)
     assert not len(other)  # another run's store is another folder
 
@@ -145,12 +145,12 @@ def test_a_mapped_state_comes_back_as_it_was_saved(tmp_path):
     cfg = Config.of(out=str(tmp_path / "run"), client_state_dir=str(tmp_path), client_state_store="mapped")
     for server_round in (1, 2, 3):
         state_store.persist(cfg, _state(float(server_round)), 4, server_round, N_ITEMS)
-    back = RecordDict()
+    back = Content()
     state_store.restore(cfg, back, 4, 2)  # a retried round 3 starts from round 2's state
     assert np.array_equal(back["private"]["u"].numpy(), np.full((2, 3), 2.0, np.float32))
-    state_store.restore(cfg, latest := RecordDict(), 4, 3)
+    state_store.restore(cfg, latest := Content(), 4, 3)
     assert np.array_equal(latest["private"]["u"].numpy(), np.full((2, 3), 3.0, np.float32))
-    state_store.restore(cfg, none := RecordDict(), 5, 3)
+    state_store.restore(cfg, none := Content(), 5, 3)
     assert not len(none)
 
 
@@ -162,9 +162,9 @@ def test_a_restore_of_some_records_reads_only_those(tmp_path, kind):
     state["residual"] = to_record({"r": np.arange(1000, dtype=np.float32), "s": np.array([5], np.int64)})
     state["later"] = to_record({"x": np.ones(3, np.float32)})
     state_store.persist(cfg, state, 2, 1, N_ITEMS)
-    state_store.restore(cfg, back := RecordDict(), 2, 1, only=("private", "later"))
+    state_store.restore(cfg, back := Content(), 2, 1, only=("private", "later"))
     assert list(back) == ["private", "later"]
     assert np.array_equal(back["private"]["u"].numpy(), np.full((2, 3), 7.0, np.float32))
     assert np.array_equal(back["later"]["x"].numpy(), np.ones(3, np.float32))
-    state_store.restore(cfg, whole := RecordDict(), 2, 1)
+    state_store.restore(cfg, whole := Content(), 2, 1)
     assert list(whole) == ["private", "residual", "later"]

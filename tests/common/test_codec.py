@@ -399,20 +399,21 @@ def _assert_same(update, got):
 
 
 def test_pack_unpack_record():
-    from flwr.app import Array, ArrayRecord
+    from prunus.common.params import npy_array
+    from prunus.common.payload import Arrays
 
     update = _update()
     record = pack_update(update)
-    assert isinstance(record, ArrayRecord)
+    assert isinstance(record, Arrays)
     for arr in record.values():
         assert arr.dtype == "uint8" and len(arr.shape) == 1
     _assert_same(update, unpack_update(record))
     sizes = sum(len(encode(*t)) for t in update.values())
     assert payload_nbytes(record) == sizes
-    bad = ArrayRecord({"x": Array(np.zeros(3, dtype=np.float32))})
+    bad = Arrays({"x": npy_array(np.zeros(3, dtype=np.float32))})
     with pytest.raises(CodecError, match="uint8"):
         unpack_update(bad)
-    garbage = ArrayRecord({"x": Array(np.zeros(40, dtype=np.uint8))})
+    garbage = Arrays({"x": npy_array(np.zeros(40, dtype=np.uint8))})
     with pytest.raises(CodecError, match="'x'"):
         unpack_update(garbage)
     with pytest.raises(ValueError, match="emb"):
@@ -425,21 +426,25 @@ def test_record_through_flower_serialisation():
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
     from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 
+    from prunus.common.flower_records import from_flower, to_array_record
+    from flwr.app import RecordDict
+
     update = _update()
-    record = pack_update(update, value_codec="fp16")
+    packed = pack_update(update, value_codec="fp16")
+    record = to_array_record(packed)
     wire = array_record_to_proto(record).SerializeToString()
-    back = array_record_from_proto(ProtoArrayRecord.FromString(wire))
-    expected = unpack_update(record)
+    back = from_flower(RecordDict({"r": array_record_from_proto(ProtoArrayRecord.FromString(wire))}))["r"]
+    expected = unpack_update(packed)
     for name, (idx, val, shape) in unpack_update(back).items():
         assert np.array_equal(idx, expected[name][0]) and np.array_equal(val, expected[name][1])
     # Flower 1.41 transport: the record is deflated into content-addressed objects
     contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(record).items()}
     inflated = inflate_object_from_contents(record.object_id, dict(contents))
-    assert set(unpack_update(inflated)) == set(update)
+    assert set(unpack_update(from_flower(RecordDict({"r": inflated}))["r"])) == set(update)
     sent = sum(map(len, contents.values()))
-    assert sent == wire_bytes(record)
+    assert sent == wire_bytes(packed)
     # overhead over the codec payloads: npy header + object headers, per tensor
-    assert payload_nbytes(record) < sent < payload_nbytes(record) + 600 * len(update)
+    assert payload_nbytes(packed) < sent < payload_nbytes(packed) + 600 * len(update)
 
 
 @given(st.integers(1, 2**40), st.data())

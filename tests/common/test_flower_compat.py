@@ -1,5 +1,7 @@
-"""The Flower internals prunus relies on are pinned to one Flower version."""
+"""Flower's accelerators: each engages only where what it relies on is there,
+else leaves stock Flower in place with one warning line; nothing raises."""
 
+import logging
 import subprocess
 import sys
 import threading
@@ -7,18 +9,63 @@ import time
 from types import SimpleNamespace
 from importlib.metadata import distribution
 
+import pytest
+
 from prunus.common import flower_compat
+from prunus.common.flower_compat import Needs
 
 
-def test_another_flower_version_fails_at_import_naming_both_versions():
+def test_another_flower_version_imports_and_the_accelerators_still_check_themselves():
     code = (
         "import importlib.metadata as m; real = m.version\n"
         "m.version = lambda name: '9.9.9' if name == 'flwr' else real(name)\n"
-        "import prunus.common.flower_compat\n"
+        "from prunus.common import flower_compat\n"
+        "print(flower_compat.enable_fast_dispatch(), flower_compat.enable_client_batches(16))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "flwr 9.9.9 is installed" in result.stderr and flower_compat.SUPPORTED_FLOWER in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]  # what they rely on is there, whatever the version says
+
+
+@pytest.mark.parametrize(("need", "unmet"), [
+    (Needs("flwr.no_such_module:f"), "no flwr.no_such_module:f"),
+    (Needs("flwr.server.superlink.fleet.vce.vce_api:no_such_function"), "no flwr.server"),
+    (Needs("flwr.server.superlink.fleet.vce.vce_api:worker", ("queue",)), "takes (messageins_queue), not (queue)"),
+    (Needs("flwr.simulation.ray_transport.ray_actor:BasicActorPool", sets=("no_such_field",)), "sets no no_such_field"),
+])
+def test_a_need_that_does_not_hold_says_what_is_missing(need, unmet):
+    assert unmet in need.unmet()
+
+
+def test_an_accelerator_whose_needs_fail_leaves_stock_flower_and_warns_once(monkeypatch, caplog):
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    flower_compat.enable_fast_dispatch(False)
+    stock = vce_api.add_messages_to_queue
+    monkeypatch.setattr(flower_compat, "FAST_DISPATCH_NEEDS", (Needs("flwr.gone:add_messages_to_queue"),))
+    monkeypatch.setattr(flower_compat, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="prunus"):
+        assert flower_compat.enable_fast_dispatch() is False
+        assert flower_compat.enable_fast_dispatch() is False
+    assert vce_api.add_messages_to_queue is stock
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "fast-dispatch is off" in lines[0] and "no flwr.gone" in lines[0]
+    assert "\n" not in lines[0]
+
+
+def test_every_accelerator_engages_on_the_installed_flower():
+    try:
+        assert flower_compat.enable_fast_dispatch() and flower_compat.enable_fast_submit()
+        assert flower_compat.enable_actor_pipeline(2) and flower_compat.enable_client_batches(4)
+        assert flower_compat.record_engine_partitions() and flower_compat.enable_actor_share(2)
+        assert flower_compat.enable_clean_actor_shutdown() and flower_compat._array_shortcut_ok()
+        assert all(not need.unmet() for need in flower_compat.REPLY_WAIT_NEEDS)
+        assert flower_compat.route_ray_driver_messages(logging.getLogger("test"))
+    finally:
+        flower_compat.enable_fast_dispatch(False), flower_compat.enable_fast_submit(False)
+        flower_compat.enable_actor_pipeline(1), flower_compat.enable_client_batches(1)
+        flower_compat.record_engine_partitions(False), flower_compat.enable_actor_share(1)
+        flower_compat.enable_clean_actor_shutdown(False), flower_compat.route_ray_driver_messages(None)
 
 
 def test_the_distribution_installs_one_namespace_and_no_top_level_packages():
@@ -92,14 +139,14 @@ def test_engine_partitions_are_the_engines_map_or_nothing():
     calls = []
     flower_compat.record_engine_partitions(False)
     original = vce_api._register_nodes
-    vce_api._prunus_original_register_nodes = lambda num_nodes, state_factory: calls.append(num_nodes) or {7: 0, 9: 1}
+    vce_api._prunus_original__register_nodes = lambda num_nodes, state_factory: calls.append(num_nodes) or {7: 0, 9: 1}
     try:
         flower_compat.record_engine_partitions()
         assert vce_api._register_nodes(2, None) == {7: 0, 9: 1} and calls == [2]
         assert flower_compat.engine_partitions({7, 9}) == {0: 7, 1: 9}
         assert flower_compat.engine_partitions({7, 9, 11}) is None
     finally:
-        vce_api._prunus_original_register_nodes = original
+        vce_api._prunus_original__register_nodes = original
         flower_compat.record_engine_partitions(False)
     assert flower_compat.engine_partitions({7, 9}) is None  # switched off: forgotten
 

@@ -6,17 +6,16 @@ import zipfile
 import hypothesis.strategies as st
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array
 from hypothesis import given
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from prunus.common.params import _PLAIN_HEADER, _npy_header, array_of, from_record, npy_array, to_record
+from prunus.common.payload import Arrays, NpyArray
 
 
-def _array_with(data: bytes) -> Array:
-    array = Array(np.zeros(3, np.float32))
-    array.__dict__["data"] = data  # what a hostile sender can put on the wire
-    return array
+def _array_with(data: bytes) -> NpyArray:
+    return NpyArray("float32", (3,), data)  # what a hostile sender can put on the wire
 
 
 def _npy(value: np.ndarray) -> bytes:
@@ -60,7 +59,7 @@ def test_malformed_array_data_is_a_value_error_before_any_allocation(data, reaso
     with pytest.raises(ValueError, match=reason):
         array_of(_array_with(data))
     with pytest.raises(ValueError):
-        from_record(ArrayRecord({"x": _array_with(data)}))
+        from_record(Arrays({"x": _array_with(data)}))
 
 
 @given(arrays(st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.int8]),

@@ -5,7 +5,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
+from prunus.common.params import npy_array
+from prunus.common.payload import Arrays, ConfigMap, Content, MessageType, MetricMap
 
 from prunus.common.codec import pack_update
 from prunus.common.codec_rows import encode_row_set
@@ -27,7 +28,7 @@ class FakeTransport:
     the client failed), attributed to the partition the message went to. Keeps
     what was sent; with `reverse` the replies come back last-first."""
 
-    def __init__(self, answer: Callable[[str, Outgoing], RecordDict | None], reverse: bool = False) -> None:
+    def __init__(self, answer: Callable[[str, Outgoing], Content | None], reverse: bool = False) -> None:
         self.answer, self.reverse = answer, reverse
         self.sent: list[tuple[str, list[Outgoing]]] = []
 
@@ -62,12 +63,12 @@ def _update(value: float) -> dict[str, np.ndarray]:
     return {k: np.full_like(v, value) for k, v in PARAMS.items()}
 
 
-def _reply(partition: int, content: RecordDict | None) -> Reply:
+def _reply(partition: int, content: Content | None) -> Reply:
     return Reply(partition, NODE[partition], content, "" if content is not None else "worker died")
 
 
-BAD = ArrayRecord({"item_embedding.weight": Array(np.zeros((9, 9), np.float32)),
-                   "item_bias.weight": Array(np.zeros((4, 1), np.float32))})  # fmt: skip
+BAD = Arrays({"item_embedding.weight": npy_array(np.zeros((9, 9), np.float32)),
+                   "item_bias.weight": npy_array(np.zeros((4, 1), np.float32))})  # fmt: skip
 
 
 def test_a_malformed_reply_is_rejected_and_the_round_goes_on(make_train_reply):
@@ -84,10 +85,10 @@ def test_a_malformed_reply_is_rejected_and_the_round_goes_on(make_train_reply):
 
 
 @pytest.mark.parametrize("arrays", [
-    ArrayRecord({"item_embedding.weight": Array(np.zeros((4, 2), np.float32))}),  # a tensor missing
-    ArrayRecord({**{k: Array(v) for k, v in PARAMS.items()}, "user_embedding.weight": Array(np.zeros((1, 2), np.float32))}),
-    ArrayRecord({k: Array(v.astype(np.float64)) for k, v in PARAMS.items()}),  # wrong dtype
-    ArrayRecord({k: Array(np.full_like(v, np.nan)) for k, v in PARAMS.items()}),  # non-finite
+    Arrays({"item_embedding.weight": npy_array(np.zeros((4, 2), np.float32))}),  # a tensor missing
+    Arrays({**{k: npy_array(v) for k, v in PARAMS.items()}, "user_embedding.weight": npy_array(np.zeros((1, 2), np.float32))}),
+    Arrays({k: npy_array(v.astype(np.float64)) for k, v in PARAMS.items()}),  # wrong dtype
+    Arrays({k: npy_array(np.full_like(v, np.nan)) for k, v in PARAMS.items()}),  # non-finite
 ])
 def test_every_kind_of_malformed_reply_is_rejected_not_raised(make_train_reply, arrays):
     federation = _federation()
@@ -102,7 +103,7 @@ def test_every_kind_of_malformed_reply_is_rejected_not_raised(make_train_reply, 
 def test_a_reply_with_a_bad_example_count_is_rejected(make_train_reply, metrics):
     federation = _federation()
     bad = make_train_reply(_update(5.0))
-    bad["metrics"] = MetricRecord(metrics)
+    bad["metrics"] = MetricMap(metrics)
     federation.train(1, CannedTransport([_reply(0, bad), _reply(1, make_train_reply(_update(1.0)))]))
     assert federation.ledger.round(1).rejected == 1
     np.testing.assert_allclose(federation.params["item_embedding.weight"], 1.0)
@@ -110,7 +111,7 @@ def test_a_reply_with_a_bad_example_count_is_rejected(make_train_reply, metrics)
 
 def test_every_reply_is_logged_with_its_client_and_ray_node(make_train_reply):
     federation = _federation()
-    bad = ArrayRecord({"item_embedding.weight": Array(np.zeros((9, 9), np.float32))})
+    bad = Arrays({"item_embedding.weight": npy_array(np.zeros((9, 9), np.float32))})
     replies = [_reply(2, make_train_reply(_update(1.0), partition=2, ray_node="nodeB")),
                _reply(1, make_train_reply(bad, partition=1, ray_node="nodeA")),
                _reply(0, make_train_reply(_update(1.0), partition=0, ray_node="nodeA"))]  # fmt: skip
@@ -237,7 +238,7 @@ def test_broadcast_is_counted_per_message_with_its_non_zeros_and_dense_equivalen
     assert len(sent) == 3 and entry.clients == 3 and entry.failures == 3
     assert entry.downlink_nnz == 3 * 2
     assert entry.downlink_bytes == sum(wire_bytes(m.content) for m in sent)
-    dense = RecordDict({"arrays": to_record(federation.params), "config": ConfigRecord({"server-round": 1})})
+    dense = Content({"arrays": to_record(federation.params), "config": ConfigMap({"server-round": 1})})
     assert entry.dense_downlink_bytes == 3 * wire_bytes(dense)
 
 
@@ -258,8 +259,8 @@ def test_federated_evaluation_averages_by_examples_in_partition_order():
 
     def answer(message_type, outgoing):
         assert message_type == MessageType.EVALUATE
-        info = ConfigRecord({"partition-id": outgoing.partition, "host": "h"})
-        return RecordDict({"metrics": MetricRecord(metrics[outgoing.partition]), "info": info})
+        info = ConfigMap({"partition-id": outgoing.partition, "host": "h"})
+        return Content({"metrics": MetricMap(metrics[outgoing.partition]), "info": info})
 
     results = []
     for reverse in (False, True):
@@ -282,7 +283,7 @@ def test_federated_evaluation_counts_failures_and_skips_other_rounds():
     def answer(message_type, outgoing):
         if outgoing.partition == 1:
             return None
-        return RecordDict({"metrics": MetricRecord({"num-examples": 2, "hr@10": outgoing.partition / 2, "ndcg@10": 0.0})})
+        return Content({"metrics": MetricMap({"num-examples": 2, "hr@10": outgoing.partition / 2, "ndcg@10": 0.0})})
 
     federation = _federation(federated_eval_clients=3, eval_every=2, rounds=3)
     transport = FakeTransport(answer)
@@ -306,7 +307,7 @@ def test_a_run_evaluates_trains_and_reports_every_round(make_train_reply):
     def answer(message_type, outgoing):
         if message_type == MessageType.TRAIN:
             return make_train_reply(_update(1.0), partition=outgoing.partition)
-        return RecordDict({"metrics": MetricRecord({"num-examples": 1, "hr@10": 0.25, "ndcg@10": 0.125})})
+        return Content({"metrics": MetricMap({"num-examples": 1, "hr@10": 0.25, "ndcg@10": 0.125})})
 
     federation = _federation(evaluator=evaluator, federated_eval_clients=2, eval_every=1)
     rounds = []
@@ -388,7 +389,7 @@ def test_a_malformed_evaluation_reply_is_rejected_and_the_others_count():
                2: {"num-examples": 2, "hr@10": [1.0], "ndcg@10": 0.5}}  # fmt: skip
 
     def answer(message_type, outgoing):
-        return RecordDict({"metrics": MetricRecord(replies[outgoing.partition])})
+        return Content({"metrics": MetricMap(replies[outgoing.partition])})
 
     federation = _federation(federated_eval_clients=3, eval_every=1)
     federation.federated_evaluation(1, FakeTransport(answer))
@@ -400,7 +401,7 @@ def test_a_malformed_evaluation_reply_is_rejected_and_the_others_count():
 def test_a_train_reply_with_a_list_as_its_loss_is_rejected(make_train_reply):
     good = make_train_reply(_update(1.0), partition=0)
     bad = make_train_reply(_update(9.0), partition=1)
-    bad["metrics"] = MetricRecord({"num-examples": 3, "train-loss": [0.5, 0.5]})
+    bad["metrics"] = MetricMap({"num-examples": 3, "train-loss": [0.5, 0.5]})
     federation = _federation()
     federation.train(1, CannedTransport([Reply(0, 10, good), Reply(1, 11, bad)]))
     entry = federation.ledger.round(1)
@@ -468,7 +469,7 @@ BIG_SPEC = ModelSpec({k: v.shape for k, v in BIG.items()}, ("item_embedding.weig
 ASKED = {0: np.array([1, 5, 7]), 1: np.array([0, 39]), 2: np.array([2, 3, 4, 5])}
 
 
-def _partial(answer_train: Callable[[Outgoing], RecordDict | None], asked=ASKED) -> tuple[Federation, FakeTransport]:
+def _partial(answer_train: Callable[[Outgoing], Content | None], asked=ASKED) -> tuple[Federation, FakeTransport]:
     cfg = Config.of(rounds=1, clients_per_round=3, broadcast_rows="requested")
     federation = Federation(cfg, [0, 1, 2], {k: v.copy() for k, v in BIG.items()}, BIG_SPEC, lambda p: {}, Ledger())
 
@@ -478,7 +479,7 @@ def _partial(answer_train: Callable[[Outgoing], RecordDict | None], asked=ASKED)
             if ids is None:
                 return None
             payload = np.frombuffer(ids if isinstance(ids, bytes) else encode_row_set(ids, 40), dtype=np.uint8)
-            return RecordDict({"rows": ArrayRecord({"ids": Array(payload)})})
+            return Content({"rows": Arrays({"ids": npy_array(payload)})})
         return answer_train(outgoing)
 
     return federation, FakeTransport(answer)

@@ -9,7 +9,7 @@ from itertools import product
 import numpy as np
 import pytest
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from prunus.common.payload import ConfigMap, Content
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,12 +30,12 @@ def _replies(cfg: Config, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     split = load_split(cfg)
     spec = model_spec(cfg.model, split.n_items)
     params = {k: v.numpy() for k, v in build_model("mf", 1, split.n_items, cfg.model.dim, seed=0).shared_state().items()}
-    content = RecordDict({"arrays": DOWNLINK.get("fp32")(cfg.compression).encode(params, BroadcastContext(1, 0)),
-                          "config": ConfigRecord({"server-round": 1})})
+    content = Content({"arrays": DOWNLINK.get("fp32")(cfg.compression).encode(params, BroadcastContext(1, 0)),
+                          "config": ConfigMap({"server-round": 1})})
     out = []
     for p in range(count):
         client = ClientData.of(p, split, np.asarray(partitions(cfg)[p]), torch.device("cpu"))
-        reply = handlers.train(cfg, content, RecordDict(), client)
+        reply = handlers.train(cfg, content, Content(), client)
         update = UPLINK.get(cfg.compression.prune_method)(cfg.compression).decode(reply["arrays"], spec.shapes,
                                                                                   RoundContext(1, p, 0))
         out.append((item_rows(update, spec.item_tables), np.unique(client.data.items)))

@@ -2,7 +2,8 @@ import math
 
 import numpy as np
 import pytest
-from flwr.app import Array, ConfigRecord, MetricRecord, RecordDict
+from prunus.common.params import npy_array
+from prunus.common.payload import Arrays, ConfigMap, Content, MetricMap
 
 from prunus.common.codec import pack_update
 from prunus.common.compression import UPLINK, RoundContext
@@ -21,12 +22,12 @@ ENCODED = UPLINK.get("topk")(Config.of(prune_method="topk", density=0.5).compres
 def _reply(arrays=None, metrics=None, info=True):
     content = {}
     if arrays is not None:
-        content["arrays"] = to_record(arrays) if isinstance(arrays, dict) else arrays
+        content["arrays"] = arrays if isinstance(arrays, Arrays) else to_record(arrays)
     if metrics is not None:
-        content["metrics"] = MetricRecord(metrics)
+        content["metrics"] = MetricMap(metrics)
     if info:
-        content["info"] = ConfigRecord({"partition-id": 4})
-    return RecordDict(content)
+        content["info"] = ConfigMap({"partition-id": 4})
+    return Content(content)
 
 
 def test_good_reply_is_accepted():
@@ -46,8 +47,8 @@ def test_the_reply_needs_no_info_record():
 @pytest.mark.parametrize(
     ("arrays", "metrics", "reason"),
     [
-        (None, {"num-examples": 1}, "no ArrayRecord"),
-        (dict(EXPECTED), None, "no MetricRecord"),
+        (None, {"num-examples": 1}, "no Arrays"),
+        (dict(EXPECTED), None, "no MetricMap"),
         ({"item": EXPECTED["item"]}, {"num-examples": 1}, "missing"),
         ({**EXPECTED, "user": np.zeros(2, np.float32)}, {"num-examples": 1}, "unexpected"),
         ({**EXPECTED, "item": np.zeros((4, 2), np.float32)}, {"num-examples": 1}, "expected float32"),
@@ -89,7 +90,7 @@ def test_encoded_reply_decodes_to_its_sparse_update():
 def test_corrupted_or_misshapen_payloads_are_rejected():
     record = _encoded(TENSORS)
     raw = bytearray(record["item"].numpy().tobytes())
-    record["item"] = Array(np.frombuffer(bytes(raw[:-3]), dtype=np.uint8))
+    record["item"] = npy_array(np.frombuffer(bytes(raw[:-3]), dtype=np.uint8))
     with pytest.raises(ReplyError, match="undecodable"):
         validate_train_reply(_reply(record, {"num-examples": 2}), SHAPES, ENCODED)
     wrong = _encoded({**TENSORS, "bias": (np.array([2]), np.array([2.0], np.float32), (4,))})
@@ -133,7 +134,7 @@ def test_every_uplink_method_accepts_what_its_client_half_sends(method, value_co
 
 @pytest.mark.parametrize("loss", [[1.0], [], float("nan"), float("inf"), -float("inf")])
 def test_a_bad_train_loss_is_rejected_not_raised_later(loss):
-    """A MetricRecord may hold lists and non-finite floats; a loss must be one finite number."""
+    """A MetricMap may hold lists and non-finite floats; a loss must be one finite number."""
     with pytest.raises(ReplyError, match="train-loss"):
         validate_train_reply(_reply(dict(EXPECTED), {"num-examples": 2, "train-loss": loss}), SHAPES, DENSE)
 
@@ -160,9 +161,9 @@ NAMES = {"hr@10", "ndcg@10"}
 )
 def test_malformed_evaluation_replies_are_rejected_with_their_reason(metrics, reason):
     with pytest.raises(ReplyError, match=reason):
-        validate_evaluate_reply(RecordDict({"metrics": MetricRecord(metrics)}), NAMES)
+        validate_evaluate_reply(Content({"metrics": MetricMap(metrics)}), NAMES)
 
 
 def test_a_good_evaluation_reply_is_accepted_and_zero_examples_allowed():
-    n, metrics = validate_evaluate_reply(RecordDict({"metrics": MetricRecord({"num-examples": 0, "hr@10": 1, "ndcg@10": 0.5})}), NAMES)
+    n, metrics = validate_evaluate_reply(Content({"metrics": MetricMap({"num-examples": 0, "hr@10": 1, "ndcg@10": 0.5})}), NAMES)
     assert (n, metrics) == (0.0, {"hr@10": 1.0, "ndcg@10": 0.5})

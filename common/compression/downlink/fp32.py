@@ -6,7 +6,7 @@ then its non-zeros travel through the codec, exactly.
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord
+from prunus.common.payload import Arrays
 
 from prunus.common.compression import DOWNLINK
 from prunus.common.compression.base import BroadcastContext, Params, PayloadError, Shapes, take_rows
@@ -23,10 +23,10 @@ class Fp32Broadcast(CodecBroadcast):
     def dense(self) -> bool:
         return self.settings.model_sparsity == 0
 
-    def encode(self, params: Params, ctx: BroadcastContext) -> ArrayRecord:
+    def encode(self, params: Params, ctx: BroadcastContext) -> Arrays:
         return to_record(take_rows(params, ctx.rows)) if self.dense else super().encode(params, ctx)
 
-    def decode(self, record: ArrayRecord, shapes: Shapes) -> Params:
+    def decode(self, record: Arrays, shapes: Shapes) -> Params:
         if not self.dense:
             return super().decode(record, shapes)
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-from flwr.app import ArrayRecord
+from prunus.common.payload import Arrays
 
 from prunus.common.codec import pack_update
 from prunus.common.compression import UPLINK
@@ -70,7 +70,7 @@ class LowRank(SparseUplink):
         return Encoded(record, residual_to_state(kept) if kept else {}, nnz, nnz / max(total, 1))
 
     # ---------------------------------------------------------- server half
-    def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
+    def decode(self, record: Arrays, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         if ctx is None:
             raise ValueError("lowrank decodes only with the reply's round context (its shared factor)")
         payload_shapes = {name: (shape[0], self.settings.rank) if self.factored(shape) else shape

@@ -10,7 +10,7 @@ still drops its all-zero rows), with error feedback on the quantisation error.
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import ArrayRecord
+from prunus.common.payload import Arrays
 
 from prunus.common.compression import UPLINK
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
@@ -38,7 +38,7 @@ class NoPruning(SparseUplink):
         nnz = int(sum(np.count_nonzero(v) for v in update.values()))
         return Encoded(to_record(update), {}, nnz, 1.0)
 
-    def decode(self, record: ArrayRecord, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
+    def decode(self, record: Arrays, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         if not self.dense:
             return super().decode(record, shapes, ctx)
         check_names(record, shapes)

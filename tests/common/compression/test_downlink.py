@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord
+from prunus.common.params import npy_array
+from prunus.common.payload import Arrays
 
 from prunus.common.codec import max_abs_error, read_header, record_payload
 from prunus.common.codec_rows import as_rows, max_row_error
@@ -45,7 +46,7 @@ def _method(name: str, sparsity: float):
     return DOWNLINK.get(name)(Config.of(downlink_codec=name, model_sparsity=sparsity).compression)
 
 
-def _codec_of(record: ArrayRecord, name: str) -> str | None:
+def _codec_of(record: Arrays, name: str) -> str | None:
     """The value codec a tensor's payload says it used (None: a plain float32 array)."""
     array = record[name]
     return read_header(record_payload(name, array)).value_codec if array.dtype == "uint8" else None
@@ -104,7 +105,7 @@ def test_a_broadcast_of_other_shapes_is_a_payload_error(name, sparsity, bad):
 def test_a_broadcast_missing_a_tensor_is_a_payload_error(name, sparsity):
     method = _method(name, sparsity)
     record = method.encode(_params(), BroadcastContext(1, 0))
-    short = ArrayRecord({k: v for k, v in record.items() if k != "item_bias.weight"})
+    short = Arrays({k: v for k, v in record.items() if k != "item_bias.weight"})
     with pytest.raises(PayloadError):
         method.decode(short, SHAPES)
 
@@ -158,7 +159,7 @@ def test_a_malformed_row_block_is_a_payload_error(name):
     record = method.encode(_params(), BroadcastContext(1, 0))
     data = record["item_embedding.weight"].numpy()
     rng = np.random.default_rng(0)
-    from flwr.app import Array
+
 
     cases = [data[:-1], np.concatenate([data, [0]]), data[:10]]
     for _ in range(200):
@@ -166,7 +167,7 @@ def test_a_malformed_row_block_is_a_payload_error(name):
         flipped[rng.integers(len(data))] ^= np.uint8(1 << rng.integers(8))
         cases.append(flipped)
     for case in cases:
-        bad = ArrayRecord({**record, "item_embedding.weight": Array(np.ascontiguousarray(case))})
+        bad = Arrays({**record, "item_embedding.weight": npy_array(np.ascontiguousarray(case))})
         try:
             decoded = method.decode(bad, SHAPES)
         except PayloadError:

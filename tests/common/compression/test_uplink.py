@@ -12,7 +12,8 @@ from __future__ import annotations
 import hypothesis.strategies as st
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord
+from prunus.common.params import npy_array
+from prunus.common.payload import Arrays
 from hypothesis import given, settings
 from hypothesis.extra.numpy import array_shapes, arrays
 
@@ -65,7 +66,7 @@ def _kept(encoded: Encoded) -> dict[str, np.ndarray]:
     return residual_from_state(encoded.state) if encoded.state else {}
 
 
-def _payload_codecs(record: ArrayRecord) -> dict[str, str | None]:
+def _payload_codecs(record: Arrays) -> dict[str, str | None]:
     """Per tensor, the value codec its payload says it used (None: a plain float32 array)."""
     codecs: dict[str, str | None] = {}
     for name, array in record.items():
@@ -180,7 +181,7 @@ def test_encoding_is_a_function_of_update_state_and_context(name):
     assert _records_equal(a.record, b.record) and a.nnz == b.nnz
 
 
-def _records_equal(a: ArrayRecord, b: ArrayRecord) -> bool:
+def _records_equal(a: Arrays, b: Arrays) -> bool:
     return list(a) == list(b) and all(
         a[k].dtype == b[k].dtype and np.array_equal(a[k].numpy(), b[k].numpy()) for k in a
     )
@@ -215,7 +216,7 @@ def test_a_payload_for_other_shapes_is_a_payload_error(name, bad, value_codec):
 def test_a_payload_missing_a_tensor_is_a_payload_error(name, value_codec):
     method = _method(name, value_codec=value_codec)
     record = method.encode(_update(), None, _ctx()).record
-    short = ArrayRecord({k: v for k, v in record.items() if k != "item_bias.weight"})
+    short = Arrays({k: v for k, v in record.items() if k != "item_bias.weight"})
     with pytest.raises(PayloadError, match="item_bias.weight"):
         method.decode(short, SHAPES, _ctx())
 
@@ -227,9 +228,9 @@ def test_an_undecodable_tensor_is_a_payload_error(name, value_codec):
     record = method.encode(_update(), None, _ctx()).record
     for garbage in (np.arange(7, dtype=np.uint8), np.ones(3, np.float64), np.ones((50, 1), np.int32)):
         arrays = dict(record.items())
-        arrays["item_bias.weight"] = Array(garbage)
+        arrays["item_bias.weight"] = npy_array(garbage)
         with pytest.raises(PayloadError):
-            method.decode(ArrayRecord(arrays), SHAPES, _ctx())
+            method.decode(Arrays(arrays), SHAPES, _ctx())
 
 
 @pytest.mark.parametrize("value_codec", ["fp32", "int8"])
@@ -243,11 +244,11 @@ def test_a_non_finite_value_is_a_payload_error(name, value_codec):
     if arrays[tensor].dtype == "uint8":
         payload = bytearray(encode(np.arange(3), np.ones(3, np.float32), (3,), value_codec="fp32"))
         payload[-4:] = np.float32(np.nan).tobytes()  # the last value of the fp32 stream
-        arrays[tensor] = Array(np.frombuffer(bytes(payload), dtype=np.uint8))
+        arrays[tensor] = npy_array(np.frombuffer(bytes(payload), dtype=np.uint8))
     else:
-        arrays[tensor] = Array(np.array([1.0, np.nan, 2.0], np.float32))
+        arrays[tensor] = npy_array(np.array([1.0, np.nan, 2.0], np.float32))
     with pytest.raises(PayloadError):
-        method.decode(ArrayRecord(arrays), SHAPES, _ctx())
+        method.decode(Arrays(arrays), SHAPES, _ctx())
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -258,7 +259,7 @@ def test_the_payload_of_another_tensor_is_a_payload_error(name):
     arrays = dict(record.items())
     arrays["mlp.0.weight"], arrays["item_bias.weight"] = arrays["item_bias.weight"], arrays["mlp.0.weight"]
     with pytest.raises(PayloadError):
-        method.decode(ArrayRecord(arrays), SHAPES, _ctx())
+        method.decode(Arrays(arrays), SHAPES, _ctx())
 
 
 # --------------------------------------------------- particular methods
