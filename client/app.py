@@ -20,14 +20,16 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from prunus.client import handlers, state_store
+from prunus.client import dispatch
 from prunus.client.handlers import ClientData
+from prunus.client.state import StoreHome, Use
+from prunus.common.compression.base import ROW_QUERY
 from prunus.common.config import Config, from_run_config
 from prunus.common.data import SplitData
 from prunus.common.datasets import load_split, partitions
 from prunus.common.flower_records import from_flower, to_array_record, to_flower
 from prunus.common.partition_files import load_partition_file
-from prunus.common.payload import ConfigMap, Content
+from prunus.common.payload import ConfigMap, Content, MessageType
 
 
 def make_client_app(config: Config | None = None) -> ClientApp:
@@ -41,21 +43,35 @@ def make_client_app(config: Config | None = None) -> ClientApp:
 
     @app.query("rows")
     def request_rows(msg: Message, context: Context) -> Message:
-        return _handle(handlers.request_rows, msg, context, config)
+        return _handle(ROW_QUERY, msg, context, config)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return _handle(handlers.train, msg, context, config, keeps_state=True)
+        return _handle(MessageType.TRAIN, msg, context, config)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return _handle(handlers.evaluate, msg, context, config)
+        return _handle(MessageType.EVALUATE, msg, context, config)
 
     return app
 
 
-def _handle(handler, msg: Message, context: Context, config: Config | None, keeps_state: bool = False) -> Message:
-    """Run a Flower-free handler on this node's data and state; add where it ran."""
+class ContextHome:
+    """A Deployment Engine node's state: in its Flower `Context`."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def load(self, partition: int, server_round: int, use: Use) -> Content:
+        return from_flower(self.context.state)
+
+    def save(self, partition: int, server_round: int, state: Content, n_items: int) -> None:
+        for name, arrays in state.items():
+            self.context.state[name] = to_array_record(arrays)
+
+
+def _handle(message_type: str, msg: Message, context: Context, config: Config | None) -> Message:
+    """Answer a message with the Flower-free handlers on this node's data and state; add where it ran."""
     cfg = config or from_run_config(context.run_config)
     # use the CPUs Ray gave the actor, and CUDA when it gave a GPU
     torch.set_num_threads(max(1, int(cfg.runtime.client_num_cpus)))
@@ -63,18 +79,9 @@ def _handle(handler, msg: Message, context: Context, config: Config | None, keep
     partition_id = int(context.node_config["partition-id"])
     split, users = _partition_data(cfg, context, partition_id)
     simulated = not context.node_config.get("data-file")  # under the Deployment Engine clients keep their state
-    received = from_flower(msg.content)
-    server_round = int(received["config"]["server-round"])
-    state = Content() if simulated else from_flower(context.state)
-    if simulated and handler is not handlers.request_rows:  # training starts from the state before this round
-        state_store.restore(cfg, state, partition_id, server_round - 1 if keeps_state else server_round,
-                            None if keeps_state else handlers.READ_ONLY_STATE)
-    content = handler(cfg, received, state, ClientData.of(partition_id, split, users, device))
-    if simulated and keeps_state:
-        state_store.persist(cfg, state, partition_id, server_round, split.n_items)
-    elif keeps_state:  # the Deployment Engine keeps it in the node's Context
-        for name, arrays in state.items():
-            context.state[name] = to_array_record(arrays)
+    home = StoreHome(cfg) if simulated else ContextHome(context)
+    client = ClientData.of(partition_id, split, users, device)
+    content = dispatch.answer(message_type, cfg, from_flower(msg.content), home, client)
     content["info"] = ConfigMap(_node_info(context))
     return Message(to_flower(content), reply_to=msg)
 

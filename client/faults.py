@@ -16,25 +16,62 @@ faulty this round; a faulty one then, by `fault-kind`:
 The faulty update goes through the client's own uplink method (pruning,
 codec), so it is as well-formed as an honest one: only the server's robust
 aggregation stands between it and the model.
+
+`mod` wraps the training handler, as Flower's client mods wrap a ClientApp:
+the handler itself knows nothing of faults (it takes a `tamper` for the
+update, which only this wrapper passes).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from prunus.common.params import npy_array
-from prunus.common.payload import Arrays
 
-from prunus.common.config import RuntimeConfig
-from prunus.common.params import Params
-
+from prunus.common.config import Config, RuntimeConfig
+from prunus.common.params import Params, npy_array
+from prunus.common.payload import Arrays, Content
 
 HANG_MARGIN_S = 2.0  # how far past the round timeout a hung client replies
 
 
 class InjectedCrash(RuntimeError):
     """The crash a `crash` fault raises (the reply then counts as failed)."""
+
+
+class NoReply(RuntimeError):
+    """A `hang` fault where nothing can wait it out (the in-process engine):
+    the transport delivers no reply, as a round timeout would."""
+
+
+Handler = Callable[..., Content]
+
+
+def mod(train: Handler, can_wait: bool = True) -> Handler:
+    """`train` as a client drawn faulty in a round behaves (an honest client
+    unchanged). `can_wait`: a hung client sleeps past the round timeout
+    (Flower's engines), else raises `NoReply` at once."""
+
+    def faulty_train(cfg: Config, content: Content, state: Content, client: Any) -> Content:
+        runtime, server_round, partition = cfg.runtime, int(content["config"]["server-round"]), client.partition_id
+        if not is_faulty(runtime, server_round, partition):
+            return train(cfg, content, state, client)
+        if runtime.fault_kind == "hang":
+            if not can_wait:
+                raise NoReply(f"no reply within the round timeout ({cfg.federation.round_timeout:g} s)")
+            time.sleep(cfg.federation.round_timeout + HANG_MARGIN_S)
+            return train(cfg, content, state, client)  # its late update is an honest one
+        if runtime.fault_kind == "garbage":
+            reply = train(cfg, content, state, client)
+            if reply["metrics"]["num-examples"]:  # a client with nothing to train on sends nothing to spoil
+                reply["arrays"] = garbage(reply["arrays"], server_round, partition, runtime.seed)
+            return reply
+        return train(cfg, content, state, client,
+                     tamper=lambda delta: corrupt_update(runtime, delta, server_round, partition))
+
+    return faulty_train
 
 
 def is_faulty(settings: RuntimeConfig, server_round: int, partition_id: int) -> bool:
@@ -44,17 +81,9 @@ def is_faulty(settings: RuntimeConfig, server_round: int, partition_id: int) -> 
     return bool(np.random.default_rng([settings.seed, server_round, partition_id, 9]).random() < settings.fault_rate)
 
 
-def hang(settings: RuntimeConfig, round_timeout: float, server_round: int, partition_id: int) -> None:
-    """A `hang` fault: sleep past the round timeout, then go on."""
-    if settings.fault_kind == "hang" and is_faulty(settings, server_round, partition_id):
-        time.sleep(round_timeout + HANG_MARGIN_S)
-
-
 def corrupt_update(settings: RuntimeConfig, delta: Params, server_round: int, partition_id: int) -> Params:
     """The update a faulty client sends in place of `delta` (crash: raises)."""
     kind, scale = settings.fault_kind, settings.fault_scale
-    if kind == "hang":  # hangs before training (`hang`); its late update is an honest one
-        return delta
     if kind == "crash":
         raise InjectedCrash(f"injected crash of partition {partition_id} in round {server_round}")
     if kind == "scale":

@@ -13,13 +13,12 @@ error-feedback residual); neither is ever put in a reply.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from prunus.common.payload import Arrays, Content, MetricMap
 
-from prunus.client import faults
 from prunus.client.local_update import LocalData, LocalResult, local_data, local_model, local_update
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set, encode_row_set
@@ -31,6 +30,7 @@ from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
 from prunus.common.models import model_spec
 from prunus.common.params import Params, from_record, npy_array, to_record
+from prunus.common.payload import Arrays, Content, MetricMap
 from prunus.common.training import client_settings, fold_in, seeded_generator
 
 PRIVATE_KEY = "private"
@@ -116,10 +116,14 @@ def _private(state: Content) -> Params | None:
     return from_record(state[PRIVATE_KEY]) if PRIVATE_KEY in state else None
 
 
-def train(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
-    """Local training from the broadcast, then the uplink method's payload."""
+Tamper = Callable[[Params], Params]
+
+
+def train(cfg: Config, content: Content, state: Content, client: ClientData, tamper: Tamper | None = None) -> Content:
+    """Local training from the broadcast, then the uplink method's payload.
+    `tamper`: what a wrapper (`client.faults.mod`) does to the update before
+    the uplink method sees it."""
     server_round = int(content["config"]["server-round"])
-    faults.hang(cfg.runtime, cfg.federation.round_timeout, server_round, client.partition_id)
     n_items = client.split.n_items
     plan = row_plan(cfg, "train", server_round, client) or named_rows(content, n_items)
     rows = _item_rows(cfg, plan, client)
@@ -132,14 +136,13 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData) -> 
         return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 0, "nnz": 0})})
     result = local_update(cfg, data, n_items, shared, _private(state), server_round, client.partition_id,
                           client.device, None if plan is None else plan.negatives)
-    faulty = faults.is_faulty(cfg.runtime, server_round, client.partition_id)
     defence = DEFENCES.get(cfg.compression.defence)(cfg.compression)
     undefended = _only_rows(result.delta, rows)
     delta = defence.apply(undefended, np.unique(data.items), tuple(rows or _item_tables(cfg, client)),
                           ctx, _scores(shared, result) if defence.needs_scores else None)
     added = {name: delta[name] - undefended[name] for name in delta} if defence.repays else {}
-    if faulty and cfg.runtime.fault_kind != "garbage":
-        delta = faults.corrupt_update(cfg.runtime, delta, server_round, client.partition_id)
+    if tamper is not None:
+        delta = tamper(delta)
     residual = from_record(state[RESIDUAL_KEY], writable=False) if RESIDUAL_KEY in state else None
     encoded = uplink.encode(delta, residual, ctx)
     state[PRIVATE_KEY] = to_record(result.private)
@@ -148,10 +151,7 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData) -> 
         state[RESIDUAL_KEY] = to_record(kept)
     metrics = MetricMap({"num-examples": result.num_examples, "train-loss": result.loss,
                             "nnz": encoded.nnz, "density": encoded.density})
-    record = encoded.record
-    if faulty and cfg.runtime.fault_kind == "garbage":
-        record = faults.garbage(record, server_round, client.partition_id, cfg.runtime.seed)
-    return Content({"arrays": record, "metrics": metrics})
+    return Content({"arrays": encoded.record, "metrics": metrics})
 
 
 def evaluate(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:

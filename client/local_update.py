@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from prunus.common.mf_closed_form import closed_form, local_update_mf
 from prunus.common.config import Config
 from prunus.common.data import SplitData
+from prunus.common.mf_closed_form import closed_form, local_update_mf
 from prunus.common.models import Recommender, build_model, model_spec
 from prunus.common.params import Params
 from prunus.common.training import TrainSettings, client_settings, fold_in, seeded_generator, train

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from prunus.common.payload import Content, NpyArray
-
 from prunus.common.params import record_of
+from prunus.common.payload import Content, NpyArray
 
 
 def pack(state: Content) -> tuple[bytes, list[bytes]]:

@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from prunus.common.payload import Content
-
 from prunus.client.state_format import pack, unpack
+from prunus.common.payload import Content
 
 SUFFIX = ".slots"
 OWNER = "owner"  # "host pid" of the driver whose run the store belongs to

@@ -39,12 +39,11 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from prunus.common.payload import Content
-
 from prunus.client import state_slots
 from prunus.client.state_format import pack, unpack
 from prunus.common.config import Config
 from prunus.common.models import model_spec
+from prunus.common.payload import Content
 
 STORE = "client-state"
 SUFFIX = ".state"  # a version's file (its bytes: `client.state_format`)

@@ -56,7 +56,6 @@ from .codec_index import (
     expected_stream_bounds,
     gaps,
 )
-from .update import Sparse
 from .codec_values import (
     VALUE_CODEC_NAMES,
     VALUE_CODECS,
@@ -65,6 +64,7 @@ from .codec_values import (
     max_abs_error,
     value_stream_size,
 )
+from .update import Sparse
 
 __all__ = [
     "CodecError", "INDEX_CODECS", "VALUE_CODECS", "PayloadInfo", "encode",

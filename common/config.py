@@ -16,7 +16,10 @@ from typing import Any
 
 DATASETS = ("synthetic", "ml-100k", "ml-1m", "ncf-ml-1m", "csv")
 PARTITIONS = ("user", "iid", "dirichlet")
-SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
+# the server's plug-ins live in `server/` (which common may not import): their
+# names are listed here, and tests check each list against its registry
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # server.optimizers.SERVER_OPTIMIZERS
+AGGREGATORS = ("mean", "median", "trimmed-mean")  # server.aggregators.AGGREGATORS
 EVAL_SPLITS = ("test", "validation")
 
 
@@ -165,7 +168,7 @@ class FederationConfig:
     # robust aggregation (server/robust.py): "mean" (FedAvg, per row with
     # row-averaging), or per row over the clients that touched it the
     # coordinate-wise "median" or "trimmed-mean" (trim-fraction off each end)
-    aggregator: str = field(default="mean", metadata=_choice("mean", "median", "trimmed-mean"))
+    aggregator: str = field(default="mean", metadata=_choice(*AGGREGATORS))
     trim_fraction: float = field(default=0.1, metadata=_non_negative())
     # per-reply norm clipping: a fixed bound, and a quantile of the round's
     # reply norms (0 = off); the smaller applies

@@ -8,6 +8,7 @@ import math
 import re
 
 import numpy as np
+
 from prunus.common.payload import NPY_STYPE, Arrays, Content, NpyArray
 from prunus.common.wire_size import wire_sizes
 

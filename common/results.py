@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-
 # every file a run writes into its folder (prunus demo adds comparison.*), and
 # the checkpoint and the clients' state store of a checkpointed run
 RUN_FILES = ("summary.json", "rounds.csv", "clients.csv", "curve.png", "model.npz", "run.log", "checkpoint.npz")

@@ -22,9 +22,9 @@ from prunus.common.logs import route_library_logs
 from prunus.common.params import wire_bytes
 from prunus.common.payload import ConfigMap, Content, MessageType
 from prunus.server.checkpoint import Checkpoint
-from prunus.server.federation import Outgoing, Reply
 from prunus.server.ledger import Ledger
 from prunus.server.run import deployment_checkpoint, run_federation
+from prunus.server.transport import Outgoing, Reply
 
 log = logging.getLogger("prunus")
 

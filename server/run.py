@@ -26,11 +26,12 @@ from prunus.server.checkpoint import Checkpoint, check_resumable
 from prunus.server.checkpoint import load as load_checkpoint
 from prunus.server.checkpoint import save as save_checkpoint
 from prunus.server.evaluation import CentralEvaluator
-from prunus.server.federation import Federation, Transport
+from prunus.server.federation import Federation
 from prunus.server.leakage import LeakageMeter
 from prunus.server.ledger import REPLY_COLUMNS, Ledger, RoundLog
 from prunus.server.model_store import save_model
 from prunus.server.progress import RoundProgress
+from prunus.server.transport import Transport
 
 log = logging.getLogger("prunus")
 

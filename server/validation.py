@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from prunus.common.payload import Arrays, Content, MetricMap
 
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set
 from prunus.common.compression import PayloadError, RoundContext, UplinkMethod
 from prunus.common.compression.base import RowIds
+from prunus.common.payload import Arrays, Content, MetricMap
 from prunus.common.update import Update, sent_entries, touched_rows
 
 Shapes = dict[str, tuple[int, ...]]

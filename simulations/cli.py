@@ -108,7 +108,8 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     from pathlib import Path
 
     from prunus.common.config import from_mapping, parse_overrides
-    from prunus.server.checkpoint import check_resumable, load as load_checkpoint
+    from prunus.server.checkpoint import check_resumable
+    from prunus.server.checkpoint import load as load_checkpoint
     from prunus.simulations.simulate import run_simulate
 
     out = Path(args.resume)
@@ -151,7 +152,12 @@ def _use_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from prunus.simulations.recommend import (
-        RunError, check_request, evaluate_run, format_evaluation, open_run, recommend,
+        RunError,
+        check_request,
+        evaluate_run,
+        format_evaluation,
+        open_run,
+        recommend,
     )  # fmt: skip
 
     try:

@@ -1,8 +1,8 @@
 """The same federation in one process: no Flower runtime, no Ray.
 
 `InProcessTransport` hands each message's content straight to the client
-handlers (`client.handlers`) that the ClientApp runs, keeping each client's
-state between rounds the way Flower keeps `context.state`. The server side is
+(`client.dispatch`, as the ClientApp does), keeping each client's state in
+memory (`client.state.MemoryHome`). The server side is
 `server.federation`, as in a Flower run, so the rounds, the model and the
 bytes counted are the same (tests/simulations/test_engines.py checks it); what
 is lost is parallelism and isolation. Use it to tune (`engine = "inprocess"`
@@ -17,18 +17,16 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from prunus.common.payload import ConfigMap, Content, MessageType
 
-from prunus.client import faults, handlers, state_store
+from prunus.client import dispatch, faults
 from prunus.client.handlers import ClientData
-from prunus.common.compression.base import ROW_QUERY
+from prunus.client.state import MemoryHome
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, partitions
-from prunus.server.federation import Outgoing, Reply
+from prunus.common.payload import ConfigMap
+from prunus.server.transport import Outgoing, Reply
 
 log = logging.getLogger("prunus")
-
-HANDLERS = {MessageType.TRAIN: handlers.train, MessageType.EVALUATE: handlers.evaluate, ROW_QUERY: handlers.request_rows}
 
 NodeInfo = Callable[[int], dict[str, str | int]]
 
@@ -44,31 +42,21 @@ class InProcessTransport:
     def __init__(self, cfg: Config, node_info: NodeInfo = local_node_info) -> None:
         self.cfg, self.node_info = cfg, node_info
         self.split, self.partitions = load_split(cfg), partitions(cfg)
-        self.states: dict[int, Content] = {}
+        self.home = MemoryHome(cfg)
         self.device = torch.device("cpu")
 
     def exchange(self, message_type: str, messages: list[Outgoing]) -> list[Reply]:
-        handler = HANDLERS[message_type]
-        return [self._call(handler, message) for message in messages]
+        return [self._call(message_type, message) for message in messages]
 
-    def _call(self, handler: Callable, message: Outgoing) -> Reply:
+    def _call(self, message_type: str, message: Outgoing) -> Reply:
         partition = message.partition
-        state = self.states.setdefault(partition, Content())
         client = ClientData.of(partition, self.split, np.asarray(self.partitions[partition]), self.device)
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(self.cfg.runtime.client_num_cpus)))  # as a client actor has
-        server_round = int(message.content["config"]["server-round"])
-        runtime = self.cfg.runtime
-        if handler is handlers.train and runtime.fault_kind == "hang" and faults.is_faulty(runtime, server_round, partition):
-            # nothing here can be preempted: a hung client is one whose reply never comes
-            return Reply(partition, partition, None, f"no reply within the round timeout ({self.cfg.federation.round_timeout:g} s)")
-        checkpoints = bool(runtime.checkpoint_every)  # else the state lives in memory only
-        if checkpoints:  # a resumed run's client: its state from before this round
-            state_store.restore(self.cfg, state, partition, server_round - 1)
-        try:
-            content = handler(self.cfg, message.content, state, client)
-            if handler is handlers.train and checkpoints:
-                state_store.persist(self.cfg, state, partition, server_round, client.split.n_items)
+        try:  # nothing here can be preempted: a hung client is one whose reply never comes
+            content = dispatch.answer(message_type, self.cfg, message.content, self.home, client, can_wait=False)
+        except faults.NoReply as err:
+            return Reply(partition, partition, None, str(err))
         except Exception as err:  # noqa: BLE001 - a failing client is a failed reply, as under Flower
             log.exception("client %d failed", partition)
             return Reply(partition, partition, None, f"{type(err).__name__}: {err}")

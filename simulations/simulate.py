@@ -15,11 +15,11 @@ from prunus.client import state_store
 from prunus.common import flower_compat
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, num_partitions
+from prunus.common.logs import LIBRARY_LOG, route_library_logs
 from prunus.common.results import clear_run_files
-from prunus.server.run import run_federation
 from prunus.server.checkpoint import Checkpoint
 from prunus.server.ledger import Ledger
-from prunus.common.logs import LIBRARY_LOG, route_library_logs
+from prunus.server.run import run_federation
 from prunus.simulations.inprocess import InProcessTransport
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
-from prunus.common.payload import Arrays
 
+from prunus.common.payload import Arrays
 from prunus.common.update import Update
 
 if TYPE_CHECKING:

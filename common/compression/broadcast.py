@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from prunus.common.payload import Arrays
 
 from prunus.common.codec import CodecError, pack_update, record_payload, unpack_update
 from prunus.common.codec_rows import as_rows, pack_rows, quantise_rows, unpack_rows
 from prunus.common.compression.base import BroadcastContext, Params, PayloadError, Shapes, take_rows
 from prunus.common.params import npy_array, record_of
+from prunus.common.payload import Arrays
 from prunus.common.update import densify, nonzeros
 
 if TYPE_CHECKING:

@@ -14,11 +14,11 @@ import math
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from prunus.common.payload import Arrays
 
 from prunus.common import kernels
 from prunus.common.codec import CodecError, decode, pack_update, read_header, record_payload
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes, rows_outside
+from prunus.common.payload import Arrays
 from prunus.common.pruning import PruneSpec, density_at, prune_corrected
 from prunus.common.update import Sparse, Update
 

@@ -9,8 +9,8 @@ model's own user table: on a client that table holds only its users.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from enum import Enum
+from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch

@@ -12,8 +12,8 @@ from prunus.common.datasets import load_split
 from prunus.common.flower_records import to_array_record
 from prunus.common.models import build_model
 from prunus.common.params import array_of, to_record
-from prunus.common.payload import Content
 from prunus.common.partition_files import write_partition_files
+from prunus.common.payload import Content
 
 CFG = Config.of(synthetic_users=30, synthetic_items=25, eval_negatives=9, dim=4)
 

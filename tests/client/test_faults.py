@@ -3,14 +3,16 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from prunus.common.payload import Content, MetricMap
 
 from prunus.client import faults
 from prunus.common.compression import UPLINK, RoundContext
 from prunus.common.config import Config, load
+from prunus.common.params import npy_array
+from prunus.common.payload import Arrays, Content, MetricMap
 from prunus.server.validation import ReplyError, validate_train_reply
 from prunus.simulations.simulate import run_simulate
 
@@ -71,14 +73,47 @@ def test_hung_clients_are_left_behind_and_the_run_goes_on(tmp_path):
     assert np.isfinite(summary["metrics"]["hr@10"])
 
 
-def test_a_hung_client_sleeps_past_the_round_timeout(monkeypatch):
+def _wrapped(kind: str, can_wait: bool = True):
+    """`faults.mod` around a stand-in handler that records what it was given."""
+    calls = []
+
+    def train(cfg, content, state, client, tamper=None):
+        calls.append(tamper)
+        delta = tamper({"t": np.ones(2, np.float32)}) if tamper else None
+        payload = Arrays({"p": npy_array(np.zeros(64, np.uint8))})
+        return Content({"arrays": payload, "metrics": MetricMap({"num-examples": 1}), "delta": delta})
+
+    cfg = load(None, ["fault-rate=1.0", f"fault-kind={kind}", "round-timeout=3"])
+    content = Content({"config": {"server-round": 1}})
+    return faults.mod(train, can_wait), cfg, content, SimpleNamespace(partition_id=0), calls
+
+
+def test_a_hung_client_sleeps_past_the_round_timeout_or_sends_nothing(monkeypatch):
     slept = []
     monkeypatch.setattr(faults.time, "sleep", slept.append)
-    settings = load(None, ["fault-rate=1.0", "fault-kind=hang"]).runtime
-    faults.hang(settings, 3.0, 1, 0)
-    assert slept == [3.0 + faults.HANG_MARGIN_S]
-    faults.hang(load(None, ["fault-rate=1.0", "fault-kind=crash"]).runtime, 3.0, 1, 0)
-    assert len(slept) == 1
+    handler, cfg, content, client, calls = _wrapped("hang")
+    handler(cfg, content, Content(), client)
+    assert slept == [3.0 + faults.HANG_MARGIN_S] and calls == [None]  # then an honest reply
+    handler, cfg, content, client, calls = _wrapped("hang", can_wait=False)
+    with pytest.raises(faults.NoReply, match="no reply within the round timeout"):
+        handler(cfg, content, Content(), client)
+    assert calls == [] and len(slept) == 1
+
+
+def test_the_wrapper_tampers_with_the_update_or_the_payload_and_leaves_honest_clients_alone():
+    handler, cfg, content, client, calls = _wrapped("scale")
+    assert handler(cfg, content, Content(), client)["delta"]["t"].tolist() == [100.0, 100.0]
+    handler, cfg, content, client, calls = _wrapped("garbage")
+    spoilt = handler(cfg, content, Content(), client)["arrays"]["p"]
+    honest = npy_array(np.zeros(64, np.uint8)).data
+    assert calls == [None] and spoilt.shape == (len(honest),)  # an honest update, its payload's bytes random
+    assert spoilt.numpy().tobytes() != honest
+    handler, cfg, content, client, calls = _wrapped("crash")
+    with pytest.raises(faults.InjectedCrash):
+        handler(cfg, content, Content(), client)
+    honest = faults.mod(lambda cfg, content, state, client, tamper=None: calls.append(tamper) or Content())
+    honest(load(None, ["fault-rate=0.0"]), content, Content(), client)
+    assert calls[-1] is None
 
 
 @pytest.mark.slow

@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from prunus.common.params import npy_array
-from prunus.common.payload import Arrays, ConfigMap, Content
 
 from prunus.client import handlers
 from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData
@@ -21,6 +19,8 @@ from prunus.common.compression import DOWNLINK, UPLINK, BroadcastContext, Payloa
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, partitions
 from prunus.common.models import build_model, model_spec
+from prunus.common.params import npy_array
+from prunus.common.payload import Arrays, ConfigMap, Content
 from prunus.common.update import densify, sent_entries
 
 CFG = Config.of(synthetic_users=30, synthetic_items=25, eval_negatives=9, train_negatives=2, dim=4,

@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
-from prunus.common.payload import Content
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prunus.client import state_slots
 from prunus.common.params import from_record, to_record
+from prunus.common.payload import Content
 
 
 def _state(values: np.ndarray) -> Content:

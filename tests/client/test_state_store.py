@@ -4,12 +4,11 @@ nobody will read again are dropped."""
 
 import numpy as np
 import pytest
-from prunus.common.payload import Content
 
 from prunus.client import state_store
 from prunus.common.config import Config, ConfigError
 from prunus.common.params import to_record
-
+from prunus.common.payload import Content
 
 N_ITEMS = 50  # the data set's items (what a mapped state may come to)
 

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prunus.common.params import wire_bytes
 from prunus.common.codec import (
     INDEX_CODECS,
     VALUE_CODECS,
@@ -23,8 +22,9 @@ from prunus.common.codec import (
     read_header,
     unpack_update,
 )
-from prunus.common.codec_values import VALUE_CODECS, decode_values, encode_values, round_trip
 from prunus.common.codec_index import choose_auto, expected_stream_bounds, pack_fields, stream_size, unpack_fields
+from prunus.common.codec_values import VALUE_CODECS, decode_values, encode_values, round_trip
+from prunus.common.params import wire_bytes
 
 INDEX = sorted(INDEX_CODECS)
 VALUE = sorted(VALUE_CODECS)
@@ -421,13 +421,13 @@ def test_pack_unpack_record():
 
 
 def test_record_through_flower_serialisation():
+    from flwr.app import RecordDict
     from flwr.common.serde import array_record_from_proto, array_record_to_proto
     from flwr.proto.recorddict_pb2 import ArrayRecord as ProtoArrayRecord
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
     from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 
     from prunus.common.flower_records import from_flower, to_array_record
-    from flwr.app import RecordDict
 
     update = _update()
     packed = pack_update(update, value_codec="fp16")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from prunus.common import mf_closed_form as mf_update
-from prunus.common.mf_closed_form import ITEMS, BIAS, USERS, Rows, fold_in_users, local_update_mf, train_items
 from prunus.common import training
+from prunus.common.mf_closed_form import BIAS, ITEMS, USERS, Rows, fold_in_users, local_update_mf, train_items
 from prunus.common.models import build_model
 from prunus.common.training import TrainSettings, fold_in, seeded_generator, train
 

@@ -194,3 +194,10 @@ def test_row_averaging_counts_the_rows_where_left_is_non_zero():
     dense = aggregate([(_dense({"items": to_dense(factored["items"])}), 1.0), (_sparse(other), 1.0)],
                       {"items": (3, 2)}, row_averaging=True)  # fmt: skip
     np.testing.assert_allclose(dense["items"], [[2.0, 2.0], [4.0, 4.0], [1.0, 1.0]])
+
+
+def test_the_config_knows_exactly_the_registered_aggregators():
+    from prunus.common.config import AGGREGATORS as CONFIG_CHOICES
+    from prunus.server.aggregators import AGGREGATORS
+
+    assert CONFIG_CHOICES == AGGREGATORS.names()

@@ -53,7 +53,7 @@ def test_a_write_that_fails_leaves_the_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_under_flwr_run_resume_reads_the_checkpoint_and_a_fresh_run_clears_the_folder(tmp_path):
-    from prunus.server.app import deployment_checkpoint
+    from prunus.server.run import deployment_checkpoint
 
     cfg = Config.of(rounds=3, out=str(tmp_path))
     ckpt.save(tmp_path, _checkpoint(cfg))

@@ -5,18 +5,18 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from prunus.common.params import npy_array
-from prunus.common.payload import Arrays, ConfigMap, Content, MessageType, MetricMap
 
 from prunus.common.codec import pack_update
 from prunus.common.codec_rows import encode_row_set
 from prunus.common.compression.base import ROW_QUERY
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
-from prunus.common.params import to_record, wire_bytes
+from prunus.common.params import npy_array, to_record, wire_bytes
+from prunus.common.payload import Arrays, ConfigMap, Content, MessageType, MetricMap
 from prunus.common.update import Sparse
-from prunus.server.federation import EVAL_STREAM, TRAIN_STREAM, Federation, Outgoing, Reply
+from prunus.server.federation import EVAL_STREAM, TRAIN_STREAM, Federation
 from prunus.server.ledger import Ledger
+from prunus.server.transport import Outgoing, Reply
 
 PARAMS = {"item_embedding.weight": np.zeros((4, 2), np.float32), "item_bias.weight": np.zeros((4, 1), np.float32)}
 SPEC = ModelSpec({k: v.shape for k, v in PARAMS.items()}, ("item_embedding.weight",), tuple(PARAMS))
@@ -246,7 +246,7 @@ def test_a_sparse_fp16_broadcast_costs_less_than_its_dense_equivalent():
     big = {"item_embedding.weight": np.zeros((500, 8), np.float32), "item_bias.weight": np.zeros((500, 1), np.float32)}
     federation = _federation(big, downlink_codec="fp16")
     federation.params["item_embedding.weight"][:50] = 1.0
-    federation.broadcast(1, dict.fromkeys([0, 1]))
+    federation.broadcaster.broadcast(1, federation.params, dict.fromkeys([0, 1]))
     entry = federation.ledger.round(1)
     assert entry.downlink_nnz == 2 * 400
     assert 5 * entry.downlink_bytes < entry.dense_downlink_bytes
@@ -447,7 +447,7 @@ def test_a_step_the_fp16_broadcast_cannot_carry_is_refused(make_train_reply):
     federation.train(1, CannedTransport([Reply(0, 10, make_train_reply(_update(1e5), partition=0))]))
     assert federation.ledger.round(1).refused == 1
     assert not federation.params["item_embedding.weight"].any()
-    federation.broadcast(2, {0: None})  # the kept model still broadcasts
+    federation.broadcaster.broadcast(2, federation.params, {0: None})  # the kept model still broadcasts
 
 
 @pytest.mark.parametrize("aggregator", ["median", "trimmed-mean"])

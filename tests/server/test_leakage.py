@@ -9,7 +9,6 @@ from itertools import product
 import numpy as np
 import pytest
 import torch
-from prunus.common.payload import ConfigMap, Content
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +18,7 @@ from prunus.common.compression import DOWNLINK, UPLINK, BroadcastContext, RoundC
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, partitions
 from prunus.common.models import build_model, model_spec
+from prunus.common.payload import ConfigMap, Content
 from prunus.common.update import Dense
 from prunus.server.leakage import LeakageMeter, attack_scores, auc, item_rows, score_attack
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prunus.common.update import Dense, Factored, Sparse, nonzeros
-from prunus.server.robust import clip, clip_bound, coordinate_wise, update_norm, outliers
+from prunus.server.robust import clip, clip_bound, coordinate_wise, outliers, update_norm
 
 SHAPES = {"t": (4, 2)}
 

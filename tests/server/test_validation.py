@@ -2,13 +2,12 @@ import math
 
 import numpy as np
 import pytest
-from prunus.common.params import npy_array
-from prunus.common.payload import Arrays, ConfigMap, Content, MetricMap
 
 from prunus.common.codec import pack_update
 from prunus.common.compression import UPLINK, RoundContext
 from prunus.common.config import Config
-from prunus.common.params import to_record
+from prunus.common.params import npy_array, to_record
+from prunus.common.payload import Arrays, ConfigMap, Content, MetricMap
 from prunus.common.pruning import quantise
 from prunus.common.update import Dense, Factored, Sparse, densify, sent_entries
 from prunus.server.validation import ReplyError, validate_evaluate_reply, validate_train_reply

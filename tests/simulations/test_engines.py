@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from prunus.common.config import load
-from prunus.server.app import run_federation
 from prunus.server.ledger import Ledger
+from prunus.server.run import run_federation
 from prunus.simulations.inprocess import InProcessTransport
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 # three messages in flight per actor (Ray runs clients in another order);
 # each client's requested rows (a row query per message) as int4, five
 # messages to an actor per call; the bandit's rows with a low-rank uplink,
-# one message per call (Flower's own worker); the others batch 16 (default)
+# one message per call (Flower's own worker); the others batch 16 (default);
+# and stock Flower, with none of prunus's accelerators
 COMMON = ["synthetic-users=40", "synthetic-items=60", "eval-negatives=20", "dim=8", "rounds=4",
           "clients-per-round=12", "eval-every=2", "federated-eval-clients=6", "seed=5",
           "prune-method=topk-global", "density=0.1", "value-codec=int8"]  # fmt: skip
@@ -33,6 +34,9 @@ VARIANTS = {
     "requested rows": ["broadcast-rows=requested", "negative-pool=2", "request-pad=1", "downlink-codec=int4",
                        "client-batch=5"],
     "bandit rows": ["broadcast-rows=bandit", "bandit-items=0.5", "prune-method=lowrank", "rank=2", "client-batch=1"],
+    # every Flower accelerator off (common/flower_compat.py): stock Flower delivers the same
+    "stock Flower": ["downlink-codec=int8", "fast-dispatch=false", "fast-submit=false", "fast-discovery=false",
+                     "reply-wait=false", "actor-pipeline=1", "client-batch=1"],
 }
 COUNTS = ["clients", "replies", "failures", "rejected", "uplink_bytes", "downlink_bytes", "request_bytes",
           "dense_uplink_bytes", "dense_downlink_bytes", "uplink_nnz", "downlink_nnz"]  # fmt: skip

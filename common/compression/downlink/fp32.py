@@ -6,12 +6,11 @@ then its non-zeros travel through the codec, exactly.
 
 from __future__ import annotations
 
-from prunus.common.payload import Arrays
-
 from prunus.common.compression import DOWNLINK
 from prunus.common.compression.base import BroadcastContext, Params, PayloadError, Shapes, take_rows
 from prunus.common.compression.broadcast import CodecBroadcast, check_model
 from prunus.common.params import from_record, to_record
+from prunus.common.payload import Arrays
 
 
 @DOWNLINK.register("fp32")

@@ -19,12 +19,12 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-from prunus.common.payload import Arrays
 
 from prunus.common.codec import pack_update
 from prunus.common.compression import UPLINK
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
 from prunus.common.compression.sparse import SparseUplink, hold_back, residual_from_state, residual_to_state
+from prunus.common.payload import Arrays
 from prunus.common.pruning import quantise
 from prunus.common.update import Factored, Update, nonzeros, to_dense
 

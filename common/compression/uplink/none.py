@@ -10,12 +10,12 @@ still drops its all-zero rows), with error feedback on the quantisation error.
 from __future__ import annotations
 
 import numpy as np
-from prunus.common.payload import Arrays
 
 from prunus.common.compression import UPLINK
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
 from prunus.common.compression.sparse import SparseUplink, check_names
 from prunus.common.params import from_record, to_record
+from prunus.common.payload import Arrays
 from prunus.common.pruning import PruneSpec
 from prunus.common.update import Dense, Update
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prunus.common.params import npy_array
-from prunus.common.payload import Arrays
 
 from prunus.common.codec import max_abs_error, read_header, record_payload
 from prunus.common.codec_rows import as_rows, max_row_error
@@ -21,6 +19,8 @@ from prunus.common.compression import DOWNLINK, BroadcastContext, PayloadError
 from prunus.common.compression.base import put_rows, row_shapes, take_rows
 from prunus.common.compression.broadcast import RowBlockBroadcast
 from prunus.common.config import Config
+from prunus.common.params import npy_array
+from prunus.common.payload import Arrays
 
 METHODS = DOWNLINK.names()
 SPARSITY = {"dense model": 0.0, "pruned model": 0.5}

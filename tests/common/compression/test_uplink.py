@@ -12,8 +12,6 @@ from __future__ import annotations
 import hypothesis.strategies as st
 import numpy as np
 import pytest
-from prunus.common.params import npy_array
-from prunus.common.payload import Arrays
 from hypothesis import given, settings
 from hypothesis.extra.numpy import array_shapes, arrays
 
@@ -21,7 +19,8 @@ from prunus.common.codec import encode, max_abs_error, read_header, record_paylo
 from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext
 from prunus.common.compression.sparse import owe, residual_from_state, residual_to_state
 from prunus.common.config import Config
-from prunus.common.params import from_record, to_record
+from prunus.common.params import from_record, npy_array, to_record
+from prunus.common.payload import Arrays
 from prunus.common.pruning import density_at
 from prunus.common.update import Dense, Factored, Sparse, densify, sent_entries, shape_of
 

@@ -1,0 +1,41 @@
+"""Which handler answers each message, what it does with the state, and what wraps it.
+
+Both engines answer a message here: the ClientApp (`client.app`) and the
+in-process engine (`simulations.inprocess`) each give their state home
+(`client.state`) and nothing else differs. The training handler is wrapped in
+the experiment switches (`client.faults.mod`), as Flower's client mods wrap
+a ClientApp.
+"""
+
+from __future__ import annotations
+
+from prunus.client import faults, handlers
+from prunus.client.handlers import ClientData
+from prunus.client.state import Handler, StateHome, Use, serve
+from prunus.common.compression.base import ROW_QUERY
+from prunus.common.config import Config
+from prunus.common.payload import Content, MessageType
+
+USES = {
+    MessageType.TRAIN: Use(reads=None, writes=True),
+    MessageType.EVALUATE: Use(reads=handlers.READ_ONLY_STATE),
+    ROW_QUERY: Use(reads=None, needs_state=False),
+}
+
+
+def handler_for(message_type: str, can_wait: bool = True) -> Handler:
+    """The handler of a message type, wrapped; `can_wait`: whether a hung client
+    may sleep past the round timeout (`faults.mod`)."""
+    if message_type == MessageType.TRAIN:
+        return faults.mod(handlers.train, can_wait)
+    if message_type == MessageType.EVALUATE:
+        return handlers.evaluate
+    if message_type == ROW_QUERY:
+        return handlers.request_rows
+    raise ValueError(f"no handler for message type {message_type!r}")
+
+
+def answer(message_type: str, cfg: Config, content: Content, home: StateHome, client: ClientData,
+           can_wait: bool = True) -> Content:
+    """The reply content to one message."""
+    return serve(handler_for(message_type, can_wait), USES[message_type], cfg, content, home, client)

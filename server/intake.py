@@ -1,0 +1,113 @@
+"""Reply intake: every reply counted in the byte ledger, checked, and logged.
+
+A reply is accepted only from a partition asked this round, once (the first
+one counts), and when its check passes; a failed or rejected reply is logged
+with its reason and the round goes on. Bytes are those of the content the
+transport delivered (`common.wire_size`), counted before any check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from prunus.common.params import wire_bytes, wire_bytes_with_part
+from prunus.common.payload import Arrays, ConfigMap, Content
+from prunus.common.update import Update
+from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
+from prunus.server.transport import Reply
+from prunus.server.validation import ReplyError
+
+log = logging.getLogger("prunus")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A reply that passed intake: its bytes and what its check returned."""
+
+    reply: Reply
+    sent: int
+    value: object
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    """An accepted training reply, decoded."""
+
+    partition: int
+    node: int
+    update: Update
+    num_examples: float
+    loss: float  # NaN when the reply reports none
+
+
+Count = Callable[[RoundLog, Content], int]
+
+
+class Intake:
+    """Counts, checks and logs the replies of each round in `ledger`."""
+
+    def __init__(self, ledger: Ledger, dense_array_bytes: int) -> None:
+        self.ledger = ledger
+        # bytes of the shared parameters as dense float32 arrays: the yardstick
+        # for the dense-equivalent columns of the ledger
+        self.dense_array_bytes = dense_array_bytes
+
+    def collect(self, server_round: int, kind: str, replies: list[Reply], chosen: list[int],
+                check: Callable[[Reply], T], count: Count | None = None) -> list[Checked]:
+        """Count every reply's bytes (`count`, default the uplink) and failures;
+        returns the accepted replies with what `check` returned for each."""
+        count = count or self.count_uplink
+        entry = self.ledger.round(server_round)
+        asked, answered, accepted = set(chosen), set(), []
+        for reply in replies:
+            if reply.content is None:
+                self.failed(server_round, kind, reply)
+                continue
+            sent = count(entry, reply.content)
+            try:
+                if reply.partition not in asked:
+                    raise ReplyError(f"partition {reply.partition} was not asked in this round")
+                if reply.partition in answered:
+                    raise ReplyError(f"partition {reply.partition} already replied in this round")
+                answered.add(reply.partition)
+                accepted.append(Checked(reply, sent, check(reply)))
+            except ReplyError as err:
+                entry.rejected += 1
+                self.log_reply(server_round, kind, reply, "rejected", sent)
+                log.warning("round %d: rejected %s reply of partition %d: %s", server_round, kind, reply.partition, err)
+        return accepted
+
+    def count_uplink(self, entry: RoundLog, content: Content) -> int:
+        """Bytes actually received, and what the same reply would cost dense."""
+        arrays = content.get("arrays")
+        arrays = arrays if isinstance(arrays, Arrays) else None
+        sent, arrays_sent = wire_bytes_with_part(content, arrays)
+        entry.uplink_bytes += sent
+        entry.dense_uplink_bytes += sent - arrays_sent + (self.dense_array_bytes if arrays is not None else 0)
+        return sent
+
+    @staticmethod
+    def count_request(entry: RoundLog, content: Content) -> int:
+        sent = wire_bytes(content)
+        entry.request_bytes += sent
+        return sent
+
+    def failed(self, server_round: int, kind: str, reply: Reply) -> None:
+        self.ledger.round(server_round).failures += 1
+        self.log_reply(server_round, kind, reply, "failed")
+        log.warning("round %d: %s on partition %d failed: %s", server_round, kind, reply.partition, reply.error)
+
+    def log_reply(self, server_round: int, kind: str, reply: Reply, status: str, sent: int = 0, nnz: int = 0) -> None:
+        """Where a reply came from (partition, host, Ray node) for clients.csv."""
+        info = reply.content.get("info") if reply.content is not None else None
+        info = info if isinstance(info, ConfigMap) else {}
+        self.ledger.replies.append(ReplyLog(
+            round=server_round, kind=kind, partition=reply.partition, node=reply.node,
+            host=safe_cell(info.get("host", "")), ray_node=safe_cell(info.get("ray-node", "")),
+            status=status, uplink_bytes=sent, uplink_nnz=nnz,
+        ))

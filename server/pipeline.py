@@ -1,0 +1,66 @@
+"""The aggregation pipeline of a round: outliers, clipping, aggregation, the
+server optimiser's step, model pruning, and the checks before the new model
+is taken.
+
+A step that would leave the model non-finite or not encodable for the
+broadcast is refused with its reason: the previous model (and the
+optimiser's state) is kept and the refusal counted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from prunus.common.compression import BroadcastContext, DownlinkMethod
+from prunus.common.config import FederationConfig
+from prunus.common.params import Params
+from prunus.server.aggregators import AGGREGATORS
+from prunus.server.intake import TrainReply
+from prunus.server.ledger import RoundLog
+from prunus.server.model_pruning import ModelPruner
+from prunus.server.optimizers import ServerOptimizer
+from prunus.server.robust import clip, outliers
+
+log = logging.getLogger("prunus")
+
+
+class AggregationPipeline:
+    """Turns a round's accepted replies into the next global model."""
+
+    def __init__(self, settings: FederationConfig, shapes: dict[str, tuple[int, ...]], optimizer: ServerOptimizer,
+                 pruner: ModelPruner, downlink: DownlinkMethod, seed: int) -> None:
+        self.settings, self.shapes, self.optimizer, self.pruner = settings, shapes, optimizer, pruner
+        self.downlink, self.seed = downlink, seed
+        self.aggregate = AGGREGATORS.get(settings.aggregator)
+
+    def step(self, server_round: int, params: Params, accepted: list[TrainReply],
+             entry: RoundLog) -> tuple[Params, Params] | None:
+        """The new model and the aggregated step it took (None: refused, or no reply left to aggregate)."""
+        f = self.settings
+        dropped = outliers([r.update for r in accepted], f.zero_factor)
+        if dropped:
+            entry.zeroed = len(dropped)
+            log.warning("round %d: left out %d replies whose norm exceeds %g x the median (partitions %s)",
+                        server_round, len(dropped), f.zero_factor, [accepted[i].partition for i in dropped][:10])
+            accepted = [r for i, r in enumerate(accepted) if i not in set(dropped)]
+            if not accepted:
+                return None
+        updates = [r.update for r in accepted]
+        if f.clip_norm > 0 or f.clip_quantile > 0:
+            updates, entry.clipped = clip(updates, f.clip_norm, f.clip_quantile)
+        step = self.aggregate(updates, [r.num_examples for r in accepted], self.shapes, f)
+        saved = self.optimizer.state()
+        new = self.pruner.prune(self.optimizer.step(params, step), server_round)
+        try:
+            bad = sorted(name for name, value in new.items() if not np.isfinite(value).all())
+            if bad:
+                raise ValueError(f"non-finite values in {bad}")
+            self.downlink.encode(new, BroadcastContext(server_round, self.seed))
+        except ValueError as err:
+            self.optimizer.restore(saved)
+            entry.refused = 1
+            log.warning("round %d: step refused, previous model kept: %s", server_round, err)
+            return None
+        return new, step
