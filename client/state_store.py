@@ -137,9 +137,8 @@ def _recycle(folder: Path, version: int, partial: Path) -> bool:
 
 
 # Freeing a written file's blocks is slow on a disk mounted with `discard`
-# (measured: a fifth of a top-k client's message on this machine), and no
-# one waits for an old version to go, so a thread of the client's own
-# process deletes them.
+# (a large share of a top-k client's message), and no one waits for an old
+# version to go, so a thread of the client's own process deletes them.
 _deleter: ThreadPoolExecutor | None = None
 _pending: list[Future] = []
 
@@ -205,12 +204,11 @@ def room(cfg: Config, n_items: int) -> int:
 
 # the share of the free memory (and of /dev/shm's free space) a mapped store
 # may take. Its pages stay in memory for the whole run (shared memory has no
-# disk behind it): ml1m-topk.toml's, two versions of a 0.98 MB state for each
-# of 6,040 clients, would hold 12 GB of this machine's 23 GB, where the files
-# store leaves the kernel free to write them out. What mapping saves is not
-# worth half the machine's memory: for such a state, 0.24 ms a save against
-# 0.38-0.43 ms, 0.11-0.17 ms a load against 0.20-0.25 ms (2,000 partitions,
-# warm, measured on this machine)
+# disk behind it): two versions of a model-sized residual for each of
+# thousands of clients can hold half a machine's memory, where the files
+# store leaves the kernel free to write them out. What mapping saves (a
+# fraction of a millisecond a save or load: benchmarks/results/) is not
+# worth that.
 MEMORY_SHARE = 0.25
 
 

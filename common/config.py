@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("synthetic", "ml-100k", "ml-1m", "ncf-ml-1m", "csv")
 PARTITIONS = ("user", "iid", "dirichlet")
 # the server's plug-ins live in `server/` (which common may not import): their
 # names are listed here, and tests check each list against its registry
@@ -59,7 +58,7 @@ def _section(cls):
 class DataConfig:
     """What data, how it is split and how it is cut into partitions (clients)."""
 
-    dataset: str = field(default="synthetic", metadata=_choice(*DATASETS))
+    dataset: str = field(default="synthetic", metadata=_lazy_choice("datasets"))
     data_dir: str = ""
     min_rating: float = field(default=0.0, metadata=_non_negative())
     synthetic_users: int = field(default=300, metadata=_positive())
@@ -391,6 +390,10 @@ def _registry_names(registry: str) -> tuple[str, ...]:
         from prunus.common.models import MODELS
 
         return MODELS.names()
+    if registry == "datasets":
+        from prunus.common.datasets import DATASETS
+
+        return DATASETS.names()
     from prunus.common import compression
 
     return compression.REGISTRIES[registry].names()

@@ -3,18 +3,24 @@
 Server and clients both call these, so they agree on the split (test or
 validation) and on which users each partition holds. Results are cached per
 process: a Ray actor loads the data set once, not once per message.
+
+Data sets are plug-ins: `DATASETS` maps each `dataset` name to its loader
+(interactions, which the leave-one-out split then cuts, or a split that comes
+ready-made); config validation reads the names from it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from prunus.common.config import Config
+from prunus.common.config import Config, DataConfig
 from prunus.common.data import (
     DatasetError,
+    Interactions,
     SplitData,
     generate_synthetic,
     leave_one_out,
@@ -29,14 +35,41 @@ from prunus.common.data import (
     to_implicit,
     user_groups_by_popularity,
 )
+from prunus.common.registry import Registry
+
+Loader = Callable[[DataConfig, int], "Interactions | SplitData"]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+@DATASETS.register("synthetic")
+def _synthetic(d: DataConfig, seed: int) -> Interactions:
+    return generate_synthetic(n_users=d.synthetic_users, n_items=d.synthetic_items,
+                              mean_interactions=d.synthetic_interactions, seed=seed)
+
+
+@DATASETS.register("ml-100k")
+def _ml100k(d: DataConfig, seed: int) -> Interactions:
+    return load_ml100k(d.data_dir)
+
+
+@DATASETS.register("ml-1m")
+def _ml1m(d: DataConfig, seed: int) -> Interactions:
+    return load_ml1m(d.data_dir)
+
+
+@DATASETS.register("ncf-ml-1m")
+def _ncf(d: DataConfig, seed: int) -> SplitData:
+    return load_ncf(d.data_dir)  # NCF's own split, negatives included
+
+
+@DATASETS.register("csv")
+def _csv(d: DataConfig, seed: int) -> Interactions:
+    return load_table(Path(d.data_dir))
 
 
 def load_split(cfg: Config) -> SplitData:
     """The split to train and evaluate on (validation when tuning)."""
-    return _split(
-        cfg.data.dataset, cfg.data.data_dir, cfg.data.min_rating, cfg.data.eval_negatives, cfg.runtime.seed,
-        cfg.data.synthetic_users, cfg.data.synthetic_items, cfg.data.synthetic_interactions, cfg.data.eval_split,
-    )  # fmt: skip
+    return _split(cfg.data, cfg.runtime.seed)
 
 
 @lru_cache(maxsize=4)
@@ -96,23 +129,9 @@ def item_titles(cfg: Config, path: str | Path | None = None) -> dict[str, str]:
 
 
 @lru_cache(maxsize=4)
-def _split(
-    dataset: str, data_dir: str, min_rating: float, n_negatives: int, seed: int,
-    synthetic_users: int, synthetic_items: int, synthetic_interactions: float, eval_split: str,
-) -> SplitData:  # fmt: skip
-    if dataset == "ncf-ml-1m":
-        split = load_ncf(data_dir)
-    else:
-        if dataset == "synthetic":
-            data = generate_synthetic(
-                n_users=synthetic_users, n_items=synthetic_items, mean_interactions=synthetic_interactions, seed=seed
-            )
-        elif dataset == "ml-100k":
-            data = load_ml100k(data_dir)
-        elif dataset == "ml-1m":
-            data = load_ml1m(data_dir)
-        else:
-            data = load_table(Path(data_dir))
-        data = to_implicit(data, min_rating=min_rating or None)
-        split = leave_one_out(data, n_negatives=n_negatives, seed=seed)
-    return split.validation(seed=seed, n_negatives=n_negatives) if eval_split == "validation" else split
+def _split(d: DataConfig, seed: int) -> SplitData:
+    split = DATASETS.get(d.dataset)(d, seed)
+    if not isinstance(split, SplitData):
+        split = leave_one_out(to_implicit(split, min_rating=d.min_rating or None), n_negatives=d.eval_negatives,
+                              seed=seed)
+    return split.validation(seed=seed, n_negatives=d.eval_negatives) if d.eval_split == "validation" else split

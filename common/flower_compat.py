@@ -144,13 +144,12 @@ _BACKEND = "flwr.server.superlink.fleet.vce.backend.raybackend:RayBackend"
 
 
 # --------------------------------------------------------------- fast dispatch
-# Flower 1.41's engine moves messages from its in-memory LinkState to the Ray
-# actor queue with a loop that, every 0.1 s, asks *every* node for a message;
-# each ask (`get_message_ins`) checks every message in flight (expiry, and
-# that both ends are in the federation). With one SuperNode per user (6,040 on
-# ML-1M) and 256 messages per round, that is ~1.5 M message checks per sweep,
-# holding the GIL: measured here, a round of 256 echo messages took 14-15 s
-# with 6,040 nodes (`benchmarks/flower_dispatch.py`). The replacement makes one
+# Flower's engine moves messages from its in-memory LinkState to the Ray actor
+# queue with a loop that, every 0.1 s, asks *every* node for a message; each
+# ask (`get_message_ins`) checks every message in flight (expiry, and that both
+# ends are in the federation), so a sweep costs nodes x messages checks,
+# holding the GIL: with one SuperNode per user that is most of a round
+# (`benchmarks/flower_dispatch.py` measures it). The replacement makes one
 # pass over the messages per poll: each undelivered message gets the same
 # check (`_check_stored_messages`, which drops an expired or foreign one), is
 # marked delivered and goes to the queue, at most one per node per poll as
@@ -197,14 +196,13 @@ def enable_fast_dispatch(on: bool = True) -> bool:
 
 
 # ----------------------------------------------------------------- fast submit
-# Flower 1.41's Ray backend passes the ClientApp's loader with every message
+# Flower's Ray backend passes the ClientApp's loader with every message
 # (`actor.run.remote(app_fn, message, cid, context)`). The loader is a closure
 # over the ClientApp, so Ray cloudpickles the app, its handlers and their
-# globals again for each message: measured with py-spy on ml1m-dense.toml
-# (Flower's engine, 256 clients a round), a quarter of the driver's CPU, half
-# of it cloudpickle scanning `sys.modules` for submodules. Putting the loader
-# in Ray's object store once and passing its reference instead does that
-# work once per run; Ray hands every call the stored loader.
+# globals again for each message (scanning `sys.modules` for submodules each
+# time). Putting the loader in Ray's object store once and passing its
+# reference instead does that work once per run; Ray hands every call the
+# stored loader.
 FAST_SUBMIT_NEEDS = (Needs(f"{_BACKEND}.build", ("self", "app_fn"), sets=("app_fn",)),
                      Needs(f"{_BACKEND}.process_message"), Needs("ray:put"))
 
@@ -231,14 +229,13 @@ def _backend_class() -> Any:
 
 
 # -------------------------------------------------------------- actor pipeline
-# Flower 1.41 runs one driver thread per client actor, each submitting a
-# message and blocking until its reply: an actor idles while the driver
-# deserialises its reply, submits its next message and serialises that one.
-# Measured on ml1m-dense.toml (2 actors): the actors were busy half the time.
-# With a depth of N each actor appears N times in the pool, so N threads keep
-# a message waiting in its queue while it runs one (Ray runs an actor's tasks
-# one at a time, in order). Results do not depend on the order: a client's
-# work is a function of (seed, round, partition) and the server sorts replies.
+# Flower runs one driver thread per client actor, each submitting a message
+# and blocking until its reply: an actor idles while the driver deserialises
+# its reply, submits its next message and serialises that one. With a depth
+# of N each actor appears N times in the pool, so N threads keep a message
+# waiting in its queue while it runs one (Ray runs an actor's tasks one at a
+# time, in order). Results do not depend on the order: a client's work is a
+# function of (seed, round, partition) and the server sorts replies.
 POOL_NEEDS = (Needs(_POOL, sets=("pool", "num_actors", "create_actor_fn")),
               Needs(f"{_POOL}.add_actors_to_pool", ("self", "num_actors")))
 
@@ -259,17 +256,16 @@ def enable_actor_pipeline(depth: int = 2) -> bool:
 
 
 # ------------------------------------------------------------- client batches
-# Flower 1.41 makes one Ray actor call per message. On ml1m-dense.toml (256
-# clients a round, a ~0.5 MB broadcast and a ~0.5 MB reply each) the call
-# itself dominated the driver: py-spy put 35% of its CPU in submitting (Ray
-# copies every message's broadcast into its object store) and 22% in fetching
-# replies, against ~2 ms of client work per message. With batches of N, a
-# driver thread takes up to N queued messages, sends them in one call and
-# receives their replies in one: one object-store copy of a broadcast that
-# the messages share (pickle writes a shared object once), one round trip.
-# Each message still runs through the ClientApp with its own Context, and a
-# ClientApp error becomes that message's error reply, as in Flower's worker.
-# A message batched behind a hung client waits with it (as in the pipeline).
+# Flower makes one Ray actor call per message, and with a broadcast of a
+# model's worth per message the call itself (Ray copying each message's
+# broadcast into its object store, then fetching each reply) outweighs a
+# client's work. With batches of N, a driver thread takes up to N queued
+# messages, sends them in one call and receives their replies in one: one
+# object-store copy of a broadcast that the messages share (pickle writes a
+# shared object once), one round trip. Each message still runs through the
+# ClientApp with its own Context, and a ClientApp error becomes that
+# message's error reply, as in Flower's worker. A message batched behind a
+# hung client waits with it (as in the pipeline).
 _batch_size = 1
 
 
@@ -382,8 +378,7 @@ def enable_client_batches(size: int = 16) -> bool:
 # ----------------------------------------------------------- engine partitions
 # Node ids are random per run, so a ServerApp learns which partition each
 # node holds by asking every node (`server.app.discover_partitions`): one
-# message per SuperNode, 6,040 on ML-1M and 100,000 for a synthetic
-# federation of that size, each a Ray call. The simulation engine assigns
+# message per SuperNode, each a Ray call. The simulation engine assigns
 # partitions itself (`vce_api._register_nodes`: the i-th node created holds
 # partition i); under `prunus simulate` the ServerApp runs in the engine's
 # process, so it can read that map instead.
@@ -415,23 +410,15 @@ def engine_partitions(node_ids: set[int]) -> dict[int, int] | None:
     return {partition: node for node, partition in _engine_nodes.items()}
 
 
-# ---------------------------------------------------------------- actor share
-# Flower 1.41 sizes a simulation's actor pool to every CPU (and GPU) of the
-# cluster it attaches to. Two simulations on one cluster therefore each ask for
-# all of it; Ray starts some actors of each and leaves the rest pending, and a
-# round whose messages went to a pending actor waits for the other simulation
-# to end (seen here: a sweep with `--jobs 3` on one 2-CPU cluster whose points
-# all ran into their timeout). With a share of N, a run creates 1/N of the
-# actors that fit (at least one), so N runs fit side by side.
-# InMemoryGrid.send_and_receive sleeps 0.1 s between looks for replies, so a
-# round ended on average 50 ms after its last reply; looking every 5 ms
-# instead cost the driver a quarter of its CPU (py-spy on ml1m-topk.toml): each
-# look checks every message still in flight (`get_message_res`: expiry, node
-# availability, delivery), ~300 looks a round over 256 messages. So the Grid
-# instead waits until the engine stores a reply and then pulls only the
-# messages whose replies arrived: O(replies) a round, woken at once. Every
-# `FULL_LOOK_S` it still looks at every message in flight, as Flower does, so
-# one that expires or whose node goes away still turns into an error reply.
+# ---------------------------------------------------------------- reply wait
+# InMemoryGrid.send_and_receive sleeps 0.1 s between looks for replies, and
+# each look checks every message still in flight (`get_message_res`: expiry,
+# node availability, delivery), so looking more often to end a round sooner
+# costs the driver's CPU in proportion. So the Grid instead waits until the
+# engine stores a reply and then pulls only the messages whose replies
+# arrived: O(replies) a round, woken at once. Every `FULL_LOOK_S` it still
+# looks at every message in flight, as Flower does, so one that expires or
+# whose node goes away still turns into an error reply.
 FULL_LOOK_S = 0.5
 
 
@@ -504,6 +491,13 @@ def _reply_signal(state: Any) -> tuple[set[str], threading.Condition]:
     return state._prunus_replies
 
 
+# ---------------------------------------------------------------- actor share
+# Flower sizes a simulation's actor pool to every CPU (and GPU) of the cluster
+# it attaches to. Two simulations on one cluster therefore each ask for all of
+# it; Ray starts some actors of each and leaves the rest pending, and a round
+# whose messages went to a pending actor waits for the other simulation to
+# end. With a share of N, a run creates 1/N of the actors that fit (at least
+# one), so N runs fit side by side.
 def enable_actor_share(share: int) -> bool:
     """Size the actor pools this process creates to 1/`share` of the cluster."""
 
@@ -518,10 +512,8 @@ def enable_actor_share(share: int) -> bool:
 # Flower stops its client actors by calling their `terminate` method, which
 # exits the worker on purpose. With `max_task_retries` set (so that a message
 # is retried after a worker crash), Ray treats that exit as a failed task to
-# retry: at the end of every clean simulation it announced "Task
-# ClientAppActor.terminate failed ... will be retried" twice per actor, and at
-# times the core worker logged "Failed to push error to driver" on stderr.
-# The actors are idle by then, so killing them without restart ends them with
+# retry and says so on the console for every actor of a clean run. The
+# actors are idle by then, so killing them without restart ends them with
 # nothing to retry.
 def _terminate_all_actors(self: Any) -> None:
     import ray

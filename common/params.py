@@ -78,8 +78,9 @@ def array_of(array: NpyArray, writable: bool = True) -> np.ndarray:
 
 # The header numpy writes for a plain array (format 1.0), exactly: the
 # arrays a federation exchanges are parsed by this pattern instead of numpy's
-# `ast.literal_eval` (40 us a header; reply and residual shapes vary, so
-# there is no reusing one). Anything else goes to numpy's own parser.
+# `ast.literal_eval`, which costs more than the rest of a small array's
+# reading (reply and residual shapes vary, so there is no reusing a parsed
+# header). Anything else goes to numpy's own parser.
 _NPY_PREFIX = 10  # magic (6), version (2), header length (2, format 1.0)
 _PLAIN_HEADER = re.compile(rb"\{'descr': '([<>|=]?[biuf][0-9]{1,2})', 'fortran_order': (False|True), "
                            rb"'shape': \(((?:[0-9]{1,20}, )*[0-9]{1,20},?|)\), \} *\n")

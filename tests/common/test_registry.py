@@ -148,3 +148,17 @@ def test_every_registry_backed_key_reads_its_registry(monkeypatch, registry, fie
         Config.of(**{field: "sketch"})
     monkeypatch.setitem(registry._entries, "sketch", object())
     assert Config.of(**{field: "sketch"}).to_dict()[key] == "sketch"
+
+
+def test_a_data_set_registered_beside_the_others_is_a_valid_config_choice_and_loads(monkeypatch, tmp_path):
+    from prunus.common import datasets
+    from prunus.common.config import Config, ConfigError
+    from prunus.common.data import generate_synthetic
+
+    entries = dict(datasets.DATASETS._entries)
+    monkeypatch.setattr(datasets.DATASETS, "_entries", entries)
+    with pytest.raises(ConfigError, match="tiny"):
+        Config.of(dataset="tiny", data_dir=str(tmp_path))
+    datasets.DATASETS.register("tiny")(lambda d, seed: generate_synthetic(n_users=12, n_items=30, seed=seed))
+    split = datasets.load_split(Config.of(dataset="tiny", data_dir=str(tmp_path), eval_negatives=5))
+    assert (split.n_users, split.n_items) == (12, 30)
