@@ -46,9 +46,26 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+ML100K = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ml-100k"
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_flower_and_in_process_rounds_give_the_same_model_and_bytes(tmp_path, variant):
-    SETTINGS = COMMON + VARIANTS[variant]
+    a = _compare(tmp_path, COMMON + VARIANTS[variant], 40)
+    assert (a["request_bytes"] > 0).all() == (variant == "requested rows")
+
+
+def test_on_ml100k_flower_and_in_process_rounds_give_the_same_model_and_bytes(tmp_path):
+    """Real data, one client per user (943), top-k int8 with error feedback."""
+    if not (ML100K / "u.data").exists():
+        pytest.skip(f"ML-100K is not at {ML100K}")
+    _compare(tmp_path, ["dataset=ml-100k", f"data-dir={ML100K}", "rounds=3", "clients-per-round=40", "eval-every=3",
+                        "dim=16", "prune-method=topk-global", "density=0.01", "value-codec=int8", "seed=1"], 943)
+
+
+def _compare(tmp_path: Path, SETTINGS: list[str], partitions: int) -> pd.DataFrame:
+    """Run `SETTINGS` on Flower's engine (a subprocess, as a user runs it) and
+    in process; assert the same model, bytes and metrics; the Flower run's rounds."""
     flower = tmp_path / "flower"
     cmd = [sys.executable, "-m", "prunus.simulations.cli", "simulate",
            *(arg for s in SETTINGS for arg in ("--set", s)), "--out", str(flower)]  # fmt: skip
@@ -61,7 +78,7 @@ def test_flower_and_in_process_rounds_give_the_same_model_and_bytes(tmp_path, va
     (host, ray_node), = placed[["host", "ray_node"]].drop_duplicates().itertuples(index=False)
     cfg = load(None, [*SETTINGS, f"out={tmp_path / 'inprocess'}"])
     transport = InProcessTransport(cfg, lambda p: {"partition-id": p, "host": host, "ray-node": ray_node})
-    run_federation(cfg, transport, list(range(40)), Ledger())
+    run_federation(cfg, transport, list(range(partitions)), Ledger())
     inprocess = tmp_path / "inprocess"
 
     assert _sha(flower / "model.npz") == _sha(inprocess / "model.npz")
@@ -73,6 +90,6 @@ def test_flower_and_in_process_rounds_give_the_same_model_and_bytes(tmp_path, va
     metrics = [c for c in a if c.startswith(("hr@", "ndcg@", "fed-"))]
     assert metrics and a[metrics].equals(b[metrics])
     assert (a["uplink_bytes"] > 0).all() and (a["rejected"] == 0).all() and (a["failures"] == 0).all()
-    assert (a["request_bytes"] > 0).all() == (variant == "requested rows")
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (flower, inprocess))
     assert sa["metrics"] == sb["metrics"] and sa["model"] == sb["model"]
+    return a

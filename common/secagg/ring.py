@@ -1,0 +1,78 @@
+"""Fixed-point values in the ring of integers modulo 2^bits.
+
+Secure aggregation adds integers: each client clips its values to
+[-clip, clip] and maps them to {0, ..., levels} with stochastic rounding
+(unbiased), leaving headroom so that the sum of up to `max_clients` inputs
+never wraps; the server maps the sum back. The clip is what bounds any one
+client's push on a coordinate: at most `clip` (in the update's units).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+BYTE_WIDTHS = (2, 3, 4, 5, 6, 7)  # bits / 8: packed little-endian, no more bytes than the ring needs
+
+
+@dataclass(frozen=True)
+class Ring:
+    bits: int  # the modulus is 2^bits, a multiple of 8 from 16 to 56
+    clip: float  # values are clipped to [-clip, clip]
+    max_clients: int  # the most inputs one sum may hold without wrapping
+
+    def __post_init__(self) -> None:
+        if self.bits % 8 or self.bits // 8 not in BYTE_WIDTHS:
+            raise ValueError(f"ring bits must be a multiple of 8 from 16 to 56, not {self.bits}")
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"ring clip must be a positive number, not {self.clip}")
+        if self.max_clients < 1 or self.levels < 2:
+            raise ValueError(f"a {self.bits}-bit ring has no room for sums of {self.max_clients} inputs")
+
+    @property
+    def mask(self) -> int:
+        return (1 << self.bits) - 1
+
+    @property
+    def levels(self) -> int:
+        """The largest level one input takes: sums of `max_clients` stay below 2^bits."""
+        return ((1 << self.bits) - 1) // self.max_clients
+
+    def encode(self, values: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """(levels as uint64, how many values were clipped). Non-finite values
+        are a ValueError: nothing the ring cannot represent is sent."""
+        values = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("non-finite values cannot enter the ring")
+        clipped = int(np.count_nonzero(np.abs(values) > self.clip))
+        scaled = (np.clip(values, -self.clip, self.clip) + self.clip) * (self.levels / (2 * self.clip))
+        floor = np.floor(scaled)
+        up = rng.random(scaled.shape) < (scaled - floor)  # stochastic rounding: unbiased
+        return np.minimum(floor + up, self.levels).astype(np.uint64), clipped
+
+    def decode_sum(self, total: np.ndarray, count: int) -> np.ndarray:
+        """The float sum of `count` inputs from the ring sum of their levels."""
+        if not 1 <= count <= self.max_clients:
+            raise ValueError(f"a sum of {count} inputs in a ring made for at most {self.max_clients}")
+        return (np.asarray(total, dtype=np.float64) * (2 * self.clip / self.levels) - count * self.clip)
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a + b) & np.uint64(self.mask)  # uint64 wraps modulo 2^64, a multiple of 2^bits
+
+    def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a - b) & np.uint64(self.mask)
+
+    def to_bytes(self, values: np.ndarray) -> bytes:
+        width = self.bits // 8
+        return np.ascontiguousarray(values, dtype="<u8").view(np.uint8).reshape(-1, 8)[:, :width].tobytes()
+
+    def from_bytes(self, data: bytes, count: int) -> np.ndarray:
+        """`count` ring elements from `data`; ValueError if the length is not exactly theirs."""
+        width = self.bits // 8
+        if len(data) != width * count:
+            raise ValueError(f"{len(data)} bytes for {count} elements of {width} bytes")
+        wide = np.zeros((count, 8), np.uint8)
+        wide[:, :width] = np.frombuffer(data, np.uint8).reshape(count, width)
+        return wide.view("<u8").reshape(count).astype(np.uint64)
