@@ -57,15 +57,14 @@ def test_summary_has_metrics_bytes_and_config(two_runs):
 def test_partitions_come_from_the_engine_confirmed_by_a_few_nodes(two_runs):
     """Under `prunus simulate` the ServerApp reads the engine's node map: round 0
     (partition discovery) asks only the first ENGINE_CHECKED of the 40 nodes."""
-    from flwr.app import RecordDict
-
     from prunus.common.params import wire_bytes
+    from prunus.common.payload import Content
     from prunus.server.app import ENGINE_CHECKED
 
     base, _, _ = two_runs
     rounds = pd.read_csv(base / "a" / "rounds.csv")
     assert ENGINE_CHECKED < 40
-    assert rounds.loc[rounds["round"] == 0, "downlink_bytes"].item() == ENGINE_CHECKED * wire_bytes(RecordDict())
+    assert rounds.loc[rounds["round"] == 0, "downlink_bytes"].item() == ENGINE_CHECKED * wire_bytes(Content())
     assert "partitions from the simulation engine's node map" in (base / "a" / "run.log").read_text()
 
 
