@@ -14,6 +14,7 @@ Flower's records are converted here, at the edge (`common.flower_records`).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,13 +24,15 @@ from flwr.clientapp import ClientApp
 from prunus.client import dispatch
 from prunus.client.handlers import ClientData
 from prunus.client.state import StoreHome, Use
-from prunus.common.compression.base import ROW_QUERY
 from prunus.common.config import Config, from_run_config
 from prunus.common.data import SplitData
 from prunus.common.datasets import load_split, partitions
 from prunus.common.flower_records import from_flower, to_array_record, to_flower
 from prunus.common.partition_files import load_partition_file
 from prunus.common.payload import ConfigMap, Content, MessageType
+from prunus.common.secagg import messages as secagg
+
+SCRATCH = secagg.RECORD
 
 
 def make_client_app(config: Config | None = None) -> ClientApp:
@@ -41,29 +44,50 @@ def make_client_app(config: Config | None = None) -> ClientApp:
         """Tell the server which partition this node holds (for seeded sampling)."""
         return Message(RecordDict({"info": ConfigRecord(_node_info(context))}), reply_to=msg)
 
-    @app.query("rows")
-    def request_rows(msg: Message, context: Context) -> Message:
-        return _handle(ROW_QUERY, msg, context, config)
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        return _handle(MessageType.TRAIN, msg, context, config)
-
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        return _handle(MessageType.EVALUATE, msg, context, config)
+    # one function per message type the client answers (client/dispatch.py):
+    # train, evaluate, the row query and secure aggregation's exchanges
+    for message_type in dispatch.USES:
+        category, _, action = message_type.partition(".")
+        register = {MessageType.TRAIN: app.train, MessageType.EVALUATE: app.evaluate, MessageType.QUERY: app.query}
+        register[category](*([action] if action else []))(_answering(message_type, config))
 
     return app
+
+
+def _answering(message_type: str, config: Config | None) -> Callable[[Message, Context], Message]:
+    def answer(msg: Message, context: Context) -> Message:
+        return _handle(message_type, msg, context, config)
+
+    return answer
+
+
+class ContextScratch:
+    """A round's scratch record in the node's Flower `Context` (small: a few keys)."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def get(self, partition: int) -> ConfigMap | None:
+        record = self.context.state.get(SCRATCH)
+        return from_flower(RecordDict({SCRATCH: record}))[SCRATCH] if isinstance(record, ConfigRecord) else None
+
+    def put(self, partition: int, record: ConfigMap | None) -> None:
+        if record is None:
+            self.context.state.pop(SCRATCH, None)
+        else:
+            self.context.state[SCRATCH] = ConfigRecord(dict(record))
 
 
 class ContextHome:
     """A Deployment Engine node's state: in its Flower `Context`."""
 
     def __init__(self, context: Context) -> None:
-        self.context = context
+        self.context, self.scratch = context, ContextScratch(context)
 
     def load(self, partition: int, server_round: int, use: Use) -> Content:
-        return from_flower(self.context.state)
+        state = from_flower(self.context.state)
+        state.pop(SCRATCH, None)  # the scratch record is `serve`'s to hand over
+        return state
 
     def save(self, partition: int, server_round: int, state: Content, n_items: int) -> None:
         for name, arrays in state.items():
@@ -79,7 +103,7 @@ def _handle(message_type: str, msg: Message, context: Context, config: Config | 
     partition_id = int(context.node_config["partition-id"])
     split, users = _partition_data(cfg, context, partition_id)
     simulated = not context.node_config.get("data-file")  # under the Deployment Engine clients keep their state
-    home = StoreHome(cfg) if simulated else ContextHome(context)
+    home = StoreHome(cfg, ContextScratch(context)) if simulated else ContextHome(context)
     client = ClientData.of(partition_id, split, users, device)
     content = dispatch.answer(message_type, cfg, from_flower(msg.content), home, client)
     content["info"] = ConfigMap(_node_info(context))

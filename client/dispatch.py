@@ -9,29 +9,35 @@ a ClientApp.
 
 from __future__ import annotations
 
-from prunus.client import faults, handlers
+from prunus.client import faults, handlers, secure
 from prunus.client.handlers import ClientData
 from prunus.client.state import Handler, StateHome, Use, serve
 from prunus.common.compression.base import ROW_QUERY
 from prunus.common.config import Config
 from prunus.common.payload import Content, MessageType
+from prunus.common.secagg import messages as secagg
 
 USES = {
     MessageType.TRAIN: Use(reads=None, writes=True),
     MessageType.EVALUATE: Use(reads=handlers.READ_ONLY_STATE),
     ROW_QUERY: Use(reads=None, needs_state=False),
+    secagg.KEYS: Use(reads=None, needs_state=False, scratch=secagg.RECORD),
+    secagg.SHARES: Use(reads=None, needs_state=False, scratch=secagg.RECORD),
+    secagg.SECURE_TRAIN: Use(reads=None, writes=True, scratch=secagg.RECORD),
+    secagg.UNMASK: Use(reads=None, needs_state=False, scratch=secagg.RECORD),
 }
+HANDLERS = {MessageType.EVALUATE: handlers.evaluate, ROW_QUERY: handlers.request_rows, secagg.KEYS: secure.keys,
+            secagg.SHARES: secure.shares, secagg.UNMASK: secure.unmask}
+TRAINING = {MessageType.TRAIN: handlers.train, secagg.SECURE_TRAIN: secure.train}  # wrapped in the fault switches
 
 
 def handler_for(message_type: str, can_wait: bool = True) -> Handler:
     """The handler of a message type, wrapped; `can_wait`: whether a hung client
     may sleep past the round timeout (`faults.mod`)."""
-    if message_type == MessageType.TRAIN:
-        return faults.mod(handlers.train, can_wait)
-    if message_type == MessageType.EVALUATE:
-        return handlers.evaluate
-    if message_type == ROW_QUERY:
-        return handlers.request_rows
+    if message_type in TRAINING:
+        return faults.mod(TRAINING[message_type], can_wait)
+    if message_type in HANDLERS:
+        return HANDLERS[message_type]
     raise ValueError(f"no handler for message type {message_type!r}")
 
 

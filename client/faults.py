@@ -65,8 +65,9 @@ def mod(train: Handler, can_wait: bool = True) -> Handler:
             return train(cfg, content, state, client)  # its late update is an honest one
         if runtime.fault_kind == "garbage":
             reply = train(cfg, content, state, client)
-            if reply["metrics"]["num-examples"]:  # a client with nothing to train on sends nothing to spoil
-                reply["arrays"] = garbage(reply["arrays"], server_round, partition, runtime.seed)
+            payload = "arrays" if "arrays" in reply else "masked"  # a plain reply's payload, or a secure one's
+            if reply.get("metrics", {}).get("num-examples", 1):  # a client with nothing to train on sends nothing
+                reply[payload] = garbage(reply[payload], server_round, partition, runtime.seed)
             return reply
         return train(cfg, content, state, client,
                      tamper=lambda delta: corrupt_update(runtime, delta, server_round, partition))

@@ -105,14 +105,14 @@ def request_rows(cfg: Config, content: Content, state: Content, client: ClientDa
     return Content({"rows": Arrays({"ids": npy_array(ids)})})
 
 
-def _global_params(cfg: Config, content: Content, client: ClientData, rows: RowIds | None) -> Params:
+def global_params(cfg: Config, content: Content, client: ClientData, rows: RowIds | None) -> Params:
     """The broadcast decoded, full size (zero in rows not sent)."""
     downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
     shapes = model_spec(cfg.model, client.split.n_items).shapes
     return put_rows(downlink.decode(content["arrays"], row_shapes(shapes, rows)), rows, shapes)
 
 
-def _private(state: Content) -> Params | None:
+def private_params(state: Content) -> Params | None:
     return from_record(state[PRIVATE_KEY]) if PRIVATE_KEY in state else None
 
 
@@ -128,13 +128,13 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     plan = row_plan(cfg, "train", server_round, client) or named_rows(content, n_items)
     rows = _item_rows(cfg, plan, client)
     data = client.data if plan is None else client.data.only(plan.request)
-    shared = _global_params(cfg, content, client, rows)
+    shared = global_params(cfg, content, client, rows)
     uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows)
     if not data.num_examples:  # none of its items among the rows sent: an empty update, state kept
         encoded = uplink.encode({k: np.zeros_like(v) for k, v in shared.items()}, None, ctx)
         return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 0, "nnz": 0})})
-    result = local_update(cfg, data, n_items, shared, _private(state), server_round, client.partition_id,
+    result = local_update(cfg, data, n_items, shared, private_params(state), server_round, client.partition_id,
                           client.device, None if plan is None else plan.negatives)
     defence = DEFENCES.get(cfg.compression.defence)(cfg.compression)
     undefended = _only_rows(result.delta, rows)
@@ -160,7 +160,7 @@ def evaluate(cfg: Config, content: Content, state: Content, client: ClientData) 
     data = client.data
     plan = row_plan(cfg, "evaluate", server_round, client)
     model = local_model(cfg, len(data.users), client.split.n_items, client.partition_id, client.device,
-                        _global_params(cfg, content, client, _item_rows(cfg, plan, client)), _private(state))
+                        global_params(cfg, content, client, _item_rows(cfg, plan, client)), private_params(state))
     generator = seeded_generator(cfg.runtime.seed, server_round, client.partition_id, 1)
     t = cfg.training
     settings = dataclasses.replace(client_settings(cfg), negative_pool=None if plan is None else plan.negatives)

@@ -13,6 +13,11 @@ it lives depends on the engine, behind one `StateHome`:
 
 `serve` is the one lifecycle every engine runs for a message: load what the
 message's handler reads, handle, save what a training round wrote.
+
+Besides its state a client may keep a small `Scratch` record that lives only
+between the exchanges of one round (secure aggregation's keys): never in the
+versioned store, where a training round's version is read from the round
+before; in Flower's `Context` under Flower, in memory in process.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Protocol
 from prunus.client import state_store
 from prunus.client.handlers import ClientData
 from prunus.common.config import Config
-from prunus.common.payload import Content
+from prunus.common.payload import ConfigMap, Content
 
 Handler = Callable[[Config, Content, Content, ClientData], Content]
 
@@ -36,6 +41,29 @@ class Use:
     reads: tuple[str, ...] | None  # the records it reads (None: all of them)
     writes: bool = False  # whether it leaves a new state (a training round)
     needs_state: bool = True  # False: it reads nothing (a row query)
+    scratch: str = ""  # the name of the round's scratch record it reads and writes ("": none)
+
+
+class Scratch(Protocol):
+    """A partition's scratch record between the exchanges of a round."""
+
+    def get(self, partition: int) -> ConfigMap | None: ...
+
+    def put(self, partition: int, record: ConfigMap | None) -> None: ...
+
+
+class MemoryScratch:
+    def __init__(self) -> None:
+        self.records: dict[int, ConfigMap] = {}
+
+    def get(self, partition: int) -> ConfigMap | None:
+        return self.records.get(partition)
+
+    def put(self, partition: int, record: ConfigMap | None) -> None:
+        if record is None:
+            self.records.pop(partition, None)
+        else:
+            self.records[partition] = record
 
 
 class StateHome(Protocol):
@@ -46,12 +74,22 @@ class StateHome(Protocol):
     def save(self, partition: int, server_round: int, state: Content, n_items: int) -> None:
         """Keep the state a training round left."""
 
+    scratch: Scratch
+
 
 def serve(handler: Handler, use: Use, cfg: Config, content: Content, home: StateHome, client: ClientData) -> Content:
-    """Load the state, run `handler`, save the state when the handler writes it."""
+    """Load the state (and the round's scratch record), run `handler`, save
+    the state when the handler writes it (and the scratch record)."""
     server_round = int(content["config"]["server-round"])
     state = home.load(client.partition_id, server_round, use) if use.needs_state else Content()
+    if use.scratch:
+        record = home.scratch.get(client.partition_id)
+        state.pop(use.scratch, None)
+        if record is not None:
+            state[use.scratch] = record
     reply = handler(cfg, content, state, client)
+    if use.scratch:
+        home.scratch.put(client.partition_id, state.pop(use.scratch, None))
     if use.writes:
         home.save(client.partition_id, server_round, state, client.split.n_items)
     return reply
@@ -60,8 +98,8 @@ def serve(handler: Handler, use: Use, cfg: Config, content: Content, home: State
 class StoreHome:
     """The run's client-state store (a simulated ClientApp)."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Config, scratch: Scratch) -> None:
+        self.cfg, self.scratch = cfg, scratch
 
     def load(self, partition: int, server_round: int, use: Use) -> Content:
         state = Content()
@@ -77,15 +115,16 @@ class MemoryHome:
     checkpoints also in the store, which a resumed run reads first."""
 
     def __init__(self, cfg: Config) -> None:
-        self.cfg, self.states = cfg, {}
+        self.cfg, self.states, self.scratch = cfg, {}, MemoryScratch()
         self.checkpoints = bool(cfg.runtime.checkpoint_every)
 
     def load(self, partition: int, server_round: int, use: Use) -> Content:
         state = self.states.setdefault(partition, Content())
         if self.checkpoints:  # a resumed run's client: its state from before this round
             state_store.restore(self.cfg, state, partition, server_round - 1)
-        return state
+        return Content(state)  # a copy: a handler that fails leaves the kept state as it was, as under Flower
 
     def save(self, partition: int, server_round: int, state: Content, n_items: int) -> None:
+        self.states[partition] = state
         if self.checkpoints:
             state_store.persist(self.cfg, state, partition, server_round, n_items)

@@ -196,6 +196,38 @@ class EvaluationConfig:
 
 
 @_section
+class SecureConfig:
+    """Secure aggregation (common/secagg/): the server learns only each round's sum."""
+
+    secure_aggregation: bool = False
+    # neighbours each client masks with (0: 3 x ceil(log2(clients per round)), at
+    # least 16, every other client in a smaller round): enough that a fifth of a
+    # round dropping leaves each survivor `threshold` of them with overwhelming odds
+    secure_degree: int = field(default=0, metadata=_non_negative())
+    # shares that recover a secret, as a share of a client's neighbours: a larger
+    # share resists more colluding neighbours, a smaller one more dropouts
+    secure_threshold: float = field(default=0.5, metadata=_positive())
+    # the ring: 2^ring-bits, each update entry clipped to [-ring-clip, ring-clip]
+    # (what bounds any one client's push on a coordinate)
+    ring_bits: int = field(default=32, metadata=_positive())
+    ring_clip: float = field(default=0.5, metadata=_positive())
+
+    def degree(self, clients: int) -> int:
+        wanted = self.secure_degree or max(16, 3 * math.ceil(math.log2(max(clients, 2))))
+        return min(wanted + wanted % 2, clients - 1)
+
+    def threshold(self, clients: int) -> int:
+        degree = self.degree(clients)
+        return min(degree + 1, max(2, int(self.secure_threshold * degree) + 1))
+
+
+# what secure aggregation composes with: uplinks whose every client encodes
+# into the same coordinates, and broadcasts that do not ask clients for rows
+SECURE_UPLINKS = ("none",)
+SECURE_BROADCASTS = ("all",)
+
+
+@_section
 class CentralizedConfig:
     """The centralized reference (`prunus centralized`).
 
@@ -284,6 +316,7 @@ SECTIONS: dict[str, type] = {
     "evaluation": EvaluationConfig,
     "centralized": CentralizedConfig,
     "runtime": RuntimeConfig,
+    "secure": SecureConfig,
 }
 
 
@@ -304,6 +337,7 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     centralized: CentralizedConfig = field(default_factory=CentralizedConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    secure: SecureConfig = field(default_factory=SecureConfig)
 
     def __post_init__(self) -> None:
         _check_layers(self.model.mlp_layers)
@@ -333,9 +367,35 @@ class Config:
         state_dir = self.runtime.client_state_dir
         if state_dir and not Path(state_dir).is_dir():
             raise ConfigError(f"client-state-dir: {state_dir!r} is not an existing folder")
+        self._check_secure()
         if self.runtime.client_state_store == "mapped" and self.runtime.checkpoint_every:
             raise ConfigError("client-state-store: \"mapped\" keeps two versions of a client's state, not the one "
                               "a resume from a checkpoint needs; with checkpoint-every use \"files\" (or \"auto\")")
+
+    def _check_secure(self) -> None:
+        """Secure aggregation refuses, before any work, what cannot compose with it."""
+        s, c, f = self.secure, self.compression, self.federation
+        if not s.secure_aggregation:
+            return
+        if s.ring_bits % 8 or not 16 <= s.ring_bits <= 56:
+            raise ConfigError(f"ring-bits: must be a multiple of 8 from 16 to 56, got {s.ring_bits!r}")
+        if s.secure_threshold > 1:
+            raise ConfigError(f"secure-threshold: must be in (0, 1], got {s.secure_threshold!r}")
+        if c.prune_method not in SECURE_UPLINKS:
+            raise ConfigError(f"secure-aggregation: prune-method {c.prune_method!r} encodes each client into its "
+                              f"own coordinates, which a secure sum cannot add; use one of {', '.join(SECURE_UPLINKS)}")
+        if c.broadcast_rows not in SECURE_BROADCASTS:
+            raise ConfigError(f"secure-aggregation: broadcast-rows {c.broadcast_rows!r} would tell the server each "
+                              f"client's rows; use one of {', '.join(SECURE_BROADCASTS)}")
+        if c.defence != "none":
+            raise ConfigError("secure-aggregation: the server sees no single reply, so defence must be \"none\"")
+        if f.aggregator != "mean" or f.zero_factor or f.clip_norm or f.clip_quantile:
+            raise ConfigError("secure-aggregation: the server cannot zero, clip or order single replies "
+                              "(aggregator = \"mean\", zero-factor = clip-norm = clip-quantile = 0); ring-clip "
+                              "bounds each client's push instead")
+        if self.evaluation.leakage_sample:
+            raise ConfigError("secure-aggregation: leakage-sample attacks single replies, which the server no "
+                              "longer sees")
 
     @classmethod
     def of(cls, **changes: Any) -> Config:

@@ -124,8 +124,8 @@ def format_table(summary: dict[str, Any]) -> str:
     comm = summary.get("comm", {})
     lines = [("run", summary.get("kind", "")), ("rounds", summary.get("rounds", ""))]
     lines += [(name, f"{value:.4f}") for name, value in metrics.items() if isinstance(value, float)]
-    for key in ("total_bytes", "uplink_bytes", "downlink_bytes", "request_bytes"):
-        if key in comm and (comm[key] or key != "request_bytes"):  # requests: only where rows were requested
+    for key in ("total_bytes", "uplink_bytes", "downlink_bytes", "request_bytes", "protocol_bytes"):
+        if key in comm and (comm[key] or key not in ("request_bytes", "protocol_bytes")):  # only where there were any
             lines.append((key.replace("_", " "), human_bytes(comm[key])))
     for key in ("total_ratio", "uplink_ratio", "downlink_ratio"):
         if isinstance(comm.get(key), float) and math.isfinite(comm[key]):

@@ -40,6 +40,7 @@ from prunus.server.ledger import Ledger, RoundLog
 from prunus.server.model_pruning import ModelPruner
 from prunus.server.optimizers import server_optimizer
 from prunus.server.pipeline import AggregationPipeline
+from prunus.server.secure import SecureRounds
 from prunus.server.transport import Outgoing, Reply, Transport
 from prunus.server.validation import check_rows, validate_evaluate_reply, validate_train_reply
 
@@ -73,6 +74,8 @@ class Federation:
         self.pipeline = AggregationPipeline(cfg.federation, self.shapes, self.optimizer,
                                             ModelPruner(cfg.compression, list(spec.prunable)), downlink,
                                             cfg.runtime.seed)
+        self.secure = SecureRounds(cfg, self.shapes, self.intake, self.broadcaster) \
+            if cfg.secure.secure_aggregation else None
 
     # ------------------------------------------------------------------ run
     def run(self, transport: Transport, on_round: Callable[[RoundLog], None] = lambda entry: None,
@@ -123,6 +126,9 @@ class Federation:
         chosen = self.sample(server_round, self.cfg.federation.clients_per_round, TRAIN_STREAM)
         entry = self.ledger.round(server_round)
         entry.clients = len(chosen)
+        if self.secure is not None:
+            self._secure_train(server_round, chosen, transport, entry)
+            return
         replies = transport.exchange(MessageType.TRAIN, self.messages(server_round, chosen, "train", transport))
         sent_rows = self.broadcaster.sent
         accepted: list[TrainReply] = []
@@ -151,6 +157,14 @@ class Federation:
         if reported:
             examples, losses = np.array(reported).T
             entry.train_loss = float((examples * losses).sum() / examples.sum())
+
+    def _secure_train(self, server_round: int, chosen: list[int], transport: Transport, entry: RoundLog) -> None:
+        """A round whose step the server learns only as a sum (`server.secure`)."""
+        step = self.secure.train(server_round, chosen, self.params, transport, entry)
+        new = None if step is None else self.pipeline.apply(server_round, self.params, step, entry)
+        if new is not None:
+            self.params = new
+            self.rows.observe(server_round, step, self.item_tables)
 
     def _check_train(self, reply: Reply, server_round: int, sent_rows: dict) -> tuple:
         ctx = RoundContext(server_round, reply.partition, self.cfg.runtime.seed)

@@ -83,8 +83,9 @@ class Intake:
         return accepted
 
     def count_uplink(self, entry: RoundLog, content: Content) -> int:
-        """Bytes actually received, and what the same reply would cost dense."""
-        arrays = content.get("arrays")
+        """Bytes actually received, and what the same reply would cost dense
+        (its payload, plain or secure, replaced by dense float32 arrays)."""
+        arrays = content.get("arrays", content.get("masked"))
         arrays = arrays if isinstance(arrays, Arrays) else None
         sent, arrays_sent = wire_bytes_with_part(content, arrays)
         entry.uplink_bytes += sent
@@ -95,6 +96,12 @@ class Intake:
     def count_request(entry: RoundLog, content: Content) -> int:
         sent = wire_bytes(content)
         entry.request_bytes += sent
+        return sent
+
+    @staticmethod
+    def count_protocol(entry: RoundLog, content: Content) -> int:
+        sent = wire_bytes(content)
+        entry.protocol_bytes += sent
         return sent
 
     def failed(self, server_round: int, kind: str, reply: Reply) -> None:

@@ -23,6 +23,7 @@ class RoundLog:
     dense_uplink_bytes: int = 0
     dense_downlink_bytes: int = 0
     request_bytes: int = 0  # row queries and the clients' row requests (partial broadcasts)
+    protocol_bytes: int = 0  # secure aggregation's exchanges, both directions (keys, shares, unmasking)
     uplink_nnz: int = 0
     downlink_nnz: int = 0
     zeroed: int = 0  # replies left out: norm above zero-factor x the round's median
@@ -84,12 +85,14 @@ class Ledger:
         """Totals and compression ratios for summary.json."""
         up, down = self.total("uplink_bytes"), self.total("downlink_bytes")
         dense_up, dense_down = self.total("dense_uplink_bytes"), self.total("dense_downlink_bytes")
-        total, requests = up + down + self.total("request_bytes"), self.total("request_bytes")
+        requests, protocol = self.total("request_bytes"), self.total("protocol_bytes")
+        total = up + down + requests + protocol
         return {
             "total_bytes": total,
             "dense_total_bytes": dense_up + dense_down,
             "total_ratio": (dense_up + dense_down) / total if total else float("nan"),
             "request_bytes": requests,
+            "protocol_bytes": protocol,
             "uplink_bytes": up,
             "downlink_bytes": down,
             "dense_uplink_bytes": dense_up,

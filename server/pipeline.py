@@ -51,6 +51,12 @@ class AggregationPipeline:
         if f.clip_norm > 0 or f.clip_quantile > 0:
             updates, entry.clipped = clip(updates, f.clip_norm, f.clip_quantile)
         step = self.aggregate(updates, [r.num_examples for r in accepted], self.shapes, f)
+        new = self.apply(server_round, params, step, entry)
+        return None if new is None else (new, step)
+
+    def apply(self, server_round: int, params: Params, step: Params, entry: RoundLog) -> Params | None:
+        """The optimiser's step with an aggregated update, model pruning and the
+        checks (a securely aggregated round starts here); None: refused."""
         saved = self.optimizer.state()
         new = self.pruner.prune(self.optimizer.step(params, step), server_round)
         try:
@@ -63,4 +69,4 @@ class AggregationPipeline:
             entry.refused = 1
             log.warning("round %d: step refused, previous model kept: %s", server_round, err)
             return None
-        return new, step
+        return new

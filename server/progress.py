@@ -35,7 +35,7 @@ class RoundProgress:
             self._bar.start()
 
     def update(self, entry: RoundLog) -> None:
-        sent = entry.uplink_bytes + entry.downlink_bytes + entry.request_bytes
+        sent = entry.uplink_bytes + entry.downlink_bytes + entry.request_bytes + entry.protocol_bytes
         self.total += sent
         self.lost += entry.failures + entry.rejected
         metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))

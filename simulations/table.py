@@ -20,7 +20,7 @@ from prunus.simulations.runs import Run
 NOT_SETTINGS = frozenset({"seed", *RUNTIME_KEYS})
 # the precision of each attack of server/leakage.py, per run (where measured)
 LEAKS = ("leak_direction", "leak_norm", "leak_membership", "leak_request")
-BYTES = ("uplink_bytes", "downlink_bytes", "request_bytes", "dense_uplink_bytes", "dense_downlink_bytes")
+BYTES = ("uplink_bytes", "downlink_bytes", "request_bytes", "protocol_bytes", "dense_uplink_bytes", "dense_downlink_bytes")
 # short names for the settings most sweeps vary, in labels (others keep their key)
 _SHORT = {"prune-method": "", "density": "d", "error-feedback": "ef", "value-codec": "values", "downlink-codec": "down",
           "model-sparsity": "sparsity", "broadcast-rows": "rows", "negative-pool": "pool",
@@ -107,7 +107,8 @@ def figure_columns(hr: str, ndcg: str, results: pd.DataFrame | None = None) -> l
     """The numeric result columns (what a setting averages over its seeds);
     the attacks' precisions where the runs measured leakage."""
     leaks = [c for c in LEAKS if results is not None and c in results]
-    return [hr, f"{hr}_best", ndcg, f"{ndcg}_best", *BYTES, "total_bytes", f"{hr}_retained", f"{ndcg}_retained",
+    sent = [c for c in BYTES if c != "protocol_bytes" or (results is not None and c in results)]
+    return [hr, f"{hr}_best", ndcg, f"{ndcg}_best", *sent, "total_bytes", f"{hr}_retained", f"{ndcg}_retained",
             "uplink_reduction", "downlink_reduction", "total_reduction", "wall_seconds", *leaks]  # fmt: skip
 
 
@@ -122,7 +123,7 @@ def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.
             row[metric] = summary["metrics"].get(metric, np.nan)
             row[f"{metric}_best"] = summary["best"].get(metric, np.nan)
         row |= {key: summary["comm"].get(key, 0) for key in BYTES}  # runs before row requests have none
-        row["total_bytes"] = row["uplink_bytes"] + row["downlink_bytes"] + row["request_bytes"]
+        row["total_bytes"] = row["uplink_bytes"] + row["downlink_bytes"] + row["request_bytes"] + row["protocol_bytes"]
         row |= {"failures": summary.get("failures", 0), "rejected": summary.get("rejected", 0)}
         row |= {"rounds": summary["rounds"], "wall_seconds": summary["wall_seconds"], "folder": f"runs/{run.name}"}
         row["commit"] = commit_of(summary)
@@ -130,6 +131,8 @@ def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.
             row |= {column: summary["privacy"].get(f"leak-{column[5:]}-precision", np.nan) for column in LEAKS}
         rows.append(row)
     table = pd.DataFrame(rows)
+    if not table["protocol_bytes"].any():  # a column only where secure aggregation ran
+        table = table.drop(columns="protocol_bytes")
     baseline = next((r.summary["config"] for r in runs if r.point["baseline"]), None)
     table.insert(3, "label", [label_of(row, varied, baseline) for _, row in table.iterrows()])
     return _with_ratios(table, hr, ndcg)

@@ -34,11 +34,13 @@ VARIANTS = {
     "requested rows": ["broadcast-rows=requested", "negative-pool=2", "request-pad=1", "downlink-codec=int4",
                        "client-batch=5"],
     "bandit rows": ["broadcast-rows=bandit", "bandit-items=0.5", "prune-method=lowrank", "rank=2", "client-batch=1"],
+    # secure aggregation (its four exchanges a round), a fifth of the clients crashing in training
+    "secure aggregation": ["secure-aggregation=true", "prune-method=none", "fault-rate=0.2", "fault-kind=crash"],
     # every Flower accelerator off (common/flower_compat.py): stock Flower delivers the same
     "stock Flower": ["downlink-codec=int8", "fast-dispatch=false", "fast-submit=false", "fast-discovery=false",
                      "reply-wait=false", "actor-pipeline=1", "client-batch=1"],
 }
-COUNTS = ["clients", "replies", "failures", "rejected", "uplink_bytes", "downlink_bytes", "request_bytes",
+COUNTS = ["clients", "replies", "failures", "rejected", "uplink_bytes", "downlink_bytes", "request_bytes", "protocol_bytes",
           "dense_uplink_bytes", "dense_downlink_bytes", "uplink_nnz", "downlink_nnz"]  # fmt: skip
 
 
@@ -53,6 +55,7 @@ ML100K = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "m
 def test_flower_and_in_process_rounds_give_the_same_model_and_bytes(tmp_path, variant):
     a = _compare(tmp_path, COMMON + VARIANTS[variant], 40)
     assert (a["request_bytes"] > 0).all() == (variant == "requested rows")
+    assert (a["protocol_bytes"] > 0).all() == (variant == "secure aggregation")
 
 
 def test_on_ml100k_flower_and_in_process_rounds_give_the_same_model_and_bytes(tmp_path):
@@ -75,6 +78,7 @@ def _compare(tmp_path: Path, SETTINGS: list[str], partitions: int) -> pd.DataFra
     # The reply's "info" record says where it ran; give the in-process clients
     # the same host and Ray node, so that every reply is the same message.
     placed = pd.read_csv(flower / "clients.csv", keep_default_na=False)
+    placed = placed[placed["status"] != "failed"]  # a failed reply says nothing of where it ran
     (host, ray_node), = placed[["host", "ray_node"]].drop_duplicates().itertuples(index=False)
     cfg = load(None, [*SETTINGS, f"out={tmp_path / 'inprocess'}"])
     transport = InProcessTransport(cfg, lambda p: {"partition-id": p, "host": host, "ray-node": ray_node})
@@ -89,7 +93,8 @@ def _compare(tmp_path: Path, SETTINGS: list[str], partitions: int) -> pd.DataFra
     pd.testing.assert_frame_equal(a[COUNTS], b[COUNTS])
     metrics = [c for c in a if c.startswith(("hr@", "ndcg@", "fed-"))]
     assert metrics and a[metrics].equals(b[metrics])
-    assert (a["uplink_bytes"] > 0).all() and (a["rejected"] == 0).all() and (a["failures"] == 0).all()
+    assert (a["uplink_bytes"] > 0).all() and (a["rejected"] == 0).all()
+    assert (a["failures"] == 0).all() or "fault-kind=crash" in SETTINGS
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (flower, inprocess))
     assert sa["metrics"] == sb["metrics"] and sa["model"] == sb["model"]
     return a

@@ -1,0 +1,96 @@
+"""The client half of secure aggregation (`common/secagg/`): one handler per exchange.
+
+A client's secrets for the round (its private keys, its self-mask seed, the
+sealed shares it holds) live in the state's `secagg` record between the
+round's exchanges (`client.state.serve` keeps it in the state home's
+scratch, never in the versioned store) and are dropped after unmasking.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prunus.client.handlers import PRIVATE_KEY, ClientData, Tamper, global_params, private_params
+from prunus.client.local_update import local_update
+from prunus.common.config import Config
+from prunus.common.models import model_spec
+from prunus.common.params import Params, to_record
+from prunus.common.payload import ConfigMap, Content
+from prunus.common.secagg import messages, protocol
+from prunus.common.secagg.messages import RECORD, Layout
+from prunus.common.secagg.protocol import ClientSecrets, ProtocolError, RoundSetup
+
+
+def keys(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
+    """Exchange 1: fresh keys for this round."""
+    config = content["config"]
+    clients = messages.read_clients(content)
+    if client.partition_id not in clients:
+        raise ProtocolError(f"partition {client.partition_id} is not among the round's clients")
+    mine, public = protocol.advertise(client.partition_id)
+    state[RECORD] = _kept(mine, int(config["server-round"]), clients)
+    return messages.keys_reply(*public)
+
+
+def shares(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
+    """Exchange 2: sealed shares for each neighbour that advertised."""
+    mine, setup, clients = _restore(cfg, content, state, client)
+    sealed = protocol.share_keys(setup, mine, messages.read_peers(content))
+    state[RECORD] = _kept(mine, setup.server_round, clients)
+    return Content({RECORD: messages.sealed_map(sealed)})
+
+
+def train(cfg: Config, content: Content, state: Content, client: ClientData, tamper: Tamper | None = None) -> Content:
+    """Exchange 3: local training from the broadcast, the update masked into the ring."""
+    mine, setup, clients = _restore(cfg, content, state, client)
+    held = messages.read_sealed(content)
+    update = _update(cfg, content, state, client, setup.server_round)
+    if tamper is not None:
+        update = tamper(update)
+    shapes = model_spec(cfg.model, client.split.n_items).shapes
+    rng = np.random.default_rng([cfg.runtime.seed, setup.server_round, client.partition_id, 3])
+    masked = protocol.masked_input(setup, mine, held, Layout(shapes).encode(update, setup.ring, rng))
+    state[RECORD] = _kept(mine, setup.server_round, clients)
+    return messages.masked_reply(masked, setup.ring)
+
+
+def unmask(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
+    """Exchange 4: the shares the server may have; the round's secrets are then dropped."""
+    mine, setup, _ = _restore(cfg, content, state, client)
+    answer = protocol.unmask(setup, mine, *messages.read_unmask_request(content))
+    del state[RECORD]
+    return messages.unmask_reply(answer)
+
+
+def _update(cfg: Config, content: Content, state: Content, client: ClientData, server_round: int) -> Params:
+    """The update of the shared parameters (zero for a client with nothing to train on)."""
+    shared = global_params(cfg, content, client, None)
+    if not client.data.num_examples:
+        return {name: np.zeros_like(value) for name, value in shared.items()}
+    result = local_update(cfg, client.data, client.split.n_items, shared, private_params(state), server_round,
+                          client.partition_id, client.device, None)
+    state[PRIVATE_KEY] = to_record(result.private)
+    return result.delta
+
+
+def _kept(mine: ClientSecrets, server_round: int, clients: list[int]) -> ConfigMap:
+    peers = sorted(mine.peers)
+    held = sorted(mine.held)
+    return ConfigMap({"server-round": server_round, "clients": list(clients), "c": mine.c_private,
+                      "s": mine.s_private, "seed": mine.self_seed, "peer-ids": peers,
+                      "peer-c": [mine.peers[p][0] for p in peers], "peer-s": [mine.peers[p][1] for p in peers],
+                      "held-ids": held, "held": [mine.held[p] for p in held]})
+
+
+def _restore(cfg: Config, content: Content, state: Content, client: ClientData) -> tuple[ClientSecrets, RoundSetup, list[int]]:
+    """This round's secrets, and the round, from the state's record."""
+    kept = state.get(RECORD)
+    server_round = int(content["config"]["server-round"])
+    if not isinstance(kept, ConfigMap) or kept.get("server-round") != server_round:
+        raise ProtocolError(f"no secure-aggregation keys of round {server_round} (this client missed exchange 1)")
+    clients = kept["clients"]
+    mine = ClientSecrets(client.partition_id, kept["c"], kept["s"], kept["seed"],
+                         {p: (c, s) for p, c, s in zip(kept["peer-ids"], kept["peer-c"], kept["peer-s"])},
+                         dict(zip(kept["held-ids"], kept["held"])))
+    shapes = model_spec(cfg.model, client.split.n_items).shapes
+    return mine, messages.round_setup(cfg, clients, server_round, shapes), clients

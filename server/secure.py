@@ -1,0 +1,100 @@
+"""A securely aggregated training round, on the server: the four exchanges of
+`common/secagg/` over the transport, every message counted, every reply
+checked, and the round's mean step recovered from the masked inputs alone.
+
+The server never sees one client's update: it gets masked inputs and, after
+unmasking, their sum. It cannot zero or clip single replies either; the
+ring's clip (`ring-clip`) bounds what any client adds to a coordinate. A
+client whose protocol message is malformed is rejected with its reason and
+left out from then on; too few left to recover the sum: the round is
+abandoned (`secure-abandoned`) and the model kept, never a wrong sum.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from prunus.common.config import Config
+from prunus.common.params import Params, wire_bytes
+from prunus.common.payload import Content
+from prunus.common.secagg import messages
+from prunus.common.secagg.messages import Layout
+from prunus.common.secagg.protocol import ProtocolError, RoundAbandoned, ServerRound
+from prunus.server.broadcast import Broadcaster
+from prunus.server.intake import Count, Intake
+from prunus.server.ledger import RoundLog
+from prunus.server.transport import Outgoing, Reply, Transport
+from prunus.server.validation import ReplyError
+
+log = logging.getLogger("prunus")
+
+
+class SecureRounds:
+    """Runs the training exchanges of a round under secure aggregation."""
+
+    def __init__(self, cfg: Config, shapes: dict[str, tuple[int, ...]], intake: Intake,
+                 broadcaster: Broadcaster) -> None:
+        self.cfg, self.shapes, self.intake, self.broadcaster = cfg, shapes, intake, broadcaster
+        self.layout = Layout(shapes)
+
+    def train(self, server_round: int, chosen: list[int], params: Params, transport: Transport,
+              entry: RoundLog) -> Params | None:
+        """The round's mean step, or None when the round is abandoned."""
+        setup = messages.round_setup(self.cfg, chosen, server_round, self.shapes)
+        server = ServerRound(setup)
+        request = messages.keys_request(server_round, chosen)
+        self._exchange(transport, server_round, messages.KEYS, {p: request for p in chosen}, "secagg-keys",
+                       lambda reply: server.take_keys(reply.partition, *messages.read_keys(reply.content)))
+        self._exchange(transport, server_round, messages.SHARES,
+                       {p: messages.shares_request(server_round, server.peers_of(p)) for p in sorted(server.keys)},
+                       "secagg-shares", lambda reply: server.take_shares(reply.partition,
+                                                                         messages.read_sealed(reply.content)))
+        broadcast = {o.partition: o.content for o in self.broadcaster.broadcast(server_round, params,
+                                                                               dict.fromkeys(sorted(server.shares)))}
+        trains = {}
+        for p, base in broadcast.items():  # the broadcast, and the shares routed to this client (protocol bytes)
+            trains[p] = Content({**base, messages.RECORD: messages.sealed_map(server.routed_to(p))})
+            entry.protocol_bytes += wire_bytes(trains[p]) - wire_bytes(base)
+        self._exchange(transport, server_round, messages.SECURE_TRAIN, trains, "train",
+                       lambda reply: server.take_input(reply.partition, messages.read_masked(
+                           reply.content, setup.ring, setup.length)), count=self.intake.count_uplink, counted=True)
+        self._exchange(transport, server_round, messages.UNMASK,
+                       {p: messages.unmask_request(server_round, *server.unmask_request(p)) for p in sorted(server.inputs)},
+                       "secagg-unmask", lambda reply: server.take_answer(reply.partition,
+                                                                         messages.read_unmask_reply(reply.content)))
+        try:
+            total, members = server.total()
+        except RoundAbandoned as err:
+            entry.metrics["secure-abandoned"] = 1.0
+            log.warning("round %d: secure aggregation abandoned, model kept: %s", server_round, err)
+            return None
+        entry.replies = len(members)
+        step, clipped = self.layout.decode(total, len(members), setup.ring, self.cfg.federation.row_averaging)
+        entry.metrics["ring-clipped"] = float(clipped)
+        return step
+
+    def _exchange(self, transport: Transport, server_round: int, message_type: str, contents: dict[int, Content],
+                  kind: str, take: Callable[[Reply], None], count: Count | None = None, counted: bool = False) -> None:
+        """Send each partition its content (counted as protocol bytes unless
+        `counted` already), take each reply with `take` (ProtocolError: rejected)."""
+        entry = self.intake.ledger.round(server_round)
+        if not counted:
+            sizes: dict[int, int] = {}
+            for content in contents.values():  # a content shared by many messages is sized once
+                sizes.setdefault(id(content), wire_bytes(content))
+            entry.protocol_bytes += sum(sizes[id(c)] for c in contents.values())
+        replies = transport.exchange(message_type, [Outgoing(p, c) for p, c in contents.items()])
+        for checked in self.intake.collect(server_round, kind, replies, list(contents), _as_reply_error(take),
+                                           count or self.intake.count_protocol):
+            self.intake.log_reply(server_round, kind, checked.reply, "accepted", checked.sent)
+
+
+def _as_reply_error(take: Callable[[Reply], None]) -> Callable[[Reply], None]:
+    def check(reply: Reply) -> None:
+        try:
+            take(reply)
+        except ProtocolError as err:
+            raise ReplyError(str(err)) from None
+
+    return check

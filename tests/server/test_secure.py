@@ -1,0 +1,67 @@
+"""Secure rounds in the round engine: the server's step is exactly the sum of
+the quantised updates of the clients that sent one, with clients crashing;
+too few clients: the round is abandoned and the model kept; what composes
+with it is checked before any work."""
+
+import numpy as np
+import pytest
+
+from prunus.common.config import Config, ConfigError
+from prunus.common.secagg import protocol
+from prunus.common.secagg.messages import Layout
+from prunus.server.ledger import Ledger
+from prunus.server.run import run_federation
+from prunus.simulations.inprocess import InProcessTransport
+
+SETTINGS = dict(synthetic_users=40, synthetic_items=60, eval_negatives=20, dim=8, rounds=2, clients_per_round=20,
+                eval_every=2, seed=3, secure_aggregation=True)
+
+
+def test_with_a_fifth_crashing_the_secure_sum_is_the_sum_of_the_survivors_quantised_updates(tmp_path, monkeypatch):
+    inputs, totals = {}, []
+    encode, total = Layout.encode, protocol.ServerRound.total
+
+    def recording_encode(self, update, ring, rng):
+        vector = encode(self, update, ring, rng)
+        inputs.setdefault(len(totals), []).append(vector)  # the round in progress: totals so far
+        return vector
+
+    def recording_total(self):
+        out = total(self)
+        totals.append((out, {p: None for p in out[1]}, self.setup.ring))
+        return out
+
+    monkeypatch.setattr(Layout, "encode", recording_encode)
+    monkeypatch.setattr(protocol.ServerRound, "total", recording_total)
+    cfg = Config.of(**SETTINGS, fault_rate=0.2, fault_kind="crash", out=str(tmp_path))
+    summary = run_federation(cfg, InProcessTransport(cfg), list(range(40)), Ledger())
+    assert summary["failures"] > 0 and len(totals) == 2
+    # each round: the ring sum of the inputs recorded in it, bit for bit
+    for r, (out, members, ring) in enumerate(totals):
+        sent = inputs[r]
+        assert len(sent) == len(members) == len(out[1])
+        expected = np.zeros_like(out[0])
+        for vector in sent:
+            expected = ring.add(expected, vector)
+        np.testing.assert_array_equal(out[0], expected)
+
+
+def test_too_few_clients_abandon_the_round_and_keep_the_model(tmp_path):
+    cfg = Config.of(**{**SETTINGS, "clients_per_round": 4}, fault_rate=0.9, fault_kind="crash", out=str(tmp_path))
+    ledger = Ledger()
+    run_federation(cfg, InProcessTransport(cfg), list(range(40)), ledger)
+    abandoned = [r for r in ledger.rows() if r.get("secure-abandoned")]
+    assert abandoned and all(np.isnan(r.get("ring-clipped", np.nan)) for r in abandoned)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"prune_method": "topk"}, "own coordinates"),
+    ({"broadcast_rows": "requested"}, "each client's rows"),
+    ({"aggregator": "median"}, "cannot zero, clip or order"),
+    ({"clip_quantile": 0.9}, "cannot zero, clip or order"),
+    ({"leakage_sample": 5}, "single replies"),
+    ({"ring_bits": 12}, "ring-bits"),
+])
+def test_what_cannot_compose_with_secure_aggregation_fails_before_any_work(change, reason):
+    with pytest.raises(ConfigError, match=reason):
+        Config.of(secure_aggregation=True, **change)
