@@ -1,0 +1,60 @@
+"""Secure aggregation's content: the input layout adds up to the per-row mean
+step, and every message field is checked before use."""
+
+import numpy as np
+import pytest
+
+from prunus.common.payload import ConfigMap, Content
+from prunus.common.secagg import messages
+from prunus.common.secagg.messages import Layout
+from prunus.common.secagg.protocol import ProtocolError
+from prunus.common.secagg.ring import Ring
+
+SHAPES = {"emb": (5, 3), "bias": (5, 1)}
+
+
+def test_the_sum_of_inputs_decodes_to_the_per_row_mean_of_the_clients_that_touched_each_row():
+    ring, layout, rng = Ring(32, 1.0, 10), Layout(SHAPES), np.random.default_rng(0)
+    updates = []
+    for rows in ([0, 1], [1], [1, 4]):
+        update = {name: np.zeros(shape, np.float32) for name, shape in SHAPES.items()}
+        for name in SHAPES:
+            update[name][rows] = rng.uniform(-0.5, 0.5, (len(rows), SHAPES[name][1]))
+        updates.append(update)
+    total = np.zeros(layout.length, np.uint64)
+    for update in updates:
+        total = ring.add(total, layout.encode(update, ring, rng))
+    step, clipped = layout.decode(total, 3, ring, row_averaging=True)
+    assert clipped == 0
+    for name in SHAPES:
+        stacked = np.stack([u[name] for u in updates])
+        touched = (stacked != 0).any(axis=2).sum(axis=0)
+        expected = np.where(touched[:, None] > 0, stacked.sum(axis=0) / np.maximum(touched, 1)[:, None], 0)
+        np.testing.assert_allclose(step[name], expected, atol=1e-6)
+    plain, _ = layout.decode(total, 3, ring, row_averaging=False)
+    np.testing.assert_allclose(plain["emb"], np.mean([u["emb"] for u in updates], axis=0), atol=1e-6)
+
+
+@pytest.mark.parametrize(("content", "read", "match"), [
+    (Content(), messages.read_keys, "no ConfigMap"),
+    (Content({"secagg": ConfigMap({"c": b"x", "s": "text", "commit": b"y"})}), messages.read_keys, "'s' is not bytes"),
+    (Content({"secagg": ConfigMap({"ids": [1, 2], "sealed": [b"a"]})}), messages.read_sealed, "do not pair up"),
+    (Content({"secagg": ConfigMap({"ids": [1, 1], "sealed": [b"a", b"b"]})}), messages.read_sealed, "do not pair up"),
+    (Content({"secagg": ConfigMap({"ids": [1.0], "sealed": [b"a"]})}), messages.read_sealed, "not a list of ints"),
+    (Content({"secagg": ConfigMap({"ids": [True], "shares": [b"a"]})}), messages.read_unmask_reply, "not a list of ints"),
+    (Content({"secagg": ConfigMap({"ids": [1], "c": [b"a"], "s": []})}), messages.read_peers, "different lengths"),
+    (Content({"secagg": ConfigMap({"survivors": [1], "dropped": "x"})}), messages.read_unmask_request, "'dropped'"),
+])
+def test_a_malformed_field_is_a_protocol_error(content, read, match):
+    with pytest.raises(ProtocolError, match=match):
+        read(content)
+
+
+def test_a_masked_input_of_another_length_or_type_is_refused():
+    ring = Ring(32, 1.0, 4)
+    reply = messages.masked_reply(np.arange(6, dtype=np.uint64), ring)
+    np.testing.assert_array_equal(messages.read_masked(reply, ring, 6), np.arange(6))
+    with pytest.raises(ProtocolError, match="bytes for 7 elements"):
+        messages.read_masked(reply, ring, 7)
+    with pytest.raises(ProtocolError, match="one array 'y'"):
+        messages.read_masked(Content(), ring, 6)
