@@ -208,9 +208,11 @@ class SecureConfig:
     # share resists more colluding neighbours, a smaller one more dropouts
     secure_threshold: float = field(default=0.5, metadata=_positive())
     # the ring: 2^ring-bits, each update entry clipped to [-ring-clip, ring-clip]
-    # (what bounds any one client's push on a coordinate)
+    # (what bounds any one client's push on a coordinate). 3.0 chosen on
+    # ML-100K's validation split (dense MF, local-lr 5): HR@10 as without
+    # secure aggregation, where 1.0 lost 0.008 and 0.2 0.030
     ring_bits: int = field(default=32, metadata=_positive())
-    ring_clip: float = field(default=0.5, metadata=_positive())
+    ring_clip: float = field(default=3.0, metadata=_positive())
 
     def degree(self, clients: int) -> int:
         wanted = self.secure_degree or max(16, 3 * math.ceil(math.log2(max(clients, 2))))

@@ -27,13 +27,25 @@ def public_of(private: bytes) -> bytes:
 def agree(private: bytes, public: bytes, label: bytes) -> bytes:
     """A 32-byte key both ends derive alike (`label` keeps a mask seed apart from
     a sealing key); ValueError for a public key that is not one."""
-    if len(public) != KEY_BYTES:
-        raise ValueError(f"a public key has {KEY_BYTES} bytes, not {len(public)}")
-    try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(public))
-    except ValueError as err:  # e.g. a low-order point: the agreement gives all zeros
-        raise ValueError(f"unusable public key: {err}") from None
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"prunus-secagg " + label).derive(shared)
+    return Agreement(private).with_peer(public, label)
+
+
+class Agreement:
+    """One private key's agreements with many peers (the key is loaded once:
+    loading it costs more than an exchange)."""
+
+    def __init__(self, private: bytes) -> None:
+        self.key = X25519PrivateKey.from_private_bytes(private)
+
+    def with_peer(self, public: bytes, label: bytes) -> bytes:
+        if len(public) != KEY_BYTES:
+            raise ValueError(f"a public key has {KEY_BYTES} bytes, not {len(public)}")
+        try:
+            shared = self.key.exchange(X25519PublicKey.from_public_bytes(public))
+        except ValueError as err:  # e.g. a low-order point: the agreement gives all zeros
+            raise ValueError(f"unusable public key: {err}") from None
+        return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
+                    info=b"prunus-secagg " + label).derive(shared)
 
 
 def seal(key: bytes, plaintext: bytes, context: bytes) -> bytes:

@@ -109,7 +109,8 @@ def share_keys(setup: RoundSetup, mine: ClientSecrets, peers: dict[int, tuple[by
     xs = [_x(p) for p in sorted(peers)]
     seed_shares = shamir.share(mine.self_seed, setup.threshold, xs)
     key_shares = shamir.share(mine.s_private, setup.threshold, xs)
-    return {p: keys.seal(keys.agree(mine.c_private, peers[p][0], SEAL_LABEL), seed_shares[_x(p)] + key_shares[_x(p)],
+    seal = keys.Agreement(mine.c_private)
+    return {p: keys.seal(seal.with_peer(peers[p][0], SEAL_LABEL), seed_shares[_x(p)] + key_shares[_x(p)],
                          _context(setup, mine.partition, p)) for p in sorted(peers)}
 
 
@@ -118,15 +119,19 @@ def masked_input(setup: RoundSetup, mine: ClientSecrets, held: dict[int, bytes],
     routed to this client, one per neighbour that shared (each checked to open)."""
     if not set(held) <= set(mine.peers):
         raise ProtocolError(f"shares from clients that are not neighbours: {sorted(set(held) - set(mine.peers))[:5]}")
+    seal = keys.Agreement(mine.c_private)
     for sender, sealed in held.items():
-        _open_pair(setup, mine, sender, sealed)  # a share that does not open is refused now, not at unmasking
+        _open_pair(setup, mine, sender, sealed, seal)  # a share that does not open is refused now, not at unmasking
     mine.held = dict(held)
-    ring = setup.ring
-    out = ring.add(values.astype(np.uint64), prg.expand(mine.self_seed, len(values), ring.bits))
+    ring, masks = setup.ring, keys.Agreement(mine.s_private)
+    out = values.astype(np.uint64) + prg.expand(mine.self_seed, len(values), ring.bits)  # uint64 wraps mod 2^64
     for peer in sorted(held):
-        mask = prg.expand(keys.agree(mine.s_private, mine.peers[peer][1], MASK_LABEL), len(values), ring.bits)
-        out = ring.add(out, mask) if mine.partition < peer else ring.sub(out, mask)
-    return out
+        mask = prg.expand(masks.with_peer(mine.peers[peer][1], MASK_LABEL), len(values), ring.bits)
+        if mine.partition < peer:
+            out += mask
+        else:
+            out -= mask
+    return out & np.uint64(ring.mask)
 
 
 def unmask(setup: RoundSetup, mine: ClientSecrets, survivors: list[int], dropped: list[int]) -> dict[int, bytes]:
@@ -141,17 +146,17 @@ def unmask(setup: RoundSetup, mine: ClientSecrets, survivors: list[int], dropped
     if len(survivors) + 1 < setup.threshold:
         raise RoundAbandoned(f"{len(survivors) + 1} survivors among this client's neighbours, "
                              f"{setup.threshold} needed")
-    out = {}
+    out, seal = {}, keys.Agreement(mine.c_private)
     for peer in sorted(survivors):
-        out[peer] = _open_pair(setup, mine, peer, mine.held[peer])[: shamir.SHARE_BYTES]
+        out[peer] = _open_pair(setup, mine, peer, mine.held[peer], seal)[: shamir.SHARE_BYTES]
     for peer in sorted(dropped):
-        out[peer] = _open_pair(setup, mine, peer, mine.held[peer])[shamir.SHARE_BYTES:]
+        out[peer] = _open_pair(setup, mine, peer, mine.held[peer], seal)[shamir.SHARE_BYTES:]
     return out
 
 
-def _open_pair(setup: RoundSetup, mine: ClientSecrets, sender: int, sealed: bytes) -> bytes:
+def _open_pair(setup: RoundSetup, mine: ClientSecrets, sender: int, sealed: bytes, seal: keys.Agreement) -> bytes:
     try:
-        key = keys.agree(mine.c_private, mine.peers[sender][0], SEAL_LABEL)
+        key = seal.with_peer(mine.peers[sender][0], SEAL_LABEL)
         pair = keys.open_sealed(key, sealed, _context(setup, sender, mine.partition))
     except ValueError as err:
         raise ProtocolError(f"the shares of client {sender}: {err}") from None
@@ -249,10 +254,10 @@ class ServerRound:
         for p in summed:
             total = ring.sub(total, prg.expand(self._secret(p, survived=True), count, ring.bits))
         for gone in sorted(set(self.shares) - set(self.inputs)):
-            s_private = self._secret(gone, survived=False)
+            masks = keys.Agreement(self._secret(gone, survived=False))
             for peer in self.graph[gone]:
                 if peer in self.inputs and gone in self.routed_to(peer):  # it masked towards `gone`
-                    mask = prg.expand(keys.agree(s_private, self.keys[peer][1], MASK_LABEL), count, ring.bits)
+                    mask = prg.expand(masks.with_peer(self.keys[peer][1], MASK_LABEL), count, ring.bits)
                     total = ring.sub(total, mask) if peer < gone else ring.add(total, mask)
         return total, summed
 
