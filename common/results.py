@@ -133,6 +133,10 @@ def format_table(summary: dict[str, Any]) -> str:
     if "failures" in summary:  # federated runs: replies lost to client errors or to validation
         lines.append(("client replies failed", str(summary["failures"])))
         lines.append(("client replies rejected", str(summary["rejected"])))
+        for key, what in (("zeroed", "client replies zeroed"), ("clipped", "client replies clipped"),
+                          ("refused", "rounds whose step was refused")):
+            if summary.get(key):  # the defences' work, where they did any
+                lines.append((what, str(summary[key])))
     lines.append(("wall time", f"{summary.get('wall_seconds', 0.0):.1f} s"))
     width = max(len(name) for name, _ in lines)
     rule = "-" * (width + 22)

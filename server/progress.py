@@ -40,7 +40,9 @@ class RoundProgress:
         self.lost += entry.failures + entry.rejected
         metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))
         self.metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith("hr@")) or self.metrics
-        lost = "".join(f"  {n} {what}" for n, what in ((entry.failures, "failed"), (entry.rejected, "rejected")) if n)
+        defended = ((entry.failures, "failed"), (entry.rejected, "rejected"), (entry.zeroed, "zeroed"),
+                    (entry.clipped, "clipped"), (entry.refused, "step refused"))
+        lost = "".join(f"  {n} {what}" for n, what in defended if n)
         if self._bar is not None:
             status = f"{self.total / 1e6:.1f} MB sent  {self.metrics}"
             if self.lost:

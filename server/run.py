@@ -122,6 +122,10 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
         "clients": sum(r["clients"] for r in rows),
         "failures": sum(r["failures"] for r in rows),
         "rejected": sum(r["rejected"] for r in rows),
+        # what the server's defences did: replies left out or scaled down, steps refused
+        "zeroed": sum(r["zeroed"] for r in rows),
+        "clipped": sum(r["clipped"] for r in rows),
+        "refused": sum(r["refused"] for r in rows),
         "wall_seconds": wall_seconds,
         "placement": ledger.placement(),
     }
