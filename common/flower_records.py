@@ -10,7 +10,10 @@ What arrives from Flower is checked for type here, before anything reads it:
 a reply built in another process can hold anything its pickle held, not only
 what Flower's record constructors admit. A record of another kind, an array
 whose fields are not str/str/bytes and a tuple of ints, a config or metric
-value of a type Flower's records do not carry: `ValueError` naming it.
+value of a type Flower's records do not carry: `ValueError` naming it. So is
+a content past the limits below, counted before anything is converted: no
+message of prunus's holds more, and a reply that does would only cost the
+server time and memory.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from prunus.common import flower_compat
 from prunus.common.payload import Arrays, ConfigMap, Content, MetricMap, NpyArray
 
+MAX_RECORDS = 16  # records in one message's content
+MAX_ENTRIES = 4096  # arrays, settings or metrics in one record
+MAX_LIST = 1_000_000  # elements of one config or metric list (a round's client ids)
 _CONFIG_SCALARS = (bool, int, float, str, bytes)
 _METRIC_SCALARS = (int, float)
 
@@ -54,6 +60,8 @@ def from_flower(records: Any) -> Content:
     """The prunus content of a Flower RecordDict, every entry checked for type."""
     if not isinstance(records, RecordDict):
         raise ValueError(f"content is a {type(records).__name__}, not a RecordDict")
+    if len(records) > MAX_RECORDS:
+        raise ValueError(f"content of {len(records)} records, more than {MAX_RECORDS}")
     content = Content()
     for name, record in records.items():
         if not isinstance(name, str):
@@ -70,6 +78,8 @@ def from_flower(records: Any) -> Content:
 
 
 def _items(record_name: str, record: Any) -> list[tuple[str, Any]]:
+    if len(record) > MAX_ENTRIES:
+        raise ValueError(f"record {record_name!r} of {len(record)} entries, more than {MAX_ENTRIES}")
     items = list(record.items())
     for key, _ in items:
         if not isinstance(key, str):
@@ -90,6 +100,8 @@ def _array(record: str, key: str, array: Any) -> NpyArray:
 def _values(record: str, values: Any, scalars: tuple[type, ...]) -> dict[str, Any]:
     out = {}
     for key, value in _items(record, values):
+        if isinstance(value, list) and len(value) > MAX_LIST:
+            raise ValueError(f"{record}/{key}: a list of {len(value)} values, more than {MAX_LIST}")
         ok = isinstance(value, scalars) or (isinstance(value, list) and any(
             all(isinstance(v, kind) for v in value) for kind in scalars))
         if not ok or (scalars is _METRIC_SCALARS and _has_bool(value)):
