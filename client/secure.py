@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from prunus.client.handlers import PRIVATE_KEY, ClientData, Tamper, global_params, private_params
+from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData, Tamper, global_params, private_params
 from prunus.client.local_update import local_update
+from prunus.common.compression.base import RowIds
 from prunus.common.config import Config
 from prunus.common.models import model_spec
-from prunus.common.params import Params, to_record
+from prunus.common.params import Params, from_record, to_record
 from prunus.common.payload import ConfigMap, Content
 from prunus.common.secagg import messages, protocol
-from prunus.common.secagg.messages import RECORD, Layout
+from prunus.common.secagg.messages import RECORD
 from prunus.common.secagg.protocol import ClientSecrets, ProtocolError, RoundSetup
 
 
@@ -47,9 +48,11 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     update = _update(cfg, content, state, client, setup.server_round)
     if tamper is not None:
         update = tamper(update)
-    shapes = model_spec(cfg.model, client.split.n_items).shapes
+    layout = messages.round_layout(cfg, setup.server_round, model_spec(cfg.model, client.split.n_items))
+    if layout.rows is not None and cfg.compression.error_feedback:
+        update = _carry(update, state, layout.rows)
     rng = np.random.default_rng([cfg.runtime.seed, setup.server_round, client.partition_id, 3])
-    masked = protocol.masked_input(setup, mine, held, Layout(shapes).encode(update, setup.ring, rng))
+    masked = protocol.masked_input(setup, mine, held, layout.encode(update, setup.ring, rng))
     state[RECORD] = _kept(mine, setup.server_round, clients)
     return messages.masked_reply(masked, setup.ring)
 
@@ -73,6 +76,19 @@ def _update(cfg: Config, content: Content, state: Content, client: ClientData, s
     return result.delta
 
 
+def _carry(update: Params, state: Content, rows: RowIds) -> Params:
+    """Error feedback over the round's shared rows: the update plus what earlier
+    rounds did not send; what this round does not send (the other rows) is kept."""
+    residual = from_record(state[RESIDUAL_KEY], writable=False) if RESIDUAL_KEY in state else {}
+    corrected = {name: value + residual[name] if name in residual else value for name, value in update.items()}
+    kept = {}
+    for name, ids in rows.items():
+        kept[name] = corrected[name].copy()
+        kept[name][ids] = 0.0
+    state[RESIDUAL_KEY] = to_record(kept)
+    return corrected
+
+
 def _kept(mine: ClientSecrets, server_round: int, clients: list[int]) -> ConfigMap:
     peers = sorted(mine.peers)
     held = sorted(mine.held)
@@ -92,5 +108,5 @@ def _restore(cfg: Config, content: Content, state: Content, client: ClientData) 
     mine = ClientSecrets(client.partition_id, kept["c"], kept["s"], kept["seed"],
                          {p: (c, s) for p, c, s in zip(kept["peer-ids"], kept["peer-c"], kept["peer-s"])},
                          dict(zip(kept["held-ids"], kept["held"])))
-    shapes = model_spec(cfg.model, client.split.n_items).shapes
-    return mine, messages.round_setup(cfg, clients, server_round, shapes), clients
+    spec = model_spec(cfg.model, client.split.n_items)
+    return mine, messages.round_setup(cfg, clients, server_round, spec), clients

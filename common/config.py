@@ -213,6 +213,10 @@ class SecureConfig:
     # secure aggregation, where 1.0 lost 0.008 and 0.2 0.030
     ring_bits: int = field(default=32, metadata=_positive())
     ring_clip: float = field(default=3.0, metadata=_positive())
+    # share of each item table's rows a secure round carries, drawn from (seed,
+    # round) and the same for all its clients (1: every row); what a client does
+    # not send waits in its error-feedback residual (with error-feedback = true)
+    secure_rows: float = field(default=1.0, metadata=_positive())
 
     def degree(self, clients: int) -> int:
         wanted = self.secure_degree or max(16, 3 * math.ceil(math.log2(max(clients, 2))))
@@ -383,6 +387,8 @@ class Config:
             raise ConfigError(f"ring-bits: must be a multiple of 8 from 16 to 56, got {s.ring_bits!r}")
         if s.secure_threshold > 1:
             raise ConfigError(f"secure-threshold: must be in (0, 1], got {s.secure_threshold!r}")
+        if s.secure_rows > 1:
+            raise ConfigError(f"secure-rows: must be in (0, 1], got {s.secure_rows!r}")
         if c.prune_method not in SECURE_UPLINKS:
             raise ConfigError(f"secure-aggregation: prune-method {c.prune_method!r} encodes each client into its "
                               f"own coordinates, which a secure sum cannot add; use one of {', '.join(SECURE_UPLINKS)}")

@@ -74,7 +74,7 @@ class Federation:
         self.pipeline = AggregationPipeline(cfg.federation, self.shapes, self.optimizer,
                                             ModelPruner(cfg.compression, list(spec.prunable)), downlink,
                                             cfg.runtime.seed)
-        self.secure = SecureRounds(cfg, self.shapes, self.intake, self.broadcaster) \
+        self.secure = SecureRounds(cfg, spec, self.intake, self.broadcaster) \
             if cfg.secure.secure_aggregation else None
 
     # ------------------------------------------------------------------ run

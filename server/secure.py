@@ -16,10 +16,10 @@ import logging
 from collections.abc import Callable
 
 from prunus.common.config import Config
+from prunus.common.models import ModelSpec
 from prunus.common.params import Params, wire_bytes
 from prunus.common.payload import Content
 from prunus.common.secagg import messages
-from prunus.common.secagg.messages import Layout
 from prunus.common.secagg.protocol import ProtocolError, RoundAbandoned, ServerRound
 from prunus.server.broadcast import Broadcaster
 from prunus.server.intake import Count, Intake
@@ -33,15 +33,13 @@ log = logging.getLogger("prunus")
 class SecureRounds:
     """Runs the training exchanges of a round under secure aggregation."""
 
-    def __init__(self, cfg: Config, shapes: dict[str, tuple[int, ...]], intake: Intake,
-                 broadcaster: Broadcaster) -> None:
-        self.cfg, self.shapes, self.intake, self.broadcaster = cfg, shapes, intake, broadcaster
-        self.layout = Layout(shapes)
+    def __init__(self, cfg: Config, spec: ModelSpec, intake: Intake, broadcaster: Broadcaster) -> None:
+        self.cfg, self.spec, self.intake, self.broadcaster = cfg, spec, intake, broadcaster
 
     def train(self, server_round: int, chosen: list[int], params: Params, transport: Transport,
               entry: RoundLog) -> Params | None:
         """The round's mean step, or None when the round is abandoned."""
-        setup = messages.round_setup(self.cfg, chosen, server_round, self.shapes)
+        setup = messages.round_setup(self.cfg, chosen, server_round, self.spec)
         server = ServerRound(setup)
         request = messages.keys_request(server_round, chosen)
         self._exchange(transport, server_round, messages.KEYS, {p: request for p in chosen}, "secagg-keys",
@@ -70,7 +68,8 @@ class SecureRounds:
             log.warning("round %d: secure aggregation abandoned, model kept: %s", server_round, err)
             return None
         entry.replies = len(members)
-        step, clipped = self.layout.decode(total, len(members), setup.ring, self.cfg.federation.row_averaging)
+        layout = messages.round_layout(self.cfg, server_round, self.spec)
+        step, clipped = layout.decode(total, len(members), setup.ring, self.cfg.federation.row_averaging)
         entry.metrics["ring-clipped"] = float(clipped)
         return step
 

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prunus.common.compression.base import RowIds, put_rows, row_shapes, take_rows
 from prunus.common.config import Config
+from prunus.common.models import ModelSpec
 from prunus.common.params import Params, array_of, npy_array
 from prunus.common.payload import Arrays, ConfigMap, Content
 from prunus.common.secagg.protocol import ProtocolError, RoundSetup
@@ -37,24 +39,33 @@ RECORD = "secagg"
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each tensor's values and row counts sit in a client's input."""
+    """Where each tensor's values and row counts sit in a client's input: the
+    model's tensors, or with `rows` only those rows of the item tables (the
+    round's shared rows, the same for every client of the round)."""
 
-    shapes: dict[str, tuple[int, ...]]
+    model_shapes: dict[str, tuple[int, ...]]
+    rows: RowIds | None = None
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes of what a client's input carries."""
+        return row_shapes(self.model_shapes, self.rows)
 
     @property
     def values(self) -> int:
         return sum(math.prod(shape) for shape in self.shapes.values())
 
     @property
-    def rows(self) -> int:
+    def row_count(self) -> int:
         return sum(shape[0] if shape else 1 for shape in self.shapes.values())
 
     @property
     def length(self) -> int:
-        return self.values + self.rows + 1
+        return self.values + self.row_count + 1
 
     def encode(self, update: Params, ring: Ring, rng: np.random.Generator) -> np.ndarray:
         """The client's input: quantised values, touched rows, clipped count."""
+        update = take_rows(update, self.rows)
         flat = np.concatenate([np.asarray(update[n], np.float32).reshape(-1) for n in self.shapes])
         levels, clipped = ring.encode(flat, rng)
         touched = [np.any(np.asarray(update[n]).reshape(shape[0] if shape else 1, -1) != 0, axis=1)
@@ -65,7 +76,7 @@ class Layout:
         """The round's mean step (per touched row with `row_averaging`, else
         over all `count` inputs) and how many entries were clipped in all."""
         sums = ring.decode_sum(total[: self.values], count)
-        counts = total[self.values: self.values + self.rows].astype(np.float64)
+        counts = total[self.values: self.values + self.row_count].astype(np.float64)
         step, at, row_at = {}, 0, 0
         for name, shape in self.shapes.items():
             size, rows = math.prod(shape), shape[0] if shape else 1
@@ -77,15 +88,27 @@ class Layout:
                 block = block / count
             step[name] = block.reshape(shape).astype(np.float32)
             at, row_at = at + size, row_at + rows
-        return step, int(total[-1])
+        return put_rows(step, self.rows, self.model_shapes), int(total[-1])
 
 
-def round_setup(cfg: Config, clients: list[int], server_round: int, shapes: dict[str, tuple[int, ...]]) -> RoundSetup:
+def round_layout(cfg: Config, server_round: int, spec: ModelSpec) -> Layout:
+    """The round's layout: every row, or `secure-rows` of each item table's
+    rows, drawn from (seed, round) alone (so they say nothing of any client)."""
+    share = cfg.secure.secure_rows
+    if share >= 1 or not spec.item_tables:
+        return Layout(spec.shapes)
+    n_items = spec.shapes[spec.item_tables[0]][0]
+    rng = np.random.default_rng([cfg.runtime.seed, server_round, 41])
+    ids = np.sort(rng.choice(n_items, size=max(1, round(share * n_items)), replace=False))
+    return Layout(spec.shapes, dict.fromkeys(spec.item_tables, ids))
+
+
+def round_setup(cfg: Config, clients: list[int], server_round: int, spec: ModelSpec) -> RoundSetup:
     """The round as both halves derive it from the config and the round's clients."""
     n, secure = len(clients), cfg.secure
     ring = Ring(secure.ring_bits, secure.ring_clip, max_clients=max(n, 1))
     return RoundSetup(server_round, cfg.runtime.seed, tuple(sorted(clients)), secure.degree(n), secure.threshold(n),
-                      ring, Layout(shapes).length)
+                      ring, round_layout(cfg, server_round, spec).length)
 
 
 # ------------------------------------------------------------ the messages

@@ -58,3 +58,23 @@ def test_a_masked_input_of_another_length_or_type_is_refused():
         messages.read_masked(reply, ring, 7)
     with pytest.raises(ProtocolError, match="one array 'y'"):
         messages.read_masked(Content(), ring, 6)
+
+
+def test_a_round_of_shared_rows_carries_only_them_and_decodes_to_full_size():
+    from prunus.common.config import Config
+    from prunus.common.models import ModelSpec
+
+    spec = ModelSpec({"emb": (20, 3), "bias": (20, 1), "dense": (2, 2)}, prunable=("emb",), item_tables=("emb", "bias"))
+    cfg = Config.of(secure_aggregation=True, secure_rows=0.25)
+    layout = messages.round_layout(cfg, 3, spec)
+    np.testing.assert_array_equal(layout.rows["emb"], messages.round_layout(cfg, 3, spec).rows["emb"])
+    assert len(layout.rows["emb"]) == 5 and layout.rows["emb"] is layout.rows["bias"]
+    assert not np.array_equal(layout.rows["emb"], messages.round_layout(cfg, 4, spec).rows["emb"])
+    assert layout.length == 5 * 3 + 5 + 4 + (5 + 5 + 2) + 1  # values, then one per row, then the clipped count
+    ring, rng = Ring(32, 1.0, 4), np.random.default_rng(0)
+    update = {"emb": np.ones((20, 3), np.float32) * 0.5, "bias": np.ones((20, 1), np.float32), "dense": np.eye(2, dtype=np.float32)}
+    step, _ = layout.decode(layout.encode(update, ring, rng), 1, ring, row_averaging=True)
+    ids = layout.rows["emb"]
+    np.testing.assert_allclose(step["emb"][ids], 0.5, atol=1e-6)
+    assert step["emb"].shape == (20, 3) and not np.delete(step["emb"], ids, axis=0).any()
+    np.testing.assert_allclose(step["dense"], np.eye(2), atol=1e-6)
