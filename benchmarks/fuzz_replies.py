@@ -299,7 +299,7 @@ def main() -> None:
     parser.add_argument("--secure", type=int, default=10_000, help="cases of the secure-aggregation channel")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fuzz_replies.json"))
     args = parser.parse_args()
-    logging.getLogger("prunus").setLevel(logging.ERROR)  # one warning per rejected case otherwise
+    logging.getLogger("prunus").setLevel(logging.CRITICAL)  # one warning per rejected case (and failed client) otherwise
     result = run(args.cases, args.seed)
     result["secure"] = run_secure(args.secure, args.seed)
     result["command"] = f"python benchmarks/fuzz_replies.py --cases {args.cases} --secure {args.secure} --seed {args.seed}"
