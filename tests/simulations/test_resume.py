@@ -1,6 +1,7 @@
 """A checkpointed run killed with SIGKILL resumes to exactly the run it would
 have been: the same final model, metrics and byte totals (top-k with error
-feedback, so the clients' state matters)."""
+feedback, so the clients' state matters; and secure aggregation over shared
+rows, whose rounds are four exchanges and whose residual is the client's)."""
 
 from __future__ import annotations
 
@@ -56,11 +57,16 @@ def _kill_after_round(out: Path, settings: list[str], after: int) -> None:
     assert not (out / "summary.json").exists(), "the run finished before it was killed"
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_run(tmp_path):
+SECURE = [s for s in SETTINGS if not s.startswith(("prune-method", "density", "value-codec"))] + [
+    "secure-aggregation=true", "secure-rows=0.5"]
+
+
+@pytest.mark.parametrize("settings", [SETTINGS, SECURE], ids=["top-k", "secure"])
+def test_a_killed_run_resumes_to_the_uninterrupted_run(tmp_path, settings):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = subprocess.run(_simulate(*_sets(SETTINGS), "--out", str(whole)), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(_simulate(*_sets(settings), "--out", str(whole)), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    _kill_after_round(killed, SETTINGS, 5)  # after the checkpoint of round 4, in the middle of the next
+    _kill_after_round(killed, settings, 5)  # after the checkpoint of round 4, in the middle of the next
     resumed = subprocess.run(_simulate("--resume", str(killed)), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _sha(whole / "model.npz") == _sha(killed / "model.npz")
