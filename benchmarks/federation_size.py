@@ -85,7 +85,8 @@ def main() -> None:
     small, large = (results[str(n)] for n in (min(args.sizes), max(args.sizes)))
     round_ratio = large["round_2_s"] / small["round_2_s"]  # round 1 also loads the data in the actors
     report = {
-        "command": "python benchmarks/federation_size.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+        "command": "python benchmarks/federation_size.py " + " ".join(  # paths as seen from the checkout
+            f"--{k} {os.path.relpath(v, ROOT) if k == 'out' else v}" for k, v in vars(args).items()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()},
         "settings": SETTINGS,
         "results": results,
