@@ -8,6 +8,8 @@ scratch, never in the versioned store) and are dropped after unmasking.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData, Tamper, global_params, private_params
@@ -18,7 +20,7 @@ from prunus.common.models import model_spec
 from prunus.common.params import Params, from_record, to_record
 from prunus.common.payload import ConfigMap, Content
 from prunus.common.secagg import messages, protocol
-from prunus.common.secagg.messages import RECORD
+from prunus.common.secagg.messages import RECORD, Layout
 from prunus.common.secagg.protocol import ClientSecrets, ProtocolError, RoundSetup
 
 
@@ -35,32 +37,32 @@ def keys(cfg: Config, content: Content, state: Content, client: ClientData) -> C
 
 def shares(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
     """Exchange 2: sealed shares for each neighbour that advertised."""
-    mine, setup, clients = _restore(cfg, content, state, client)
-    sealed = protocol.share_keys(setup, mine, messages.read_peers(content))
-    state[RECORD] = _kept(mine, setup.server_round, clients)
+    now = _restore(cfg, content, state, client)
+    sealed = protocol.share_keys(now.setup, now.mine, messages.read_peers(content))
+    state[RECORD] = _kept(now.mine, now.setup.server_round, now.clients)
     return Content({RECORD: messages.sealed_map(sealed)})
 
 
 def train(cfg: Config, content: Content, state: Content, client: ClientData, tamper: Tamper | None = None) -> Content:
     """Exchange 3: local training from the broadcast, the update masked into the ring."""
-    mine, setup, clients = _restore(cfg, content, state, client)
+    now = _restore(cfg, content, state, client)
+    setup, layout = now.setup, now.layout
     held = messages.read_sealed(content)
     update = _update(cfg, content, state, client, setup.server_round)
     if tamper is not None:
         update = tamper(update)
-    layout = messages.round_layout(cfg, setup.server_round, model_spec(cfg.model, client.split.n_items))
     if layout.rows is not None and cfg.compression.error_feedback:
         update = _carry(update, state, layout.rows)
     rng = np.random.default_rng([cfg.runtime.seed, setup.server_round, client.partition_id, 3])
-    masked = protocol.masked_input(setup, mine, held, layout.encode(update, setup.ring, rng))
-    state[RECORD] = _kept(mine, setup.server_round, clients)
+    masked = protocol.masked_input(setup, now.mine, held, layout.encode(update, setup.ring, rng))
+    state[RECORD] = _kept(now.mine, setup.server_round, now.clients)
     return messages.masked_reply(masked, setup.ring)
 
 
 def unmask(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
     """Exchange 4: the shares the server may have; the round's secrets are then dropped."""
-    mine, setup, _ = _restore(cfg, content, state, client)
-    answer = protocol.unmask(setup, mine, *messages.read_unmask_request(content))
+    now = _restore(cfg, content, state, client)
+    answer = protocol.unmask(now.setup, now.mine, *messages.read_unmask_request(content))
     del state[RECORD]
     return messages.unmask_reply(answer)
 
@@ -98,7 +100,17 @@ def _kept(mine: ClientSecrets, server_round: int, clients: list[int]) -> ConfigM
                       "held-ids": held, "held": [mine.held[p] for p in held]})
 
 
-def _restore(cfg: Config, content: Content, state: Content, client: ClientData) -> tuple[ClientSecrets, RoundSetup, list[int]]:
+@dataclass(frozen=True)
+class _Round:
+    """A client's view of the round in progress."""
+
+    mine: ClientSecrets
+    setup: RoundSetup
+    clients: list[int]
+    layout: Layout
+
+
+def _restore(cfg: Config, content: Content, state: Content, client: ClientData) -> _Round:
     """This round's secrets, and the round, from the state's record."""
     kept = state.get(RECORD)
     server_round = int(content["config"]["server-round"])
@@ -108,5 +120,5 @@ def _restore(cfg: Config, content: Content, state: Content, client: ClientData) 
     mine = ClientSecrets(client.partition_id, kept["c"], kept["s"], kept["seed"],
                          {p: (c, s) for p, c, s in zip(kept["peer-ids"], kept["peer-c"], kept["peer-s"])},
                          dict(zip(kept["held-ids"], kept["held"])))
-    spec = model_spec(cfg.model, client.split.n_items)
-    return mine, messages.round_setup(cfg, clients, server_round, spec), clients
+    layout = messages.round_layout(cfg, server_round, model_spec(cfg.model, client.split.n_items))
+    return _Round(mine, messages.round_setup(cfg, clients, server_round, layout), clients, layout)

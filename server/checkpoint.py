@@ -35,6 +35,7 @@ import numpy as np
 
 from prunus.common.config import Config, ConfigError
 from prunus.common.params import Params, array_of, npy_array
+from prunus.common.payload import NpyArray
 from prunus.server.ledger import Ledger, ReplyLog, RoundLog
 
 CHECKPOINT = "checkpoint.npz"
@@ -133,8 +134,6 @@ def _members(path: Path) -> dict[str, bytes]:
 
 
 def _array(members: dict[str, bytes], name: str, dtype: type | None = None) -> np.ndarray:
-    from prunus.common.payload import NpyArray
-
     value = array_of(NpyArray("", (), members[name]))
     if dtype is not None and value.dtype != dtype:
         raise ValueError(f"{name} is {value.dtype}, not {np.dtype(dtype)}")

@@ -39,7 +39,8 @@ class SecureRounds:
     def train(self, server_round: int, chosen: list[int], params: Params, transport: Transport,
               entry: RoundLog) -> Params | None:
         """The round's mean step, or None when the round is abandoned."""
-        setup = messages.round_setup(self.cfg, chosen, server_round, self.spec)
+        layout = messages.round_layout(self.cfg, server_round, self.spec)
+        setup = messages.round_setup(self.cfg, chosen, server_round, layout)
         server = ServerRound(setup)
         request = messages.keys_request(server_round, chosen)
         self._exchange(transport, server_round, messages.KEYS, {p: request for p in chosen}, "secagg-keys",
@@ -50,10 +51,11 @@ class SecureRounds:
                                                                          messages.read_sealed(reply.content)))
         broadcast = {o.partition: o.content for o in self.broadcaster.broadcast(server_round, params,
                                                                                dict.fromkeys(sorted(server.shares)))}
-        trains = {}
+        trains, base_bytes = {}, {}  # the whole-model broadcast is one content: sized once
         for p, base in broadcast.items():  # the broadcast, and the shares routed to this client (protocol bytes)
             trains[p] = Content({**base, messages.RECORD: messages.sealed_map(server.routed_to(p))})
-            entry.protocol_bytes += wire_bytes(trains[p]) - wire_bytes(base)
+            sent = base_bytes.setdefault(id(base), wire_bytes(base))
+            entry.protocol_bytes += wire_bytes(trains[p]) - sent
         self._exchange(transport, server_round, messages.SECURE_TRAIN, trains, "train",
                        lambda reply: server.take_input(reply.partition, messages.read_masked(
                            reply.content, setup.ring, setup.length)), count=self.intake.count_uplink, counted=True)
@@ -68,7 +70,6 @@ class SecureRounds:
             log.warning("round %d: secure aggregation abandoned, model kept: %s", server_round, err)
             return None
         entry.replies = len(members)
-        layout = messages.round_layout(self.cfg, server_round, self.spec)
         step, clipped = layout.decode(total, len(members), setup.ring, self.cfg.federation.row_averaging)
         entry.metrics["ring-clipped"] = float(clipped)
         return step

@@ -103,12 +103,12 @@ def round_layout(cfg: Config, server_round: int, spec: ModelSpec) -> Layout:
     return Layout(spec.shapes, dict.fromkeys(spec.item_tables, ids))
 
 
-def round_setup(cfg: Config, clients: list[int], server_round: int, spec: ModelSpec) -> RoundSetup:
-    """The round as both halves derive it from the config and the round's clients."""
+def round_setup(cfg: Config, clients: list[int], server_round: int, layout: Layout) -> RoundSetup:
+    """The round as both halves derive it from the config, the round's clients and its layout."""
     n, secure = len(clients), cfg.secure
     ring = Ring(secure.ring_bits, secure.ring_clip, max_clients=max(n, 1))
     return RoundSetup(server_round, cfg.runtime.seed, tuple(sorted(clients)), secure.degree(n), secure.threshold(n),
-                      ring, round_layout(cfg, server_round, spec).length)
+                      ring, layout.length)
 
 
 # ------------------------------------------------------------ the messages

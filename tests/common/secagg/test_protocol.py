@@ -67,12 +67,7 @@ def test_with_a_fifth_of_the_clients_dropping_the_sum_is_still_exact(stage):
 
 def test_the_masked_inputs_alone_say_nothing_of_an_input():
     setup = _setup(n=6, degree=4, threshold=3)
-    server, mine = ServerRound(setup), {}
-    for p in setup.clients:
-        mine[p], public = protocol.advertise(p)
-        server.take_keys(p, *public)
-    for p in setup.clients:
-        server.take_shares(p, protocol.share_keys(setup, mine[p], server.peers_of(p)))
+    server, mine = _through(setup, 2)
     zeros = np.zeros(setup.length, np.uint64)
     masked = protocol.masked_input(setup, mine[100], server.routed_to(100), zeros)
     assert np.count_nonzero(masked) > 0.9 * setup.length  # an all-zero input looks uniform
@@ -101,14 +96,7 @@ def test_a_tampered_sealed_share_is_refused_by_its_recipient():
 def test_a_wrong_share_in_an_unmask_answer_is_passed_over_or_abandons_never_a_wrong_sum():
     setup = _setup(n=12, degree=6, threshold=3)
     inputs = _inputs(setup)
-    server, mine = ServerRound(setup), {}
-    for p in setup.clients:
-        mine[p], public = protocol.advertise(p)
-        server.take_keys(p, *public)
-    for p in setup.clients:
-        server.take_shares(p, protocol.share_keys(setup, mine[p], server.peers_of(p)))
-    for p in setup.clients:
-        server.take_input(p, protocol.masked_input(setup, mine[p], server.routed_to(p), inputs[p]))
+    server, mine = _through(setup, 3, inputs)
     liar = setup.clients[0]
     for p in setup.clients:
         answer = protocol.unmask(setup, mine[p], *server.unmask_request(p))
@@ -119,9 +107,8 @@ def test_a_wrong_share_in_an_unmask_answer_is_passed_over_or_abandons_never_a_wr
     np.testing.assert_array_equal(total, _plain_sum(inputs, members))
 
 
-def _server_at(stage: int):
-    """A server of an 8-client round through `stage` exchanges (0 to 3)."""
-    setup = _setup(n=8, degree=4, threshold=3)
+def _through(setup: RoundSetup, stage: int, inputs: dict | None = None):
+    """A round's server and clients, every client through `stage` exchanges (0 to 3)."""
     server, mine = ServerRound(setup), {}
     for p in setup.clients if stage >= 1 else ():
         mine[p], public = protocol.advertise(p)
@@ -129,8 +116,14 @@ def _server_at(stage: int):
     for p in setup.clients if stage >= 2 else ():
         server.take_shares(p, protocol.share_keys(setup, mine[p], server.peers_of(p)))
     for p in setup.clients if stage >= 3 else ():
-        server.take_input(p, protocol.masked_input(setup, mine[p], server.routed_to(p), np.zeros(50, np.uint64)))
-    return server
+        values = np.zeros(setup.length, np.uint64) if inputs is None else inputs[p]
+        server.take_input(p, protocol.masked_input(setup, mine[p], server.routed_to(p), values))
+    return server, mine
+
+
+def _server_at(stage: int) -> ServerRound:
+    """A server of an 8-client round through `stage` exchanges."""
+    return _through(_setup(n=8, degree=4, threshold=3), stage)[0]
 
 
 @pytest.mark.parametrize(("stage", "call", "match"), [
