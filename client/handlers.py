@@ -119,26 +119,48 @@ def private_params(state: Content) -> Params | None:
 Tamper = Callable[[Params], Params]
 
 
+@dataclass(frozen=True)
+class LocalStep:
+    """A training message's local work: the rows it was sent, the data among
+    them, the decoded broadcast, and the local update (None: no examples
+    among the rows sent), whose delta touches only the rows sent."""
+
+    rows: RowIds | None
+    data: LocalData
+    shared: Params
+    result: LocalResult | None
+
+
+def local_step(cfg: Config, content: Content, state: Content, client: ClientData, server_round: int,
+               plan: RowPlan | None) -> LocalStep:
+    """Train from the broadcast on the rows of `plan` (None: every row)."""
+    rows = _item_rows(cfg, plan, client)
+    data = client.data if plan is None else client.data.only(plan.request)
+    shared = global_params(cfg, content, client, rows)
+    if not data.num_examples:
+        return LocalStep(rows, data, shared, None)
+    result = local_update(cfg, data, client.split.n_items, shared, private_params(state), server_round,
+                          client.partition_id, client.device, None if plan is None else plan.negatives)
+    _only_rows(result.delta, rows)
+    return LocalStep(rows, data, shared, result)
+
+
 def train(cfg: Config, content: Content, state: Content, client: ClientData, tamper: Tamper | None = None) -> Content:
     """Local training from the broadcast, then the uplink method's payload.
     `tamper`: what a wrapper (`client.faults.mod`) does to the update before
     the uplink method sees it."""
     server_round = int(content["config"]["server-round"])
-    n_items = client.split.n_items
-    plan = row_plan(cfg, "train", server_round, client) or named_rows(content, n_items)
-    rows = _item_rows(cfg, plan, client)
-    data = client.data if plan is None else client.data.only(plan.request)
-    shared = global_params(cfg, content, client, rows)
+    plan = row_plan(cfg, "train", server_round, client) or named_rows(content, client.split.n_items)
+    step = local_step(cfg, content, state, client, server_round, plan)
+    rows, shared, result = step.rows, step.shared, step.result
     uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows)
-    if not data.num_examples:  # none of its items among the rows sent: an empty update, state kept
+    if result is None:  # none of its items among the rows sent: an empty update, state kept
         encoded = uplink.encode({k: np.zeros_like(v) for k, v in shared.items()}, None, ctx)
         return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 0, "nnz": 0})})
-    result = local_update(cfg, data, n_items, shared, private_params(state), server_round, client.partition_id,
-                          client.device, None if plan is None else plan.negatives)
     defence = DEFENCES.get(cfg.compression.defence)(cfg.compression)
-    undefended = _only_rows(result.delta, rows)
-    delta = defence.apply(undefended, np.unique(data.items), tuple(rows or _item_tables(cfg, client)),
+    undefended = result.delta
+    delta = defence.apply(undefended, np.unique(step.data.items), tuple(rows or _item_tables(cfg, client)),
                           ctx, _scores(shared, result) if defence.needs_scores else None)
     added = {name: delta[name] - undefended[name] for name in delta} if defence.repays else {}
     if tamper is not None:

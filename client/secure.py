@@ -12,15 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData, Tamper, global_params, private_params
-from prunus.client.local_update import local_update
-from prunus.common.compression.base import RowIds
+from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData, Tamper, local_step, named_rows
+from prunus.common.compression.base import RoundContext
+from prunus.common.compression.sparse import carry, residual_to_state
 from prunus.common.config import Config
 from prunus.common.models import model_spec
-from prunus.common.params import Params, from_record, to_record
+from prunus.common.params import from_record, to_record
 from prunus.common.payload import ConfigMap, Content
 from prunus.common.secagg import messages, protocol
-from prunus.common.secagg.messages import RECORD, Layout
+from prunus.common.secagg.messages import RECORD
 from prunus.common.secagg.protocol import ClientSecrets, ProtocolError, RoundSetup
 
 
@@ -44,17 +44,33 @@ def shares(cfg: Config, content: Content, state: Content, client: ClientData) ->
 
 
 def train(cfg: Config, content: Content, state: Content, client: ClientData, tamper: Tamper | None = None) -> Content:
-    """Exchange 3: local training from the broadcast, the update masked into the ring."""
+    """Exchange 3: local training from the broadcast (on the round's rows when
+    the server chose them), the update put into the round's layout and masked."""
     now = _restore(cfg, content, state, client)
-    setup, layout = now.setup, now.layout
+    setup = now.setup
     held = messages.read_sealed(content)
-    update = _update(cfg, content, state, client, setup.server_round)
+    plan = named_rows(content, client.split.n_items)  # the round's rows, the same for all its clients
+    step = local_step(cfg, content, state, client, setup.server_round, plan)
+    if step.result is None:  # nothing to train on: a zero update (the round still needs its input)
+        update = {name: np.zeros_like(value) for name, value in step.shared.items()}
+    else:
+        update = step.result.delta
+        state[PRIVATE_KEY] = to_record(step.result.private)
     if tamper is not None:
         update = tamper(update)
-    if layout.rows is not None and cfg.compression.error_feedback:
-        update = _carry(update, state, layout.rows)
+    ctx = RoundContext(setup.server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(setup.server_round),
+                       step.rows)
+    feedback = cfg.compression.error_feedback
+    residual = from_record(state[RESIDUAL_KEY], writable=False) if feedback and RESIDUAL_KEY in state else None
+    corrected, kept = carry(update, residual, ctx)
+    layout = messages.round_layout(cfg, setup.server_round, model_spec(cfg.model, client.split.n_items),
+                                   None if plan is None else plan.request)
     rng = np.random.default_rng([cfg.runtime.seed, setup.server_round, client.partition_id, 3])
-    masked = protocol.masked_input(setup, now.mine, held, layout.encode(update, setup.ring, rng))
+    values, carried = layout.encode(corrected, setup.ring, rng)
+    if feedback:  # what the layout did not carry goes in a later round
+        state[RESIDUAL_KEY] = to_record(residual_to_state({n: corrected[n] - carried[n] for n in corrected},
+                                                          ctx.lr, kept))
+    masked = protocol.masked_input(setup, now.mine, held, values)
     state[RECORD] = _kept(now.mine, setup.server_round, now.clients)
     return messages.masked_reply(masked, setup.ring)
 
@@ -65,30 +81,6 @@ def unmask(cfg: Config, content: Content, state: Content, client: ClientData) ->
     answer = protocol.unmask(now.setup, now.mine, *messages.read_unmask_request(content))
     del state[RECORD]
     return messages.unmask_reply(answer)
-
-
-def _update(cfg: Config, content: Content, state: Content, client: ClientData, server_round: int) -> Params:
-    """The update of the shared parameters (zero for a client with nothing to train on)."""
-    shared = global_params(cfg, content, client, None)
-    if not client.data.num_examples:
-        return {name: np.zeros_like(value) for name, value in shared.items()}
-    result = local_update(cfg, client.data, client.split.n_items, shared, private_params(state), server_round,
-                          client.partition_id, client.device, None)
-    state[PRIVATE_KEY] = to_record(result.private)
-    return result.delta
-
-
-def _carry(update: Params, state: Content, rows: RowIds) -> Params:
-    """Error feedback over the round's shared rows: the update plus what earlier
-    rounds did not send; what this round does not send (the other rows) is kept."""
-    residual = from_record(state[RESIDUAL_KEY], writable=False) if RESIDUAL_KEY in state else {}
-    corrected = {name: value + residual[name] if name in residual else value for name, value in update.items()}
-    kept = {}
-    for name, ids in rows.items():
-        kept[name] = corrected[name].copy()
-        kept[name][ids] = 0.0
-    state[RESIDUAL_KEY] = to_record(kept)
-    return corrected
 
 
 def _kept(mine: ClientSecrets, server_round: int, clients: list[int]) -> ConfigMap:
@@ -107,7 +99,6 @@ class _Round:
     mine: ClientSecrets
     setup: RoundSetup
     clients: list[int]
-    layout: Layout
 
 
 def _restore(cfg: Config, content: Content, state: Content, client: ClientData) -> _Round:
@@ -120,5 +111,4 @@ def _restore(cfg: Config, content: Content, state: Content, client: ClientData) 
     mine = ClientSecrets(client.partition_id, kept["c"], kept["s"], kept["seed"],
                          {p: (c, s) for p, c, s in zip(kept["peer-ids"], kept["peer-c"], kept["peer-s"])},
                          dict(zip(kept["held-ids"], kept["held"])))
-    layout = messages.round_layout(cfg, server_round, model_spec(cfg.model, client.split.n_items))
-    return _Round(mine, messages.round_setup(cfg, clients, server_round, layout), clients, layout)
+    return _Round(mine, messages.round_setup(cfg, clients, server_round), clients)

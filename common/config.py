@@ -228,9 +228,12 @@ class SecureConfig:
 
 
 # what secure aggregation composes with: uplinks whose every client encodes
-# into the same coordinates, and broadcasts that do not ask clients for rows
-SECURE_UPLINKS = ("none",)
-SECURE_BROADCASTS = ("all",)
+# into the same coordinates (each has `coordinates(seed, round)`: every entry,
+# the round's random positions, the round's low-rank projection), and
+# broadcasts that do not ask clients for rows (the whole model, or the rows
+# the server chose for the round, the same for all its clients)
+SECURE_UPLINKS = ("none", "randomk", "lowrank")
+SECURE_BROADCASTS = ("all", "bandit")
 
 
 @_section
@@ -395,6 +398,9 @@ class Config:
         if c.broadcast_rows not in SECURE_BROADCASTS:
             raise ConfigError(f"secure-aggregation: broadcast-rows {c.broadcast_rows!r} would tell the server each "
                               f"client's rows; use one of {', '.join(SECURE_BROADCASTS)}")
+        if s.secure_rows < 1 and c.broadcast_rows != "all":
+            raise ConfigError(f"secure-rows: broadcast-rows {c.broadcast_rows!r} already chooses the round's rows; "
+                              "keep secure-rows = 1 with it")
         if c.defence != "none":
             raise ConfigError("secure-aggregation: the server sees no single reply, so defence must be \"none\"")
         if f.aggregator != "mean" or f.zero_factor or f.clip_norm or f.clip_quantile:

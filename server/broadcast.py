@@ -41,10 +41,12 @@ class Broadcaster:
             requests = self._query_rows(server_round, chosen, purpose, transport)
         else:
             requests = dict.fromkeys(chosen)
-        self.sent = {}
+        self.sent, tables = {}, {}
         for partition, request in requests.items():
             ids = self.rows.rows(server_round, request, self.n_items, purpose, self.seed)
-            self.sent[partition] = None if ids is None else dict.fromkeys(self.item_tables, ids)
+            # rows the server chose for every client: one object, one message (`broadcast`)
+            self.sent[partition] = None if ids is None else tables.setdefault(id(ids), dict.fromkeys(self.item_tables,
+                                                                                                      ids))
         return self.broadcast(server_round, params, self.sent)
 
     def asked_rows(self) -> dict[int, np.ndarray | None]:
@@ -69,10 +71,12 @@ class Broadcaster:
         """The global parameters (downlink method applied; the given rows of the
         item tables, or all of them) to each partition, every message counted."""
         entry, messages = self.intake.ledger.round(server_round), []
-        whole: tuple[Content, int, int, int] | None = None  # the whole-model message, built and counted once
+        # a message that many clients get (the whole model, or rows the server
+        # chose for all of them: one `ids` object) is built and sized once
+        built: dict[int, tuple[Content, int, int, int]] = {}
         for partition, ids in rows.items():
-            if ids is None and whole is not None:
-                record, sent, arrays_sent, nnz = whole
+            if id(ids) in built:
+                record, sent, arrays_sent, nnz = built[id(ids)]
             else:
                 record = Content({"arrays": self._arrays(server_round, params, ids),
                                   "config": ConfigMap({"server-round": server_round})})
@@ -80,8 +84,8 @@ class Broadcaster:
                     record["rows"] = self._row_set(next(iter(ids.values())))
                 sent, arrays_sent = wire_bytes_with_part(record, record["arrays"])
                 nnz = sum(int(np.count_nonzero(v)) for v in take_rows(params, ids).values())
-                if ids is None:
-                    whole = (record, sent, arrays_sent, nnz)
+                if ids is None or not self.rows.queries:
+                    built[id(ids)] = (record, sent, arrays_sent, nnz)
             entry.downlink_bytes += sent
             entry.dense_downlink_bytes += sent - arrays_sent + self.intake.dense_array_bytes
             entry.downlink_nnz += nnz

@@ -39,9 +39,10 @@ class SecureRounds:
     def train(self, server_round: int, chosen: list[int], params: Params, transport: Transport,
               entry: RoundLog) -> Params | None:
         """The round's mean step, or None when the round is abandoned."""
-        layout = messages.round_layout(self.cfg, server_round, self.spec)
-        setup = messages.round_setup(self.cfg, chosen, server_round, layout)
-        server = ServerRound(setup)
+        rows = self.broadcaster.rows.rows(server_round, None, self.broadcaster.n_items, "train", self.cfg.runtime.seed)
+        layout = messages.round_layout(self.cfg, server_round, self.spec, rows)
+        setup = messages.round_setup(self.cfg, chosen, server_round)
+        server = ServerRound(setup, layout.length)
         request = messages.keys_request(server_round, chosen)
         self._exchange(transport, server_round, messages.KEYS, {p: request for p in chosen}, "secagg-keys",
                        lambda reply: server.take_keys(reply.partition, *messages.read_keys(reply.content)))
@@ -49,16 +50,17 @@ class SecureRounds:
                        {p: messages.shares_request(server_round, server.peers_of(p)) for p in sorted(server.keys)},
                        "secagg-shares", lambda reply: server.take_shares(reply.partition,
                                                                          messages.read_sealed(reply.content)))
-        broadcast = {o.partition: o.content for o in self.broadcaster.broadcast(server_round, params,
-                                                                               dict.fromkeys(sorted(server.shares)))}
-        trains, base_bytes = {}, {}  # the whole-model broadcast is one content: sized once
+        sent = None if rows is None else dict.fromkeys(self.spec.item_tables, rows)  # the same for every client
+        broadcast = {o.partition: o.content for o in self.broadcaster.broadcast(
+            server_round, params, dict.fromkeys(sorted(server.shares), sent))}
+        trains, base_bytes = {}, {}  # the round's broadcast is one content: sized once
         for p, base in broadcast.items():  # the broadcast, and the shares routed to this client (protocol bytes)
             trains[p] = Content({**base, messages.RECORD: messages.sealed_map(server.routed_to(p))})
             sent = base_bytes.setdefault(id(base), wire_bytes(base))
             entry.protocol_bytes += wire_bytes(trains[p]) - sent
         self._exchange(transport, server_round, messages.SECURE_TRAIN, trains, "train",
                        lambda reply: server.take_input(reply.partition, messages.read_masked(
-                           reply.content, setup.ring, setup.length)), count=self.intake.count_uplink, counted=True)
+                           reply.content, setup.ring, layout.length)), count=self.intake.count_uplink, counted=True)
         self._exchange(transport, server_round, messages.UNMASK,
                        {p: messages.unmask_request(server_round, *server.unmask_request(p)) for p in sorted(server.inputs)},
                        "secagg-unmask", lambda reply: server.take_answer(reply.partition,

@@ -128,6 +128,26 @@ class UplinkMethod(Protocol):
         factor) needs it, the server always passes it."""
 
 
+class SharedCoordinates(Protocol):
+    """Where every client of a round puts its update, the same for all of them
+    (derived from the seed and round alone): what secure aggregation adds.
+
+    An uplink method that composes with secure aggregation gives one per round
+    (`coordinates(seed, server_round)`); `project` is the client half, `lift`
+    the server half, and both are linear, so the lift of a sum of projections
+    is the sum of the clients' lifted updates.
+    """
+
+    def width(self, name: str, shape: tuple[int, ...]) -> int:
+        """How many values tensor `name` of `shape` takes."""
+
+    def project(self, name: str, value: np.ndarray) -> np.ndarray:
+        """The tensor's `width` values (1-D)."""
+
+    def lift(self, name: str, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """A tensor of `shape` from `width` values (zero where nothing was sent)."""
+
+
 @dataclass(frozen=True)
 class RowPlan:
     """A client's item rows for one message."""

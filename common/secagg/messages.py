@@ -10,8 +10,8 @@ Message types (a round's extra exchanges, like the row query):
 * `query.secagg_unmask`: server -> {"config", "secagg": survivors, dropped};
   client -> {"secagg": ids, shares}.
 
-A client's input is one vector of ring elements (`Layout`): its update's
-entries, quantised (`Ring.encode`), then one 0/1 per row of each tensor
+A client's input is one vector of ring elements (`Layout`): its update in
+the round's shared coordinates, quantised (`Ring.encode`), then one 0/1 per row of each tensor
 (whether the update touched it: their sum is the row's count, for
 per-row averaging), then the number of its entries the clip clipped.
 Parsing checks every field's type and length and raises `ProtocolError`.
@@ -19,12 +19,12 @@ Parsing checks every field's type and length and raises `ProtocolError`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from prunus.common.compression.base import RowIds, put_rows, row_shapes, take_rows
+from prunus.common.compression import UPLINK
+from prunus.common.compression.base import RowIds, SharedCoordinates, put_rows, row_shapes, take_rows
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import Params, array_of, npy_array
@@ -41,19 +41,26 @@ RECORD = "secagg"
 class Layout:
     """Where each tensor's values and row counts sit in a client's input: the
     model's tensors, or with `rows` only those rows of the item tables (the
-    round's shared rows, the same for every client of the round)."""
+    round's shared rows), each put into the uplink method's shared
+    coordinates (every entry, the round's random positions, or the round's
+    low-rank projection): the same for every client of the round."""
 
     model_shapes: dict[str, tuple[int, ...]]
+    coords: SharedCoordinates
     rows: RowIds | None = None
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        """The shapes of what a client's input carries."""
+        """The shapes of the tensors a client's input carries (before `coords`)."""
         return row_shapes(self.model_shapes, self.rows)
 
     @property
+    def widths(self) -> dict[str, int]:
+        return {name: self.coords.width(name, shape) for name, shape in self.shapes.items()}
+
+    @property
     def values(self) -> int:
-        return sum(math.prod(shape) for shape in self.shapes.values())
+        return sum(self.widths.values())
 
     @property
     def row_count(self) -> int:
@@ -63,14 +70,21 @@ class Layout:
     def length(self) -> int:
         return self.values + self.row_count + 1
 
-    def encode(self, update: Params, ring: Ring, rng: np.random.Generator) -> np.ndarray:
-        """The client's input: quantised values, touched rows, clipped count."""
+    def encode(self, update: Params, ring: Ring, rng: np.random.Generator) -> tuple[np.ndarray, Params]:
+        """The client's input (quantised values, touched rows, clipped count),
+        and what of `update` it carries before quantisation (full size: the
+        rest is the client's to keep, for error feedback)."""
         update = take_rows(update, self.rows)
-        flat = np.concatenate([np.asarray(update[n], np.float32).reshape(-1) for n in self.shapes])
-        levels, clipped = ring.encode(flat, rng)
+        projected = [np.asarray(self.coords.project(n, np.asarray(update[n], np.float32)), np.float32).reshape(-1)
+                     for n in self.shapes]
+        levels, clipped = ring.encode(np.concatenate(projected), rng)
         touched = [np.any(np.asarray(update[n]).reshape(shape[0] if shape else 1, -1) != 0, axis=1)
                    for n, shape in self.shapes.items()]
-        return np.concatenate([levels, np.concatenate(touched).astype(np.uint64), np.array([clipped], np.uint64)])
+        carried = {n: self.coords.lift(n, p, shape).astype(np.float32)
+                   for p, (n, shape) in zip(projected, self.shapes.items())}
+        counts = np.concatenate(touched).astype(np.uint64)
+        return (np.concatenate([levels, counts, np.array([clipped], np.uint64)]),
+                put_rows(carried, self.rows, self.model_shapes))
 
     def decode(self, total: np.ndarray, count: int, ring: Ring, row_averaging: bool) -> tuple[Params, int]:
         """The round's mean step (per touched row with `row_averaging`, else
@@ -78,37 +92,41 @@ class Layout:
         sums = ring.decode_sum(total[: self.values], count)
         counts = total[self.values: self.values + self.row_count].astype(np.float64)
         step, at, row_at = {}, 0, 0
-        for name, shape in self.shapes.items():
-            size, rows = math.prod(shape), shape[0] if shape else 1
-            block = sums[at: at + size].reshape(rows, -1)
+        for (name, shape), width in zip(self.shapes.items(), self.widths.values()):
+            rows = shape[0] if shape else 1
+            block = self.coords.lift(name, sums[at: at + width], shape).reshape(rows, -1)
             if row_averaging:
                 n = counts[row_at: row_at + rows]
                 block = np.where(n[:, None] > 0, block / np.maximum(n, 1)[:, None], 0.0)
             else:
                 block = block / count
             step[name] = block.reshape(shape).astype(np.float32)
-            at, row_at = at + size, row_at + rows
+            at, row_at = at + width, row_at + rows
         return put_rows(step, self.rows, self.model_shapes), int(total[-1])
 
 
-def round_layout(cfg: Config, server_round: int, spec: ModelSpec) -> Layout:
-    """The round's layout: every row, or `secure-rows` of each item table's
-    rows, drawn from (seed, round) alone (so they say nothing of any client)."""
+def round_layout(cfg: Config, server_round: int, spec: ModelSpec, rows: np.ndarray | None = None) -> Layout:
+    """The round's layout: the item rows the server chose for the round
+    (`rows`, sent to all its clients), else every row or `secure-rows` of
+    them drawn from (seed, round) alone; in the uplink method's coordinates
+    of the round. None of it says anything of any client."""
+    coords = UPLINK.get(cfg.compression.prune_method)(cfg.compression).coordinates(cfg.runtime.seed, server_round)
     share = cfg.secure.secure_rows
-    if share >= 1 or not spec.item_tables:
-        return Layout(spec.shapes)
-    n_items = spec.shapes[spec.item_tables[0]][0]
-    rng = np.random.default_rng([cfg.runtime.seed, server_round, 41])
-    ids = np.sort(rng.choice(n_items, size=max(1, round(share * n_items)), replace=False))
-    return Layout(spec.shapes, dict.fromkeys(spec.item_tables, ids))
+    if rows is None and (share >= 1 or not spec.item_tables):
+        return Layout(spec.shapes, coords)
+    if rows is None:
+        n_items = spec.shapes[spec.item_tables[0]][0]
+        rng = np.random.default_rng([cfg.runtime.seed, server_round, 41])
+        rows = np.sort(rng.choice(n_items, size=max(1, round(share * n_items)), replace=False))
+    return Layout(spec.shapes, coords, dict.fromkeys(spec.item_tables, rows))
 
 
-def round_setup(cfg: Config, clients: list[int], server_round: int, layout: Layout) -> RoundSetup:
-    """The round as both halves derive it from the config, the round's clients and its layout."""
+def round_setup(cfg: Config, clients: list[int], server_round: int) -> RoundSetup:
+    """The round as both halves derive it from the config and the round's clients."""
     n, secure = len(clients), cfg.secure
     ring = Ring(secure.ring_bits, secure.ring_clip, max_clients=max(n, 1))
     return RoundSetup(server_round, cfg.runtime.seed, tuple(sorted(clients)), secure.degree(n), secure.threshold(n),
-                      ring, layout.length)
+                      ring)
 
 
 # ------------------------------------------------------------ the messages

@@ -60,7 +60,6 @@ class RoundSetup:
     degree: int  # neighbours per client
     threshold: int  # shares needed to recover a secret
     ring: Ring
-    length: int  # ring elements in each client's input
 
     def graph(self) -> dict[int, list[int]]:
         return neighbours(list(self.clients), self.degree, self.seed, self.server_round)
@@ -171,8 +170,9 @@ class ServerRound:
     routing of sealed shares, and the sum once unmasked. Each `take_*` checks
     one client's message and raises `ProtocolError` (that client is then out)."""
 
-    def __init__(self, setup: RoundSetup) -> None:
-        self.setup, self.graph = setup, setup.graph()
+    def __init__(self, setup: RoundSetup, length: int) -> None:
+        """`length`: ring elements in each client's input."""
+        self.setup, self.length, self.graph = setup, length, setup.graph()
         self.keys: dict[int, tuple[bytes, bytes]] = {}  # U1: advertised
         self.commitments: dict[int, bytes] = {}
         self.shares: dict[int, dict[int, bytes]] = {}  # U2: shared (sender -> recipient -> sealed)
@@ -216,8 +216,8 @@ class ServerRound:
     def take_input(self, partition: int, masked: np.ndarray) -> None:
         if partition not in self.shares or partition in self.inputs:
             raise ProtocolError(f"a masked input from partition {partition}, not (or no longer) expected")
-        if not (isinstance(masked, np.ndarray) and masked.dtype == np.uint64 and masked.shape == (self.setup.length,)):
-            raise ProtocolError(f"a masked input that is not {self.setup.length} ring elements")
+        if not (isinstance(masked, np.ndarray) and masked.dtype == np.uint64 and masked.shape == (self.length,)):
+            raise ProtocolError(f"a masked input that is not {self.length} ring elements")
         if len(masked) and int(masked.max()) > self.setup.ring.mask:
             raise ProtocolError(f"a masked input outside the {self.setup.ring.bits}-bit ring")
         self.inputs[partition] = masked
@@ -244,7 +244,7 @@ class ServerRound:
         are: those that sent a masked input (their self-masks removed with the
         survivors' shares, the masks towards those that dropped after sharing
         removed with theirs). `RoundAbandoned` when any secret lacks shares."""
-        ring, threshold, count = self.setup.ring, self.setup.threshold, self.setup.length
+        ring, threshold, count = self.setup.ring, self.setup.threshold, self.length
         summed = sorted(self.inputs)
         if len(summed) < threshold:
             raise RoundAbandoned(f"{len(summed)} masked inputs, {threshold} needed")

@@ -37,8 +37,10 @@ class Ring:
 
     @property
     def levels(self) -> int:
-        """The largest level one input takes: sums of `max_clients` stay below 2^bits."""
-        return ((1 << self.bits) - 1) // self.max_clients
+        """The largest level one input takes: sums of `max_clients` stay below
+        2^bits. Even, so that zero is a level (`levels / 2`) and an entry a
+        client did not touch adds no rounding noise."""
+        return ((1 << self.bits) - 1) // self.max_clients // 2 * 2
 
     def encode(self, values: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """(levels as uint64, how many values were clipped). Non-finite values

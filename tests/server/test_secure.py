@@ -17,14 +17,21 @@ SETTINGS = dict(synthetic_users=40, synthetic_items=60, eval_negatives=20, dim=8
                 eval_every=2, seed=3, secure_aggregation=True)
 
 
-def test_with_a_fifth_crashing_the_secure_sum_is_the_sum_of_the_survivors_quantised_updates(tmp_path, monkeypatch):
+@pytest.mark.parametrize("compression", [
+    {},
+    {"prune_method": "randomk", "density": 0.3, "error_feedback": True},
+    {"prune_method": "lowrank", "rank": 2, "error_feedback": True},
+    {"broadcast_rows": "bandit", "bandit_items": 0.5, "ring_bits": 24},
+], ids=["dense", "shared-randomk", "shared-lowrank", "bandit-rows"])
+def test_with_a_fifth_crashing_the_secure_sum_is_the_sum_of_the_survivors_quantised_updates(tmp_path, monkeypatch,
+                                                                                            compression):
     inputs, totals = {}, []
     encode, total = Layout.encode, protocol.ServerRound.total
 
     def recording_encode(self, update, ring, rng):
-        vector = encode(self, update, ring, rng)
+        vector, carried = encode(self, update, ring, rng)
         inputs.setdefault(len(totals), []).append(vector)  # the round in progress: totals so far
-        return vector
+        return vector, carried
 
     def recording_total(self):
         out = total(self)
@@ -33,7 +40,7 @@ def test_with_a_fifth_crashing_the_secure_sum_is_the_sum_of_the_survivors_quanti
 
     monkeypatch.setattr(Layout, "encode", recording_encode)
     monkeypatch.setattr(protocol.ServerRound, "total", recording_total)
-    cfg = Config.of(**SETTINGS, fault_rate=0.2, fault_kind="crash", out=str(tmp_path))
+    cfg = Config.of(**SETTINGS, **compression, fault_rate=0.2, fault_kind="crash", out=str(tmp_path))
     summary = run_federation(cfg, InProcessTransport(cfg), list(range(40)), Ledger())
     assert summary["failures"] > 0 and len(totals) == 2
     # each round: the ring sum of the inputs recorded in it, bit for bit
@@ -61,6 +68,7 @@ def test_too_few_clients_abandon_the_round_and_keep_the_model(tmp_path):
     ({"clip_quantile": 0.9}, "cannot zero, clip or order"),
     ({"leakage_sample": 5}, "single replies"),
     ({"ring_bits": 12}, "ring-bits"),
+    ({"broadcast_rows": "bandit", "secure_rows": 0.5}, "already chooses the round's rows"),
 ])
 def test_what_cannot_compose_with_secure_aggregation_fails_before_any_work(change, reason):
     with pytest.raises(ConfigError, match=reason):

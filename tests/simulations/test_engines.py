@@ -34,9 +34,10 @@ VARIANTS = {
     "requested rows": ["broadcast-rows=requested", "negative-pool=2", "request-pad=1", "downlink-codec=int4",
                        "client-batch=5"],
     "bandit rows": ["broadcast-rows=bandit", "bandit-items=0.5", "prune-method=lowrank", "rank=2", "client-batch=1"],
-    # secure aggregation (its four exchanges a round) over half the item rows, a fifth of the clients crashing
-    "secure aggregation": ["secure-aggregation=true", "secure-rows=0.5", "prune-method=none", "fault-rate=0.2",
-                           "fault-kind=crash"],
+    # secure aggregation (its four exchanges a round) over half the item rows in the round's low-rank
+    # projection, with error feedback, a fifth of the clients crashing
+    "secure aggregation": ["secure-aggregation=true", "secure-rows=0.5", "prune-method=lowrank", "rank=2",
+                           "error-feedback=true", "fault-rate=0.2", "fault-kind=crash"],
     # every Flower accelerator off (common/flower_compat.py): stock Flower delivers the same
     "stock Flower": ["downlink-codec=int8", "fast-dispatch=false", "fast-submit=false", "fast-discovery=false",
                      "reply-wait=false", "actor-pipeline=1", "client-batch=1"],

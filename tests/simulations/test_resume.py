@@ -1,7 +1,8 @@
 """A checkpointed run killed with SIGKILL resumes to exactly the run it would
 have been: the same final model, metrics and byte totals (top-k with error
-feedback, so the clients' state matters; and secure aggregation over shared
-rows, whose rounds are four exchanges and whose residual is the client's)."""
+feedback, so the clients' state matters; and secure aggregation over the
+server's bandit rows and the round's random positions, whose rounds are four
+exchanges and whose residual is the client's)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def _kill_after_round(out: Path, settings: list[str], after: int) -> None:
 
 
 SECURE = [s for s in SETTINGS if not s.startswith(("prune-method", "density", "value-codec"))] + [
-    "secure-aggregation=true", "secure-rows=0.5"]
+    "secure-aggregation=true", "broadcast-rows=bandit", "bandit-items=0.5", "prune-method=randomk", "density=0.3"]
 
 
 @pytest.mark.parametrize("settings", [SETTINGS, SECURE], ids=["top-k", "secure"])

@@ -11,11 +11,14 @@ feedback residual. CoLR trains `A` directly with `Q` fixed; one SGD step of
 that is this projection of the step (up to `Q^T Q = I`), which works with
 any local trainer. Tensors no wider than `rank` (bias columns, 1-D biases)
 travel as their non-zeros. `rank` is the compression: width / rank on the
-item table (32 / 4 = 8x before the value codec).
+item table (32 / 4 = 8x before the value codec). Under secure aggregation
+every client sends `A` whole (`SharedProjection`): the round's `Q` is shared,
+so the sum of the clients' `A` is the `A` of their summed update.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -36,6 +39,38 @@ def shared_factor(width: int, rank: int, seed: int, server_round: int, name: str
     return q.astype(np.float32)
 
 
+def factored(shape: tuple[int, ...], rank: int) -> bool:
+    """Whether a tensor travels as its rank-`rank` factor (a table wider than `rank`)."""
+    return len(shape) == 2 and shape[1] > rank
+
+
+class SharedProjection:
+    """Secure aggregation's low-rank form: each wide table as `U Q`, the rest whole."""
+
+    def __init__(self, rank: int, seed: int, server_round: int) -> None:
+        self.rank, self.seed, self.server_round = rank, seed, server_round
+
+    def factored(self, shape: tuple[int, ...]) -> bool:
+        return factored(shape, self.rank)
+
+    def factor(self, name: str, width: int) -> np.ndarray:
+        return shared_factor(width, self.rank, self.seed, self.server_round, name)
+
+    def width(self, name: str, shape: tuple[int, ...]) -> int:
+        return shape[0] * self.rank if self.factored(shape) else math.prod(shape)
+
+    def project(self, name: str, value: np.ndarray) -> np.ndarray:
+        if not self.factored(value.shape):
+            return value.reshape(-1)
+        return (value @ self.factor(name, value.shape[1])).reshape(-1)
+
+    def lift(self, name: str, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        if not self.factored(shape):
+            return values.reshape(shape)
+        q = self.factor(name, shape[1]).astype(values.dtype)
+        return values.reshape(shape[0], self.rank) @ q.T
+
+
 @UPLINK.register("lowrank")
 class LowRank(SparseUplink):
     name = "lowrank"
@@ -46,7 +81,10 @@ class LowRank(SparseUplink):
         return {name: x != 0 for name, x in arrays.items()}
 
     def factored(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == 2 and shape[1] > self.settings.rank
+        return factored(shape, self.settings.rank)
+
+    def coordinates(self, seed: int, server_round: int) -> SharedProjection:
+        return SharedProjection(self.settings.rank, seed, server_round)
 
     # ---------------------------------------------------------- client half
     def encode(self, update: Params, state: Params | None, ctx: RoundContext) -> Encoded:

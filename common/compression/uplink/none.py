@@ -5,9 +5,12 @@ way Flower ships any model; the server checks names, shapes, dtype and
 finiteness and takes it as a `Dense` update. With a lossy value codec every
 non-zero entry goes through the codec (a dense update of a row-sparse table
 still drops its all-zero rows), with error feedback on the quantisation error.
+Under secure aggregation every client sends every entry (`EveryCoordinate`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -20,6 +23,19 @@ from prunus.common.pruning import PruneSpec
 from prunus.common.update import Dense, Update
 
 
+class EveryCoordinate:
+    """Secure aggregation's dense form: each tensor whole, flattened."""
+
+    def width(self, name: str, shape: tuple[int, ...]) -> int:
+        return math.prod(shape)
+
+    def project(self, name: str, value: np.ndarray) -> np.ndarray:
+        return value.reshape(-1)
+
+    def lift(self, name: str, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return values.reshape(shape)
+
+
 @UPLINK.register("none")
 class NoPruning(SparseUplink):
     name = "none"
@@ -27,6 +43,9 @@ class NoPruning(SparseUplink):
     @staticmethod
     def select(arrays, spec: PruneSpec, density: float, rng: np.random.Generator | None):
         return {name: x != 0 for name, x in arrays.items()}
+
+    def coordinates(self, seed: int, server_round: int) -> EveryCoordinate:
+        return EveryCoordinate()
 
     @property
     def dense(self) -> bool:

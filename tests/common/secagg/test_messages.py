@@ -4,6 +4,9 @@ step, and every message field is checked before use."""
 import numpy as np
 import pytest
 
+from prunus.common.compression.uplink.lowrank import SharedProjection
+from prunus.common.compression.uplink.none import EveryCoordinate
+from prunus.common.compression.uplink.randomk import SharedRandomK
 from prunus.common.payload import ConfigMap, Content
 from prunus.common.secagg import messages
 from prunus.common.secagg.messages import Layout
@@ -14,7 +17,7 @@ SHAPES = {"emb": (5, 3), "bias": (5, 1)}
 
 
 def test_the_sum_of_inputs_decodes_to_the_per_row_mean_of_the_clients_that_touched_each_row():
-    ring, layout, rng = Ring(32, 1.0, 10), Layout(SHAPES), np.random.default_rng(0)
+    ring, layout, rng = Ring(32, 1.0, 10), Layout(SHAPES, EveryCoordinate()), np.random.default_rng(0)
     updates = []
     for rows in ([0, 1], [1], [1, 4]):
         update = {name: np.zeros(shape, np.float32) for name, shape in SHAPES.items()}
@@ -23,7 +26,9 @@ def test_the_sum_of_inputs_decodes_to_the_per_row_mean_of_the_clients_that_touch
         updates.append(update)
     total = np.zeros(layout.length, np.uint64)
     for update in updates:
-        total = ring.add(total, layout.encode(update, ring, rng))
+        vector, carried = layout.encode(update, ring, rng)
+        total = ring.add(total, vector)
+        assert all(np.array_equal(carried[name], update[name]) for name in SHAPES)  # every entry: nothing kept
     step, clipped = layout.decode(total, 3, ring, row_averaging=True)
     assert clipped == 0
     for name in SHAPES:
@@ -73,8 +78,43 @@ def test_a_round_of_shared_rows_carries_only_them_and_decodes_to_full_size():
     assert layout.length == 5 * 3 + 5 + 4 + (5 + 5 + 2) + 1  # values, then one per row, then the clipped count
     ring, rng = Ring(32, 1.0, 4), np.random.default_rng(0)
     update = {"emb": np.ones((20, 3), np.float32) * 0.5, "bias": np.ones((20, 1), np.float32), "dense": np.eye(2, dtype=np.float32)}
-    step, _ = layout.decode(layout.encode(update, ring, rng), 1, ring, row_averaging=True)
+    vector, carried = layout.encode(update, ring, rng)
+    step, _ = layout.decode(vector, 1, ring, row_averaging=True)
     ids = layout.rows["emb"]
     np.testing.assert_allclose(step["emb"][ids], 0.5, atol=1e-6)
     assert step["emb"].shape == (20, 3) and not np.delete(step["emb"], ids, axis=0).any()
     np.testing.assert_allclose(step["dense"], np.eye(2), atol=1e-6)
+    np.testing.assert_array_equal(carried["emb"][ids], update["emb"][ids])  # the rest stays with the client
+    assert not np.delete(carried["emb"], ids, axis=0).any()
+
+
+@pytest.mark.parametrize("coords", [EveryCoordinate(), SharedRandomK(0.3, 5, 2), SharedProjection(2, 5, 2)],
+                         ids=["every", "randomk", "lowrank"])
+def test_the_sum_of_inputs_in_shared_coordinates_decodes_to_the_mean_of_what_each_carried(coords):
+    shapes = {"emb": (6, 4), "bias": (6, 1)}
+    ring, layout, rng = Ring(32, 2.0, 5), Layout(shapes, coords), np.random.default_rng(1)
+    total, carried_all = np.zeros(layout.length, np.uint64), []
+    for _ in range(4):
+        update = {name: rng.uniform(-0.5, 0.5, shape).astype(np.float32) for name, shape in shapes.items()}
+        vector, carried = layout.encode(update, ring, rng)
+        total, carried_all = ring.add(total, vector), carried_all + [carried]
+    assert layout.values == sum(coords.width(name, shape) for name, shape in shapes.items())
+    step, _ = layout.decode(total, 4, ring, row_averaging=False)
+    for name in shapes:
+        np.testing.assert_allclose(step[name], np.mean([c[name] for c in carried_all], axis=0), atol=1e-6)
+
+
+def test_shared_random_positions_depend_on_seed_round_and_tensor_alone():
+    a, b = SharedRandomK(0.25, 5, 2), SharedRandomK(0.25, 5, 2)
+    np.testing.assert_array_equal(a.positions("emb", 40), b.positions("emb", 40))
+    assert len(a.positions("emb", 40)) == a.width("emb", (10, 4)) == 10
+    assert not np.array_equal(a.positions("emb", 40), SharedRandomK(0.25, 5, 3).positions("emb", 40))
+    assert not np.array_equal(a.positions("emb", 40), a.positions("bias", 40))
+
+
+def test_the_shared_projection_keeps_what_lies_in_its_subspace_exactly():
+    coords = SharedProjection(2, 5, 2)
+    q = coords.factor("emb", 4)
+    inside = (np.arange(12, dtype=np.float32).reshape(6, 2) @ q.T).astype(np.float32)
+    np.testing.assert_allclose(coords.lift("emb", coords.project("emb", inside), (6, 4)), inside, atol=1e-5)
+    assert coords.width("emb", (6, 4)) == 12 and coords.width("bias", (6, 1)) == 6  # narrow tables go whole

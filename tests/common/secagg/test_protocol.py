@@ -10,15 +10,16 @@ from prunus.common.secagg.protocol import ProtocolError, RoundAbandoned, RoundSe
 from prunus.common.secagg.ring import Ring
 
 RING = Ring(bits=32, clip=1.0, max_clients=64)
+LENGTH = 50  # ring elements in each input
 
 
-def _setup(n=30, degree=12, threshold=6, length=50, server_round=3) -> RoundSetup:
-    return RoundSetup(server_round, 7, tuple(range(100, 100 + n)), degree, threshold, RING, length)
+def _setup(n=30, degree=12, threshold=6, server_round=3) -> RoundSetup:
+    return RoundSetup(server_round, 7, tuple(range(100, 100 + n)), degree, threshold, RING)
 
 
 def _run(setup, inputs, drop_before_shares=(), drop_before_input=(), drop_before_answer=(), tamper=None):
     """Every exchange of one round; returns (server's total, who is in it)."""
-    server, mine = ServerRound(setup), {}
+    server, mine = ServerRound(setup, LENGTH), {}
     for p in setup.clients:
         mine[p], public = protocol.advertise(p)
         server.take_keys(p, *public)
@@ -39,7 +40,7 @@ def _run(setup, inputs, drop_before_shares=(), drop_before_input=(), drop_before
 
 def _inputs(setup, seed=0):
     rng = np.random.default_rng(seed)
-    return {p: rng.integers(0, RING.levels + 1, setup.length, dtype=np.uint64) for p in setup.clients}
+    return {p: rng.integers(0, RING.levels + 1, LENGTH, dtype=np.uint64) for p in setup.clients}
 
 
 def _plain_sum(inputs, members):
@@ -68,9 +69,9 @@ def test_with_a_fifth_of_the_clients_dropping_the_sum_is_still_exact(stage):
 def test_the_masked_inputs_alone_say_nothing_of_an_input():
     setup = _setup(n=6, degree=4, threshold=3)
     server, mine = _through(setup, 2)
-    zeros = np.zeros(setup.length, np.uint64)
+    zeros = np.zeros(LENGTH, np.uint64)
     masked = protocol.masked_input(setup, mine[100], server.routed_to(100), zeros)
-    assert np.count_nonzero(masked) > 0.9 * setup.length  # an all-zero input looks uniform
+    assert np.count_nonzero(masked) > 0.9 * LENGTH  # an all-zero input looks uniform
 
 
 def test_too_many_dropouts_abandon_the_round_instead_of_a_wrong_sum():
@@ -109,14 +110,14 @@ def test_a_wrong_share_in_an_unmask_answer_is_passed_over_or_abandons_never_a_wr
 
 def _through(setup: RoundSetup, stage: int, inputs: dict | None = None):
     """A round's server and clients, every client through `stage` exchanges (0 to 3)."""
-    server, mine = ServerRound(setup), {}
+    server, mine = ServerRound(setup, LENGTH), {}
     for p in setup.clients if stage >= 1 else ():
         mine[p], public = protocol.advertise(p)
         server.take_keys(p, *public)
     for p in setup.clients if stage >= 2 else ():
         server.take_shares(p, protocol.share_keys(setup, mine[p], server.peers_of(p)))
     for p in setup.clients if stage >= 3 else ():
-        values = np.zeros(setup.length, np.uint64) if inputs is None else inputs[p]
+        values = np.zeros(LENGTH, np.uint64) if inputs is None else inputs[p]
         server.take_input(p, protocol.masked_input(setup, mine[p], server.routed_to(p), values))
     return server, mine
 
