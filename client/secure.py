@@ -89,6 +89,7 @@ def _kept(mine: ClientSecrets, server_round: int, clients: list[int]) -> ConfigM
     return ConfigMap({"server-round": server_round, "clients": list(clients), "c": mine.c_private,
                       "s": mine.s_private, "seed": mine.self_seed, "peer-ids": peers,
                       "peer-c": [mine.peers[p][0] for p in peers], "peer-s": [mine.peers[p][1] for p in peers],
+                      "seal-keys": [mine.seal_keys[p] for p in sorted(mine.seal_keys)],
                       "held-ids": held, "held": [mine.held[p] for p in held]})
 
 
@@ -110,5 +111,5 @@ def _restore(cfg: Config, content: Content, state: Content, client: ClientData) 
     clients = kept["clients"]
     mine = ClientSecrets(client.partition_id, kept["c"], kept["s"], kept["seed"],
                          {p: (c, s) for p, c, s in zip(kept["peer-ids"], kept["peer-c"], kept["peer-s"])},
-                         dict(zip(kept["held-ids"], kept["held"])))
+                         dict(zip(kept["peer-ids"], kept["seal-keys"])), dict(zip(kept["held-ids"], kept["held"])))
     return _Round(mine, messages.round_setup(cfg, clients, server_round), clients)

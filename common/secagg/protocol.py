@@ -83,7 +83,9 @@ class ClientSecrets:
     s_private: bytes
     self_seed: bytes
     peers: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # neighbour -> (c, s) public keys
-    held: dict[int, bytes] = field(default_factory=dict)  # neighbour -> its sealed shares for this client
+    # neighbour -> the key sealing shares between the two (derived once: an agreement costs more than the rest)
+    seal_keys: dict[int, bytes] = field(default_factory=dict)
+    held: dict[int, bytes] = field(default_factory=dict)  # neighbour -> its shares for this client, opened
 
 
 def commitment(seed: bytes) -> bytes:
@@ -109,8 +111,9 @@ def share_keys(setup: RoundSetup, mine: ClientSecrets, peers: dict[int, tuple[by
     seed_shares = shamir.share(mine.self_seed, setup.threshold, xs)
     key_shares = shamir.share(mine.s_private, setup.threshold, xs)
     seal = keys.Agreement(mine.c_private)
-    return {p: keys.seal(seal.with_peer(peers[p][0], SEAL_LABEL), seed_shares[_x(p)] + key_shares[_x(p)],
-                         _context(setup, mine.partition, p)) for p in sorted(peers)}
+    mine.seal_keys = {p: seal.with_peer(peers[p][0], SEAL_LABEL) for p in sorted(peers)}
+    return {p: keys.seal(mine.seal_keys[p], seed_shares[_x(p)] + key_shares[_x(p)], _context(setup, mine.partition, p))
+            for p in sorted(peers)}
 
 
 def masked_input(setup: RoundSetup, mine: ClientSecrets, held: dict[int, bytes], values: np.ndarray) -> np.ndarray:
@@ -118,10 +121,8 @@ def masked_input(setup: RoundSetup, mine: ClientSecrets, held: dict[int, bytes],
     routed to this client, one per neighbour that shared (each checked to open)."""
     if not set(held) <= set(mine.peers):
         raise ProtocolError(f"shares from clients that are not neighbours: {sorted(set(held) - set(mine.peers))[:5]}")
-    seal = keys.Agreement(mine.c_private)
-    for sender, sealed in held.items():
-        _open_pair(setup, mine, sender, sealed, seal)  # a share that does not open is refused now, not at unmasking
-    mine.held = dict(held)
+    # every share opened now (one that does not is refused now, not at unmasking) and kept opened
+    mine.held = {sender: _open_pair(setup, mine, sender, sealed) for sender, sealed in sorted(held.items())}
     ring, masks = setup.ring, keys.Agreement(mine.s_private)
     out = values.astype(np.uint64) + prg.expand(mine.self_seed, len(values), ring.bits)  # uint64 wraps mod 2^64
     for peer in sorted(held):
@@ -145,17 +146,13 @@ def unmask(setup: RoundSetup, mine: ClientSecrets, survivors: list[int], dropped
     if len(survivors) + 1 < setup.threshold:
         raise RoundAbandoned(f"{len(survivors) + 1} survivors among this client's neighbours, "
                              f"{setup.threshold} needed")
-    out, seal = {}, keys.Agreement(mine.c_private)
-    for peer in sorted(survivors):
-        out[peer] = _open_pair(setup, mine, peer, mine.held[peer], seal)[: shamir.SHARE_BYTES]
-    for peer in sorted(dropped):
-        out[peer] = _open_pair(setup, mine, peer, mine.held[peer], seal)[shamir.SHARE_BYTES:]
-    return out
+    out = {peer: mine.held[peer][: shamir.SHARE_BYTES] for peer in sorted(survivors)}
+    return out | {peer: mine.held[peer][shamir.SHARE_BYTES:] for peer in sorted(dropped)}
 
 
-def _open_pair(setup: RoundSetup, mine: ClientSecrets, sender: int, sealed: bytes, seal: keys.Agreement) -> bytes:
+def _open_pair(setup: RoundSetup, mine: ClientSecrets, sender: int, sealed: bytes) -> bytes:
     try:
-        key = seal.with_peer(mine.peers[sender][0], SEAL_LABEL)
+        key = mine.seal_keys[sender]
         pair = keys.open_sealed(key, sealed, _context(setup, sender, mine.partition))
     except ValueError as err:
         raise ProtocolError(f"the shares of client {sender}: {err}") from None
