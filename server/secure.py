@@ -42,7 +42,7 @@ class SecureRounds:
         rows = self.broadcaster.rows.rows(server_round, None, self.broadcaster.n_items, "train", self.cfg.runtime.seed)
         layout = messages.round_layout(self.cfg, server_round, self.spec, rows)
         setup = messages.round_setup(self.cfg, chosen, server_round)
-        server = ServerRound(setup, layout.length)
+        server = ServerRound(setup, layout.length(setup.ring))
         request = messages.keys_request(server_round, chosen)
         self._exchange(transport, server_round, messages.KEYS, {p: request for p in chosen}, "secagg-keys",
                        lambda reply: server.take_keys(reply.partition, *messages.read_keys(reply.content)))
@@ -60,7 +60,7 @@ class SecureRounds:
             entry.protocol_bytes += wire_bytes(trains[p]) - sent
         self._exchange(transport, server_round, messages.SECURE_TRAIN, trains, "train",
                        lambda reply: server.take_input(reply.partition, messages.read_masked(
-                           reply.content, setup.ring, layout.length)), count=self.intake.count_uplink, counted=True)
+                           reply.content, setup.ring, server.length)), count=self.intake.count_uplink, counted=True)
         self._exchange(transport, server_round, messages.UNMASK,
                        {p: messages.unmask_request(server_round, *server.unmask_request(p)) for p in sorted(server.inputs)},
                        "secagg-unmask", lambda reply: server.take_answer(reply.partition,

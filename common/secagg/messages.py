@@ -66,9 +66,9 @@ class Layout:
     def row_count(self) -> int:
         return sum(shape[0] if shape else 1 for shape in self.shapes.values())
 
-    @property
-    def length(self) -> int:
-        return self.values + self.row_count + 1
+    def length(self, ring: Ring) -> int:
+        """Ring elements in a client's input: values, row counts, clipped count's digits."""
+        return self.values + self.row_count + ring.digit_count(self.values)
 
     def encode(self, update: Params, ring: Ring, rng: np.random.Generator) -> tuple[np.ndarray, Params]:
         """The client's input (quantised values, touched rows, clipped count),
@@ -83,7 +83,7 @@ class Layout:
         carried = {n: self.coords.lift(n, p, shape).astype(np.float32)
                    for p, (n, shape) in zip(projected, self.shapes.items())}
         counts = np.concatenate(touched).astype(np.uint64)
-        return (np.concatenate([levels, counts, np.array([clipped], np.uint64)]),
+        return (np.concatenate([levels, counts, ring.digits(clipped, self.values)]),
                 put_rows(carried, self.rows, self.model_shapes))
 
     def decode(self, total: np.ndarray, count: int, ring: Ring, row_averaging: bool) -> tuple[Params, int]:
@@ -102,7 +102,7 @@ class Layout:
                 block = block / count
             step[name] = block.reshape(shape).astype(np.float32)
             at, row_at = at + width, row_at + rows
-        return put_rows(step, self.rows, self.model_shapes), int(total[-1])
+        return put_rows(step, self.rows, self.model_shapes), ring.undigits(total[self.values + self.row_count:])
 
 
 def round_layout(cfg: Config, server_round: int, spec: ModelSpec, rows: np.ndarray | None = None) -> Layout:

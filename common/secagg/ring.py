@@ -54,6 +54,26 @@ class Ring:
         up = rng.random(scaled.shape) < (scaled - floor)  # stochastic rounding: unbiased
         return np.minimum(floor + up, self.levels).astype(np.uint64), clipped
 
+    def digit_count(self, most: int) -> int:
+        """How many digits `digits` gives a count of at most `most`."""
+        base, n = self.levels + 1, 1
+        while base**n <= most:
+            n += 1
+        return n
+
+    def digits(self, count: int, most: int) -> np.ndarray:
+        """`count` (0..`most`) in base levels + 1, least significant first: each
+        digit a level, so the digits of `max_clients` counts add without wrapping."""
+        base, out = self.levels + 1, []
+        for _ in range(self.digit_count(most)):
+            count, digit = divmod(count, base)
+            out.append(digit)
+        return np.array(out, np.uint64)
+
+    def undigits(self, sums: np.ndarray) -> int:
+        """The sum of the counts whose `digits` were added into `sums`."""
+        return sum(int(d) * (self.levels + 1) ** i for i, d in enumerate(sums))
+
     def decode_sum(self, total: np.ndarray, count: int) -> np.ndarray:
         """The float sum of `count` inputs from the ring sum of their levels."""
         if not 1 <= count <= self.max_clients:

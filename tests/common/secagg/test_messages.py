@@ -3,6 +3,8 @@ step, and every message field is checked before use."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prunus.common.compression.uplink.lowrank import SharedProjection
 from prunus.common.compression.uplink.none import EveryCoordinate
@@ -24,7 +26,7 @@ def test_the_sum_of_inputs_decodes_to_the_per_row_mean_of_the_clients_that_touch
         for name in SHAPES:
             update[name][rows] = rng.uniform(-0.5, 0.5, (len(rows), SHAPES[name][1]))
         updates.append(update)
-    total = np.zeros(layout.length, np.uint64)
+    total = np.zeros(layout.length(ring), np.uint64)
     for update in updates:
         vector, carried = layout.encode(update, ring, rng)
         total = ring.add(total, vector)
@@ -75,8 +77,8 @@ def test_a_round_of_shared_rows_carries_only_them_and_decodes_to_full_size():
     np.testing.assert_array_equal(layout.rows["emb"], messages.round_layout(cfg, 3, spec).rows["emb"])
     assert len(layout.rows["emb"]) == 5 and layout.rows["emb"] is layout.rows["bias"]
     assert not np.array_equal(layout.rows["emb"], messages.round_layout(cfg, 4, spec).rows["emb"])
-    assert layout.length == 5 * 3 + 5 + 4 + (5 + 5 + 2) + 1  # values, then one per row, then the clipped count
     ring, rng = Ring(32, 1.0, 4), np.random.default_rng(0)
+    assert layout.length(ring) == 5 * 3 + 5 + 4 + (5 + 5 + 2) + 1  # values, one per row, the clipped count
     update = {"emb": np.ones((20, 3), np.float32) * 0.5, "bias": np.ones((20, 1), np.float32), "dense": np.eye(2, dtype=np.float32)}
     vector, carried = layout.encode(update, ring, rng)
     step, _ = layout.decode(vector, 1, ring, row_averaging=True)
@@ -93,7 +95,7 @@ def test_a_round_of_shared_rows_carries_only_them_and_decodes_to_full_size():
 def test_the_sum_of_inputs_in_shared_coordinates_decodes_to_the_mean_of_what_each_carried(coords):
     shapes = {"emb": (6, 4), "bias": (6, 1)}
     ring, layout, rng = Ring(32, 2.0, 5), Layout(shapes, coords), np.random.default_rng(1)
-    total, carried_all = np.zeros(layout.length, np.uint64), []
+    total, carried_all = np.zeros(layout.length(ring), np.uint64), []
     for _ in range(4):
         update = {name: rng.uniform(-0.5, 0.5, shape).astype(np.float32) for name, shape in shapes.items()}
         vector, carried = layout.encode(update, ring, rng)
@@ -118,3 +120,31 @@ def test_the_shared_projection_keeps_what_lies_in_its_subspace_exactly():
     inside = (np.arange(12, dtype=np.float32).reshape(6, 2) @ q.T).astype(np.float32)
     np.testing.assert_allclose(coords.lift("emb", coords.project("emb", inside), (6, 4)), inside, atol=1e-5)
     assert coords.width("emb", (6, 4)) == 12 and coords.width("bias", (6, 1)) == 6  # narrow tables go whole
+
+
+def test_clipped_counts_past_a_small_ring_add_up_exactly():
+    """A 16-bit ring for 200 clients has 326 levels; 10,000 clipped entries a
+    client still add up exactly (the count travels as digits of that base)."""
+    shapes = {"emb": (2500, 4)}
+    ring, layout, rng = Ring(16, 0.1, 200), Layout(shapes, EveryCoordinate()), np.random.default_rng(2)
+    total = np.zeros(layout.length(ring), np.uint64)
+    for _ in range(200):
+        vector, _ = layout.encode({"emb": np.ones((2500, 4), np.float32)}, ring, rng)
+        total = ring.add(total, vector)
+    step, clipped = layout.decode(total, 200, ring, row_averaging=False)
+    assert clipped == 200 * 10_000
+    np.testing.assert_allclose(step["emb"], 0.1, atol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(bits=st.sampled_from([16, 24, 32]), clients=st.integers(1, 2000), most=st.integers(0, 10**7),
+       data=st.data())
+def test_digits_of_counts_sum_without_wrapping(bits, clients, most, data):
+    ring = Ring(bits, 1.0, clients)
+    counts = data.draw(st.lists(st.integers(0, most), min_size=1, max_size=clients))
+    total = np.zeros(ring.digit_count(most), np.uint64)
+    for count in counts:
+        digits = ring.digits(count, most)
+        assert len(digits) == ring.digit_count(most) and (digits <= ring.levels).all()
+        total = ring.add(total, digits)
+    assert ring.undigits(total) == sum(counts)
