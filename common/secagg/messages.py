@@ -82,7 +82,7 @@ class Layout:
                    for n, shape in self.shapes.items()]
         carried = {n: self.coords.lift(n, p, shape).astype(np.float32)
                    for p, (n, shape) in zip(projected, self.shapes.items())}
-        counts = np.concatenate(touched).astype(np.uint64)
+        counts = np.concatenate(touched).astype(ring.dtype)
         return (np.concatenate([levels, counts, ring.digits(clipped, self.values)]),
                 put_rows(carried, self.rows, self.model_shapes))
 

@@ -124,14 +124,14 @@ def masked_input(setup: RoundSetup, mine: ClientSecrets, held: dict[int, bytes],
     # every share opened now (one that does not is refused now, not at unmasking) and kept opened
     mine.held = {sender: _open_pair(setup, mine, sender, sealed) for sender, sealed in sorted(held.items())}
     ring, masks = setup.ring, keys.Agreement(mine.s_private)
-    out = values.astype(np.uint64) + prg.expand(mine.self_seed, len(values), ring.bits)  # uint64 wraps mod 2^64
+    out = ring.add(ring.elements(values), prg.expand(mine.self_seed, len(values), ring))
     for peer in sorted(held):
-        mask = prg.expand(masks.with_peer(mine.peers[peer][1], MASK_LABEL), len(values), ring.bits)
+        mask = prg.expand(masks.with_peer(mine.peers[peer][1], MASK_LABEL), len(values), ring)
         if mine.partition < peer:
             out += mask
         else:
             out -= mask
-    return out & np.uint64(ring.mask)
+    return ring.elements(out)
 
 
 def unmask(setup: RoundSetup, mine: ClientSecrets, survivors: list[int], dropped: list[int]) -> dict[int, bytes]:
@@ -213,11 +213,12 @@ class ServerRound:
     def take_input(self, partition: int, masked: np.ndarray) -> None:
         if partition not in self.shares or partition in self.inputs:
             raise ProtocolError(f"a masked input from partition {partition}, not (or no longer) expected")
-        if not (isinstance(masked, np.ndarray) and masked.dtype == np.uint64 and masked.shape == (self.length,)):
+        ring = self.setup.ring
+        if not (isinstance(masked, np.ndarray) and masked.dtype.kind == "u" and masked.shape == (self.length,)):
             raise ProtocolError(f"a masked input that is not {self.length} ring elements")
-        if len(masked) and int(masked.max()) > self.setup.ring.mask:
-            raise ProtocolError(f"a masked input outside the {self.setup.ring.bits}-bit ring")
-        self.inputs[partition] = masked
+        if len(masked) and int(masked.max()) > ring.mask:
+            raise ProtocolError(f"a masked input outside the {ring.bits}-bit ring")
+        self.inputs[partition] = masked.astype(ring.dtype)
 
     def unmask_request(self, partition: int) -> tuple[list[int], list[int]]:
         """What a client that sent its input is asked in exchange 4: its
@@ -245,16 +246,16 @@ class ServerRound:
         summed = sorted(self.inputs)
         if len(summed) < threshold:
             raise RoundAbandoned(f"{len(summed)} masked inputs, {threshold} needed")
-        total = np.zeros(count, np.uint64)
+        total = np.zeros(count, ring.dtype)
         for p in summed:
             total = ring.add(total, self.inputs[p])
         for p in summed:
-            total = ring.sub(total, prg.expand(self._secret(p, survived=True), count, ring.bits))
+            total = ring.sub(total, prg.expand(self._secret(p, survived=True), count, ring))
         for gone in sorted(set(self.shares) - set(self.inputs)):
             masks = keys.Agreement(self._secret(gone, survived=False))
             for peer in self.graph[gone]:
                 if peer in self.inputs and gone in self.routed_to(peer):  # it masked towards `gone`
-                    mask = prg.expand(masks.with_peer(self.keys[peer][1], MASK_LABEL), count, ring.bits)
+                    mask = prg.expand(masks.with_peer(self.keys[peer][1], MASK_LABEL), count, ring)
                     total = ring.sub(total, mask) if peer < gone else ring.add(total, mask)
         return total, summed
 

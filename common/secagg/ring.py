@@ -36,6 +36,16 @@ class Ring:
         return (1 << self.bits) - 1
 
     @property
+    def dtype(self) -> np.dtype:
+        """The narrowest unsigned integer holding an element (16 bits: uint16, 24
+        or 32: uint32, more: uint64); its wrap-around is a multiple of 2^bits."""
+        return np.dtype(np.uint16 if self.bits <= 16 else np.uint32 if self.bits <= 32 else np.uint64)
+
+    def elements(self, values: np.ndarray) -> np.ndarray:
+        """`values` (non-negative integers) reduced into the ring, as `dtype`."""
+        return np.asarray(values).astype(self.dtype) & self.dtype.type(self.mask)
+
+    @property
     def levels(self) -> int:
         """The largest level one input takes: sums of `max_clients` stay below
         2^bits. Even, so that zero is a level (`levels / 2`) and an entry a
@@ -43,7 +53,7 @@ class Ring:
         return ((1 << self.bits) - 1) // self.max_clients // 2 * 2
 
     def encode(self, values: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """(levels as uint64, how many values were clipped). Non-finite values
+        """(levels as ring elements, how many values were clipped). Non-finite values
         are a ValueError: nothing the ring cannot represent is sent."""
         values = np.asarray(values, dtype=np.float64)
         if not np.isfinite(values).all():
@@ -52,7 +62,7 @@ class Ring:
         scaled = (np.clip(values, -self.clip, self.clip) + self.clip) * (self.levels / (2 * self.clip))
         floor = np.floor(scaled)
         up = rng.random(scaled.shape) < (scaled - floor)  # stochastic rounding: unbiased
-        return np.minimum(floor + up, self.levels).astype(np.uint64), clipped
+        return np.minimum(floor + up, self.levels).astype(self.dtype), clipped
 
     def digit_count(self, most: int) -> int:
         """How many digits `digits` gives a count of at most `most`."""
@@ -68,7 +78,7 @@ class Ring:
         for _ in range(self.digit_count(most)):
             count, digit = divmod(count, base)
             out.append(digit)
-        return np.array(out, np.uint64)
+        return np.array(out, self.dtype)
 
     def undigits(self, sums: np.ndarray) -> int:
         """The sum of the counts whose `digits` were added into `sums`."""
@@ -81,20 +91,24 @@ class Ring:
         return (np.asarray(total, dtype=np.float64) * (2 * self.clip / self.levels) - count * self.clip)
 
     def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (a + b) & np.uint64(self.mask)  # uint64 wraps modulo 2^64, a multiple of 2^bits
+        return (a + b) & self.dtype.type(self.mask)  # `dtype` wraps modulo a multiple of 2^bits
 
     def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (a - b) & np.uint64(self.mask)
+        return (a - b) & self.dtype.type(self.mask)
 
     def to_bytes(self, values: np.ndarray) -> bytes:
-        width = self.bits // 8
-        return np.ascontiguousarray(values, dtype="<u8").view(np.uint8).reshape(-1, 8)[:, :width].tobytes()
+        width, size = self.bits // 8, self.dtype.itemsize
+        little = np.ascontiguousarray(values, dtype=self.dtype.newbyteorder("<"))
+        return little.tobytes() if width == size else little.view(np.uint8).reshape(-1, size)[:, :width].tobytes()
 
     def from_bytes(self, data: bytes, count: int) -> np.ndarray:
         """`count` ring elements from `data`; ValueError if the length is not exactly theirs."""
         width = self.bits // 8
         if len(data) != width * count:
             raise ValueError(f"{len(data)} bytes for {count} elements of {width} bytes")
-        wide = np.zeros((count, 8), np.uint8)
+        little, size = self.dtype.newbyteorder("<"), self.dtype.itemsize
+        if width == size:
+            return np.frombuffer(data, little).astype(self.dtype)
+        wide = np.zeros((count, size), np.uint8)
         wide[:, :width] = np.frombuffer(data, np.uint8).reshape(count, width)
-        return wide.view("<u8").reshape(count).astype(np.uint64)
+        return wide.view(little).reshape(count).astype(self.dtype)

@@ -72,12 +72,26 @@ def test_sealed_shares_open_only_for_their_recipient_and_context():
         keys.agree(a, bytes(32), b"seal")  # the all-zero point
 
 
-def test_masks_are_the_same_from_the_same_seed_and_fill_the_ring():
-    seed = bytes(range(32))
-    a, b = prg.expand(seed, 1000, 24), prg.expand(seed, 1000, 24)
+@pytest.mark.parametrize(("bits", "dtype"), [(16, np.uint16), (24, np.uint32), (32, np.uint32), (40, np.uint64)])
+def test_masks_are_the_same_from_the_same_seed_and_fill_the_ring(bits, dtype):
+    seed, ring = bytes(range(32)), Ring(bits, 1.0, 4)
+    a, b = prg.expand(seed, 1000, ring), prg.expand(seed, 1000, ring)
     np.testing.assert_array_equal(a, b)
-    assert a.max() < 2**24 and a.max() > 2**23
-    assert not np.array_equal(a, prg.expand(bytes(32), 1000, 24))
+    assert a.dtype == dtype and a.max() < 2**bits and a.max() > 2 ** (bits - 1)
+    assert not np.array_equal(a, prg.expand(bytes(32), 1000, ring))
+
+
+@pytest.mark.parametrize("bits", [16, 24, 32, 48])
+def test_ring_elements_travel_in_bits_over_8_bytes_and_add_modulo_2_to_the_bits(bits):
+    ring, rng = Ring(bits, 1.0, 4), np.random.default_rng(bits)
+    a = ring.elements(rng.integers(0, 2**bits, 500, dtype=np.uint64))
+    b = ring.elements(rng.integers(0, 2**bits, 500, dtype=np.uint64))
+    data = ring.to_bytes(a)
+    assert len(data) == 500 * bits // 8
+    np.testing.assert_array_equal(ring.from_bytes(data, 500), a)
+    expected = (a.astype(object) + b.astype(object)) % 2**bits
+    np.testing.assert_array_equal(ring.add(a, b).astype(object), expected)
+    np.testing.assert_array_equal(ring.sub(ring.add(a, b), b), a)
 
 
 def test_the_neighbour_graph_is_symmetric_sparse_and_the_same_for_everyone():
