@@ -18,8 +18,9 @@ LOCK   := $(BIN)/uv pip compile pyproject.toml -c constraints.txt --find-links /
 # end-to-end runs, the accelerators' own tests, wire sizes, the Flower edge)
 COMPAT := .venv-flwr142
 COMPAT_TESTS := tests/simulations/test_engines.py tests/simulations/test_simulate_e2e.py \
-	tests/common/test_flower_compat.py tests/common/test_wire_size.py tests/simulations/test_flower_free.py \
-	tests/client/test_client_app.py tests/server/test_discovery.py tests/simulations/test_actor_share.py
+	tests/common/test_flower_compat.py tests/common/test_flower_compat_contracts.py tests/common/test_wire_size.py \
+	tests/simulations/test_flower_free.py tests/client/test_client_app.py tests/server/test_discovery.py \
+	tests/simulations/test_actor_share.py
 
 .PHONY: demo test test-compat install install-dev lock clean
 

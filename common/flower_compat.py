@@ -16,7 +16,7 @@ Flower's (and Ray's) internal functions with faster ones:
 * sending the messages Ray's driver prints on its own to a log instead
   (`route_ray_driver_messages`);
 * a Flower `Array` built from fields already known to be right, without the
-  constructor's argument checks (`array`).
+  constructor's argument checks (`array`; `enable_fast_array`).
 
 Internals move between releases, so each accelerator first checks what it
 relies on (`Needs`: the functions, their parameters, the attributes their
@@ -24,8 +24,9 @@ objects set; for `array`, that it builds what the constructor builds). Where
 something is missing it leaves stock Flower in place and logs one warning
 line naming itself and what is missing; nothing here raises, and importing
 this module imports neither Flower nor Ray. Tested against flwr 1.41.0 and
-1.42.0 (`tests/common/test_flower_compat.py` runs each accelerator and the
-stock function on the same inputs).
+1.42.0: `tests/common/test_flower_compat.py` checks the preconditions, and
+`tests/common/test_flower_compat_contracts.py` runs each accelerator and the
+stock Flower it replaces on the same inputs, one accelerator switched at a time.
 """
 
 from __future__ import annotations
@@ -264,8 +265,9 @@ def enable_actor_pipeline(depth: int = 2) -> bool:
 # object-store copy of a broadcast that the messages share (pickle writes a
 # shared object once), one round trip. Each message still runs through the
 # ClientApp with its own Context, and a ClientApp error becomes that
-# message's error reply, as in Flower's worker. A message batched behind a
-# hung client waits with it (as in the pipeline).
+# message's error reply, its node's Context left as it was, as in Flower's
+# worker. A message batched behind a hung client waits with it (as in the
+# pipeline).
 _batch_size = 1
 
 
@@ -283,20 +285,24 @@ class _BatchLoader:
         app = app_fn()
 
         def run_all(message: list[Any], context: list[Any]) -> list[Any]:
-            return [_run_one(app, one, ctx) for one, ctx in zip(message, context, strict=True)]
+            done = [_run_one(app, one, ctx) for one, ctx in zip(message, context, strict=True)]
+            context[:] = [ctx for _, ctx in done]  # the list the actor returns as the updated contexts
+            return [reply for reply, _ in done]
 
         return run_all
 
 
-def _run_one(app: Any, message: Any, context: Any) -> Any:
-    """The ClientApp's reply to one message, or the error reply Flower's worker would make."""
+def _run_one(app: Any, message: Any, context: Any) -> tuple[Any, Any]:
+    """The ClientApp's reply to one message and the context it leaves; or the
+    error reply Flower's worker would make and None, since Flower's worker
+    keeps no context from a ClientApp that raised."""
     from flwr.clientapp.client_app import ClientAppException
     from flwr.common.constant import ErrorCode
 
     try:
-        return app(message=message, context=context)
+        return app(message=message, context=context), context
     except Exception as ex:  # noqa: BLE001 - a client's failure is its reply, as in Flower's worker
-        return _error_reply(message, ClientAppException(str(ex)), ErrorCode.CLIENT_APP_RAISED_EXCEPTION)
+        return _error_reply(message, ClientAppException(str(ex)), ErrorCode.CLIENT_APP_RAISED_EXCEPTION), None
 
 
 def _error_reply(message: Any, ex: Exception, code: int | None = None) -> Any:
@@ -348,7 +354,8 @@ def _batch_worker(messageins_queue: Queue, messageres_queue: Queue, node_info_st
             if len(replies) != len(messages) or len(updated) != len(messages):
                 raise ValueError(f"{len(replies)} replies and {len(updated)} contexts for {len(messages)} messages")
             for store, message, context in zip(stores, messages, updated):
-                store.update_context(message.metadata.run_id, context=context)
+                if context is not None:  # None: its ClientApp raised
+                    store.update_context(message.metadata.run_id, context=context)
         except Exception as ex:  # noqa: BLE001 - as Flower's worker: every message of the call gets an error reply
             logging.getLogger(__name__).error("a batch of %d messages failed: %s", len(messages), ex)
             replies = [_error_reply(m, ex) for m in messages]
@@ -551,6 +558,18 @@ def route_ray_driver_messages(logger: logging.Logger | None) -> bool:
     return _install("ray-driver-messages", needs, worker, "print_to_stdstream", to_log if logger else None)
 
 
+# ------------------------------------------------------------------ fast array
+_fast_array = True
+
+
+def enable_fast_array(on: bool = True) -> bool:
+    """Build Arrays with `array`'s shortcut (off: Flower's constructor).
+    Returns whether the shortcut is in use."""
+    global _fast_array
+    _fast_array = on
+    return on and _array_shortcut_ok()
+
+
 def array(dtype: str, shape: tuple[int, ...], stype: str, data: bytes) -> Any:
     """`Array(dtype=..., shape=..., stype=..., data=...)`, built as the
     constructor leaves it (its four fields, marked dirty) when that is
@@ -560,7 +579,7 @@ def array(dtype: str, shape: tuple[int, ...], stype: str, data: bytes) -> Any:
     `__setattr__`, and a client builds about ten Arrays a message."""
     from flwr.app import Array
 
-    if not _array_shortcut_ok():
+    if not (_fast_array and _array_shortcut_ok()):
         return Array(dtype=dtype, shape=tuple(shape), stype=stype, data=data)
     made = Array.__new__(Array)
     made.__dict__.update(_is_dirty=True, dtype=dtype, shape=shape, stype=stype, data=data)
