@@ -94,6 +94,19 @@ def levels(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
+def row_limit(bits: int) -> float:
+    """The largest magnitude a `bits`-bit row block carries: Q steps of the
+    largest float16 scale (a downlink clips its model to it before quantising)."""
+    return _F16_MAX * levels(bits)
+
+
+def check_scales(scales: np.ndarray) -> np.ndarray:
+    """Row scales read from a payload: CodecError unless finite and >= 0."""
+    if not (np.isfinite(scales).all() and (scales >= 0).all()):
+        raise CodecError("row block scales are negative or not finite")
+    return scales
+
+
 def as_rows(x: np.ndarray) -> np.ndarray:
     """The 2-D view a tensor is quantised in: (shape[0], rest); a 1-D or 0-D tensor is one row."""
     return x.reshape(x.shape[0], -1) if x.ndim >= 2 else x.reshape(1, -1)
@@ -102,7 +115,7 @@ def as_rows(x: np.ndarray) -> np.ndarray:
 def quantise_rows(x: np.ndarray, bits: int, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(float16 scale per row, uint8 code per entry) of a finite 2-D array.
 
-    ValueError if a row's scale exceeds the float16 range (|v| > 65504 Q).
+    ValueError if a row's scale exceeds the float16 range (|v| > `row_limit(bits)`).
     """
     q = levels(bits)
     x = np.asarray(x, dtype=np.float32)
@@ -157,9 +170,7 @@ def unpack_rows(data: bytes, rows: int, cols: int, bits: int) -> np.ndarray:
     size = _BLOCK.size + 2 * rows + (n * bits + 7) // 8
     if len(data) != size:
         raise CodecError(f"row block of {len(data)} bytes, expected {size}")
-    scales = np.frombuffer(data, dtype="<f2", count=rows, offset=_BLOCK.size)
-    if not (np.isfinite(scales).all() and (scales >= 0).all()):
-        raise CodecError("row block scales are negative or not finite")
+    scales = check_scales(np.frombuffer(data, dtype="<f2", count=rows, offset=_BLOCK.size))
     packed = np.frombuffer(data, dtype=np.uint8, offset=_BLOCK.size + 2 * rows)
     per, mask = 8 // bits, (1 << bits) - 1
     codes = ((packed[:, None] >> (np.arange(per, dtype=np.uint8) * bits)) & mask).ravel()

@@ -36,6 +36,11 @@ VALUE_CODEC_NAMES = {v: k for k, v in VALUE_CODECS.items()}
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+def value_limit(value_codec: str) -> float:
+    """The largest magnitude `value_codec` carries (a downlink clips its model to it)."""
+    return float(np.finfo(np.float16).max) if value_codec == "fp16" else _F32_MAX
+
+
 def value_stream_size(code: int, nnz: int) -> int:
     """Exact value-stream length (bytes) for codec id ``code``."""
     return {1: 4 * nnz, 2: 2 * nnz, 3: 4 + nnz, 4: 4 + (nnz + 7) // 8}[code]

@@ -193,6 +193,11 @@ class EvaluationConfig:
     # replies per round an honest-but-curious server's attacks are run on
     # (server/leakage.py; 0 = off): leak-* columns in rounds.csv, `privacy`
     leakage_sample: int = field(default=0, metadata=_non_negative())
+    # score the model as clients decode the broadcast (the downlink's encode
+    # then decode of the whole model): "on", "off", or "auto" (on when the
+    # downlink is lossy). When on, hr@k is the decoded model's and hr@k-server
+    # (every metric with "-server") the server's float model's
+    eval_as_decoded: str = field(default="auto", metadata=_choice("auto", "on", "off"))
 
 
 @_section

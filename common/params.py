@@ -48,6 +48,24 @@ def _npy_header_of(dtype: np.dtype, shape: tuple[int, ...]) -> tuple[str, bytes]
     return str(dtype), buffer.getvalue()
 
 
+class NonFiniteModel(ValueError):
+    """A model (or a server optimiser's state) holding NaN or an infinity:
+    nothing of it may be pruned, broadcast, evaluated or saved."""
+
+
+def non_finite(params: Params) -> list[str]:
+    """The names of the tensors that hold a NaN or an infinity, sorted."""
+    return sorted(name for name, value in params.items() if not np.isfinite(value).all())
+
+
+def check_finite(params: Params, what: str) -> Params:
+    """`params`, or `NonFiniteModel` naming `what` and its non-finite tensors."""
+    bad = non_finite(params)
+    if bad:
+        raise NonFiniteModel(f"{what} is not finite: NaN or inf in {bad}")
+    return params
+
+
 def from_record(record: Arrays, writable: bool = True) -> Params:
     """Unpack `Arrays` into named numpy arrays (each checked, see `array_of`)."""
     return {name: array_of(array, writable) for name, array in record.items()}

@@ -8,16 +8,22 @@ whole-model message built and counted once however many clients get it.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from prunus.common.codec_rows import encode_row_set
 from prunus.common.compression import BroadcastContext, DownlinkMethod, RowSelection
 from prunus.common.compression.base import ROW_QUERY, RowIds, take_rows
-from prunus.common.params import Params, npy_array, wire_bytes, wire_bytes_with_part
+from prunus.common.compression.broadcast import beyond
+from prunus.common.params import Params, check_finite, npy_array, wire_bytes, wire_bytes_with_part
 from prunus.common.payload import Arrays, ConfigMap, Content
 from prunus.server.intake import Intake
+from prunus.server.ledger import RoundLog
 from prunus.server.transport import Outgoing, Transport
 from prunus.server.validation import validate_row_request
+
+log = logging.getLogger("prunus")
 
 
 class Broadcaster:
@@ -30,6 +36,7 @@ class Broadcaster:
         self.sent: dict[int, RowIds | None] = {}  # the last messages' rows per partition
         self._payload: tuple[Params, int, Arrays] | None = None  # (params, round, whole broadcast), encoded once
         self._named: tuple[np.ndarray, Arrays] | None = None  # rows chosen by the server, as a row set
+        self._checked: tuple[Params, int] | None = None  # (model, round) last checked for the broadcast
 
     def messages(self, server_round: int, params: Params, chosen: list[int], purpose: str,
                  transport: Transport) -> list[Outgoing]:
@@ -71,6 +78,7 @@ class Broadcaster:
         """The global parameters (downlink method applied; the given rows of the
         item tables, or all of them) to each partition, every message counted."""
         entry, messages = self.intake.ledger.round(server_round), []
+        self._check(server_round, params, entry)
         # a message that many clients get (the whole model, or rows the server
         # chose for all of them: one `ids` object) is built and sized once
         built: dict[int, tuple[Content, int, int, int]] = {}
@@ -91,6 +99,20 @@ class Broadcaster:
             entry.downlink_nnz += nnz
             messages.append(Outgoing(partition, record))
         return messages
+
+    def _check(self, server_round: int, params: Params, entry: RoundLog) -> None:
+        """Before a model's first broadcast of a round: `NonFiniteModel` unless
+        it is finite, and the entries the downlink clips to its range counted
+        (`downlink-clipped` in rounds.csv where there are any; the model still travels)."""
+        if self._checked is not None and self._checked[0] is params and self._checked[1] == server_round:
+            return
+        check_finite(params, "the model to broadcast")
+        clipped = beyond(params, self.downlink.limit)
+        if clipped:
+            entry.metrics["downlink-clipped"] = entry.metrics.get("downlink-clipped", 0.0) + clipped
+            log.warning("round %d: %d model entries beyond the %s broadcast's range +-%g were clipped",
+                        server_round, clipped, self.downlink.name, self.downlink.limit)
+        self._checked = (params, server_round)
 
     def _row_set(self, ids: np.ndarray) -> Arrays:
         if self._named is None or self._named[0] is not ids:

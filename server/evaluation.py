@@ -3,18 +3,25 @@
 The global model has no user vectors (they stay on clients), so each user's
 vector is folded in from that user's training interactions with the shared
 parameters fixed; the figure then measures the shared parameters alone.
+
+With `eval-as-decoded` (by default when the broadcast is lossy) the model
+scored is the one clients decode: the downlink's encode then decode of the
+whole model, as a whole-model broadcast of that round carries it. Its metrics
+are the headline (`hr@k`), the server's float model's follow with "-server".
+A model holding NaN or an infinity is never scored: `NonFiniteModel`.
 """
 
 from __future__ import annotations
 
 import torch
 
+from prunus.common.compression import DOWNLINK, BroadcastContext
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
 from prunus.common.mf_closed_form import BIAS, ITEMS, USERS, closed_form, fold_in_all
 from prunus.common.models import build_model
-from prunus.common.params import Params
+from prunus.common.params import Params, check_finite
 from prunus.common.training import client_settings, fold_in, seeded_generator
 
 EVAL_STREAM = 0xE7A1  # keeps evaluation's random stream apart from training's
@@ -28,8 +35,30 @@ class CentralEvaluator:
         self.device = device or torch.device("cpu")
         self.users = torch.as_tensor(split.train_users, device=self.device)
         self.items = torch.as_tensor(split.train_items, device=self.device)
+        self.downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression) if self.decodes(cfg) else None
 
-    def __call__(self, shared: Params) -> dict[str, float]:
+    @staticmethod
+    def decodes(cfg: Config) -> bool:
+        """Whether `cfg` scores the model as clients decode it (`eval-as-decoded`)."""
+        wanted = cfg.evaluation.eval_as_decoded
+        return wanted == "on" or (wanted == "auto" and DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression).lossy)
+
+    def __call__(self, shared: Params, server_round: int = 0) -> dict[str, float]:
+        """The model's metrics; as clients decode its broadcast of `server_round`
+        when evaluating as decoded (then the float model's too, "-server")."""
+        check_finite(shared, "the model to evaluate")
+        if self.downlink is None:
+            return self.score(shared)
+        return self.score(self.as_decoded(shared, server_round)) | {
+            f"{name}-server": value for name, value in self.score(shared).items() if name != "eval-users"}
+
+    def as_decoded(self, shared: Params, server_round: int) -> Params:
+        """What a client decodes of the whole-model broadcast of `shared` in `server_round`."""
+        ctx = BroadcastContext(server_round, self.cfg.runtime.seed)
+        return self.downlink.decode(self.downlink.encode(shared, ctx), {k: v.shape for k, v in shared.items()})
+
+    def score(self, shared: Params) -> dict[str, float]:
+        """The metrics of these shared parameters as they are."""
         cfg, split = self.cfg, self.split
         model = build_model(cfg.model.model, split.n_users, split.n_items, cfg.model.dim, cfg.model.mlp_widths, seed=cfg.runtime.seed)
         model = model.to(self.device)

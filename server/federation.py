@@ -29,7 +29,7 @@ import numpy as np
 from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
-from prunus.common.params import Params, to_record, wire_bytes
+from prunus.common.params import Params, check_finite, to_record, wire_bytes
 from prunus.common.payload import MessageType
 from prunus.common.update import sent_entries
 from prunus.server.broadcast import Broadcaster
@@ -48,7 +48,7 @@ log = logging.getLogger("prunus")
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 
-Evaluator = Callable[[Params], dict[str, float]]
+Evaluator = Callable[[Params, int], dict[str, float]]  # (model, round) -> metrics
 
 
 class Federation:
@@ -72,8 +72,7 @@ class Federation:
         self.intake = Intake(self.ledger, wire_bytes(to_record(params)))
         self.broadcaster = Broadcaster(downlink, self.rows, spec.item_tables, n_items, cfg.runtime.seed, self.intake)
         self.pipeline = AggregationPipeline(cfg.federation, self.shapes, self.optimizer,
-                                            ModelPruner(cfg.compression, list(spec.prunable)), downlink,
-                                            cfg.runtime.seed)
+                                            ModelPruner(cfg.compression, list(spec.prunable)))
         self.secure = SecureRounds(cfg, spec, self.intake, self.broadcaster) \
             if cfg.secure.secure_aggregation else None
 
@@ -81,7 +80,10 @@ class Federation:
     def run(self, transport: Transport, on_round: Callable[[RoundLog], None] = lambda entry: None,
             start: int = 1) -> Params:
         """Evaluate the initial model, then train `rounds` rounds (from round
-        `start` when resuming a checkpoint); returns the final parameters."""
+        `start` when resuming a checkpoint); returns the final parameters.
+        `NonFiniteModel` before anything else if the model to start from is not
+        finite (the rounds keep it so: `server.pipeline`)."""
+        check_finite(self.params, "the model to start from")
         if start == 1:
             self.evaluate(0, time.perf_counter())
             on_round(self.ledger.round(0))
@@ -200,5 +202,5 @@ class Federation:
         """Central evaluation (round 0 and evaluation rounds); closes the round's timing."""
         entry = self.ledger.round(server_round)
         if server_round == 0 or self.is_eval_round(server_round):
-            entry.metrics |= self.evaluator(self.params)
+            entry.metrics |= self.evaluator(self.params, server_round)
         entry.seconds = time.perf_counter() - started if server_round else 0.0

@@ -2,9 +2,11 @@
 server optimiser's step, model pruning, and the checks before the new model
 is taken.
 
-A step that would leave the model non-finite or not encodable for the
-broadcast is refused with its reason: the previous model (and the
-optimiser's state) is kept and the refusal counted.
+A step that would leave the model or the optimiser's state non-finite is
+refused with its reason before anything prunes or broadcasts it: the previous
+model and the optimiser's previous state are kept and the refusal counted
+(`refused` in rounds.csv). What the broadcast cannot represent is no reason
+to refuse a step: the downlink clips it (`server.broadcast` counts it).
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import logging
 
 import numpy as np
 
-from prunus.common.compression import BroadcastContext, DownlinkMethod
 from prunus.common.config import FederationConfig
-from prunus.common.params import Params
+from prunus.common.params import NonFiniteModel, Params, check_finite
 from prunus.server.aggregators import AGGREGATORS
 from prunus.server.intake import TrainReply
 from prunus.server.ledger import RoundLog
@@ -30,9 +31,8 @@ class AggregationPipeline:
     """Turns a round's accepted replies into the next global model."""
 
     def __init__(self, settings: FederationConfig, shapes: dict[str, tuple[int, ...]], optimizer: ServerOptimizer,
-                 pruner: ModelPruner, downlink: DownlinkMethod, seed: int) -> None:
+                 pruner: ModelPruner) -> None:
         self.settings, self.shapes, self.optimizer, self.pruner = settings, shapes, optimizer, pruner
-        self.downlink, self.seed = downlink, seed
         self.aggregate = AGGREGATORS.get(settings.aggregator)
 
     def step(self, server_round: int, params: Params, accepted: list[TrainReply],
@@ -55,18 +55,25 @@ class AggregationPipeline:
         return None if new is None else (new, step)
 
     def apply(self, server_round: int, params: Params, step: Params, entry: RoundLog) -> Params | None:
-        """The optimiser's step with an aggregated update, model pruning and the
-        checks (a securely aggregated round starts here); None: refused."""
+        """The optimiser's step with an aggregated update, then model pruning (a
+        securely aggregated round starts here); None: refused.
+
+        Nothing non-finite goes on: the step, the stepped model and the
+        optimiser's new state are checked before pruning, and the optimiser
+        takes its new state only when all are finite (otherwise it keeps the
+        state it had, like the model)."""
         saved = self.optimizer.state()
-        new = self.pruner.prune(self.optimizer.step(params, step), server_round)
         try:
-            bad = sorted(name for name, value in new.items() if not np.isfinite(value).all())
-            if bad:
-                raise ValueError(f"non-finite values in {bad}")
-            self.downlink.encode(new, BroadcastContext(server_round, self.seed))
-        except ValueError as err:
+            check_finite(step, "the aggregated step")
+            with np.errstate(over="ignore", invalid="ignore"):  # what overflows is refused below
+                stepped = self.optimizer.step(params, step)
+            check_finite(stepped, "the stepped model")
+            first, second = self.optimizer.state()
+            check_finite({**first, **{f"{name} (second moment)": v for name, v in second.items()}},
+                         "the server optimiser's state")
+        except NonFiniteModel as err:
             self.optimizer.restore(saved)
             entry.refused = 1
-            log.warning("round %d: step refused, previous model kept: %s", server_round, err)
+            log.warning("round %d: step refused, previous model and optimiser state kept: %s", server_round, err)
             return None
-        return new
+        return self.pruner.prune(stepped, server_round)

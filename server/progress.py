@@ -41,7 +41,8 @@ class RoundProgress:
         metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))
         self.metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith("hr@")) or self.metrics
         defended = ((entry.failures, "failed"), (entry.rejected, "rejected"), (entry.zeroed, "zeroed"),
-                    (entry.clipped, "clipped"), (entry.refused, "step refused"))
+                    (entry.clipped, "clipped"), (entry.refused, "step refused"),
+                    (int(entry.metrics.get("downlink-clipped", 0)), "entries clipped in the broadcast"))
         lost = "".join(f"  {n} {what}" for n, what in defended if n)
         if self._bar is not None:
             status = f"{self.total / 1e6:.1f} MB sent  {self.metrics}"

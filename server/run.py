@@ -86,6 +86,14 @@ def run_federation(cfg: Config, transport: Transport, partitions: list[int], led
     return finish(cfg, ledger, saved, time.perf_counter() - started)
 
 
+def evaluated_model(cfg: Config) -> str:
+    """What the summary's hr@k scores (`server.evaluation`)."""
+    if CentralEvaluator.decodes(cfg):
+        return (f"as clients decode the {cfg.compression.downlink_codec} broadcast "
+                f"(the server's float model: the -server metrics)")
+    return "the server's model"
+
+
 def ldp_guarantee(cfg: Config, ledger: Ledger) -> dict[str, float]:
     """The run's local-DP guarantee: per reply, and composed over the train
     replies of its most-sampled client (`common.privacy`)."""
@@ -126,6 +134,10 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
         "zeroed": sum(r["zeroed"] for r in rows),
         "clipped": sum(r["clipped"] for r in rows),
         "refused": sum(r["refused"] for r in rows),
+        # model entries the broadcast clipped to the downlink's range (the model still travelled)
+        "downlink-clipped": int(sum(r.get("downlink-clipped", 0) for r in rows)),
+        # which model the headline metrics score: as clients decode the broadcast, or the server's float model
+        "evaluated": evaluated_model(cfg),
         "wall_seconds": wall_seconds,
         "placement": ledger.placement(),
     }

@@ -7,6 +7,7 @@ import sys
 
 from prunus.common.config import ConfigError, load
 from prunus.common.data import DatasetError
+from prunus.common.params import NonFiniteModel
 from prunus.common.results import code_version
 
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             from prunus.simulations.centralized import run_centralized
 
             run_centralized(cfg)
-    except (ConfigError, DatasetError) as err:
+    except (ConfigError, DatasetError, NonFiniteModel) as err:
         print(f"prunus: error: {err}", file=sys.stderr)
         return 2
     return 0
@@ -122,7 +123,7 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
             cfg = from_mapping(values, source=f"{out}/checkpoint.npz")
         check_resumable(cfg, checkpoint)
         run_simulate(cfg, verbose=args.verbose, resume=checkpoint)
-    except (ConfigError, DatasetError) as err:
+    except (ConfigError, DatasetError, NonFiniteModel) as err:
         print(f"prunus: error: {err}", file=sys.stderr)
         return 2
     return 0

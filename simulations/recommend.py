@@ -94,9 +94,10 @@ def _empty_model(cfg: Config, n_items: int) -> Recommender:
 
 
 def evaluate_run(run: Run) -> dict[str, float]:
-    """Central evaluation of the saved model on the run's split, as the server ran it."""
+    """Central evaluation of the saved model on the run's split, as the server ran
+    it (as its last round's broadcast decodes, where the run evaluated so)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return CentralEvaluator(run.cfg, run.split, device)(run.params)
+    return CentralEvaluator(run.cfg, run.split, device)(run.params, run.cfg.federation.rounds)
 
 
 def format_evaluation(run: Run, metrics: dict[str, float]) -> str:

@@ -210,13 +210,18 @@ class Defence(Protocol):
 class DownlinkMethod(Protocol):
     """Global model -> broadcast payload (server half); payload -> arrays (client half).
 
-    `encode` sends `take_rows(params, ctx.rows)`; `decode` gets the shapes of
-    what was sent (`row_shapes`) and returns those tensors. ValueError from
-    `encode` means the model cannot travel (the server refuses the step that
-    made it); `decode` raises PayloadError and nothing else.
+    `encode` sends `take_rows(params, ctx.rows)` of a finite model, clipping
+    what lies beyond `limit` (the largest magnitude the method carries; the
+    server counts the entries clipped), so every finite model travels;
+    `decode` gets the shapes of what was sent (`row_shapes`) and returns those
+    tensors; it raises PayloadError and nothing else. `lossy`: whether what a
+    client decodes may differ from the model (central evaluation then scores
+    the decoded model too, `server.evaluation`).
     """
 
     name: ClassVar[str]
+    limit: float
+    lossy: bool
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 

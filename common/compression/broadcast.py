@@ -1,11 +1,19 @@
 """The shared halves of the downlink methods.
 
 `CodecBroadcast`: each tensor's non-zero entries through `common.codec` with
-the method's value codec (a pruned model travels as its non-zeros; fp16 and
-int8 are lossy and smaller). `RowBlockBroadcast`: each tensor as per-row
-scaled low-bit codes (`common.codec_rows`), stochastically rounded with noise
-seeded by (seed, round). Either way a client decodes what it was sent and
-trains from that, so its update is relative to the model it really has.
+the method's value codec (a pruned model travels as its non-zeros; fp16 is
+lossy and smaller). `RowBlockBroadcast`: each tensor as per-row scaled codes
+(`common.codec_rows`), rounded to the nearest step (int8) or stochastically
+with noise seeded by (seed, round) (int4, int2); int8 sends a pruned model's
+non-zero codes through `common.codec`, with the row scales beside them
+(per tensor, where that is smaller than its row block).
+Either way a client decodes what it was sent and trains from that, so its
+update is relative to the model it really has.
+
+What a method cannot represent (beyond its `limit`: float16's range, the
+largest row scale's Q steps) is clipped to the limit, never a reason for the
+model not to travel; `beyond` counts the entries clipped (the server's
+`downlink-clipped`).
 """
 
 from __future__ import annotations
@@ -15,14 +23,38 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from prunus.common.codec import CodecError, pack_update, record_payload, unpack_update
-from prunus.common.codec_rows import as_rows, pack_rows, quantise_rows, unpack_rows
+from prunus.common.codec_rows import (
+    as_rows,
+    check_scales,
+    dequantise_rows,
+    levels,
+    pack_rows,
+    quantise_rows,
+    row_limit,
+    unpack_rows,
+)
+from prunus.common.codec_values import value_limit
 from prunus.common.compression.base import BroadcastContext, Params, PayloadError, Shapes, take_rows
-from prunus.common.params import npy_array, record_of
+from prunus.common.params import array_of, npy_array, record_of
 from prunus.common.payload import Arrays
 from prunus.common.update import densify, nonzeros
 
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
+
+SCALES = "/scales"  # a pruned int8 broadcast's row scales travel under the tensor's name + this
+
+
+def beyond(params: Params, limit: float) -> int:
+    """How many entries of the model lie beyond +-`limit` (infinities included)."""
+    return sum(int(np.count_nonzero(np.abs(value) > limit)) for value in params.values())
+
+
+def clip_model(params: Params, limit: float) -> Params:
+    """The model with every entry clipped to +-`limit` (the same dict when none lies beyond)."""
+    if not beyond(params, limit):
+        return params
+    return {name: np.clip(value, -limit, limit).astype(value.dtype, copy=False) for name, value in params.items()}
 
 
 class CodecBroadcast:
@@ -34,8 +66,17 @@ class CodecBroadcast:
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
 
+    @property
+    def limit(self) -> float:
+        return value_limit(self.value_codec)
+
+    @property
+    def lossy(self) -> bool:
+        return self.value_codec != "fp32"
+
     def encode(self, params: Params, ctx: BroadcastContext) -> Arrays:
-        return pack_update({name: nonzeros(value) for name, value in take_rows(params, ctx.rows).items()},
+        sent = take_rows(clip_model(params, self.limit), ctx.rows)
+        return pack_update({name: nonzeros(value) for name, value in sent.items()},
                            index_codec="auto", value_codec=self.value_codec)
 
     def decode(self, record: Arrays, shapes: Shapes) -> Params:
@@ -47,27 +88,41 @@ class CodecBroadcast:
 
 
 class RowBlockBroadcast:
-    """Base of the sub-8-bit downlink methods: `bits`-bit per-row scaled codes.
+    """Base of the quantised downlink methods: `bits`-bit per-row scaled codes.
 
     The whole model is quantised once per (model, round) and each message
     gathers its rows from that, so every client of a round decodes the same
-    values for a row, whichever rows it asked for.
+    values for a row, whichever rows it asked for. `stochastic`: rounding with
+    noise seeded by (seed, round) (unbiased), else to the nearest step (error
+    at most half a step). `sparse_when_pruned`: a pruned model's tensor whose
+    non-zero codes and row scales (`SCALES`) are smaller than its row block
+    travels so, the codes through `common.codec` (exact: integers of at most
+    8 bits).
     """
 
     name: ClassVar[str]
     bits: ClassVar[int]
+    stochastic: ClassVar[bool] = True
+    sparse_when_pruned: ClassVar[bool] = False
+    lossy: ClassVar[bool] = True
 
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
+        self.sparse = self.sparse_when_pruned and settings.model_sparsity > 0
         self._cache: tuple[Params, int, int, dict[str, tuple[np.ndarray, np.ndarray]]] | None = None
+
+    @property
+    def limit(self) -> float:
+        return row_limit(self.bits)
 
     def _quantised(self, params: Params, ctx: BroadcastContext) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if self._cache is None or self._cache[0] is not params or self._cache[1:3] != (ctx.server_round, ctx.seed):
             rng = np.random.default_rng([ctx.seed, ctx.server_round, 7])
             quantised = {}
-            for name, value in params.items():
+            for name, value in clip_model(params, self.limit).items():
                 rows = as_rows(value)
-                quantised[name] = quantise_rows(rows, self.bits, rng.random(rows.shape, dtype=np.float32))
+                noise = rng.random(rows.shape, dtype=np.float32) if self.stochastic else None
+                quantised[name] = quantise_rows(rows, self.bits, noise)
             self._cache = (params, ctx.server_round, ctx.seed, quantised)
         return self._cache[3]
 
@@ -76,20 +131,50 @@ class RowBlockBroadcast:
         for name, (scales, codes) in self._quantised(params, ctx).items():
             if ctx.rows is not None and name in ctx.rows:
                 scales, codes = scales[ctx.rows[name]], codes[ctx.rows[name]]
-            arrays[name] = npy_array(np.frombuffer(pack_rows(scales, codes, self.bits), dtype=np.uint8))
+            block = npy_array(np.frombuffer(pack_rows(scales, codes, self.bits), dtype=np.uint8))
+            if self.sparse:  # the non-zero codes with their positions, where that is smaller
+                steps = codes.astype(np.float32) - levels(self.bits)
+                sparse = {**pack_update({name: nonzeros(steps)}, value_codec="int8"),
+                          name + SCALES: npy_array(scales.astype("<f2"))}
+                if sum(len(a.data) for a in sparse.values()) < len(block.data):
+                    arrays |= sparse
+                    continue
+            arrays[name] = block
         return record_of(arrays)
 
     def decode(self, record: Arrays, shapes: Shapes) -> Params:
-        if set(record) != set(shapes):
-            raise PayloadError(f"broadcast does not match the model: tensors {sorted(set(record) ^ set(shapes))}")
+        names = set(shapes) | ({name + SCALES for name in shapes} & set(record) if self.sparse else set())
+        if set(record) != names:
+            raise PayloadError(f"broadcast does not match the model: tensors {sorted(set(record) ^ names)}")
         params = {}
         for name, shape in shapes.items():
             rows, cols = as_rows(np.empty(shape, dtype=np.bool_)).shape
             try:
-                params[name] = unpack_rows(record_payload(name, record[name]), rows, cols, self.bits).reshape(shape)
+                if name + SCALES in names:
+                    blocks = self._sparse_rows(record, name, rows, cols)
+                else:
+                    blocks = unpack_rows(record_payload(name, record[name]), rows, cols, self.bits)
             except CodecError as err:
                 raise PayloadError(f"undecodable broadcast: tensor {name!r}: {err}") from None
+            params[name] = blocks.reshape(shape)
         return params
+
+    def _sparse_rows(self, record: Arrays, name: str, rows: int, cols: int) -> np.ndarray:
+        """A pruned broadcast's tensor: its non-zero codes and row scales -> (rows, cols) float32."""
+        steps = densify(unpack_update(record_of({name: record[name]})))[name]
+        if steps.shape != (rows, cols):
+            raise CodecError(f"codes of shape {steps.shape}, expected {(rows, cols)}")
+        steps = np.rint(steps)  # the int8 value codec carries integer steps to well within half of one
+        q = levels(self.bits)
+        if (np.abs(steps) > q).any():
+            raise CodecError(f"codes beyond +-{q}")
+        try:
+            scales = array_of(record[name + SCALES], writable=False)
+        except ValueError as err:
+            raise CodecError(f"unreadable row scales: {err}") from None
+        if scales.dtype != np.float16 or scales.shape != (rows,):
+            raise CodecError(f"row scales of {scales.dtype} {scales.shape}, expected float16 {(rows,)}")
+        return dequantise_rows(check_scales(scales), (steps + q).astype(np.uint8), self.bits)
 
 
 def check_model(params: Params, shapes: Shapes) -> Params:

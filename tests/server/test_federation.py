@@ -8,6 +8,7 @@ import pytest
 
 from prunus.common.codec import pack_update
 from prunus.common.codec_rows import encode_row_set
+from prunus.common.compression import DOWNLINK
 from prunus.common.compression.base import ROW_QUERY
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
@@ -54,7 +55,7 @@ class CannedTransport:
         return list(self.replies)
 
 
-def _federation(params=PARAMS, partitions=(0, 1, 2), evaluator=lambda params: {}, **overrides) -> Federation:
+def _federation(params=PARAMS, partitions=(0, 1, 2), evaluator=lambda params, server_round: {}, **overrides) -> Federation:
     cfg = Config.of(**{"rounds": 2, "clients_per_round": 3, **overrides})
     return Federation(cfg, list(partitions), {k: v.copy() for k, v in params.items()}, SPEC, evaluator, Ledger())
 
@@ -300,8 +301,8 @@ def test_federated_evaluation_counts_failures_and_skips_other_rounds():
 def test_a_run_evaluates_trains_and_reports_every_round(make_train_reply):
     seen = []
 
-    def evaluator(params):
-        seen.append(float(params["item_embedding.weight"].mean()))
+    def evaluator(params, server_round):
+        seen.append((server_round, float(params["item_embedding.weight"].mean())))
         return {"hr@10": 0.5}
 
     def answer(message_type, outgoing):
@@ -313,7 +314,7 @@ def test_a_run_evaluates_trains_and_reports_every_round(make_train_reply):
     rounds = []
     params = federation.run(FakeTransport(answer), on_round=lambda entry: rounds.append(entry.round))
     assert rounds == [0, 1, 2]
-    assert seen == [0.0, 1.0, 2.0]  # the initial model, then after each round
+    assert seen == [(0, 0.0), (1, 1.0), (2, 2.0)]  # the initial model, then after each round
     np.testing.assert_allclose(params["item_embedding.weight"], 2.0)
     for r in (1, 2):
         entry = federation.ledger.round(r)
@@ -442,12 +443,15 @@ def test_a_step_that_would_overflow_the_model_is_refused_and_the_model_kept(make
         np.testing.assert_array_equal(federation.params[name], value)
 
 
-def test_a_step_the_fp16_broadcast_cannot_carry_is_refused(make_train_reply):
+def test_a_model_the_fp16_broadcast_cannot_carry_travels_clipped_and_counted(make_train_reply):
     federation = _federation(downlink_codec="fp16")
     federation.train(1, CannedTransport([Reply(0, 10, make_train_reply(_update(1e5), partition=0))]))
-    assert federation.ledger.round(1).refused == 1
-    assert not federation.params["item_embedding.weight"].any()
-    federation.broadcaster.broadcast(2, federation.params, {0: None})  # the kept model still broadcasts
+    assert federation.ledger.round(1).refused == 0  # not a reason to lose the round
+    np.testing.assert_array_equal(federation.params["item_embedding.weight"], 1e5)
+    messages = federation.broadcaster.broadcast(2, federation.params, {0: None})
+    assert federation.ledger.round(2).metrics["downlink-clipped"] == 12  # every entry of the model
+    decoded = DOWNLINK.get("fp16")(federation.cfg.compression).decode(messages[0].content["arrays"], federation.shapes)
+    np.testing.assert_array_equal(decoded["item_embedding.weight"], 65504.0)
 
 
 @pytest.mark.parametrize("aggregator", ["median", "trimmed-mean"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prunus.common.compression import DOWNLINK
 from prunus.common.compression.base import BroadcastContext, Params, PayloadError, Shapes, take_rows
-from prunus.common.compression.broadcast import CodecBroadcast, check_model
+from prunus.common.compression.broadcast import CodecBroadcast, check_model, clip_model
 from prunus.common.params import from_record, to_record
 from prunus.common.payload import Arrays
 
@@ -23,7 +23,7 @@ class Fp32Broadcast(CodecBroadcast):
         return self.settings.model_sparsity == 0
 
     def encode(self, params: Params, ctx: BroadcastContext) -> Arrays:
-        return to_record(take_rows(params, ctx.rows)) if self.dense else super().encode(params, ctx)
+        return to_record(take_rows(clip_model(params, self.limit), ctx.rows)) if self.dense else super().encode(params, ctx)
 
     def decode(self, record: Arrays, shapes: Shapes) -> Params:
         if not self.dense:

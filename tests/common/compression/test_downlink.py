@@ -1,5 +1,9 @@
 """Every registered downlink method: the broadcast a client decodes is the server's model.
 
+int8 has a scale per row (one large entry costs only its row's precision) and
+rounds to the nearest step; what lies beyond a method's range is clipped, so
+every finite model travels.
+
 Parametrised over `DOWNLINK.names()`, each with the model as it is and with a
 pruned model (`model-sparsity`, whose zeros travel as such): the round trip is
 exact where the payload is float32 and within the value codec's bound
@@ -12,12 +16,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from prunus.common.codec import max_abs_error, read_header, record_payload
 from prunus.common.codec_rows import as_rows, max_row_error
+from prunus.common.codec_values import round_trip
 from prunus.common.compression import DOWNLINK, BroadcastContext, PayloadError
 from prunus.common.compression.base import put_rows, row_shapes, take_rows
-from prunus.common.compression.broadcast import RowBlockBroadcast
+from prunus.common.compression.broadcast import SCALES, RowBlockBroadcast, beyond
 from prunus.common.config import Config
 from prunus.common.params import npy_array
 from prunus.common.payload import Arrays
@@ -142,7 +150,8 @@ def test_a_partial_broadcast_carries_only_its_rows_and_they_match_the_whole_one(
     assert len(record["item_embedding.weight"].data) < len(method.encode(params, ctx)["item_embedding.weight"].data)
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS if issubclass(DOWNLINK.get(n), RowBlockBroadcast)])
+@pytest.mark.parametrize("name", [n for n in METHODS if issubclass(DOWNLINK.get(n), RowBlockBroadcast)
+                                  and DOWNLINK.get(n).stochastic])
 def test_stochastic_rounding_is_seeded_by_the_round_and_unbiased(name):
     params = _params()
     codes = [_method(name, 0.0).encode(params, BroadcastContext(r, 0))["mlp.0.weight"].data for r in (1, 1, 2)]
@@ -173,3 +182,86 @@ def test_a_malformed_row_block_is_a_payload_error(name):
         except PayloadError:
             continue
         assert np.isfinite(decoded["item_embedding.weight"]).all()  # a flip that still decodes is a valid block
+
+
+# ------------------------------------------------------------ int8 per row
+def _step(rows: np.ndarray) -> np.ndarray:
+    return np.abs(rows.astype(np.float64)).max(axis=1) / 127
+
+
+@pytest.mark.parametrize("sparsity", SPARSITY.values(), ids=list(SPARSITY))
+def test_one_large_entry_costs_int8_only_its_own_row(sparsity):
+    """The audit's case: a table of small values and one entry of 1.0 (a scale per
+    tensor decoded a quarter of them to 0); per row, only that row is coarser."""
+    rng = np.random.default_rng(3)
+    table = rng.normal(scale=2e-3, size=(105, 4)).astype(np.float32)
+    table[7, 2] = 1.0
+    params, shapes = {"item_embedding.weight": table}, {"item_embedding.weight": table.shape}
+    method = _method("int8", sparsity)
+    got = _method("int8", sparsity).decode(method.encode(params, BroadcastContext(1, 0)), shapes)["item_embedding.weight"]
+    others = np.delete(np.arange(len(table)), 7)
+    per_tensor = round_trip("int8", table.ravel()).reshape(table.shape)  # the former codec: one scale
+    lost, lost_per_tensor = np.count_nonzero(got[others] == 0), np.count_nonzero(per_tensor[others] == 0)
+    assert lost_per_tensor > 200 and lost <= 2  # of 416 small values
+    assert (np.abs(got - table).max(1) <= 0.5 * _step(table) * (1 + 2.0**-9) + 2.0**-25).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(table=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=9),
+                        elements=st.floats(allow_nan=False, allow_infinity=False, width=32)),
+       pruned=st.booleans())
+def test_int8_round_trips_within_half_a_step_per_row_for_any_finite_model(table, pruned):
+    """For any finite float32 tensor (huge entries clipped to the range first)."""
+    method = _method("int8", SPARSITY["pruned model"] if pruned else 0.0)
+    shapes = {"t": table.shape}
+    got = _method("int8", 0.5 if pruned else 0.0).decode(method.encode({"t": table}, BroadcastContext(1, 0)), shapes)["t"]
+    assert got.shape == table.shape and np.isfinite(got).all()
+    sent = as_rows(np.clip(table, -method.limit, method.limit))
+    error = np.abs(as_rows(got).astype(np.float64) - sent)
+    assert (error.max(1) <= max_row_error(sent, 8, stochastic=False)).all()
+    assert not got[table == 0].any()
+
+
+def _pruned_params() -> dict[str, np.ndarray]:
+    params = _params()
+    params["item_embedding.weight"][np.random.default_rng(1).random((50, 4)) < 0.9] = 0.0  # 90% pruned
+    return params
+
+
+def test_a_pruned_int8_broadcast_sends_a_tensor_as_its_non_zeros_where_that_is_smaller():
+    params = _pruned_params()
+    pruned = _method("int8", 0.9).encode(params, BroadcastContext(1, 0))
+    dense = _method("int8", 0.0).encode(params, BroadcastContext(1, 0))
+    assert "item_embedding.weight" + SCALES in pruned and "item_bias.weight" + SCALES not in pruned  # biases: no zeros
+    assert len(pruned["item_embedding.weight"].data) + len(pruned["item_embedding.weight" + SCALES].data) \
+        < len(dense["item_embedding.weight"].data)
+    assert pruned["item_bias.weight"].data == dense["item_bias.weight"].data
+
+
+def test_malformed_row_scales_of_a_pruned_int8_broadcast_are_a_payload_error():
+    method = _method("int8", 0.9)
+    record = method.encode(_pruned_params(), BroadcastContext(1, 0))
+    key = "item_embedding.weight" + SCALES
+    assert key in record
+    for bad in (np.full(50, np.inf, np.float16), -np.ones(50, np.float16), np.ones(49, np.float16),
+                np.ones(50, np.float32), np.ones(50, ">f2")):
+        with pytest.raises(PayloadError, match="scales"):
+            method.decode(Arrays({**record, key: npy_array(bad)}), SHAPES)
+    with pytest.raises(PayloadError):  # scales for a tensor sent as a row block
+        method.decode(Arrays({**record, "item_bias.weight" + SCALES: record[key]}), SHAPES)
+
+
+# ------------------------------------------------------------ clipping
+@pytest.mark.parametrize("sparsity", SPARSITY.values(), ids=list(SPARSITY))
+@pytest.mark.parametrize("name", METHODS)
+def test_a_hostile_huge_value_is_clipped_and_the_model_still_travels(name, sparsity):
+    params = _params()
+    params["item_bias.weight"][4, 0] = 3.0e38
+    params["mlp.0.weight"][1, 2] = -1e30
+    method = _method(name, sparsity)
+    assert beyond(params, method.limit) == (0 if name == "fp32" else 2)
+    decoded = _method(name, sparsity).decode(method.encode(params, BroadcastContext(1, 0)), SHAPES)
+    assert all(np.isfinite(v).all() for v in decoded.values())
+    limit = min(method.limit, 3.0e38)
+    np.testing.assert_allclose(decoded["item_bias.weight"][4, 0], limit, rtol=2e-2)
+    np.testing.assert_allclose(decoded["mlp.0.weight"][1, 2], -min(method.limit, 1e30), rtol=2e-2)
