@@ -48,15 +48,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from flwr.app import MetricRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from prunus.client.local_update import local_data, local_update
 from prunus.common.compression import UPLINK, RoundContext
 from prunus.common.config import Config, load
 from prunus.common.datasets import load_split, partitions
-from prunus.common.flower_compat import nested_objects
+from prunus.common.flower_records import to_flower
 from prunus.common.models import build_model
 from prunus.common.params import wire_bytes
+from prunus.common.payload import Content, MetricMap
 from prunus.server.aggregation import aggregate
 from prunus.server.validation import validate_train_reply
 
@@ -94,10 +95,10 @@ def measure(cfg: Config, chosen: list[int]) -> dict[str, float]:
         tock = time.perf_counter()
         ctx = RoundContext(server_round, pid, cfg.runtime.seed, cfg.local_lr_at(server_round))
         encoded = uplink.encode(result.delta, None, ctx)
-        reply = RecordDict({"arrays": encoded.record,
-                            "metrics": MetricRecord({"num-examples": result.num_examples, "train-loss": result.loss})})
+        reply = Content({"arrays": encoded.record,
+                         "metrics": MetricMap({"num-examples": result.num_examples, "train-loss": result.loss})})
         t_enc = time.perf_counter()
-        flower = sum(len(obj.deflate()) for obj in nested_objects(reply).values())
+        flower = sum(len(obj.deflate()) for obj in get_all_nested_objects(to_flower(reply)).values())
         t_flower = time.perf_counter()
         assert wire_bytes(reply) == flower
         t_count = time.perf_counter()
