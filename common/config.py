@@ -190,8 +190,10 @@ class EvaluationConfig:
     top_k: int = field(default=10, metadata=_positive())
     full_ranking: bool = False
     fold_in_epochs: int = field(default=10, metadata=_positive())
-    # replies per round an honest-but-curious server's attacks are run on
-    # (server/leakage.py; 0 = off): leak-* columns in rounds.csv, `privacy`
+    # replies per round an honest-but-curious server's attacks are run on, and
+    # clients whose replies it links over the run (server/leakage.py; 0 =
+    # off; secure aggregation: on masked inputs and the round's sum): leak-*
+    # columns in rounds.csv, `privacy` in summary.json
     leakage_sample: int = field(default=0, metadata=_non_negative())
     # score the model as clients decode the broadcast (the downlink's encode
     # then decode of the whole model): "on", "off", or "auto" (on when the
@@ -412,9 +414,6 @@ class Config:
             raise ConfigError("secure-aggregation: the server cannot zero, clip or order single replies "
                               "(aggregator = \"mean\", zero-factor = clip-norm = clip-quantile = 0); ring-clip "
                               "bounds each client's push instead")
-        if self.evaluation.leakage_sample:
-            raise ConfigError("secure-aggregation: leakage-sample attacks single replies, which the server no "
-                              "longer sees")
 
     @classmethod
     def of(cls, **changes: Any) -> Config:

@@ -2,7 +2,8 @@
 
 Every `checkpoint-every` rounds the server writes `RUN_DIR/checkpoint.npz`:
 the global parameters, the server optimiser's state, the row selection's
-state (a bandit's posterior), the round, the ledger so far and the config.
+state (a bandit's posterior), the leakage meter's linked state (with
+`leakage-sample`), the round, the ledger so far and the config.
 Sampling needs no state (it is a function of seed and round). The file is
 written beside its final name and renamed over it (`os.replace`, atomic), so
 a kill at any moment leaves the previous checkpoint or the new one, whole.
@@ -27,7 +28,7 @@ import json
 import math
 import os
 import zipfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class Checkpoint:
     selection: Params
     ledger: Ledger
     config: dict[str, Any]
+    leakage: Params = field(default_factory=dict)  # the leakage meter's linked state (`server.leakage`)
 
 
 def save(out: Path, checkpoint: Checkpoint) -> Path:
@@ -69,6 +71,7 @@ def save(out: Path, checkpoint: Checkpoint) -> Path:
     arrays |= {f"optimizer-m/{k}": v for k, v in checkpoint.optimizer[0].items()}
     arrays |= {f"optimizer-v/{k}": v for k, v in checkpoint.optimizer[1].items()}
     arrays |= {f"selection/{k}": v for k, v in checkpoint.selection.items()}
+    arrays |= {f"leakage/{k}": v for k, v in checkpoint.leakage.items()}
     arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=True).encode(), dtype=np.uint8)
     arrays[DIGEST] = np.frombuffer(_digest({k: npy_array(v).data for k, v in arrays.items()}), dtype=np.uint8)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,15 +96,16 @@ def load(out: Path) -> Checkpoint:
     try:
         members = _members(path)
         meta = _meta(members)
-        params, m, v, selection = (_group(members, prefix) for prefix in ("params", "optimizer-m", "optimizer-v",
-                                                                           "selection"))
+        params, m, v, selection, leakage = (_group(members, prefix) for prefix in ("params", "optimizer-m",
+                                                                                    "optimizer-v", "selection",
+                                                                                    "leakage"))
         ledger = Ledger()
         for entry in _records(meta, "rounds", RoundLog):
             ledger.rounds[entry.round] = entry
         ledger.replies = list(_records(meta, "replies", ReplyLog))
     except ValueError as err:
         raise ConfigError(f"--resume: {path} is not a checkpoint prunus can trust: {err}") from None
-    return Checkpoint(meta["round"], params, (m, v), selection, ledger, meta["config"])
+    return Checkpoint(meta["round"], params, (m, v), selection, ledger, meta["config"], leakage)
 
 
 def _digest(members: dict[str, bytes]) -> bytes:

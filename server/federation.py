@@ -31,7 +31,7 @@ from prunus.common.config import Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import Params, check_finite, to_record, wire_bytes
 from prunus.common.payload import MessageType
-from prunus.common.update import sent_entries
+from prunus.common.update import Dense, sent_entries
 from prunus.server.broadcast import Broadcaster
 from prunus.server.checkpoint import Checkpoint
 from prunus.server.intake import Intake, TrainReply
@@ -98,13 +98,15 @@ class Federation:
     def snapshot(self, server_round: int) -> Checkpoint:
         """Everything the server needs to go on after `server_round` (`server.checkpoint`)."""
         return Checkpoint(server_round, self.params, self.optimizer.state(), self.rows.state(), self.ledger,
-                          self.cfg.to_dict())
+                          self.cfg.to_dict(), self.leakage.state() if self.leakage is not None else {})
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Take up a checkpoint's model, optimiser and selection state and ledger."""
+        """Take up a checkpoint's model, optimiser and selection state, linked leakage state and ledger."""
         self.params = {name: checkpoint.params[name].astype(np.float32) for name in self.shapes}
         self.optimizer.restore(checkpoint.optimizer)
         self.rows.restore(checkpoint.selection)
+        if self.leakage is not None:
+            self.leakage.restore(checkpoint.leakage)
         # the checkpoint's round 0 (first discovery, initial evaluation) replaces a resumed discovery's
         self.ledger.rounds, self.ledger.replies = checkpoint.ledger.rounds, checkpoint.ledger.replies
 
@@ -145,7 +147,7 @@ class Federation:
         if self.leakage is not None:
             asked = self.broadcaster.asked_rows()
             seen = sorted((r.partition, r.update, asked[r.partition]) for r in accepted)
-            entry.metrics |= self.leakage.measure(server_round, seen)
+            entry.metrics |= self.leakage.measure(server_round, seen, final=server_round == self.cfg.federation.rounds)
         accepted = [r for r in accepted if r.num_examples > 0]  # a client with nothing to train on sent nothing
         if not accepted:
             log.warning("round %d: no usable replies; global model unchanged", server_round)
@@ -163,6 +165,12 @@ class Federation:
     def _secure_train(self, server_round: int, chosen: list[int], transport: Transport, entry: RoundLog) -> None:
         """A round whose step the server learns only as a sum (`server.secure`)."""
         step = self.secure.train(server_round, chosen, self.params, transport, entry)
+        if self.leakage is not None:  # attacked: what the server holds, masked inputs and the round's step
+            layout, ring, inputs = self.secure.held
+            naive = [(p, _as_update(layout.decode(masked, 1, ring, self.cfg.federation.row_averaging)[0]), None)
+                     for p, masked in sorted(inputs.items())]  # a masked input decoded as if it were the update
+            entry.metrics |= self.leakage.measure(server_round, naive, None if step is None else _as_update(step),
+                                                  final=server_round == self.cfg.federation.rounds)
         new = None if step is None else self.pipeline.apply(server_round, self.params, step, entry)
         if new is not None:
             self.params = new
@@ -204,3 +212,7 @@ class Federation:
         if server_round == 0 or self.is_eval_round(server_round):
             entry.metrics |= self.evaluator(self.params, server_round)
         entry.seconds = time.perf_counter() - started if server_round else 0.0
+
+
+def _as_update(params: Params) -> dict[str, Dense]:
+    return {name: Dense(value) for name, value in params.items()}

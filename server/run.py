@@ -8,6 +8,7 @@ the in-process engine (`simulations.inprocess`) with direct calls.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -114,8 +115,10 @@ def leakage_meter(cfg: Config, split: SplitData, spec: ModelSpec) -> LeakageMete
         return None
     items_of = {p: np.unique(split.train_items[split.rows_of(np.asarray(users))])
                 for p, users in enumerate(all_partitions(cfg))}
-    width = spec.shapes[spec.item_tables[0]][1]
-    return LeakageMeter(cfg.evaluation.leakage_sample, cfg.runtime.seed, items_of, spec.item_tables, width)
+    widths = [math.prod(spec.shapes[name][1:]) for name in spec.item_tables]
+    # the item bias: a one-column item table after the embedding (MF's), if the model has one
+    bias = next((sum(widths[:i]) for i in range(1, len(widths)) if widths[i] == 1), None)
+    return LeakageMeter(cfg.evaluation.leakage_sample, cfg.runtime.seed, items_of, spec.item_tables, widths[0], bias)
 
 
 def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dict:

@@ -35,6 +35,7 @@ class SecureRounds:
 
     def __init__(self, cfg: Config, spec: ModelSpec, intake: Intake, broadcaster: Broadcaster) -> None:
         self.cfg, self.spec, self.intake, self.broadcaster = cfg, spec, intake, broadcaster
+        self.held: tuple | None = None  # the last round's (layout, ring, masked input of each client)
 
     def train(self, server_round: int, chosen: list[int], params: Params, transport: Transport,
               entry: RoundLog) -> Params | None:
@@ -61,6 +62,8 @@ class SecureRounds:
         self._exchange(transport, server_round, messages.SECURE_TRAIN, trains, "train",
                        lambda reply: server.take_input(reply.partition, messages.read_masked(
                            reply.content, setup.ring, server.length)), count=self.intake.count_uplink, counted=True)
+        if self.cfg.evaluation.leakage_sample:  # what the server holds of each client, for server.leakage's attacks
+            self.held = (layout, setup.ring, dict(server.inputs))
         self._exchange(transport, server_round, messages.UNMASK,
                        {p: messages.unmask_request(server_round, *server.unmask_request(p)) for p in sorted(server.inputs)},
                        "secagg-unmask", lambda reply: server.take_answer(reply.partition,

@@ -61,12 +61,27 @@ def test_too_few_clients_abandon_the_round_and_keep_the_model(tmp_path):
     assert abandoned and all(np.isnan(r.get("ring-clipped", np.nan)) for r in abandoned)
 
 
+def test_the_leakage_ledger_attacks_the_masked_inputs_and_the_round_sum(tmp_path):
+    """What the server holds under secure aggregation: each masked input, decoded
+    as if it were an update, names a client's items at chance (its every row is
+    "touched": membership is exactly chance); the round's step is attacked too."""
+    cfg = Config.of(**{**SETTINGS, "rounds": 3}, leakage_sample=10, out=str(tmp_path))
+    ledger = Ledger()
+    summary = run_federation(cfg, InProcessTransport(cfg), list(range(40)), ledger)
+    privacy = summary["privacy"]
+    assert privacy["leak-membership-precision"] == pytest.approx(privacy["leak-random-precision"])
+    for attack in ("bias", "direction", "norm", "link-sum-bias", "link-sum-direction", "final-link-sum-bias"):
+        chance = privacy["leak-link-random-precision" if "link" in attack else "leak-random-precision"]
+        assert abs(privacy[f"leak-{attack}-precision"] - chance) < 0.1, attack
+    assert {"leak-round-bias-precision", "leak-round-direction-auc", "leak-link-votes-precision"} <= set(privacy)
+    assert all("leak-random-precision" in row for row in ledger.rows()[1:])
+
+
 @pytest.mark.parametrize(("change", "reason"), [
     ({"prune_method": "topk"}, "own coordinates"),
     ({"broadcast_rows": "requested"}, "each client's rows"),
     ({"aggregator": "median"}, "cannot zero, clip or order"),
     ({"clip_quantile": 0.9}, "cannot zero, clip or order"),
-    ({"leakage_sample": 5}, "single replies"),
     ({"ring_bits": 12}, "ring-bits"),
     ({"broadcast_rows": "bandit", "secure_rows": 0.5}, "already chooses the round's rows"),
 ])

@@ -1,7 +1,8 @@
 """A checkpointed run killed with SIGKILL resumes to exactly the run it would
 have been: the same final model, metrics and byte totals (top-k with error
-feedback, so the clients' state matters; and secure aggregation over the
-server's bandit rows and the round's random positions, whose rounds are four
+feedback, so the clients' state matters, with the leakage ledger, whose
+linked state is the server's; and secure aggregation over the server's
+bandit rows and the round's random positions, whose rounds are four
 exchanges and whose residual is the client's)."""
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ SECURE = [s for s in SETTINGS if not s.startswith(("prune-method", "density", "v
     "secure-aggregation=true", "broadcast-rows=bandit", "bandit-items=0.5", "prune-method=randomk", "density=0.3"]
 
 
-@pytest.mark.parametrize("settings", [SETTINGS, SECURE], ids=["top-k", "secure"])
+@pytest.mark.parametrize("settings", [SETTINGS + ["leakage-sample=5"], SECURE], ids=["top-k", "secure"])
 def test_a_killed_run_resumes_to_the_uninterrupted_run(tmp_path, settings):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     done = subprocess.run(_simulate(*_sets(settings), "--out", str(whole)), capture_output=True, text=True, timeout=300)
