@@ -63,8 +63,9 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     feedback = cfg.compression.error_feedback
     residual = from_record(state[RESIDUAL_KEY], writable=False) if feedback and RESIDUAL_KEY in state else None
     corrected, kept = carry(update, residual, ctx)
-    layout = messages.round_layout(cfg, setup.server_round, model_spec(cfg.model, client.split.n_items),
-                                   None if plan is None else plan.request)
+    spec = model_spec(cfg.model, client.split.n_items)
+    basis = messages.read_basis(content, spec, cfg.compression.rank)  # the round's shared factors, if any
+    layout = messages.round_layout(cfg, setup.server_round, spec, None if plan is None else plan.request, basis)
     rng = np.random.default_rng([cfg.runtime.seed, setup.server_round, client.partition_id, 3])
     values, carried = layout.encode(corrected, setup.ring, rng)
     if feedback:  # what the layout did not carry goes in a later round

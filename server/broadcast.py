@@ -74,9 +74,12 @@ class Broadcaster:
             self.intake.log_reply(server_round, "rows", c.reply, "accepted", c.sent)
         return {c.reply.partition: c.value for c in checked}
 
-    def broadcast(self, server_round: int, params: Params, rows: dict[int, RowIds | None]) -> list[Outgoing]:
+    def broadcast(self, server_round: int, params: Params, rows: dict[int, RowIds | None],
+                  extra: Content | None = None) -> list[Outgoing]:
         """The global parameters (downlink method applied; the given rows of the
-        item tables, or all of them) to each partition, every message counted."""
+        item tables, or all of them) to each partition, every message counted;
+        `extra`: records every message carries beside them (a secure round's
+        shared factors), counted as downlink too."""
         entry, messages = self.intake.ledger.round(server_round), []
         self._check(server_round, params, entry)
         # a message that many clients get (the whole model, or rows the server
@@ -87,7 +90,7 @@ class Broadcaster:
                 record, sent, arrays_sent, nnz = built[id(ids)]
             else:
                 record = Content({"arrays": self._arrays(server_round, params, ids),
-                                  "config": ConfigMap({"server-round": server_round})})
+                                  "config": ConfigMap({"server-round": server_round}), **(extra or {})})
                 if ids is not None and not self.rows.queries:  # rows the client did not choose: name them
                     record["rows"] = self._row_set(next(iter(ids.values())))
                 sent, arrays_sent = wire_bytes_with_part(record, record["arrays"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from prunus.common.compression import UPLINK
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import Params, wire_bytes
@@ -41,7 +42,8 @@ class SecureRounds:
               entry: RoundLog) -> Params | None:
         """The round's mean step, or None when the round is abandoned."""
         rows = self.broadcaster.rows.rows(server_round, None, self.broadcaster.n_items, "train", self.cfg.runtime.seed)
-        layout = messages.round_layout(self.cfg, server_round, self.spec, rows)
+        basis = UPLINK.get(self.cfg.compression.prune_method)(self.cfg.compression).round_basis(params)
+        layout = messages.round_layout(self.cfg, server_round, self.spec, rows, basis)
         setup = messages.round_setup(self.cfg, chosen, server_round)
         server = ServerRound(setup, layout.length(setup.ring))
         request = messages.keys_request(server_round, chosen)
@@ -52,8 +54,9 @@ class SecureRounds:
                        "secagg-shares", lambda reply: server.take_shares(reply.partition,
                                                                          messages.read_sealed(reply.content)))
         sent = None if rows is None else dict.fromkeys(self.spec.item_tables, rows)  # the same for every client
+        extra = None if basis is None else Content({messages.BASIS: messages.basis_record(basis)})
         broadcast = {o.partition: o.content for o in self.broadcaster.broadcast(
-            server_round, params, dict.fromkeys(sorted(server.shares), sent))}
+            server_round, params, dict.fromkeys(sorted(server.shares), sent), extra)}
         trains, base_bytes = {}, {}  # the round's broadcast is one content: sized once
         for p, base in broadcast.items():  # the broadcast, and the shares routed to this client (protocol bytes)
             trains[p] = Content({**base, messages.RECORD: messages.sealed_map(server.routed_to(p))})

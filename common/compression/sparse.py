@@ -45,6 +45,11 @@ class SparseUplink:
         """Boolean keep-mask per tensor (finite inputs; see `common.pruning.select`)."""
         raise NotImplementedError
 
+    def round_basis(self, params: Params) -> Params | None:
+        """What a secure round's messages carry so that its clients share
+        coordinates beyond the seed and round (None: nothing; see `lowrank`)."""
+        return None
+
     @classmethod
     def keep(cls, arrays: Params, spec: PruneSpec, density: float, rng: np.random.Generator | None) -> Params:
         """The kept entries' increasing flat int64 positions per tensor: `select`'s

@@ -105,12 +105,15 @@ class Layout:
         return put_rows(step, self.rows, self.model_shapes), ring.undigits(total[self.values + self.row_count:])
 
 
-def round_layout(cfg: Config, server_round: int, spec: ModelSpec, rows: np.ndarray | None = None) -> Layout:
+def round_layout(cfg: Config, server_round: int, spec: ModelSpec, rows: np.ndarray | None = None,
+                 basis: Params | None = None) -> Layout:
     """The round's layout: the item rows the server chose for the round
     (`rows`, sent to all its clients), else every row or `secure-rows` of
     them drawn from (seed, round) alone; in the uplink method's coordinates
-    of the round. None of it says anything of any client."""
-    coords = UPLINK.get(cfg.compression.prune_method)(cfg.compression).coordinates(cfg.runtime.seed, server_round)
+    of the round (with the `basis` its messages carry). None of it says
+    anything of any client."""
+    uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
+    coords = uplink.coordinates(cfg.runtime.seed, server_round, basis)
     share = cfg.secure.secure_rows
     if rows is None and (share >= 1 or not spec.item_tables):
         return Layout(spec.shapes, coords)
@@ -130,6 +133,32 @@ def round_setup(cfg: Config, clients: list[int], server_round: int) -> RoundSetu
 
 
 # ------------------------------------------------------------ the messages
+BASIS = "basis"  # the round's shared factors, in a training message (`rank-basis = "model"`)
+
+
+def basis_record(basis: Params) -> Arrays:
+    return Arrays({name: npy_array(value) for name, value in basis.items()})
+
+
+def read_basis(content: Content, spec: ModelSpec, rank: int) -> Params | None:
+    """The factors a training message carries (None: it carries none): one
+    finite float32 (width x rank) per table wider than `rank`, no other."""
+    record = content.get(BASIS)
+    if record is None:
+        return None
+    wide = {name: shape for name, shape in spec.shapes.items() if len(shape) == 2 and shape[1] > rank}
+    if not isinstance(record, Arrays) or sorted(record) != sorted(wide):
+        raise ProtocolError(f"'{BASIS}' must hold one array per table wider than {rank}: {sorted(wide)}")
+    basis = {}
+    for name, shape in wide.items():
+        try:
+            value = array_of(record[name], writable=False)
+        except ValueError as err:
+            raise ProtocolError(f"'{BASIS}' {name!r}: {err}") from None
+        if value.dtype != np.float32 or value.shape != (shape[1], rank) or not np.isfinite(value).all():
+            raise ProtocolError(f"'{BASIS}' {name!r}: not finite float32 of shape {(shape[1], rank)}")
+        basis[name] = value
+    return basis
 def keys_request(server_round: int, clients: list[int]) -> Content:
     return Content({"config": ConfigMap({"server-round": server_round, "clients": list(clients)})})
 

@@ -21,8 +21,9 @@ SETTINGS = dict(synthetic_users=40, synthetic_items=60, eval_negatives=20, dim=8
     {},
     {"prune_method": "randomk", "density": 0.3, "error_feedback": True},
     {"prune_method": "lowrank", "rank": 2, "error_feedback": True},
+    {"prune_method": "lowrank", "rank": 2, "rank_basis": "model"},
     {"broadcast_rows": "bandit", "bandit_items": 0.5, "ring_bits": 24},
-], ids=["dense", "shared-randomk", "shared-lowrank", "bandit-rows"])
+], ids=["dense", "shared-randomk", "shared-lowrank", "model-basis-lowrank", "bandit-rows"])
 def test_with_a_fifth_crashing_the_secure_sum_is_the_sum_of_the_survivors_quantised_updates(tmp_path, monkeypatch,
                                                                                             compression):
     inputs, totals = {}, []
@@ -84,7 +85,8 @@ def test_the_leakage_ledger_attacks_the_masked_inputs_and_the_round_sum(tmp_path
     ({"clip_quantile": 0.9}, "cannot zero, clip or order"),
     ({"ring_bits": 12}, "ring-bits"),
     ({"broadcast_rows": "bandit", "secure_rows": 0.5}, "already chooses the round's rows"),
+    ({"secure_aggregation": False, "prune_method": "lowrank", "rank_basis": "model"}, "needs secure-aggregation"),
 ])
 def test_what_cannot_compose_with_secure_aggregation_fails_before_any_work(change, reason):
     with pytest.raises(ConfigError, match=reason):
-        Config.of(secure_aggregation=True, **change)
+        Config.of(**{"secure_aggregation": True, **change})

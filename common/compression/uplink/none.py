@@ -44,7 +44,7 @@ class NoPruning(SparseUplink):
     def select(arrays, spec: PruneSpec, density: float, rng: np.random.Generator | None):
         return {name: x != 0 for name, x in arrays.items()}
 
-    def coordinates(self, seed: int, server_round: int) -> EveryCoordinate:
+    def coordinates(self, seed: int, server_round: int, basis: Params | None = None) -> EveryCoordinate:
         return EveryCoordinate()
 
     @property

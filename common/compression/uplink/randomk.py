@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 
 from prunus.common.compression import UPLINK
+from prunus.common.compression.base import Params
 from prunus.common.compression.sparse import SparseUplink
 from prunus.common.pruning import PruneSpec, density_at, keep_count
 
@@ -68,6 +69,6 @@ class RandomK(SparseUplink):
             masks[name] = mask.reshape(x.shape)
         return masks
 
-    def coordinates(self, seed: int, server_round: int) -> SharedRandomK:
+    def coordinates(self, seed: int, server_round: int, basis: Params | None = None) -> SharedRandomK:
         return SharedRandomK(density_at(server_round, self.settings.density, self.settings.density_warmup_rounds),
                              seed, server_round)
