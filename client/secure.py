@@ -67,7 +67,7 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     basis = messages.read_basis(content, spec, cfg.compression.rank)  # the round's shared factors, if any
     layout = messages.round_layout(cfg, setup.server_round, spec, None if plan is None else plan.request, basis)
     rng = np.random.default_rng([cfg.runtime.seed, setup.server_round, client.partition_id, 3])
-    values, carried = layout.encode(corrected, setup.ring, rng)
+    values, carried = layout.encode(corrected, setup.ring, rng, carried=feedback)
     if feedback:  # what the layout did not carry goes in a later round
         state[RESIDUAL_KEY] = to_record(residual_to_state({n: corrected[n] - carried[n] for n in corrected},
                                                           ctx.lr, kept))

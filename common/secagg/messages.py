@@ -70,21 +70,23 @@ class Layout:
         """Ring elements in a client's input: values, row counts, clipped count's digits."""
         return self.values + self.row_count + ring.digit_count(self.values)
 
-    def encode(self, update: Params, ring: Ring, rng: np.random.Generator) -> tuple[np.ndarray, Params]:
+    def encode(self, update: Params, ring: Ring, rng: np.random.Generator,
+               carried: bool = False) -> tuple[np.ndarray, Params | None]:
         """The client's input (quantised values, touched rows, clipped count),
-        and what of `update` it carries before quantisation (full size: the
-        rest is the client's to keep, for error feedback)."""
+        and with `carried` what of `update` it carries before quantisation
+        (full size: the rest is the client's to keep, for error feedback)."""
         update = take_rows(update, self.rows)
         projected = [np.asarray(self.coords.project(n, np.asarray(update[n], np.float32)), np.float32).reshape(-1)
                      for n in self.shapes]
         levels, clipped = ring.encode(np.concatenate(projected), rng)
         touched = [np.any(np.asarray(update[n]).reshape(shape[0] if shape else 1, -1) != 0, axis=1)
                    for n, shape in self.shapes.items()]
-        carried = {n: self.coords.lift(n, p, shape).astype(np.float32)
-                   for p, (n, shape) in zip(projected, self.shapes.items())}
         counts = np.concatenate(touched).astype(ring.dtype)
-        return (np.concatenate([levels, counts, ring.digits(clipped, self.values)]),
-                put_rows(carried, self.rows, self.model_shapes))
+        vector = np.concatenate([levels, counts, ring.digits(clipped, self.values)])
+        if not carried:
+            return vector, None
+        lifted = {n: self.coords.lift(n, p, shape).astype(np.float32) for p, (n, shape) in zip(projected, self.shapes.items())}
+        return vector, put_rows(lifted, self.rows, self.model_shapes)
 
     def decode(self, total: np.ndarray, count: int, ring: Ring, row_averaging: bool) -> tuple[Params, int]:
         """The round's mean step (per touched row with `row_averaging`, else

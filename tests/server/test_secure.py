@@ -29,8 +29,8 @@ def test_with_a_fifth_crashing_the_secure_sum_is_the_sum_of_the_survivors_quanti
     inputs, totals = {}, []
     encode, total = Layout.encode, protocol.ServerRound.total
 
-    def recording_encode(self, update, ring, rng):
-        vector, carried = encode(self, update, ring, rng)
+    def recording_encode(self, update, ring, rng, carried=False):
+        vector, carried = encode(self, update, ring, rng, carried)
         inputs.setdefault(len(totals), []).append(vector)  # the round in progress: totals so far
         return vector, carried
 

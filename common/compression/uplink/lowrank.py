@@ -79,7 +79,10 @@ class SharedProjection:
     def project(self, name: str, value: np.ndarray) -> np.ndarray:
         if not self.factored(value.shape):
             return value.reshape(-1)
-        return (value @ self.factor(name, value.shape[1])).reshape(-1)
+        out = np.zeros((value.shape[0], self.rank), np.float32)
+        touched = np.flatnonzero(np.any(value != 0, axis=1))  # a client's update touches few rows
+        out[touched] = value[touched] @ self.factor(name, value.shape[1])
+        return out.reshape(-1)
 
     def lift(self, name: str, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         if not self.factored(shape):

@@ -28,7 +28,7 @@ def test_the_sum_of_inputs_decodes_to_the_per_row_mean_of_the_clients_that_touch
         updates.append(update)
     total = np.zeros(layout.length(ring), np.uint64)
     for update in updates:
-        vector, carried = layout.encode(update, ring, rng)
+        vector, carried = layout.encode(update, ring, rng, carried=True)
         total = ring.add(total, vector)
         assert all(np.array_equal(carried[name], update[name]) for name in SHAPES)  # every entry: nothing kept
     step, clipped = layout.decode(total, 3, ring, row_averaging=True)
@@ -80,7 +80,7 @@ def test_a_round_of_shared_rows_carries_only_them_and_decodes_to_full_size():
     ring, rng = Ring(32, 1.0, 4), np.random.default_rng(0)
     assert layout.length(ring) == 5 * 3 + 5 + 4 + (5 + 5 + 2) + 1  # values, one per row, the clipped count
     update = {"emb": np.ones((20, 3), np.float32) * 0.5, "bias": np.ones((20, 1), np.float32), "dense": np.eye(2, dtype=np.float32)}
-    vector, carried = layout.encode(update, ring, rng)
+    vector, carried = layout.encode(update, ring, rng, carried=True)
     step, _ = layout.decode(vector, 1, ring, row_averaging=True)
     ids = layout.rows["emb"]
     np.testing.assert_allclose(step["emb"][ids], 0.5, atol=1e-6)
@@ -98,7 +98,7 @@ def test_the_sum_of_inputs_in_shared_coordinates_decodes_to_the_mean_of_what_eac
     total, carried_all = np.zeros(layout.length(ring), np.uint64), []
     for _ in range(4):
         update = {name: rng.uniform(-0.5, 0.5, shape).astype(np.float32) for name, shape in shapes.items()}
-        vector, carried = layout.encode(update, ring, rng)
+        vector, carried = layout.encode(update, ring, rng, carried=True)
         total, carried_all = ring.add(total, vector), carried_all + [carried]
     assert layout.values == sum(coords.width(name, shape) for name, shape in shapes.items())
     step, _ = layout.decode(total, 4, ring, row_averaging=False)
