@@ -25,6 +25,7 @@ from prunus.common.codec_rows import decode_row_set, encode_row_set
 from prunus.common.compression import DEFENCES, DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan
 from prunus.common.compression.base import RowIds, put_rows, row_shapes, rows_outside
 from prunus.common.compression.sparse import owe
+from prunus.common.compression.uplink.lowrank import read_basis
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
@@ -154,7 +155,9 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     step = local_step(cfg, content, state, client, server_round, plan)
     rows, shared, result = step.rows, step.shared, step.result
     uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
-    ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows)
+    shapes = model_spec(cfg.model, client.split.n_items).shapes
+    ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows,
+                       read_basis(content, shapes, cfg.compression.rank))
     if result is None:  # none of its items among the rows sent: an empty update, state kept
         encoded = uplink.encode({k: np.zeros_like(v) for k, v in shared.items()}, None, ctx)
         return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 0, "nnz": 0})})

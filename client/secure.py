@@ -15,6 +15,7 @@ import numpy as np
 from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData, Tamper, local_step, named_rows
 from prunus.common.compression.base import RoundContext
 from prunus.common.compression.sparse import carry, residual_to_state
+from prunus.common.compression.uplink.lowrank import read_basis
 from prunus.common.config import Config
 from prunus.common.models import model_spec
 from prunus.common.params import from_record, to_record
@@ -64,7 +65,7 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     residual = from_record(state[RESIDUAL_KEY], writable=False) if feedback and RESIDUAL_KEY in state else None
     corrected, kept = carry(update, residual, ctx)
     spec = model_spec(cfg.model, client.split.n_items)
-    basis = messages.read_basis(content, spec, cfg.compression.rank)  # the round's shared factors, if any
+    basis = read_basis(content, spec.shapes, cfg.compression.rank)  # the round's shared factors, if any
     layout = messages.round_layout(cfg, setup.server_round, spec, None if plan is None else plan.request, basis)
     rng = np.random.default_rng([cfg.runtime.seed, setup.server_round, client.partition_id, 3])
     values, carried = layout.encode(corrected, setup.ring, rng, carried=feedback)

@@ -122,7 +122,7 @@ class CompressionConfig:
     error_feedback: bool = True
     rank: int = field(default=4, metadata=_positive())  # lowrank: the factor's rank
     # lowrank's shared factor: "random" from (seed, round) (CoLR), or "model":
-    # the global model's top singular directions, sent with a secure round's messages
+    # the global model's top singular directions, sent with the round's training messages
     rank_basis: str = field(default="random", metadata=_choice("random", "model"))
     value_codec: str = field(default="fp32", metadata=_lazy_choice("values"))
     index_codec: str = field(default="auto", metadata=_lazy_choice("indices"))
@@ -395,9 +395,6 @@ class Config:
         """Secure aggregation refuses, before any work, what cannot compose with it."""
         s, c, f = self.secure, self.compression, self.federation
         if not s.secure_aggregation:
-            if c.rank_basis == "model":
-                raise ConfigError("rank-basis: \"model\" sends the round's factor with a secure round's messages; "
-                                  "it needs secure-aggregation = true (plain lowrank draws its factor from the seed)")
             return
         if s.ring_bits % 8 or not 16 <= s.ring_bits <= 56:
             raise ConfigError(f"ring-bits: must be a multiple of 8 from 16 to 56, got {s.ring_bits!r}")

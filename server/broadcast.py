@@ -39,7 +39,7 @@ class Broadcaster:
         self._checked: tuple[Params, int] | None = None  # (model, round) last checked for the broadcast
 
     def messages(self, server_round: int, params: Params, chosen: list[int], purpose: str,
-                 transport: Transport) -> list[Outgoing]:
+                 transport: Transport, extra: Content | None = None) -> list[Outgoing]:
         """The round's messages of `purpose` ("train" or "evaluate") to the chosen
         partitions: each carries the rows the row selection gives it (after a
         row query, when the selection asks clients); a client whose query
@@ -54,7 +54,7 @@ class Broadcaster:
             # rows the server chose for every client: one object, one message (`broadcast`)
             self.sent[partition] = None if ids is None else tables.setdefault(id(ids), dict.fromkeys(self.item_tables,
                                                                                                       ids))
-        return self.broadcast(server_round, params, self.sent)
+        return self.broadcast(server_round, params, self.sent, extra)
 
     def asked_rows(self) -> dict[int, np.ndarray | None]:
         """The rows each partition of the last messages asked for (None: it did not choose)."""

@@ -27,10 +27,11 @@ from collections.abc import Callable
 import numpy as np
 
 from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext
+from prunus.common.compression.uplink.lowrank import BASIS, basis_record
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import Params, check_finite, to_record, wire_bytes
-from prunus.common.payload import MessageType
+from prunus.common.payload import Content, MessageType
 from prunus.common.update import Dense, sent_entries
 from prunus.server.broadcast import Broadcaster
 from prunus.server.checkpoint import Checkpoint
@@ -64,6 +65,7 @@ class Federation:
         self.leakage = leakage
         self.ledger = ledger or Ledger()
         self.uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
+        self.basis: Params | None = None  # the shared factors of this round's training messages
         downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
         self.rows = ROWS.get(cfg.compression.broadcast_rows)(cfg.compression)
         self.item_tables = spec.item_tables
@@ -121,8 +123,11 @@ class Federation:
         return server_round % self.cfg.evaluation.eval_every == 0 or server_round == self.cfg.federation.rounds
 
     def messages(self, server_round: int, chosen: list[int], purpose: str, transport: Transport) -> list[Outgoing]:
-        """The round's messages of `purpose` to the chosen partitions (`server.broadcast`)."""
-        return self.broadcaster.messages(server_round, self.params, chosen, purpose, transport)
+        """The round's messages of `purpose` to the chosen partitions (`server.broadcast`);
+        a training message also carries the uplink's shared factors, if it has any."""
+        self.basis = self.uplink.round_basis(self.params) if purpose == "train" else None
+        extra = None if self.basis is None else Content({BASIS: basis_record(self.basis)})
+        return self.broadcaster.messages(server_round, self.params, chosen, purpose, transport, extra)
 
     # ---------------------------------------------------------------- train
     def train(self, server_round: int, transport: Transport) -> None:
@@ -177,7 +182,7 @@ class Federation:
             self.rows.observe(server_round, step, self.item_tables)
 
     def _check_train(self, reply: Reply, server_round: int, sent_rows: dict) -> tuple:
-        ctx = RoundContext(server_round, reply.partition, self.cfg.runtime.seed)
+        ctx = RoundContext(server_round, reply.partition, self.cfg.runtime.seed, basis=self.basis)
         checked = validate_train_reply(reply.content, self.shapes, self.uplink, ctx)
         check_rows(checked[0], sent_rows[reply.partition])
         return checked

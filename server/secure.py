@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 
 from prunus.common.compression import UPLINK
+from prunus.common.compression.uplink.lowrank import BASIS, basis_record
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import Params, wire_bytes
@@ -54,7 +55,7 @@ class SecureRounds:
                        "secagg-shares", lambda reply: server.take_shares(reply.partition,
                                                                          messages.read_sealed(reply.content)))
         sent = None if rows is None else dict.fromkeys(self.spec.item_tables, rows)  # the same for every client
-        extra = None if basis is None else Content({messages.BASIS: messages.basis_record(basis)})
+        extra = None if basis is None else Content({BASIS: basis_record(basis)})
         broadcast = {o.partition: o.content for o in self.broadcaster.broadcast(
             server_round, params, dict.fromkeys(sorted(server.shares), sent), extra)}
         trains, base_bytes = {}, {}  # the round's broadcast is one content: sized once

@@ -50,6 +50,8 @@ class RoundContext:
     # the item rows the update may touch (a partial broadcast's rows; None: all):
     # error feedback holds back what it carries for other rows until they are sent
     rows: dict[str, np.ndarray] | None = None
+    # the round's shared factors its training messages carry (`lowrank`'s rank-basis = "model"; None: none)
+    basis: dict[str, np.ndarray] | None = None
 
 
 RowIds = dict[str, np.ndarray]  # item-table name -> sorted row ids

@@ -135,32 +135,6 @@ def round_setup(cfg: Config, clients: list[int], server_round: int) -> RoundSetu
 
 
 # ------------------------------------------------------------ the messages
-BASIS = "basis"  # the round's shared factors, in a training message (`rank-basis = "model"`)
-
-
-def basis_record(basis: Params) -> Arrays:
-    return Arrays({name: npy_array(value) for name, value in basis.items()})
-
-
-def read_basis(content: Content, spec: ModelSpec, rank: int) -> Params | None:
-    """The factors a training message carries (None: it carries none): one
-    finite float32 (width x rank) per table wider than `rank`, no other."""
-    record = content.get(BASIS)
-    if record is None:
-        return None
-    wide = {name: shape for name, shape in spec.shapes.items() if len(shape) == 2 and shape[1] > rank}
-    if not isinstance(record, Arrays) or sorted(record) != sorted(wide):
-        raise ProtocolError(f"'{BASIS}' must hold one array per table wider than {rank}: {sorted(wide)}")
-    basis = {}
-    for name, shape in wide.items():
-        try:
-            value = array_of(record[name], writable=False)
-        except ValueError as err:
-            raise ProtocolError(f"'{BASIS}' {name!r}: {err}") from None
-        if value.dtype != np.float32 or value.shape != (shape[1], rank) or not np.isfinite(value).all():
-            raise ProtocolError(f"'{BASIS}' {name!r}: not finite float32 of shape {(shape[1], rank)}")
-        basis[name] = value
-    return basis
 def keys_request(server_round: int, clients: list[int]) -> Content:
     return Content({"config": ConfigMap({"server-round": server_round, "clients": list(clients)})})
 

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from prunus.common.codec import (
     INDEX_CODECS,
-    VALUE_CODECS,
     CodecError,
     decode,
     encode,

@@ -85,8 +85,7 @@ def test_the_leakage_ledger_attacks_the_masked_inputs_and_the_round_sum(tmp_path
     ({"clip_quantile": 0.9}, "cannot zero, clip or order"),
     ({"ring_bits": 12}, "ring-bits"),
     ({"broadcast_rows": "bandit", "secure_rows": 0.5}, "already chooses the round's rows"),
-    ({"secure_aggregation": False, "prune_method": "lowrank", "rank_basis": "model"}, "needs secure-aggregation"),
 ])
 def test_what_cannot_compose_with_secure_aggregation_fails_before_any_work(change, reason):
     with pytest.raises(ConfigError, match=reason):
-        Config.of(**{"secure_aggregation": True, **change})
+        Config.of(secure_aggregation=True, **change)

@@ -14,8 +14,8 @@ travel as their non-zeros. `rank` is the compression: width / rank on the
 item table (32 / 4 = 8x before the value codec). Under secure aggregation
 every client sends `A` whole (`SharedProjection`): the round's `Q` is shared,
 so the sum of the clients' `A` is the `A` of their summed update. With
-`rank-basis = "model"` (secure rounds) `Q` is the top of the global model's
-table's right singular vectors instead (`model_basis`), sent with the round's
+`rank-basis = "model"` `Q` is the top of the global model's table's right
+singular vectors instead (`model_basis`), sent with the round's training
 messages (width x rank float32): a client's update lies mostly in it.
 """
 
@@ -30,7 +30,8 @@ from prunus.common.codec import pack_update
 from prunus.common.compression import UPLINK
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
 from prunus.common.compression.sparse import SparseUplink, hold_back, residual_from_state, residual_to_state
-from prunus.common.payload import Arrays
+from prunus.common.params import array_of, npy_array
+from prunus.common.payload import Arrays, Content
 from prunus.common.pruning import quantise
 from prunus.common.update import Factored, Update, nonzeros, to_dense
 
@@ -48,8 +49,36 @@ def model_basis(table: np.ndarray, rank: int) -> np.ndarray:
     client's update of them mostly follows (its user vectors were fitted to
     them). On a trained ML-100K model they hold 55% (rank 4) and 74% (rank 8)
     of a client's item-table update, where a random factor holds 13% and 20%."""
-    _, _, vt = np.linalg.svd(np.asarray(table, np.float64), full_matrices=False)
+    _, _, vt = np.linalg.svd(np.asarray(table, np.float64), full_matrices=True)  # (a table of few rows: completed)
     return np.ascontiguousarray(vt[:rank].T, dtype=np.float32)
+
+
+BASIS = "basis"  # a training message's record of the round's factors (`rank-basis = "model"`)
+
+
+def basis_record(basis: Params) -> Arrays:
+    return Arrays({name: npy_array(value) for name, value in basis.items()})
+
+
+def read_basis(content: Content, shapes: Shapes, rank: int) -> Params | None:
+    """The factors a training message carries (None: it carries none): one
+    finite float32 (width x rank) per table wider than `rank`, no other."""
+    record = content.get(BASIS)
+    if record is None:
+        return None
+    wide = {name: shape for name, shape in shapes.items() if factored(shape, rank)}
+    if not isinstance(record, Arrays) or sorted(record) != sorted(wide):
+        raise PayloadError(f"'{BASIS}' must hold one array per table wider than {rank}: {sorted(wide)}")
+    basis = {}
+    for name, shape in wide.items():
+        try:
+            value = array_of(record[name], writable=False)
+        except ValueError as err:
+            raise PayloadError(f"'{BASIS}' {name!r}: {err}") from None
+        if value.dtype != np.float32 or value.shape != (shape[1], rank) or not np.isfinite(value).all():
+            raise PayloadError(f"'{BASIS}' {name!r}: not finite float32 of shape {(shape[1], rank)}")
+        basis[name] = value
+    return basis
 
 
 def factored(shape: tuple[int, ...], rank: int) -> bool:
@@ -108,7 +137,8 @@ class LowRank(SparseUplink):
 
     def round_basis(self, params: Params) -> Params | None:
         """With `rank-basis = "model"`, each wide table's `model_basis`: the
-        round's messages carry it, so every client projects alike."""
+        round's training messages carry it (`BASIS`), so every client
+        projects alike and the server lifts with the same factor."""
         if self.settings.rank_basis != "model":
             return None
         return {name: model_basis(value, self.settings.rank) for name, value in params.items()
@@ -122,7 +152,8 @@ class LowRank(SparseUplink):
         for name, value in update.items():
             corrected = value + residual[name] * ctx.lr if name in residual else value
             if self.factored(value.shape):
-                q = shared_factor(value.shape[1], self.settings.rank, ctx.seed, ctx.server_round, name)
+                q = SharedProjection(self.settings.rank, ctx.seed, ctx.server_round, ctx.basis).factor(name,
+                                                                                                   value.shape[1])
                 left = quantise(corrected @ q, self.spec.value_codec)
                 sent[name], received = nonzeros(left), left @ q.T
             else:
@@ -144,7 +175,7 @@ class LowRank(SparseUplink):
         update = super().decode(record, payload_shapes, ctx)
         for name, shape in shapes.items():
             if self.factored(shape):
-                q = shared_factor(shape[1], self.settings.rank, ctx.seed, ctx.server_round, name)
+                q = SharedProjection(self.settings.rank, ctx.seed, ctx.server_round, ctx.basis).factor(name, shape[1])
                 left = to_dense(update[name])
                 if not np.isfinite(left @ q.T).all():
                     raise PayloadError(f"tensor {name!r}: the factored update overflows")

@@ -22,7 +22,7 @@ from prunus.common.config import Config
 from prunus.common.params import from_record, npy_array, to_record
 from prunus.common.payload import Arrays
 from prunus.common.pruning import density_at
-from prunus.common.update import Dense, Factored, Sparse, densify, sent_entries, shape_of
+from prunus.common.update import Dense, Factored, Sparse, densify, sent_entries, shape_of, to_dense
 
 METHODS = UPLINK.names()
 VALUE_CODECS = VALUES.names()
@@ -392,3 +392,33 @@ def test_a_residual_with_most_rows_non_zero_is_kept_whole_and_carried_alike():
     for name, residual in (("full", full), ("few", few)):
         expected = update[name] + (residual / np.float32(0.5)) * np.float32(0.25)
         np.testing.assert_array_equal(corrected[name], expected)
+
+
+def test_lowrank_with_the_model_basis_projects_onto_the_factor_the_message_carried():
+    from prunus.common.compression.uplink.lowrank import BASIS, basis_record, read_basis
+
+    method = _method("lowrank", rank=2, rank_basis="model", value_codec="fp32", error_feedback=False)
+    model = {name: np.random.default_rng(3).normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
+    basis = method.round_basis(model)
+    assert sorted(basis) == ["item_embedding.weight", "mlp.0.weight", "output.weight"]  # wider than the rank
+    carried = read_basis({BASIS: basis_record(basis)}, SHAPES, 2)
+    ctx = RoundContext(server_round=1, partition_id=0, seed=0, basis=carried)
+    update = _update()
+    decoded = method.decode(method.encode(update, None, ctx).record, SHAPES, ctx)
+    q = basis["item_embedding.weight"]
+    np.testing.assert_allclose(to_dense(decoded["item_embedding.weight"]), update["item_embedding.weight"] @ q @ q.T,
+                               atol=1e-5)
+    assert method.round_basis(model)["item_embedding.weight"].tobytes() == q.tobytes()  # a function of the model
+
+
+@pytest.mark.parametrize("bad", [{"item_embedding.weight": np.zeros((4, 1), np.float32)},
+                                 {"item_embedding.weight": np.full((4, 2), np.nan, np.float32)},
+                                 {"item_bias.weight": np.zeros((1, 2), np.float32)},
+                                 {"item_embedding.weight": np.zeros((4, 2), np.float64)}])
+def test_a_message_basis_of_the_wrong_tables_shape_type_or_values_is_a_payload_error(bad):
+    from prunus.common.compression.uplink.lowrank import BASIS, basis_record, read_basis
+
+    shapes = {"item_embedding.weight": (50, 4), "item_bias.weight": (50, 1)}
+    with pytest.raises(PayloadError, match="basis"):
+        read_basis({BASIS: basis_record(bad)}, shapes, 2)
+    assert read_basis({}, shapes, 2) is None

@@ -148,20 +148,3 @@ def test_digits_of_counts_sum_without_wrapping(bits, clients, most, data):
         assert len(digits) == ring.digit_count(most) and (digits <= ring.levels).all()
         total = ring.add(total, digits)
     assert ring.undigits(total) == sum(counts)
-
-
-def test_a_training_message_carries_the_model_basis_and_a_client_checks_it():
-    from prunus.common.compression.uplink.lowrank import model_basis
-    from prunus.common.models import ModelSpec
-
-    spec = ModelSpec({"emb": (20, 6), "bias": (20, 1)}, prunable=("emb",), item_tables=("emb", "bias"))
-    table = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
-    basis = {"emb": model_basis(table, 2)}
-    np.testing.assert_allclose(basis["emb"].T @ basis["emb"], np.eye(2), atol=1e-5)  # orthonormal columns
-    content = Content({messages.BASIS: messages.basis_record(basis)})
-    np.testing.assert_array_equal(messages.read_basis(content, spec, 2)["emb"], basis["emb"])
-    assert messages.read_basis(Content(), spec, 2) is None
-    for bad in ({"emb": basis["emb"][:, :1]}, {"emb": basis["emb"] * np.nan}, {"bias": basis["emb"]},
-                {"emb": basis["emb"].astype(np.float64)}):
-        with pytest.raises(ProtocolError, match="basis"):
-            messages.read_basis(Content({messages.BASIS: messages.basis_record(bad)}), spec, 2)
