@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext
+from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext, make
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import Params, check_finite, to_record, wire_bytes
@@ -63,9 +63,9 @@ class Federation:
         self.evaluator = evaluator
         self.leakage = leakage
         self.ledger = ledger or Ledger()
-        self.uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
-        downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
-        self.rows = ROWS.get(cfg.compression.broadcast_rows)(cfg.compression)
+        self.uplink = make(UPLINK, cfg.compression.prune_method, cfg)
+        downlink = make(DOWNLINK, cfg.compression.downlink_codec, cfg)
+        self.rows = make(ROWS, cfg.compression.broadcast_rows, cfg)
         self.item_tables = spec.item_tables
         n_items = params[spec.item_tables[0]].shape[0] if spec.item_tables else 0
         self.optimizer = server_optimizer(cfg.federation)

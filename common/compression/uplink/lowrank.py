@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,9 +32,29 @@ from prunus.common.codec import pack_update
 from prunus.common.compression import UPLINK
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
 from prunus.common.compression.sparse import SparseUplink, hold_back, residual_from_state, residual_to_state
+from prunus.common.config import ConfigError, choice, positive, section
 from prunus.common.payload import Arrays
 from prunus.common.pruning import quantise
 from prunus.common.update import Factored, Update, nonzeros, to_dense
+
+if TYPE_CHECKING:
+    from prunus.common.config import CompressionConfig, Config
+
+
+@section
+class LowRankOptions:
+    """`lowrank`'s own settings (section `prune-method.lowrank`)."""
+
+    rank: int = field(default=4, metadata=positive())  # the factor's rank
+    # the shared factor: "random" from (seed, round) (CoLR), or "model": the
+    # global model's top singular directions, sent with a secure round's messages
+    rank_basis: str = field(default="random", metadata=choice("random", "model"))
+
+    def check(self, cfg: Config) -> None:
+        """What the shared sections must hold for these settings."""
+        if self.rank_basis == "model" and not cfg.secure.secure_aggregation:
+            raise ConfigError("rank-basis: \"model\" sends the round's factor with a secure round's messages; "
+                              "it needs secure-aggregation = true (plain lowrank draws its factor from the seed)")
 
 
 def shared_factor(width: int, rank: int, seed: int, server_round: int, name: str) -> np.ndarray:
@@ -91,6 +113,11 @@ class SharedProjection:
 @UPLINK.register("lowrank")
 class LowRank(SparseUplink):
     name = "lowrank"
+    Options = LowRankOptions
+
+    def __init__(self, settings: CompressionConfig, options: LowRankOptions) -> None:
+        super().__init__(settings)
+        self.options = options
 
     @staticmethod
     def select(arrays, spec, density, rng):
@@ -98,17 +125,17 @@ class LowRank(SparseUplink):
         return {name: x != 0 for name, x in arrays.items()}
 
     def factored(self, shape: tuple[int, ...]) -> bool:
-        return factored(shape, self.settings.rank)
+        return factored(shape, self.options.rank)
 
     def coordinates(self, seed: int, server_round: int, basis: Params | None = None) -> SharedProjection:
-        return SharedProjection(self.settings.rank, seed, server_round, basis)
+        return SharedProjection(self.options.rank, seed, server_round, basis)
 
     def round_basis(self, params: Params) -> Params | None:
         """With `rank-basis = "model"`, each wide table's `model_basis`: the
         round's messages carry it, so every client projects alike."""
-        if self.settings.rank_basis != "model":
+        if self.options.rank_basis != "model":
             return None
-        return {name: model_basis(value, self.settings.rank) for name, value in params.items()
+        return {name: model_basis(value, self.options.rank) for name, value in params.items()
                 if self.factored(value.shape)}
 
     # ---------------------------------------------------------- client half
@@ -119,7 +146,7 @@ class LowRank(SparseUplink):
         for name, value in update.items():
             corrected = value + residual[name] * ctx.lr if name in residual else value
             if self.factored(value.shape):
-                q = shared_factor(value.shape[1], self.settings.rank, ctx.seed, ctx.server_round, name)
+                q = shared_factor(value.shape[1], self.options.rank, ctx.seed, ctx.server_round, name)
                 left = quantise(corrected @ q, self.spec.value_codec)
                 sent[name], received = nonzeros(left), left @ q.T
             else:
@@ -136,12 +163,12 @@ class LowRank(SparseUplink):
     def decode(self, record: Arrays, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         if ctx is None:
             raise ValueError("lowrank decodes only with the reply's round context (its shared factor)")
-        payload_shapes = {name: (shape[0], self.settings.rank) if self.factored(shape) else shape
+        payload_shapes = {name: (shape[0], self.options.rank) if self.factored(shape) else shape
                           for name, shape in shapes.items()}
         update = super().decode(record, payload_shapes, ctx)
         for name, shape in shapes.items():
             if self.factored(shape):
-                q = shared_factor(shape[1], self.settings.rank, ctx.seed, ctx.server_round, name)
+                q = shared_factor(shape[1], self.options.rank, ctx.seed, ctx.server_round, name)
                 left = to_dense(update[name])
                 if not np.isfinite(left @ q.T).all():
                     raise PayloadError(f"tensor {name!r}: the factored update overflows")

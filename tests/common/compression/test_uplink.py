@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from prunus.common.codec import encode, max_abs_error, read_header, record_payload
-from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext
+from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext, make
 from prunus.common.compression.sparse import owe, residual_from_state, residual_to_state
+from prunus.common.compression.uplink.lowrank import LowRankOptions
 from prunus.common.config import Config
 from prunus.common.params import from_record, npy_array, to_record
 from prunus.common.payload import Arrays
@@ -49,7 +50,7 @@ def _method(name: str, **settings):
     """The method built from its config section, as client and server build it."""
     values = {"density": 0.1, "prune_threshold": 0.5, **settings}
     cfg = Config.of(prune_method=name, **values)
-    return UPLINK.get(name)(cfg.compression)
+    return make(UPLINK, name, cfg)
 
 
 def _ctx(server_round: int = 1, partition: int = 0, seed: int = 0, lr: float = 1.0) -> RoundContext:
@@ -392,3 +393,13 @@ def test_a_residual_with_most_rows_non_zero_is_kept_whole_and_carried_alike():
     for name, residual in (("full", full), ("few", few)):
         expected = update[name] + (residual / np.float32(0.5)) * np.float32(0.25)
         np.testing.assert_array_equal(corrected[name], expected)
+
+
+def test_lowrank_and_threshold_take_their_settings_from_their_own_sections():
+    lowrank = _method("lowrank", rank=2)
+    assert lowrank.options == LowRankOptions(rank=2)
+    record = lowrank.encode(_update(), None, _ctx()).record
+    assert read_header(record_payload("item_embedding.weight", record["item_embedding.weight"])).shape == (50, 2)
+    assert _method("threshold", prune_threshold=0.25).spec.threshold == 0.25
+    assert _method("threshold", prune_threshold=100.0).encode(_update(), None, _ctx()).nnz == 0
+    assert _method("topk", prune_threshold=100.0).spec.threshold == 0.0  # not topk's setting
