@@ -13,6 +13,7 @@ collects those from the registries (`method_sections`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -512,11 +513,16 @@ def key_of(name: str) -> str:
 
 def _flat() -> dict[str, tuple[str, dataclasses.Field]]:
     """Every dashed key -> its section's name and field, in `to_dict`'s order."""
-    return {key_of(f.name): (section, f) for section, cls in all_sections().items() for f in fields(cls)}
+    return _flat_of(tuple(all_sections().items()))
+
+
+@functools.lru_cache(maxsize=8)
+def _flat_of(sections: tuple[tuple[str, type], ...]) -> dict[str, tuple[str, dataclasses.Field]]:
+    return {key_of(f.name): (section, f) for section, cls in sections for f in fields(cls)}
 
 
 def keys() -> tuple[str, ...]:
-    """Every config key, in `to_dict`'s order (the methods' read from their registries now)."""
+    """Every config key, in `to_dict`'s order (a method's as its registry has it now)."""
     return tuple(_flat())
 
 
