@@ -189,10 +189,16 @@ def test_the_methods_declare_their_own_keys_and_the_shared_section_holds_none_of
     assert flat.index("model-prune-end") < flat.index("rank") < flat.index("ldp-delta") < flat.index("rounds")
 
 
-def _selected(section: str) -> dict[str, str]:
-    """The keys that pick the section's method (fill-repay also wants a pruned update)."""
+# what a section's other values need of the shared sections: fill-repay a pruned
+# update, rank-basis = "model" a secure round
+_NEEDS: dict[str, dict[str, object]] = {"defence.fill": {"prune-method": "topk"},
+                                        "prune-method.lowrank": {"secure-aggregation": True}}
+
+
+def _selected(section: str) -> dict[str, object]:
+    """The keys that pick the section's method, and what its other values need."""
     kind, _, name = section.partition(".")
-    return {"prune-method": "topk", kind: name}
+    return {kind: name, **_NEEDS.get(section, {})}
 
 
 def _other_value(f: dataclasses.Field) -> object:
