@@ -51,7 +51,7 @@ import torch
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from prunus.client.local_update import local_data, local_update
-from prunus.common.compression import UPLINK, RoundContext
+from prunus.common.compression import UPLINK, RoundContext, make
 from prunus.common.config import Config, load
 from prunus.common.datasets import load_split, partitions
 from prunus.common.flower_records import to_flower
@@ -83,7 +83,7 @@ def measure(cfg: Config, chosen: list[int]) -> dict[str, float]:
     model = build_model(m.model, 1, split.n_items, m.dim, m.mlp_widths, seed=cfg.runtime.seed)
     shared = {k: v.numpy() for k, v in model.shared_state().items()}
     shapes = {k: v.shape for k, v in shared.items()}
-    uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
+    uplink = make(UPLINK, cfg.compression.prune_method, cfg)
     device, server_round = torch.device("cpu"), 1
     times: dict[str, list[float]] = {"local training": [], "pruning + encoding": [], "server byte count (Flower's objects)": [],
                                      "server byte count": [], "server decode + validation": []}  # fmt: skip

@@ -34,7 +34,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from prunus.common.compression import UPLINK, RoundContext
+
+from prunus.common.compression import UPLINK, RoundContext, make
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import npy_array
@@ -70,7 +71,7 @@ def honest(cfg: Config, rng: np.random.Generator, server_round: int) -> Content:
     update = {name: np.zeros(shape, np.float32) for name, shape in SHAPES.items()}
     for name in SHAPES:
         update[name][rows] = rng.normal(scale=0.05, size=(len(rows), SHAPES[name][1]))
-    uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
+    uplink = make(UPLINK, cfg.compression.prune_method, cfg)
     encoded = uplink.encode(update, None, RoundContext(server_round, 0, cfg.runtime.seed))
     return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 40, "train-loss": 0.5}),
                        "info": ConfigMap({"partition-id": 0, "host": "h"})})

@@ -33,7 +33,7 @@ import torch
 
 from prunus.client.local_update import local_data, local_update
 from prunus.common.codec import pack_update
-from prunus.common.compression import UPLINK, RoundContext
+from prunus.common.compression import UPLINK, RoundContext, make
 from prunus.common.compression.sparse import carry, residual_to_state
 from prunus.common.config import load
 from prunus.common.datasets import load_split, partitions
@@ -52,7 +52,7 @@ def steady_clients(cfg, count: int) -> list:
     m = cfg.model
     model = build_model(m.model, 1, split.n_items, m.dim, m.mlp_widths, seed=cfg.runtime.seed)
     shared = {k: v.numpy() for k, v in model.shared_state().items()}
-    uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
+    uplink = make(UPLINK, cfg.compression.prune_method, cfg)
     clients = []
     for pid in np.linspace(0, len(parts) - 1, count).astype(int):
         data, private, state = local_data(split, np.asarray(parts[pid])), None, None
@@ -69,7 +69,7 @@ def steady_clients(cfg, count: int) -> list:
 
 def one_pass(cfg, clients: list) -> dict[str, float]:
     """Seconds of each stage over all clients (the client half as `SparseUplink.encode` runs it)."""
-    uplink, c = UPLINK.get(cfg.compression.prune_method)(cfg.compression), cfg.compression
+    uplink, c = make(UPLINK, cfg.compression.prune_method, cfg), cfg.compression
     spec = uplink.spec
     seconds = dict.fromkeys(STAGES, 0.0)
     for delta, state, ctx in clients:

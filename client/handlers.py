@@ -22,7 +22,7 @@ import torch
 from prunus.client.local_update import LocalData, LocalResult, local_data, local_model, local_update
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set, encode_row_set
-from prunus.common.compression import DEFENCES, DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan
+from prunus.common.compression import DEFENCES, DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan, make
 from prunus.common.compression.base import RowIds, put_rows, row_shapes, rows_outside
 from prunus.common.compression.sparse import owe
 from prunus.common.compression.uplink.lowrank import read_basis
@@ -66,7 +66,7 @@ def needed_rows(client: ClientData, purpose: str) -> np.ndarray:
 
 def row_plan(cfg: Config, purpose: str, server_round: int, client: ClientData) -> RowPlan | None:
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed)
-    selection = ROWS.get(cfg.compression.broadcast_rows)(cfg.compression)
+    selection = make(ROWS, cfg.compression.broadcast_rows, cfg)
     return selection.plan(needed_rows(client, purpose), client.split.n_items, ctx)
 
 
@@ -108,7 +108,7 @@ def request_rows(cfg: Config, content: Content, state: Content, client: ClientDa
 
 def global_params(cfg: Config, content: Content, client: ClientData, rows: RowIds | None) -> Params:
     """The broadcast decoded, full size (zero in rows not sent)."""
-    downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
+    downlink = make(DOWNLINK, cfg.compression.downlink_codec, cfg)
     shapes = model_spec(cfg.model, client.split.n_items).shapes
     return put_rows(downlink.decode(content["arrays"], row_shapes(shapes, rows)), rows, shapes)
 
@@ -154,14 +154,14 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     plan = row_plan(cfg, "train", server_round, client) or named_rows(content, client.split.n_items)
     step = local_step(cfg, content, state, client, server_round, plan)
     rows, shared, result = step.rows, step.shared, step.result
-    uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
+    uplink = make(UPLINK, cfg.compression.prune_method, cfg)
     shapes = model_spec(cfg.model, client.split.n_items).shapes
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows,
-                       read_basis(content, shapes, cfg.compression.rank))
+                       read_basis(content, shapes))
     if result is None:  # none of its items among the rows sent: an empty update, state kept
         encoded = uplink.encode({k: np.zeros_like(v) for k, v in shared.items()}, None, ctx)
         return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 0, "nnz": 0})})
-    defence = DEFENCES.get(cfg.compression.defence)(cfg.compression)
+    defence = make(DEFENCES, cfg.compression.defence, cfg)
     undefended = result.delta
     delta = defence.apply(undefended, np.unique(step.data.items), tuple(rows or _item_tables(cfg, client)),
                           ctx, _scores(shared, result) if defence.needs_scores else None)

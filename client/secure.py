@@ -65,7 +65,7 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     residual = from_record(state[RESIDUAL_KEY], writable=False) if feedback and RESIDUAL_KEY in state else None
     corrected, kept = carry(update, residual, ctx)
     spec = model_spec(cfg.model, client.split.n_items)
-    basis = read_basis(content, spec.shapes, cfg.compression.rank)  # the round's shared factors, if any
+    basis = read_basis(content, spec.shapes)  # the round's shared factors, if any
     layout = messages.round_layout(cfg, setup.server_round, spec, None if plan is None else plan.request, basis)
     rng = np.random.default_rng([cfg.runtime.seed, setup.server_round, client.partition_id, 3])
     values, carried = layout.encode(corrected, setup.ring, rng, carried=feedback)

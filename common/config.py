@@ -3,11 +3,17 @@
 Read from a flat TOML file and `--set key=value` overrides (CLI), or from
 Flower's run config (`flwr run`); validated before any work starts so that a
 typo or a bad value fails at once, naming the key.
+
+The shared sections are declared here; a method with settings of its own
+(`rank` of the `lowrank` uplink, `fill-*` of the `fill` defence) declares
+them in its own module, as an `Options` section on its class, and the config
+collects those from the registries (`method_sections`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -44,14 +50,22 @@ def _non_negative() -> dict[str, Any]:
 
 
 def _section(cls):
-    """A frozen dataclass whose fields are checked against their metadata."""
+    """A frozen dataclass whose fields are checked against their metadata (then
+    by the class's own `__post_init__`, if it has one, for checks across them)."""
+    own = cls.__dict__.get("__post_init__")
 
     def __post_init__(self: Any) -> None:
         for f in fields(self):
             _check_value(f, getattr(self, f.name))
+        if own is not None:
+            own(self)
 
     cls.__post_init__ = __post_init__
     return dataclass(frozen=True)(cls)
+
+
+# how a method's module declares its own section (see `method_sections`)
+section, choice, positive, non_negative = _section, _choice, _positive, _non_negative
 
 
 @_section
@@ -112,18 +126,14 @@ class CompressionConfig:
     """What travels: the uplink method, its codecs, the downlink, model pruning.
 
     Method and codec choices come from their registries
-    (`prunus.common.compression`), so a new method is a new module only.
+    (`prunus.common.compression`), so a new method is a new module only; a
+    method's own settings are in its own section (`method_sections`).
     """
 
     prune_method: str = field(default="none", metadata=_lazy_choice("uplink"))
     density: float = field(default=1.0, metadata=_positive())
     density_warmup_rounds: int = field(default=0, metadata=_non_negative())
-    prune_threshold: float = field(default=0.0, metadata=_non_negative())
     error_feedback: bool = True
-    rank: int = field(default=4, metadata=_positive())  # lowrank: the factor's rank
-    # lowrank's shared factor: "random" from (seed, round) (CoLR), or "model":
-    # the global model's top singular directions, sent with the round's training messages
-    rank_basis: str = field(default="random", metadata=_choice("random", "model"))
     value_codec: str = field(default="fp32", metadata=_lazy_choice("values"))
     index_codec: str = field(default="auto", metadata=_lazy_choice("indices"))
     downlink_codec: str = field(default="fp32", metadata=_lazy_choice("downlink"))
@@ -131,24 +141,9 @@ class CompressionConfig:
     # for its positives, a pool its negatives come from, and padding); or
     # "bandit" (the server picks a share of rows by Thompson sampling)
     broadcast_rows: str = field(default="all", metadata=_lazy_choice("rows"))
-    negative_pool: float = field(default=4.0, metadata=_positive())  # pool rows per needed row
-    request_pad: float = field(default=0.0, metadata=_non_negative())  # padding rows per needed row
-    bandit_items: float = field(default=0.25, metadata=_positive())  # share of item rows a bandit round sends
     # what a client does to its update so its reply reveals less: "none",
-    # "fill" (decoy rows, `fill-rate` per item), "ldp" (clip + Gaussian noise)
+    # "fill" (decoy rows), "ldp" (clip + Gaussian noise)
     defence: str = field(default="none", metadata=_lazy_choice("defence"))
-    fill_rate: float = field(default=1.0, metadata=_positive())
-    # decoys drawn at random ("random") or as the client's model's best-scored
-    # items it did not interact with ("plausible", MF)
-    fill_choice: str = field(default="random", metadata=_choice("random", "plausible"))
-    # a decoy is a real item's update times a factor drawn from [1 - s, 1 + s]
-    fill_spread: float = field(default=0.5, metadata=_non_negative())
-    # pay the decoys back through error feedback: the client's residual owes
-    # each decoy's push, so its later replies take it back out of the model
-    fill_repay: bool = False
-    ldp_clip: float = field(default=0.1, metadata=_positive())
-    ldp_epsilon: float = field(default=8.0, metadata=_positive())  # per reply
-    ldp_delta: float = field(default=1e-5, metadata=_positive())
     # gradual magnitude pruning of the global model (0 = off)
     model_sparsity: float = field(default=0.0, metadata=_non_negative())
     model_prune_start: int = field(default=1, metadata=_positive())
@@ -339,6 +334,61 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def method_sections() -> dict[str, type]:
+    """The sections methods declare for their own settings, by name: the
+    method's class's `Options` (a `section`), named for the key that picks the
+    method and the method (`defence.fill`). Read from the registries when
+    asked (they import this module), so a method registered later counts."""
+    from prunus.common import compression
+
+    return {name: options for registry in compression.REGISTRIES.values()
+            for name, options in registry.sections().items()}  # fmt: skip
+
+
+def all_sections() -> dict[str, type]:
+    """Every section by name, the methods' right after `compression` (the
+    order of `Config.to_dict`: a method's keys after the key that picks it)."""
+    ordered: dict[str, type] = {}
+    for name, cls in SECTIONS.items():
+        ordered[name] = cls
+        if name == "compression":
+            ordered |= method_sections()
+    return ordered
+
+
+def owned_by(section: str) -> str:
+    """What an error about a key of `section` adds: the method it belongs to
+    (` (a setting of defence = "fill")`); nothing for a shared section."""
+    kind, dot, name = section.partition(".")
+    return f' (a setting of {kind} = "{name}")' if dot else ""
+
+
+@dataclass(frozen=True)
+class MethodSections:
+    """The methods' own sections (`method_sections`), by name; each holds its
+    defaults until a key of it is set, whichever method is picked."""
+
+    sections: tuple[tuple[str, Any], ...] = field(
+        default_factory=lambda: tuple((name, cls()) for name, cls in method_sections().items()))
+
+    def __getitem__(self, name: str) -> Any:
+        return dict(self.sections)[name]
+
+    def get(self, name: str) -> Any | None:
+        return dict(self.sections).get(name)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.sections)
+
+    def replace(self, name: str, **changes: Any) -> MethodSections:
+        """A copy with section `name`'s fields changed (validated; an error names the method)."""
+        try:
+            changed = dataclasses.replace(self[name], **changes)
+        except ConfigError as err:
+            raise ConfigError(f"{err}{owned_by(name)}") from None
+        return MethodSections(tuple((n, changed if n == name else s) for n, s in self.sections))
+
+
 @dataclass(frozen=True)
 class Config:
     """Every setting of a run, by concern: each component is given its section.
@@ -357,6 +407,8 @@ class Config:
     centralized: CentralizedConfig = field(default_factory=CentralizedConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     secure: SecureConfig = field(default_factory=SecureConfig)
+    # the methods' own sections (`method_sections`): `cfg.methods["defence.fill"]`
+    methods: MethodSections = field(default_factory=MethodSections)
 
     def __post_init__(self) -> None:
         _check_layers(self.model.mlp_layers)
@@ -367,11 +419,9 @@ class Config:
             raise ConfigError(f"model-sparsity: must be in [0, 1), got {c.model_sparsity!r}")
         if self.federation.trim_fraction >= 0.5:
             raise ConfigError(f"trim-fraction: must be in [0, 0.5), got {self.federation.trim_fraction!r}")
-        if c.fill_spread > 1:
-            raise ConfigError(f"fill-spread: must be in [0, 1], got {c.fill_spread!r}")
-        if c.fill_repay and not (c.defence == "fill" and c.error_feedback and c.prune_method != "none"):
-            raise ConfigError("fill-repay: needs defence = \"fill\" and a pruning method with error-feedback = true "
-                              "(the residual is what pays the decoys back)")
+        for _, options in self.methods.sections:  # a method's checks against the shared sections
+            if hasattr(options, "check"):
+                options.check(self)
         if self.runtime.fault_rate > 1:
             raise ConfigError(f"fault-rate: must be in [0, 1], got {self.runtime.fault_rate!r}")
 
@@ -423,10 +473,14 @@ class Config:
         """A Config from flat field names over the defaults: `Config.of(rounds=2, dim=8)`."""
         return cls().replace(**changes)
 
+    def section(self, name: str) -> Any:
+        """A section by name: a shared one (`training`) or a method's (`defence.fill`)."""
+        return getattr(self, name) if name in SECTIONS else self.methods[name]
+
     # --- conversions -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Flat dict with dashed keys (the form of TOML files and run configs)."""
-        return {key_of(f.name): getattr(getattr(self, section), f.name) for section, f in _FLAT.values()}
+        return {key: getattr(self.section(section), f.name) for key, (section, f) in _flat().items()}
 
     def local_lr_at(self, server_round: int) -> float:
         """The round's local learning rate (cosine from local-lr to local-lr-final)."""
@@ -438,30 +492,43 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         """A copy with flat fields changed (`rounds=3`, not `federation=...`)."""
+        flat = _flat()
         by_section: dict[str, dict[str, Any]] = {}
         for name, value in changes.items():
             key = key_of(name)
-            if key not in _FLAT:
+            if key not in flat:
                 raise ConfigError(f"unknown config key {key!r}")
-            section, f = _FLAT[key]
+            section, f = flat[key]
             by_section.setdefault(section, {})[f.name] = _coerce(f, value)
+        methods = self.methods
+        for section in [s for s in by_section if s not in SECTIONS]:
+            methods = methods.replace(section, **by_section.pop(section))
         sections = {s: dataclasses.replace(getattr(self, s), **v) for s, v in by_section.items()}
-        return dataclasses.replace(self, **sections)
+        return dataclasses.replace(self, **sections, methods=methods)
 
 
 def key_of(name: str) -> str:
     return name.replace("_", "-")
 
 
-_FLAT: dict[str, tuple[str, dataclasses.Field]] = {
-    key_of(f.name): (section, f) for section, cls in SECTIONS.items() for f in fields(cls)
-}
-KEYS: tuple[str, ...] = tuple(_FLAT)
+def _flat() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Every dashed key -> its section's name and field, in `to_dict`'s order."""
+    return _flat_of(tuple(all_sections().items()))
+
+
+@functools.lru_cache(maxsize=8)
+def _flat_of(sections: tuple[tuple[str, type], ...]) -> dict[str, tuple[str, dataclasses.Field]]:
+    return {key_of(f.name): (section, f) for section, cls in sections for f in fields(cls)}
+
+
+def keys() -> tuple[str, ...]:
+    """Every config key, in `to_dict`'s order (a method's as its registry has it now)."""
+    return tuple(_flat())
 
 
 def section_of(key: str) -> str:
-    """The section a dashed key belongs to (`local-lr` -> `training`)."""
-    return _FLAT[key][0]
+    """The section a dashed key belongs to (`local-lr` -> `training`, `rank` -> `prune-method.lowrank`)."""
+    return _flat()[key][0]
 
 
 def _registry_names(registry: str) -> tuple[str, ...]:
@@ -508,7 +575,8 @@ def _check_layers(spec: str) -> None:
 
 
 def _type_of(f: dataclasses.Field) -> type:
-    return {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
+    name = f.type if isinstance(f.type, str) else f.type.__name__  # (a module without postponed annotations)
+    return {"str": str, "int": int, "float": float, "bool": bool}[name]
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
@@ -520,9 +588,11 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
 
 def parse_value(key: str, text: str) -> Any:
     """Parse a `--set key=value` string by the key's declared type."""
-    if key not in _FLAT:
+    flat = _flat()
+    if key not in flat:
         raise ConfigError(f"unknown config key {key!r}")
-    kind = _type_of(_FLAT[key][1])
+    section, f = flat[key]
+    kind = _type_of(f)
     try:
         if kind is bool:
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -530,13 +600,14 @@ def parse_value(key: str, text: str) -> Any:
             return text.lower() in ("true", "1", "yes")
         return kind(text)
     except ValueError:
-        raise ConfigError(f"{key}: expected {kind.__name__}, got {text!r}") from None
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {text!r}{owned_by(section)}") from None
 
 
 def from_mapping(values: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
     """Build a Config from dashed keys over `base`; unknown keys are errors."""
+    flat = _flat()
     for key in values:
-        if key not in _FLAT:
+        if key not in flat:
             raise ConfigError(f"unknown config key {key!r} in {source}")
     return (base or Config()).replace(**values)
 

@@ -3,6 +3,9 @@
 A registry is the single list of a kind of method: config validation, the
 report's labels and the parametrised tests all read it, so adding a method is
 adding its module (with its `@REGISTRY.register("name")` line) and nothing else.
+A method with settings of its own declares them beside its code, as a config
+section (an `Options` dataclass on its class); `sections` lists them, and the
+config reads its keys from there (`common.config.method_sections`).
 """
 
 from __future__ import annotations
@@ -42,3 +45,13 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+    def section_of(self, name: str) -> str:
+        """The name of entry `name`'s own config section: `defence.fill` (the
+        key that picks the method, then the method)."""
+        return f"{self.kind}.{name}"
+
+    def sections(self) -> dict[str, type]:
+        """The config sections its entries declare (their `Options`), by `section_of` name."""
+        sections = {self.section_of(name): getattr(entry, "Options", None) for name, entry in self._entries.items()}
+        return {name: options for name, options in sections.items() if options is not None}

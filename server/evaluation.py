@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from prunus.common.compression import DOWNLINK, BroadcastContext
+from prunus.common.compression import DOWNLINK, BroadcastContext, make
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
@@ -35,13 +35,13 @@ class CentralEvaluator:
         self.device = device or torch.device("cpu")
         self.users = torch.as_tensor(split.train_users, device=self.device)
         self.items = torch.as_tensor(split.train_items, device=self.device)
-        self.downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression) if self.decodes(cfg) else None
+        self.downlink = make(DOWNLINK, cfg.compression.downlink_codec, cfg) if self.decodes(cfg) else None
 
     @staticmethod
     def decodes(cfg: Config) -> bool:
         """Whether `cfg` scores the model as clients decode it (`eval-as-decoded`)."""
         wanted = cfg.evaluation.eval_as_decoded
-        return wanted == "on" or (wanted == "auto" and DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression).lossy)
+        return wanted == "on" or (wanted == "auto" and make(DOWNLINK, cfg.compression.downlink_codec, cfg).lossy)
 
     def __call__(self, shared: Params, server_round: int = 0) -> dict[str, float]:
         """The model's metrics; as clients decode its broadcast of `server_round`

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext
+from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext, make
 from prunus.common.compression.uplink.lowrank import BASIS, basis_record
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
@@ -64,10 +64,10 @@ class Federation:
         self.evaluator = evaluator
         self.leakage = leakage
         self.ledger = ledger or Ledger()
-        self.uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
+        self.uplink = make(UPLINK, cfg.compression.prune_method, cfg)
         self.basis: Params | None = None  # the shared factors of this round's training messages
-        downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
-        self.rows = ROWS.get(cfg.compression.broadcast_rows)(cfg.compression)
+        downlink = make(DOWNLINK, cfg.compression.downlink_codec, cfg)
+        self.rows = make(ROWS, cfg.compression.broadcast_rows, cfg)
         self.item_tables = spec.item_tables
         n_items = params[spec.item_tables[0]].shape[0] if spec.item_tables else 0
         self.optimizer = server_optimizer(cfg.federation)

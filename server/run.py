@@ -98,9 +98,9 @@ def evaluated_model(cfg: Config) -> str:
 def ldp_guarantee(cfg: Config, ledger: Ledger) -> dict[str, float]:
     """The run's local-DP guarantee: per reply, and composed over the train
     replies of its most-sampled client (`common.privacy`)."""
-    c = cfg.compression
-    if c.defence != "ldp":
+    if cfg.compression.defence != "ldp":
         return {}
+    c = cfg.methods["defence.ldp"]
     sigma = noise_multiplier(c.ldp_epsilon, c.ldp_delta)
     releases = Counter(r.partition for r in ledger.replies if r.kind == "train" and r.status != "failed")
     most = max(releases.values(), default=0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from prunus.common.compression import UPLINK
+from prunus.common.compression import UPLINK, make
 from prunus.common.compression.uplink.lowrank import BASIS, basis_record
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
@@ -43,7 +43,7 @@ class SecureRounds:
               entry: RoundLog) -> Params | None:
         """The round's mean step, or None when the round is abandoned."""
         rows = self.broadcaster.rows.rows(server_round, None, self.broadcaster.n_items, "train", self.cfg.runtime.seed)
-        basis = UPLINK.get(self.cfg.compression.prune_method)(self.cfg.compression).round_basis(params)
+        basis = make(UPLINK, self.cfg.compression.prune_method, self.cfg).round_basis(params)
         layout = messages.round_layout(self.cfg, server_round, self.spec, rows, basis)
         setup = messages.round_setup(self.cfg, chosen, server_round)
         server = ServerRound(setup, layout.length(setup.ring))

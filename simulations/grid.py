@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prunus.common.config import KEYS, Config, ConfigError, from_mapping, load, read_toml_file
+from prunus.common.config import Config, ConfigError, from_mapping, keys, load, read_toml_file
 
 TOP_LEVEL = ("base", "seeds", "baseline", "set", "grids")
 # keys the sweep sets itself, per point or per invocation
 LAUNCH_KEYS = ("out", "ray-address", "ray-share")
 # keys that say how a run is carried out, not what it computes: not part of a point's identity
 RUNTIME_KEYS = (*LAUNCH_KEYS, "client-actor-restarts", "engine", "client-state-store")  # (the store: same results)
-CONFIG_KEYS = frozenset(KEYS)
 _RESERVED = {
     "seed": "set seeds with the top-level `seeds` list",
     "out": "the sweep gives every point its own folder",
@@ -116,8 +115,9 @@ def _table(grid: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _checked(values: dict[str, Any], where: str) -> dict[str, Any]:
+    known = frozenset(keys())
     for key, value in values.items():
-        if key not in CONFIG_KEYS:
+        if key not in known:
             raise ConfigError(f"unknown config key {key!r} in {where}")
         if key in _RESERVED:
             raise ConfigError(f"{key}: not allowed in {where}: {_RESERVED[key]}")

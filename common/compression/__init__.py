@@ -13,13 +13,16 @@
 
 Every module of `uplink/`, `downlink/`, `rows/` and `defence/` is imported here, so a method that
 registers itself in a new module is known to config validation, `prunus
-report` and the tests with no other edit. See docs/architecture.md.
+report` and the tests with no other edit, its own settings (its class's
+`Options` section) included. `make` builds a run's method from its config.
+See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING, Any
 
 from prunus.common.codec_index import INDEX_CODECS
 from prunus.common.codec_values import VALUE_CODECS
@@ -36,6 +39,9 @@ from prunus.common.compression.base import (
 )
 from prunus.common.registry import Registry
 
+if TYPE_CHECKING:
+    from prunus.common.config import Config
+
 UPLINK: Registry[type[UplinkMethod]] = Registry("prune-method")
 DOWNLINK: Registry[type[DownlinkMethod]] = Registry("downlink-codec")
 ROWS: Registry[type[RowSelection]] = Registry("broadcast-rows")
@@ -51,6 +57,15 @@ for _name, _code in INDEX_CODECS.items():
 REGISTRIES: dict[str, Registry] = {"uplink": UPLINK, "downlink": DOWNLINK, "rows": ROWS, "defence": DEFENCES,
                                    "values": VALUES, "indices": INDICES}
 
+
+def make(registry: Registry, name: str, cfg: Config) -> Any:
+    """`registry`'s method `name` for a run of `cfg`: given the shared
+    `compression` section, and its own section where it declares one (`Options`)."""
+    method = registry.get(name)
+    options = cfg.methods.get(registry.section_of(name))
+    return method(cfg.compression) if options is None else method(cfg.compression, options)
+
+
 for _package in ("uplink", "downlink", "rows", "defence"):
     _path = importlib.import_module(f"{__name__}.{_package}").__path__
     for _module in pkgutil.iter_modules(_path):
@@ -58,4 +73,4 @@ for _package in ("uplink", "downlink", "rows", "defence"):
 
 __all__ = ["DEFENCES", "DOWNLINK", "INDICES", "REGISTRIES", "ROWS", "UPLINK", "VALUES", "BroadcastContext", "Defence",
            "DownlinkMethod",
-           "Encoded", "PayloadError", "RoundContext", "RowPlan", "RowSelection", "UplinkMethod"]
+           "Encoded", "PayloadError", "RoundContext", "RowPlan", "RowSelection", "UplinkMethod", "make"]

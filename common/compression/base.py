@@ -5,7 +5,10 @@ compression state -> the reply's payload, the new state, stats) and a server
 half (`decode`: the payload -> a checked `Update`, or `PayloadError`). A
 downlink method has a server half (`encode` the global model) and a client half
 (`decode` the broadcast). Both halves live in one class, so they cannot drift.
-Methods read only their own config section (`CompressionConfig`).
+A method is given the shared `compression` section (`CompressionConfig`) and,
+where it has settings only it reads, its own: a config section (`@section`
+dataclass of `common.config`) declared beside it as its class's `Options`,
+handed to `__init__` as `options` (`compression.make` builds a method so).
 """
 
 from __future__ import annotations
@@ -117,6 +120,9 @@ class UplinkMethod(Protocol):
     """Client update -> payload (client half); payload -> `Update` (server half)."""
 
     name: ClassVar[str]
+    # its own config section, where it has settings only it reads (then
+    # `__init__` takes it as `options`); None: the shared section only
+    Options: ClassVar[type | None] = None
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 
@@ -170,6 +176,7 @@ class RowSelection(Protocol):
 
     name: ClassVar[str]
     queries: ClassVar[bool]  # whether each message is preceded by a row query
+    Options: ClassVar[type | None] = None  # its own config section (see UplinkMethod)
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 
@@ -198,6 +205,7 @@ class Defence(Protocol):
     name: ClassVar[str]
     needs_scores: bool = False  # whether `apply` reads `scores` (computed for it only then)
     repays: bool = False  # whether what `apply` adds is owed back through the error-feedback residual
+    Options: ClassVar[type | None] = None  # its own config section (see UplinkMethod)
 
     def __init__(self, settings: CompressionConfig) -> None: ...
 
@@ -222,6 +230,7 @@ class DownlinkMethod(Protocol):
     """
 
     name: ClassVar[str]
+    Options: ClassVar[type | None] = None  # its own config section (see UplinkMethod)
     limit: float
     lossy: bool
 

@@ -37,8 +37,8 @@ class SparseUplink:
 
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
-        self.spec = PruneSpec(method=self.name, density=settings.density, threshold=settings.prune_threshold,
-                              error_feedback=settings.error_feedback, value_codec=settings.value_codec)
+        self.spec = PruneSpec(method=self.name, density=settings.density, error_feedback=settings.error_feedback,
+                              value_codec=settings.value_codec)
 
     @staticmethod
     def select(arrays: Params, spec: PruneSpec, density: float, rng: np.random.Generator | None) -> Params:

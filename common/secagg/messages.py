@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prunus.common.compression import UPLINK
+from prunus.common.compression import UPLINK, make
 from prunus.common.compression.base import RowIds, SharedCoordinates, put_rows, row_shapes, take_rows
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
@@ -114,7 +114,7 @@ def round_layout(cfg: Config, server_round: int, spec: ModelSpec, rows: np.ndarr
     them drawn from (seed, round) alone; in the uplink method's coordinates
     of the round (with the `basis` its messages carry). None of it says
     anything of any client."""
-    uplink = UPLINK.get(cfg.compression.prune_method)(cfg.compression)
+    uplink = make(UPLINK, cfg.compression.prune_method, cfg)
     coords = uplink.coordinates(cfg.runtime.seed, server_round, basis)
     share = cfg.secure.secure_rows
     if rows is None and (share >= 1 or not spec.item_tables):

@@ -15,7 +15,7 @@ import torch
 from prunus.client import handlers
 from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData
 from prunus.common.codec_rows import decode_row_set, encode_row_set
-from prunus.common.compression import DOWNLINK, UPLINK, BroadcastContext, PayloadError, RoundContext
+from prunus.common.compression import DOWNLINK, UPLINK, BroadcastContext, PayloadError, RoundContext, make
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, partitions
 from prunus.common.models import build_model, model_spec
@@ -55,7 +55,7 @@ def test_train_replies_with_the_uplink_payload_and_keeps_its_state(uplink, downl
         reply = handlers.train(cfg, _content(cfg, params, server_round), state, client)
         assert set(reply) == {"arrays", "metrics"}
         ctx = RoundContext(server_round, 4, cfg.runtime.seed)
-        update = UPLINK.get(uplink)(cfg.compression).decode(reply["arrays"], shapes, ctx)  # the server's half
+        update = make(UPLINK, uplink, cfg).decode(reply["arrays"], shapes, ctx)  # the server's half
         assert set(update) == set(shapes)
         assert reply["metrics"]["nnz"] == sum(sent_entries(t) for t in update.values())
         assert reply["metrics"]["num-examples"] > 0

@@ -1,18 +1,22 @@
 import dataclasses
+import pickle
+import re
 from pathlib import Path
 
 import pytest
 
 from prunus.common.config import (
-    KEYS,
     SECTIONS,
     CompressionConfig,
     Config,
     ConfigError,
+    all_sections,
     from_mapping,
     from_run_config,
     key_of,
+    keys,
     load,
+    method_sections,
     parse_value,
     section_of,
 )
@@ -106,22 +110,22 @@ def test_committed_experiment_configs_are_valid(monkeypatch):
 # ---------------------------------------------------------------- sections
 def test_every_flat_key_belongs_to_exactly_one_section():
     owners: dict[str, list[str]] = {}
-    for section, cls in SECTIONS.items():
+    for section, cls in all_sections().items():
         for f in dataclasses.fields(cls):
             owners.setdefault(key_of(f.name), []).append(section)
     assert {key: len(sections) for key, sections in owners.items() if len(sections) != 1} == {}
-    assert set(owners) == set(KEYS) and len(KEYS) == len(set(KEYS))
-    assert all(section_of(key) == owners[key][0] for key in KEYS)
-    # the Config is its sections, and nothing else
-    assert [f.name for f in dataclasses.fields(Config)] == list(SECTIONS)
-    assert all(isinstance(getattr(Config(), s), cls) for s, cls in SECTIONS.items())
+    assert set(owners) == set(keys()) and len(keys()) == len(set(keys()))
+    assert all(section_of(key) == owners[key][0] for key in keys())
+    # the Config is its shared sections and the methods' own, and nothing else
+    assert [f.name for f in dataclasses.fields(Config)] == [*SECTIONS, "methods"]
+    assert all(isinstance(Config().section(s), cls) for s, cls in all_sections().items())
 
 
 def test_to_dict_is_flat_and_round_trips():
     cfg = Config.of(rounds=3, local_lr=2.5, prune_method="topk", density=0.05, value_codec="int8",
                     downlink_codec="fp16", model="neumf", dim=8, engine="inprocess", seed=7, top_k=5)
     flat = cfg.to_dict()
-    assert list(flat) == list(KEYS)
+    assert list(flat) == list(keys())
     assert not any(isinstance(v, dict) for v in flat.values())
     assert from_mapping(flat) == cfg and from_run_config(flat) == cfg
     assert Config.of(**{key.replace("-", "_"): value for key, value in flat.items()}) == cfg
@@ -140,7 +144,7 @@ def test_sections_hold_their_keys():
     assert cfg.evaluation.top_k == 5
     assert cfg.centralized.centralized_lr == 0.01
     for key, value in cfg.to_dict().items():  # every key lives where section_of says
-        assert getattr(getattr(cfg, section_of(key)), key.replace("-", "_")) == value
+        assert getattr(cfg.section(section_of(key)), key.replace("-", "_")) == value
 
 
 def test_replace_changes_only_the_named_keys():
@@ -161,3 +165,106 @@ def test_a_section_validates_its_own_values_naming_the_key():
         Config.of(engine="threads")
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().training.local_lr = 1.0  # type: ignore[misc]
+
+
+# ------------------------------------------------------- methods' sections
+# every section a method declares beside its code (its class's `Options`)
+METHOD_SECTIONS = method_sections()
+
+
+def test_the_methods_declare_their_own_keys_and_the_shared_section_holds_none_of_them():
+    assert {name: [key_of(f.name) for f in dataclasses.fields(cls)] for name, cls in METHOD_SECTIONS.items()} == {
+        "prune-method.lowrank": ["rank", "rank-basis"],
+        "prune-method.threshold": ["prune-threshold"],
+        "broadcast-rows.bandit": ["bandit-items"],
+        "broadcast-rows.requested": ["negative-pool", "request-pad"],
+        "defence.fill": ["fill-rate", "fill-choice", "fill-spread", "fill-repay"],
+        "defence.ldp": ["ldp-clip", "ldp-epsilon", "ldp-delta"],
+    }
+    shared = {key_of(f.name) for f in dataclasses.fields(CompressionConfig)}
+    assert not shared & {key for key in keys() if "." in section_of(key)}
+    # a method's keys follow the shared compression keys in the flat order (how
+    # summary.json lists them and labels read), before the federation's
+    flat = list(keys())
+    assert flat.index("model-prune-end") < flat.index("rank") < flat.index("ldp-delta") < flat.index("rounds")
+
+
+# what a section's other values need of the shared sections: fill-repay a pruned update
+_NEEDS: dict[str, dict[str, object]] = {"defence.fill": {"prune-method": "topk"}}
+
+
+def _selected(section: str) -> dict[str, object]:
+    """The keys that pick the section's method, and what its other values need."""
+    kind, _, name = section.partition(".")
+    return {kind: name, **_NEEDS.get(section, {})}
+
+
+def _other_value(f: dataclasses.Field) -> object:
+    """A valid value of a field other than its default."""
+    if "choices" in f.metadata:
+        return next(c for c in f.metadata["choices"] if c != f.default)
+    return {"bool": not f.default, "int": f.default + 1, "float": f.default * 2 or 0.5}[str(f.type)]
+
+
+@pytest.mark.parametrize("section", METHOD_SECTIONS)
+def test_a_method_section_defaults_and_parses_from_a_file_and_set(section, tmp_path: Path):
+    cls = METHOD_SECTIONS[section]
+    assert Config().section(section) == cls() and Config().methods[section] == cls()
+    assert all(section_of(key_of(f.name)) == section for f in dataclasses.fields(cls))
+    values = {key_of(f.name): _other_value(f) for f in dataclasses.fields(cls)}
+    path = tmp_path / "run.toml"
+    path.write_text("".join(f"{k} = {v!r}\n".replace("'", '"').replace("True", "true").replace("False", "false")
+                            for k, v in (_selected(section) | values).items()))
+    from_file = load(path)
+    from_set = load(None, [f"{k}={v}" for k, v in (_selected(section) | values).items()])
+    assert from_file == from_set
+    assert {key_of(f.name): getattr(from_file.section(section), f.name) for f in dataclasses.fields(cls)} == values
+    assert from_file.methods == Config().methods.replace(section, **{k.replace("-", "_"): v for k, v in values.items()})
+    flat = from_file.to_dict()
+    assert from_mapping(flat) == from_file and {k: flat[k] for k in values} == values
+    # the other methods' sections keep their defaults
+    assert all(from_file.section(s) == c() for s, c in METHOD_SECTIONS.items() if s != section)
+
+
+@pytest.mark.parametrize("section", METHOD_SECTIONS)
+def test_a_bad_value_of_a_method_key_names_the_key_and_the_method(section):
+    kind, _, name = section.partition(".")
+    owner = re.escape(f'(a setting of {kind} = "{name}")')
+    for f in dataclasses.fields(METHOD_SECTIONS[section]):
+        key = key_of(f.name)
+        if "min" in f.metadata or "choices" in f.metadata:
+            bad = "nonsense" if "choices" in f.metadata else "-1"
+            with pytest.raises(ConfigError, match=rf"^{key}: .*{owner}$"):
+                load(None, [f"{key}={bad}"])
+        if str(f.type) != "str":
+            with pytest.raises(ConfigError, match=rf"^{key}: expected {f.type}, got 'many' {owner}$"):
+                load(None, [f"{key}=many"])
+
+
+def test_a_method_key_is_accepted_while_another_method_is_picked():
+    """As when every key sat in one section: the value is kept (and recorded in
+    summary.json) but nothing reads it; fill-repay alone asks for its method."""
+    cfg = load(None, ["prune-method=topk", "rank=8", "bandit-items=0.5", "ldp-epsilon=2", "fill-rate=3"])
+    assert cfg.methods["prune-method.lowrank"].rank == 8 and cfg.to_dict()["rank"] == 8
+    assert (cfg.compression.defence, cfg.compression.broadcast_rows) == ("none", "all")
+    with pytest.raises(ConfigError, match='fill-repay: needs defence = "fill"'):
+        load(None, ["prune-method=topk", "defence=ldp", "fill-repay=true"])
+
+
+def test_a_method_section_checks_its_own_values_together():
+    with pytest.raises(ConfigError, match=r'fill-spread: must be in \[0, 1\], got 1.5 \(a setting of defence = "fill"\)'):
+        Config.of(fill_spread=1.5)
+    assert Config.of(fill_spread=1.0).methods["defence.fill"].fill_spread == 1.0
+
+
+def test_a_config_with_the_methods_sections_pickles_and_hashes():
+    """(Ray ships configs between processes; sweeps key points by config.)"""
+    cfg = Config.of(rank=3, defence="fill", fill_rate=2.0)
+    assert pickle.loads(pickle.dumps(cfg)) == cfg and hash(cfg) == hash(Config.of(rank=3, defence="fill", fill_rate=2))
+
+
+def test_the_architecture_page_lists_each_method_section_and_its_keys():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    listed = dict(re.findall(r"^\| `([a-z-]+\.[a-z-]+)` \| (.+) \|$", page, re.MULTILINE))
+    assert {name: re.findall(r"`([a-z-]+)`", keys_) for name, keys_ in listed.items()} == {
+        name: [key_of(f.name) for f in dataclasses.fields(cls)] for name, cls in METHOD_SECTIONS.items()}

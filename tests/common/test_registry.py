@@ -11,14 +11,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from dataclasses import field
 
 import numpy as np
 import pytest
 
 from prunus.common import compression
-from prunus.common.compression import DEFENCES, DOWNLINK, INDICES, ROWS, UPLINK, VALUES
+from prunus.common.compression import DEFENCES, DOWNLINK, INDICES, ROWS, UPLINK, VALUES, make
 from prunus.common.compression.sparse import SparseUplink
-from prunus.common.config import Config, ConfigError, load
+from prunus.common.compression.uplink.lowrank import LowRankOptions
+from prunus.common.compression.uplink.threshold import ThresholdOptions
+from prunus.common.config import Config, ConfigError, load, positive, section, section_of
 from prunus.common.models import MODELS
 from prunus.common.pruning import PruneSpec, select
 from prunus.common.registry import Registry
@@ -137,6 +140,47 @@ def test_an_unregistered_method_is_not_a_choice():
         Config.of(prune_method="sketch")
     with pytest.raises(ValueError, match="method must be one of"):
         PruneSpec(method="sketch")
+
+
+# ------------------------------------------- a method's own settings
+@section
+class SketchOptions:
+    """`sketch`'s own settings: how many leading entries it keeps."""
+
+    sketch_width: int = field(default=1, metadata=positive())
+
+
+class WideSketch(Sketch):
+    """`sketch` with a setting of its own, declared beside it."""
+
+    Options = SketchOptions
+
+    def __init__(self, settings, options: SketchOptions) -> None:
+        super().__init__(settings)
+        self.options = options
+
+
+def test_a_registry_lists_the_sections_its_entries_declare():
+    widgets: Registry[type] = Registry("widget")
+    widgets.register("plain")(Sketch)
+    widgets.register("wide")(WideSketch)
+    assert widgets.section_of("wide") == "widget.wide"
+    assert widgets.sections() == {"widget.wide": SketchOptions}
+    assert UPLINK.sections() == {"prune-method.lowrank": LowRankOptions, "prune-method.threshold": ThresholdOptions}
+
+
+def test_a_method_registered_with_its_own_section_brings_its_keys(monkeypatch):
+    with pytest.raises(ConfigError, match="unknown config key 'sketch-width'"):
+        load(None, ["sketch-width=3"])
+    monkeypatch.setitem(UPLINK._entries, "sketch", WideSketch)
+    cfg = load(None, ["prune-method=sketch", "sketch-width=3"])
+    assert cfg.methods["prune-method.sketch"] == SketchOptions(sketch_width=3)
+    assert section_of("sketch-width") == "prune-method.sketch" and cfg.to_dict()["sketch-width"] == 3
+    with pytest.raises(ConfigError, match='sketch-width: must be > 0, got 0 \\(a setting of prune-method = "sketch"\\)'):
+        load(None, ["sketch-width=0"])
+    method = make(UPLINK, "sketch", cfg)  # as the client and the server build it: its own section handed over
+    assert isinstance(method, WideSketch) and method.options.sketch_width == 3 and method.settings is cfg.compression
+    assert isinstance(make(UPLINK, "topk", cfg), UPLINK.get("topk"))  # a method without one gets the shared only
 
 
 @pytest.mark.parametrize(("registry", "field", "key"), [(DOWNLINK, "downlink_codec", "downlink-codec"),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from prunus.client import handlers
 from prunus.client.handlers import ClientData
-from prunus.common.compression import DOWNLINK, UPLINK, BroadcastContext, RoundContext
+from prunus.common.compression import DOWNLINK, UPLINK, BroadcastContext, RoundContext, make
 from prunus.common.config import Config, ConfigError
 from prunus.common.datasets import load_split, partitions
 from prunus.common.models import build_model, model_spec
@@ -38,8 +38,8 @@ def _replies(cfg: Config, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     for p in range(count):
         client = ClientData.of(p, split, np.asarray(partitions(cfg)[p]), torch.device("cpu"))
         reply = handlers.train(cfg, content, Content(), client)
-        update = UPLINK.get(cfg.compression.prune_method)(cfg.compression).decode(reply["arrays"], spec.shapes,
-                                                                                  RoundContext(1, p, 0))
+        update = make(UPLINK, cfg.compression.prune_method, cfg).decode(reply["arrays"], spec.shapes,
+                                                                        RoundContext(1, p, 0))
         out.append((item_rows(update, spec.item_tables), np.unique(client.data.items)))
     return out
 

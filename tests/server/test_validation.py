@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from prunus.common.codec import pack_update
-from prunus.common.compression import UPLINK, RoundContext
+from prunus.common.compression import UPLINK, RoundContext, make
 from prunus.common.config import Config
 from prunus.common.params import npy_array, to_record
 from prunus.common.payload import Arrays, ConfigMap, Content, MetricMap
@@ -110,8 +110,7 @@ def test_encoded_payloads_are_rejected_where_plain_arrays_belong():
 @pytest.mark.parametrize("method", UPLINK.names())
 @pytest.mark.parametrize("value_codec", ["fp32", "fp16"])
 def test_every_uplink_method_accepts_what_its_client_half_sends(method, value_codec):
-    settings = Config.of(prune_method=method, density=0.5, value_codec=value_codec).compression
-    uplink = UPLINK.get(method)(settings)
+    uplink = make(UPLINK, method, Config.of(prune_method=method, density=0.5, value_codec=value_codec))
     rng = np.random.default_rng(0)
     delta = {name: rng.normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
     ctx = RoundContext(server_round=1, partition_id=4, seed=0)

@@ -17,31 +17,61 @@ client's replies across rounds can see rows move one way and then back).
 from __future__ import annotations
 
 import math
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from prunus.common.compression import DEFENCES
 from prunus.common.compression.base import Defence, Params, RoundContext, rows_outside
+from prunus.common.config import ConfigError, choice, non_negative, positive, section
 
 if TYPE_CHECKING:
-    from prunus.common.config import CompressionConfig
+    from prunus.common.config import CompressionConfig, Config
+
+
+@section
+class FillOptions:
+    """`fill`'s own settings (section `defence.fill`)."""
+
+    fill_rate: float = field(default=1.0, metadata=positive())  # decoys per positive
+    # decoys drawn at random ("random") or as the client's model's best-scored
+    # items it did not interact with ("plausible", MF)
+    fill_choice: str = field(default="random", metadata=choice("random", "plausible"))
+    # a decoy is a real item's update times a factor drawn from [1 - s, 1 + s]
+    fill_spread: float = field(default=0.5, metadata=non_negative())
+    # pay the decoys back through error feedback: the client's residual owes
+    # each decoy's push, so its later replies take it back out of the model
+    fill_repay: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fill_spread > 1:
+            raise ConfigError(f"fill-spread: must be in [0, 1], got {self.fill_spread!r}")
+
+    def check(self, cfg: Config) -> None:
+        """What the shared sections must hold for these settings."""
+        c = cfg.compression
+        if self.fill_repay and not (c.defence == "fill" and c.error_feedback and c.prune_method != "none"):
+            raise ConfigError("fill-repay: needs defence = \"fill\" and a pruning method with error-feedback = true "
+                              "(the residual is what pays the decoys back)")
 
 
 @DEFENCES.register("fill")
 class FakeItemFilling(Defence):
     name = "fill"
+    Options = FillOptions
 
-    def __init__(self, settings: CompressionConfig) -> None:
+    def __init__(self, settings: CompressionConfig, options: FillOptions) -> None:
         self.settings = settings
+        self.options = options
 
     @property
     def repays(self) -> bool:
-        return self.settings.fill_repay
+        return self.options.fill_repay
 
     @property
     def needs_scores(self) -> bool:
-        return self.settings.fill_choice == "plausible"
+        return self.options.fill_choice == "plausible"
 
     def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext,
               scores: np.ndarray | None = None) -> Params:
@@ -52,18 +82,18 @@ class FakeItemFilling(Defence):
         real = positives[moved[positives]]
         unsent = np.zeros(n_items, dtype=bool) if ctx.rows is None else rows_outside(n_items, ctx.rows[item_tables[0]])
         free = np.flatnonzero(~unsent & ~moved)
-        count = min(len(free), math.ceil(self.settings.fill_rate * len(positives)))
+        count = min(len(free), math.ceil(self.options.fill_rate * len(positives)))
         if not len(real) or not count:
             return delta
         rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 19])
-        if self.settings.fill_choice == "plausible" and scores is not None:
+        if self.options.fill_choice == "plausible" and scores is not None:
             # the items the client's model already likes best: pushing them toward
             # the user moves the model least away from what it predicts
             decoys = free[np.argsort(-scores[free], kind="stable")[:count]]
         else:
             decoys = rng.choice(free, count, replace=False)
         sources = rng.choice(real, count)
-        spread = self.settings.fill_spread
+        spread = self.options.fill_spread
         scale = rng.uniform(1 - spread, 1 + spread, count).astype(np.float32)
         out = {name: value.copy() for name, value in delta.items()}
         for name in item_tables:

@@ -11,29 +11,42 @@ survives. The cost: noise in every update, and, unpruned, a dense reply.
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from prunus.common.compression import DEFENCES
 from prunus.common.compression.base import Defence, Params, RoundContext, rows_outside
+from prunus.common.config import positive, section
 from prunus.common.privacy import noise_multiplier
 
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
 
 
+@section
+class LocalDPOptions:
+    """`ldp`'s own settings (section `defence.ldp`)."""
+
+    ldp_clip: float = field(default=0.1, metadata=positive())
+    ldp_epsilon: float = field(default=8.0, metadata=positive())  # per reply
+    ldp_delta: float = field(default=1e-5, metadata=positive())
+
+
 @DEFENCES.register("ldp")
 class LocalDP(Defence):
     name = "ldp"
+    Options = LocalDPOptions
 
-    def __init__(self, settings: CompressionConfig) -> None:
+    def __init__(self, settings: CompressionConfig, options: LocalDPOptions) -> None:
         self.settings = settings
-        self.sigma = noise_multiplier(settings.ldp_epsilon, settings.ldp_delta)
+        self.options = options
+        self.sigma = noise_multiplier(options.ldp_epsilon, options.ldp_delta)
 
     def apply(self, delta: Params, positives: np.ndarray, item_tables: tuple[str, ...], ctx: RoundContext,
               scores: np.ndarray | None = None) -> Params:
-        clip = self.settings.ldp_clip
+        clip = self.options.ldp_clip
         norm = float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in delta.values())))
         factor = min(1.0, clip / norm) if norm > 0 else 1.0
         rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 23])

@@ -16,12 +16,14 @@ Random draws come from (seed, round) alone.
 from __future__ import annotations
 
 import math
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from prunus.common.compression import ROWS
 from prunus.common.compression.base import Params, RoundContext, RowPlan, RowSelection
+from prunus.common.config import positive, section
 
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
@@ -29,13 +31,22 @@ if TYPE_CHECKING:
 PRIOR_MEAN, SPREAD = 1.0, 0.5
 
 
+@section
+class BanditOptions:
+    """`bandit`'s own settings (section `broadcast-rows.bandit`)."""
+
+    bandit_items: float = field(default=0.25, metadata=positive())  # share of item rows a bandit round sends
+
+
 @ROWS.register("bandit")
 class BanditRows(RowSelection):
     name = "bandit"
     queries = False
+    Options = BanditOptions
 
-    def __init__(self, settings: CompressionConfig) -> None:
+    def __init__(self, settings: CompressionConfig, options: BanditOptions) -> None:
         self.settings = settings
+        self.options = options
         self.reward_sum: np.ndarray | None = None  # per item
         self.pulls: np.ndarray | None = None
         self._chosen: tuple[int, np.ndarray] | None = None  # (round, rows)
@@ -55,7 +66,7 @@ class BanditRows(RowSelection):
             rng = np.random.default_rng([seed, server_round, 13])
             mean = (PRIOR_MEAN + self.reward_sum) / (1 + self.pulls)
             score = mean + SPREAD * rng.standard_normal(n_items) / np.sqrt(1 + self.pulls)
-            count = min(n_items, math.ceil(self.settings.bandit_items * n_items))
+            count = min(n_items, math.ceil(self.options.bandit_items * n_items))
             self._chosen = (server_round, np.sort(np.argsort(-score, kind="stable")[:count]).astype(np.int64))
         return self._chosen[1]
 

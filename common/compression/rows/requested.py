@@ -16,33 +16,45 @@ update still shows which rows were trained on).
 from __future__ import annotations
 
 import math
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from prunus.common.compression import ROWS
 from prunus.common.compression.base import RoundContext, RowPlan, RowSelection
+from prunus.common.config import non_negative, positive, section
 
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
+
+
+@section
+class RequestedOptions:
+    """`requested`'s own settings (section `broadcast-rows.requested`)."""
+
+    negative_pool: float = field(default=4.0, metadata=positive())  # pool rows per needed row
+    request_pad: float = field(default=0.0, metadata=non_negative())  # padding rows per needed row
 
 
 @ROWS.register("requested")
 class RequestedRows(RowSelection):
     name = "requested"
     queries = True
+    Options = RequestedOptions
 
-    def __init__(self, settings: CompressionConfig) -> None:
+    def __init__(self, settings: CompressionConfig, options: RequestedOptions) -> None:
         self.settings = settings
+        self.options = options
 
     def plan(self, needed: np.ndarray, n_items: int, ctx: RoundContext) -> RowPlan:
         """Seeded by (seed, round, partition): the query and the message that
         follows it plan the same rows without the client keeping anything."""
         rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 5])
         base = max(len(needed), 1)
-        pool = np.sort(rng.choice(n_items, min(n_items, math.ceil(self.settings.negative_pool * base)), replace=False))
+        pool = np.sort(rng.choice(n_items, min(n_items, math.ceil(self.options.negative_pool * base)), replace=False))
         request = np.union1d(needed, pool)
-        pad = math.ceil(self.settings.request_pad * base)
+        pad = math.ceil(self.options.request_pad * base)
         if pad:
             free = np.setdiff1d(np.arange(n_items), request, assume_unique=True)
             request = np.union1d(request, rng.choice(free, min(pad, len(free)), replace=False))

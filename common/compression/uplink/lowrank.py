@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,10 +32,24 @@ from prunus.common.codec import pack_update
 from prunus.common.compression import UPLINK
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
 from prunus.common.compression.sparse import SparseUplink, hold_back, residual_from_state, residual_to_state
+from prunus.common.config import choice, positive, section
 from prunus.common.params import array_of, npy_array
 from prunus.common.payload import Arrays, Content
 from prunus.common.pruning import quantise
 from prunus.common.update import Factored, Update, nonzeros, to_dense
+
+if TYPE_CHECKING:
+    from prunus.common.config import CompressionConfig
+
+
+@section
+class LowRankOptions:
+    """`lowrank`'s own settings (section `prune-method.lowrank`)."""
+
+    rank: int = field(default=4, metadata=positive())  # the factor's rank
+    # the shared factor: "random" from (seed, round) (CoLR), or "model": the
+    # global model's top singular directions, sent with the round's training messages
+    rank_basis: str = field(default="random", metadata=choice("random", "model"))
 
 
 def shared_factor(width: int, rank: int, seed: int, server_round: int, name: str) -> np.ndarray:
@@ -60,24 +76,27 @@ def basis_record(basis: Params) -> Arrays:
     return Arrays({name: npy_array(value) for name, value in basis.items()})
 
 
-def read_basis(content: Content, shapes: Shapes, rank: int) -> Params | None:
-    """The factors a training message carries (None: it carries none): one
-    finite float32 (width x rank) per table wider than `rank`, no other."""
+def read_basis(content: Content, shapes: Shapes) -> Params | None:
+    """The factors a training message carries (None: it carries none): finite
+    float32 (width x rank) arrays of one rank, one per table wider than it."""
     record = content.get(BASIS)
     if record is None:
         return None
-    wide = {name: shape for name, shape in shapes.items() if factored(shape, rank)}
-    if not isinstance(record, Arrays) or sorted(record) != sorted(wide):
-        raise PayloadError(f"'{BASIS}' must hold one array per table wider than {rank}: {sorted(wide)}")
+    if not isinstance(record, Arrays) or not record:
+        raise PayloadError(f"'{BASIS}' must be a non-empty Arrays")
     basis = {}
-    for name, shape in wide.items():
+    for name in record:
         try:
-            value = array_of(record[name], writable=False)
+            basis[name] = array_of(record[name], writable=False)
         except ValueError as err:
             raise PayloadError(f"'{BASIS}' {name!r}: {err}") from None
-        if value.dtype != np.float32 or value.shape != (shape[1], rank) or not np.isfinite(value).all():
-            raise PayloadError(f"'{BASIS}' {name!r}: not finite float32 of shape {(shape[1], rank)}")
-        basis[name] = value
+        if basis[name].dtype != np.float32 or basis[name].ndim != 2 or not np.isfinite(basis[name]).all():
+            raise PayloadError(f"'{BASIS}' {name!r}: not a finite float32 matrix")
+    rank = next(iter(basis.values())).shape[1]
+    wide = {name: shape for name, shape in shapes.items() if factored(shape, rank)}
+    if sorted(basis) != sorted(wide) or any(basis[name].shape != (shape[1], rank) for name, shape in wide.items()):
+        raise PayloadError(f"'{BASIS}' must hold a (width x {rank}) factor for each table wider than {rank}: "
+                           f"{sorted(wide)}")
     return basis
 
 
@@ -123,6 +142,11 @@ class SharedProjection:
 @UPLINK.register("lowrank")
 class LowRank(SparseUplink):
     name = "lowrank"
+    Options = LowRankOptions
+
+    def __init__(self, settings: CompressionConfig, options: LowRankOptions) -> None:
+        super().__init__(settings)
+        self.options = options
 
     @staticmethod
     def select(arrays, spec, density, rng):
@@ -130,18 +154,18 @@ class LowRank(SparseUplink):
         return {name: x != 0 for name, x in arrays.items()}
 
     def factored(self, shape: tuple[int, ...]) -> bool:
-        return factored(shape, self.settings.rank)
+        return factored(shape, self.options.rank)
 
     def coordinates(self, seed: int, server_round: int, basis: Params | None = None) -> SharedProjection:
-        return SharedProjection(self.settings.rank, seed, server_round, basis)
+        return SharedProjection(self.options.rank, seed, server_round, basis)
 
     def round_basis(self, params: Params) -> Params | None:
         """With `rank-basis = "model"`, each wide table's `model_basis`: the
         round's training messages carry it (`BASIS`), so every client
         projects alike and the server lifts with the same factor."""
-        if self.settings.rank_basis != "model":
+        if self.options.rank_basis != "model":
             return None
-        return {name: model_basis(value, self.settings.rank) for name, value in params.items()
+        return {name: model_basis(value, self.options.rank) for name, value in params.items()
                 if self.factored(value.shape)}
 
     # ---------------------------------------------------------- client half
@@ -152,7 +176,7 @@ class LowRank(SparseUplink):
         for name, value in update.items():
             corrected = value + residual[name] * ctx.lr if name in residual else value
             if self.factored(value.shape):
-                q = SharedProjection(self.settings.rank, ctx.seed, ctx.server_round, ctx.basis).factor(name,
+                q = SharedProjection(self.options.rank, ctx.seed, ctx.server_round, ctx.basis).factor(name,
                                                                                                    value.shape[1])
                 left = quantise(corrected @ q, self.spec.value_codec)
                 sent[name], received = nonzeros(left), left @ q.T
@@ -170,12 +194,12 @@ class LowRank(SparseUplink):
     def decode(self, record: Arrays, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         if ctx is None:
             raise ValueError("lowrank decodes only with the reply's round context (its shared factor)")
-        payload_shapes = {name: (shape[0], self.settings.rank) if self.factored(shape) else shape
+        payload_shapes = {name: (shape[0], self.options.rank) if self.factored(shape) else shape
                           for name, shape in shapes.items()}
         update = super().decode(record, payload_shapes, ctx)
         for name, shape in shapes.items():
             if self.factored(shape):
-                q = SharedProjection(self.settings.rank, ctx.seed, ctx.server_round, ctx.basis).factor(name, shape[1])
+                q = SharedProjection(self.options.rank, ctx.seed, ctx.server_round, ctx.basis).factor(name, shape[1])
                 left = to_dense(update[name])
                 if not np.isfinite(left @ q.T).all():
                     raise PayloadError(f"tensor {name!r}: the factored update overflows")

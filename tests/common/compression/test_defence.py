@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prunus.common.compression import DEFENCES, RoundContext
+from prunus.common.compression import DEFENCES, RoundContext, make
 from prunus.common.config import Config
 from prunus.common.privacy import noise_multiplier
 
@@ -26,7 +26,7 @@ def _delta() -> dict[str, np.ndarray]:
 
 
 def _defence(name: str, **settings):
-    return DEFENCES.get(name)(Config.of(defence=name, **settings).compression)
+    return make(DEFENCES, name, Config.of(defence=name, **settings))
 
 
 @pytest.mark.parametrize("name", DEFENCES.names())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prunus.common.compression import ROWS, RoundContext
+from prunus.common.compression import ROWS, RoundContext, make
 from prunus.common.config import Config
 
 N_ITEMS = 500
@@ -18,7 +18,7 @@ NEEDED = np.array([3, 17, 40, 41, 300])
 
 
 def _selection(name: str, **settings):
-    return ROWS.get(name)(Config.of(broadcast_rows=name, **settings).compression)
+    return make(ROWS, name, Config.of(broadcast_rows=name, **settings))
 
 
 def _valid(ids: np.ndarray) -> bool:

@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from prunus.common.codec import encode, max_abs_error, read_header, record_payload
-from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext
+from prunus.common.compression import UPLINK, VALUES, Encoded, PayloadError, RoundContext, make
 from prunus.common.compression.sparse import owe, residual_from_state, residual_to_state
+from prunus.common.compression.uplink.lowrank import LowRankOptions
 from prunus.common.config import Config
 from prunus.common.params import from_record, npy_array, to_record
 from prunus.common.payload import Arrays
@@ -49,7 +50,7 @@ def _method(name: str, **settings):
     """The method built from its config section, as client and server build it."""
     values = {"density": 0.1, "prune_threshold": 0.5, **settings}
     cfg = Config.of(prune_method=name, **values)
-    return UPLINK.get(name)(cfg.compression)
+    return make(UPLINK, name, cfg)
 
 
 def _ctx(server_round: int = 1, partition: int = 0, seed: int = 0, lr: float = 1.0) -> RoundContext:
@@ -401,7 +402,7 @@ def test_lowrank_with_the_model_basis_projects_onto_the_factor_the_message_carri
     model = {name: np.random.default_rng(3).normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
     basis = method.round_basis(model)
     assert sorted(basis) == ["item_embedding.weight", "mlp.0.weight", "output.weight"]  # wider than the rank
-    carried = read_basis({BASIS: basis_record(basis)}, SHAPES, 2)
+    carried = read_basis({BASIS: basis_record(basis)}, SHAPES)
     ctx = RoundContext(server_round=1, partition_id=0, seed=0, basis=carried)
     update = _update()
     decoded = method.decode(method.encode(update, None, ctx).record, SHAPES, ctx)
@@ -411,7 +412,8 @@ def test_lowrank_with_the_model_basis_projects_onto_the_factor_the_message_carri
     assert method.round_basis(model)["item_embedding.weight"].tobytes() == q.tobytes()  # a function of the model
 
 
-@pytest.mark.parametrize("bad", [{"item_embedding.weight": np.zeros((4, 1), np.float32)},
+@pytest.mark.parametrize("bad", [{"item_embedding.weight": np.zeros((3, 2), np.float32)},
+                                 {"item_embedding.weight": np.eye(4, dtype=np.float32)},
                                  {"item_embedding.weight": np.full((4, 2), np.nan, np.float32)},
                                  {"item_bias.weight": np.zeros((1, 2), np.float32)},
                                  {"item_embedding.weight": np.zeros((4, 2), np.float64)}])
@@ -420,5 +422,15 @@ def test_a_message_basis_of_the_wrong_tables_shape_type_or_values_is_a_payload_e
 
     shapes = {"item_embedding.weight": (50, 4), "item_bias.weight": (50, 1)}
     with pytest.raises(PayloadError, match="basis"):
-        read_basis({BASIS: basis_record(bad)}, shapes, 2)
-    assert read_basis({}, shapes, 2) is None
+        read_basis({BASIS: basis_record(bad)}, shapes)
+    assert read_basis({}, shapes) is None
+
+
+def test_lowrank_and_threshold_take_their_settings_from_their_own_sections():
+    lowrank = _method("lowrank", rank=2)
+    assert lowrank.options == LowRankOptions(rank=2)
+    record = lowrank.encode(_update(), None, _ctx()).record
+    assert read_header(record_payload("item_embedding.weight", record["item_embedding.weight"])).shape == (50, 2)
+    assert _method("threshold", prune_threshold=0.25).spec.threshold == 0.25
+    assert _method("threshold", prune_threshold=100.0).encode(_update(), None, _ctx()).nnz == 0
+    assert _method("topk", prune_threshold=100.0).spec.threshold == 0.0  # not topk's setting
