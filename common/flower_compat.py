@@ -390,6 +390,12 @@ def enable_client_batches(size: int = 16) -> bool:
 # partition i); under `prunus simulate` the ServerApp runs in the engine's
 # process, so it can read that map instead.
 _engine_nodes: dict[int, int] = {}  # node id -> partition id, as the engine registered them
+# set once the engine's map is recorded: its nodes appear in the LinkState one
+# by one before `_register_nodes` returns the map, so a ServerApp that sees
+# them all may still be ahead of it
+_engine_recorded = threading.Event()
+_recording_on = False
+ENGINE_MAP_WAIT_S = 30.0
 
 
 def _recording(original: Callable[[int, Any], dict[int, int]]) -> Callable[[int, Any], dict[int, int]]:
@@ -397,6 +403,7 @@ def _recording(original: Callable[[int, Any], dict[int, int]]) -> Callable[[int,
         mapping = original(num_nodes, state_factory)
         _engine_nodes.clear()
         _engine_nodes.update(mapping)
+        _engine_recorded.set()
         return mapping
 
     return register_nodes
@@ -404,14 +411,20 @@ def _recording(original: Callable[[int, Any], dict[int, int]]) -> Callable[[int,
 
 def record_engine_partitions(on: bool = True) -> bool:
     """Keep the map of the nodes the engine registers (off: Flower's own function)."""
+    global _recording_on
     _engine_nodes.clear()
-    return _install("engine-partitions", (Needs(f"{_VCE}:_register_nodes", ("num_nodes", "state_factory")),),
-                    _vce_api, "_register_nodes", _recording if on else None)
+    _engine_recorded.clear()
+    _recording_on = _install("engine-partitions", (Needs(f"{_VCE}:_register_nodes", ("num_nodes", "state_factory")),),
+                             _vce_api, "_register_nodes", _recording if on else None)
+    return _recording_on
 
 
 def engine_partitions(node_ids: set[int]) -> dict[int, int] | None:
     """Partition -> node as the engine registered them, if they are exactly the
-    federation's `node_ids` (else None: not this process's engine, ask the nodes)."""
+    federation's `node_ids` (else None: not this process's engine, ask the nodes).
+    While the map is recorded, waits for the engine to finish registering."""
+    if _recording_on:
+        _engine_recorded.wait(ENGINE_MAP_WAIT_S)
     if set(_engine_nodes) != node_ids:
         return None
     return {partition: node for node, partition in _engine_nodes.items()}

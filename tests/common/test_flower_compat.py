@@ -335,3 +335,26 @@ def test_an_array_built_from_its_fields_is_the_array_flowers_constructor_builds(
     np.testing.assert_array_equal(fast.numpy(), value)
     # in a record and a message's content, as one built the usual way
     assert RecordDict({"r": ArrayRecord({"a": fast})}).object_id == RecordDict({"r": ArrayRecord({"a": made})}).object_id
+
+
+def test_the_engine_map_is_awaited_while_the_engine_is_still_registering():
+    """The engine's nodes appear one by one before `_register_nodes` returns
+    its map: a ServerApp that already sees them all waits for the map instead
+    of asking every node (a race that made two runs of one config differ)."""
+    import threading
+
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    release = threading.Event()
+    original = vce_api._register_nodes
+    vce_api._prunus_original__register_nodes = lambda num_nodes, state_factory: release.wait(5) and {7: 0, 9: 1}
+    try:
+        flower_compat.record_engine_partitions()
+        engine = threading.Thread(target=vce_api._register_nodes, args=(2, None))
+        engine.start()
+        threading.Timer(0.3, release.set).start()
+        assert flower_compat.engine_partitions({7, 9}) == {0: 7, 1: 9}
+        engine.join()
+    finally:
+        vce_api._prunus_original__register_nodes = original
+        flower_compat.record_engine_partitions(False)
