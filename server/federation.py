@@ -27,11 +27,11 @@ from collections.abc import Callable
 import numpy as np
 
 from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext, make
-from prunus.common.compression.uplink.lowrank import BASIS, basis_record
+from prunus.common.compression.uplink.lowrank import basis_content
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import Params, check_finite, to_record, wire_bytes
-from prunus.common.payload import Content, MessageType
+from prunus.common.payload import MessageType
 from prunus.common.update import Dense, sent_entries
 from prunus.server.broadcast import Broadcaster
 from prunus.server.checkpoint import Checkpoint
@@ -75,7 +75,7 @@ class Federation:
         self.broadcaster = Broadcaster(downlink, self.rows, spec.item_tables, n_items, cfg.runtime.seed, self.intake)
         self.pipeline = AggregationPipeline(cfg.federation, self.shapes, self.optimizer,
                                             ModelPruner(cfg.compression, list(spec.prunable)))
-        self.secure = SecureRounds(cfg, spec, self.intake, self.broadcaster) \
+        self.secure = SecureRounds(cfg, spec, self.uplink, self.intake, self.broadcaster) \
             if cfg.secure.secure_aggregation else None
 
     # ------------------------------------------------------------------ run
@@ -126,8 +126,8 @@ class Federation:
         """The round's messages of `purpose` to the chosen partitions (`server.broadcast`);
         a training message also carries the uplink's shared factors, if it has any."""
         self.basis = self.uplink.round_basis(self.params) if purpose == "train" else None
-        extra = None if self.basis is None else Content({BASIS: basis_record(self.basis)})
-        return self.broadcaster.messages(server_round, self.params, chosen, purpose, transport, extra)
+        return self.broadcaster.messages(server_round, self.params, chosen, purpose, transport,
+                                         basis_content(self.basis))
 
     # ---------------------------------------------------------------- train
     def train(self, server_round: int, transport: Transport) -> None:

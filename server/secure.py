@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from prunus.common.compression import UPLINK, make
-from prunus.common.compression.uplink.lowrank import BASIS, basis_record
+from prunus.common.compression import UplinkMethod
+from prunus.common.compression.uplink.lowrank import basis_content
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import Params, wire_bytes
@@ -35,15 +35,16 @@ log = logging.getLogger("prunus")
 class SecureRounds:
     """Runs the training exchanges of a round under secure aggregation."""
 
-    def __init__(self, cfg: Config, spec: ModelSpec, intake: Intake, broadcaster: Broadcaster) -> None:
-        self.cfg, self.spec, self.intake, self.broadcaster = cfg, spec, intake, broadcaster
+    def __init__(self, cfg: Config, spec: ModelSpec, uplink: UplinkMethod, intake: Intake,
+                 broadcaster: Broadcaster) -> None:
+        self.cfg, self.spec, self.uplink, self.intake, self.broadcaster = cfg, spec, uplink, intake, broadcaster
         self.held: tuple | None = None  # the last round's (layout, ring, masked input of each client)
 
     def train(self, server_round: int, chosen: list[int], params: Params, transport: Transport,
               entry: RoundLog) -> Params | None:
         """The round's mean step, or None when the round is abandoned."""
         rows = self.broadcaster.rows.rows(server_round, None, self.broadcaster.n_items, "train", self.cfg.runtime.seed)
-        basis = make(UPLINK, self.cfg.compression.prune_method, self.cfg).round_basis(params)
+        basis = self.uplink.round_basis(params)
         layout = messages.round_layout(self.cfg, server_round, self.spec, rows, basis)
         setup = messages.round_setup(self.cfg, chosen, server_round)
         server = ServerRound(setup, layout.length(setup.ring))
@@ -55,9 +56,8 @@ class SecureRounds:
                        "secagg-shares", lambda reply: server.take_shares(reply.partition,
                                                                          messages.read_sealed(reply.content)))
         sent = None if rows is None else dict.fromkeys(self.spec.item_tables, rows)  # the same for every client
-        extra = None if basis is None else Content({BASIS: basis_record(basis)})
         broadcast = {o.partition: o.content for o in self.broadcaster.broadcast(
-            server_round, params, dict.fromkeys(sorted(server.shares), sent), extra)}
+            server_round, params, dict.fromkeys(sorted(server.shares), sent), basis_content(basis))}
         trains, base_bytes = {}, {}  # the round's broadcast is one content: sized once
         for p, base in broadcast.items():  # the broadcast, and the shares routed to this client (protocol bytes)
             trains[p] = Content({**base, messages.RECORD: messages.sealed_map(server.routed_to(p))})

@@ -130,6 +130,10 @@ class UplinkMethod(Protocol):
         """`state`: what the client's previous `Encoded.state` left, read-only
         (views of the stored bytes); None before the first."""
 
+    def round_basis(self, params: Params) -> Params | None:
+        """What the round's training messages carry so that every client
+        encodes alike beyond the seed and round (None: nothing; `lowrank`)."""
+
     def decode(self, record: Arrays, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         """`ctx`: the round (and partition) the reply answers; a method whose
         payload leaves out what both sides derive from it (a shared random

@@ -65,15 +65,21 @@ def model_basis(table: np.ndarray, rank: int) -> np.ndarray:
     client's update of them mostly follows (its user vectors were fitted to
     them). On a trained ML-100K model they hold 55% (rank 4) and 74% (rank 8)
     of a client's item-table update, where a random factor holds 13% and 20%."""
-    _, _, vt = np.linalg.svd(np.asarray(table, np.float64), full_matrices=True)  # (a table of few rows: completed)
+    table = np.asarray(table, np.float64)
+    # only a table of fewer rows than the rank needs its basis completed: a
+    # full SVD of a tall table would also build its rows x rows left factor
+    _, _, vt = np.linalg.svd(table, full_matrices=table.shape[0] < rank)
     return np.ascontiguousarray(vt[:rank].T, dtype=np.float32)
 
 
 BASIS = "basis"  # a training message's record of the round's factors (`rank-basis = "model"`)
 
 
-def basis_record(basis: Params) -> Arrays:
-    return Arrays({name: npy_array(value) for name, value in basis.items()})
+def basis_content(basis: Params | None) -> Content | None:
+    """What a training message carries of the round's factors (None: nothing)."""
+    if basis is None:
+        return None
+    return Content({BASIS: Arrays({name: npy_array(value) for name, value in basis.items()})})
 
 
 def read_basis(content: Content, shapes: Shapes) -> Params | None:
@@ -173,11 +179,11 @@ class LowRank(SparseUplink):
         residual = residual_from_state(state) if state else {}
         held = hold_back(residual, ctx.rows) if residual else {}
         sent, kept, nnz = {}, {}, 0
+        projection = self.coordinates(ctx.seed, ctx.server_round, ctx.basis)
         for name, value in update.items():
             corrected = value + residual[name] * ctx.lr if name in residual else value
             if self.factored(value.shape):
-                q = SharedProjection(self.options.rank, ctx.seed, ctx.server_round, ctx.basis).factor(name,
-                                                                                                   value.shape[1])
+                q = projection.factor(name, value.shape[1])
                 left = quantise(corrected @ q, self.spec.value_codec)
                 sent[name], received = nonzeros(left), left @ q.T
             else:
@@ -197,9 +203,10 @@ class LowRank(SparseUplink):
         payload_shapes = {name: (shape[0], self.options.rank) if self.factored(shape) else shape
                           for name, shape in shapes.items()}
         update = super().decode(record, payload_shapes, ctx)
+        projection = self.coordinates(ctx.seed, ctx.server_round, ctx.basis)
         for name, shape in shapes.items():
             if self.factored(shape):
-                q = SharedProjection(self.options.rank, ctx.seed, ctx.server_round, ctx.basis).factor(name, shape[1])
+                q = projection.factor(name, shape[1])
                 left = to_dense(update[name])
                 if not np.isfinite(left @ q.T).all():
                     raise PayloadError(f"tensor {name!r}: the factored update overflows")

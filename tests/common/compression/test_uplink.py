@@ -396,13 +396,13 @@ def test_a_residual_with_most_rows_non_zero_is_kept_whole_and_carried_alike():
 
 
 def test_lowrank_with_the_model_basis_projects_onto_the_factor_the_message_carried():
-    from prunus.common.compression.uplink.lowrank import BASIS, basis_record, read_basis
+    from prunus.common.compression.uplink.lowrank import basis_content, read_basis
 
     method = _method("lowrank", rank=2, rank_basis="model", value_codec="fp32", error_feedback=False)
     model = {name: np.random.default_rng(3).normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
     basis = method.round_basis(model)
     assert sorted(basis) == ["item_embedding.weight", "mlp.0.weight", "output.weight"]  # wider than the rank
-    carried = read_basis({BASIS: basis_record(basis)}, SHAPES)
+    carried = read_basis(basis_content(basis), SHAPES)
     ctx = RoundContext(server_round=1, partition_id=0, seed=0, basis=carried)
     update = _update()
     decoded = method.decode(method.encode(update, None, ctx).record, SHAPES, ctx)
@@ -418,11 +418,11 @@ def test_lowrank_with_the_model_basis_projects_onto_the_factor_the_message_carri
                                  {"item_bias.weight": np.zeros((1, 2), np.float32)},
                                  {"item_embedding.weight": np.zeros((4, 2), np.float64)}])
 def test_a_message_basis_of_the_wrong_tables_shape_type_or_values_is_a_payload_error(bad):
-    from prunus.common.compression.uplink.lowrank import BASIS, basis_record, read_basis
+    from prunus.common.compression.uplink.lowrank import basis_content, read_basis
 
     shapes = {"item_embedding.weight": (50, 4), "item_bias.weight": (50, 1)}
     with pytest.raises(PayloadError, match="basis"):
-        read_basis({BASIS: basis_record(bad)}, shapes)
+        read_basis(basis_content(bad), shapes)
     assert read_basis({}, shapes) is None
 
 
