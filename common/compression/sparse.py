@@ -45,7 +45,7 @@ class SparseUplink:
         """Boolean keep-mask per tensor (finite inputs; see `common.pruning.select`)."""
         raise NotImplementedError
 
-    def round_basis(self, params: Params) -> Params | None:
+    def round_basis(self, params: Params, seed: int, server_round: int) -> Params | None:
         """What a secure round's messages carry so that its clients share
         coordinates beyond the seed and round (None: nothing; see `lowrank`)."""
         return None
