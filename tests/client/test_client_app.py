@@ -99,6 +99,6 @@ def test_a_hostile_state_fails_only_its_own_message_in_a_batch(train_message_for
     path.write_bytes(head + b"".join(blobs))
     messages = [train_message_for(cfg, 2) for _ in contexts]
     replies = flower_compat._BatchLoader(lambda: app)()(message=messages, context=contexts)
-    assert replies[0].has_error() and "client state: residual" in replies[0].error.reason
+    assert replies[0].has_error() and "StateError: client state: residual" in replies[0].error.reason
     assert "beyond the 1e+06 no honest state comes near" in replies[0].error.reason
     assert not replies[1].has_error() and replies[1].content["metrics"]["num-examples"] > 0
