@@ -388,9 +388,11 @@ def _process_batch(backend: Any, messages: list[Any], contexts: list[Any],
     try:
         return pool.fetch_result_and_return_actor_to_pool(future)
     except Exception as ex:
-        if isinstance(ex, _lost()):
-            _replace_if_dead(pool, future)
-        pool.add_actor_back_to_pool(future)
+        try:
+            if isinstance(ex, _lost()):
+                _replace_if_dead(pool, future)
+        finally:
+            pool.add_actor_back_to_pool(future)
         raise
 
 

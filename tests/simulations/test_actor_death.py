@@ -8,6 +8,7 @@ the actor's process (`os._exit`) every time it runs its message."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,4 +55,5 @@ def test_a_killed_actor_fails_only_the_message_it_was_running(tmp_path: Path):
     assert max(map(len, lines)) < 400 and "actor_id" not in console and "Worker exit" not in console
     log = (out / "run.log").read_text()
     assert "actor_id" in log and "each goes again alone" in log  # the full text and the retry, in run.log
+    assert re.search(r"client batches: .*2 messages lost", log)  # the run's count
     assert np.isfinite(pd.read_csv(out / "rounds.csv")["hr@10"].iloc[-1])
