@@ -47,12 +47,14 @@ def first_line(text: str) -> str:
     return line if len(line) <= FIRST_LINE else line[: FIRST_LINE - 3] + "..."
 
 
-def report(server_round: int, kind: str, status: str, problems: Iterable[tuple[int, str]]) -> None:
-    """Log the round's `status` ("failed", "rejected") replies of `kind`:
+def report(server_round: int, kind: str, status: str, problems: Iterable[tuple[int, str]],
+           unit: str = "partition") -> None:
+    """Log the round's `status` ("failed", "rejected") replies of `kind`,
+    each from a `unit` (a partition; a node before partitions are known):
     each one's full error at INFO, one WARNING line per kind of failure."""
     groups: dict[str, list[tuple[int, str]]] = {}
     for partition, reason in problems:
-        log.info("round %d: %s reply of partition %d %s: %s", server_round, kind, partition, status, reason)
+        log.info("round %d: %s reply of %s %d %s: %s", server_round, kind, unit, partition, status, reason)
         failure, message = cause(reason)
         groups.setdefault(failure, []).append((partition, message))
     for failure, members in groups.items():
@@ -60,7 +62,7 @@ def report(server_round: int, kind: str, status: str, problems: Iterable[tuple[i
         shown = ", ".join(map(str, partitions[:SHOWN_PARTITIONS]))
         more = f" and {len(partitions) - SHOWN_PARTITIONS} more" if len(partitions) > SHOWN_PARTITIONS else ""
         replies = "reply" if len(members) == 1 else "replies"
-        where = f"partition{'s' if len(partitions) > 1 else ''} {shown}{more}"
+        where = f"{unit}{'s' if len(partitions) > 1 else ''} {shown}{more}"
         example = first_line(members[0][1])
         said = example if example.startswith(failure) else f"{failure}: {example}"
         log.warning("round %d: %d %s %s %s (%s): %s; details in run.log", server_round, len(members), kind, replies,
