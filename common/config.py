@@ -298,8 +298,8 @@ class RuntimeConfig:
     # fault injection (client/faults.py), for robustness experiments: the share
     # of sampled training clients that misbehave each round, and how
     fault_rate: float = field(default=0.0, metadata=_non_negative())
-    fault_kind: str = field(default="scale", metadata=_choice("crash", "hang", "garbage", "scale", "sign-flip",
-                                                               "random"))
+    fault_kind: str = field(default="scale", metadata=_choice("crash", "hang", "die", "garbage", "scale",
+                                                               "sign-flip", "random"))
     fault_scale: float = field(default=100.0, metadata=_positive())
     # write RUN_DIR/checkpoint.npz every this many rounds (0 = never); a killed
     # run continues with `prunus simulate --resume RUN_DIR`
