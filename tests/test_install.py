@@ -11,7 +11,8 @@ does not hold: only the PyTorch CPU index and this image's wheel cache do.
   pip does not ask the PyTorch index about ~100 other packages); TORCH=...
   replaces the lock's pin (macOS);
 - pyproject.toml's [tool.uv] sends torch to the same index, for the runtime
-  environment `flwr run` builds with `uv sync`;
+  environment `flwr run` builds with `uv sync`, and the variable the README
+  names to skip that install does turn it off in Flower's SuperLink;
 - the Makefile's torch command resolves here from the sources this machine has
   (a dry run: nothing installed), and the index lists a Linux x86-64 wheel of
   the pin; that check needs the network and is skipped, with its reason, where
@@ -121,6 +122,16 @@ def test_torch_replaces_the_locks_pin_for_macos():
     (torch_command,) = _torch_commands(lines)
     assert torch_command.endswith("--retries 2 torch==2.13.0") and CPU_INDEX not in torch_command
     assert len(_rest_commands(lines)) == 1  # the rest of the lock as without TORCH
+
+
+def test_the_variable_the_readme_names_turns_the_superlinks_runtime_install_off(monkeypatch):
+    """On by default (why [tool.uv] names the CPU index); off runs the app in the lock's .venv."""
+    from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
+
+    monkeypatch.delenv("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", raising=False)
+    assert _parse_args_run_superlink().parse_args(["--insecure", "--simulation"]).runtime_dependency_install
+    monkeypatch.setenv("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    assert not _parse_args_run_superlink().parse_args(["--insecure", "--simulation"]).runtime_dependency_install
 
 
 def test_the_readme_says_where_torch_comes_from_and_what_to_run_on_macos():
