@@ -46,8 +46,8 @@ def best_rank(step: dict[str, np.ndarray], rank: int) -> dict[str, np.ndarray]:
 
 
 def truncating(rank: int):
-    """`Pipeline.__init__` whose aggregator's step is cut to rank `rank`."""
-    init = pipeline.Pipeline.__init__
+    """`AggregationPipeline.__init__` whose aggregator's step is cut to rank `rank`."""
+    init = pipeline.AggregationPipeline.__init__
 
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -59,13 +59,13 @@ def truncating(rank: int):
 
 def run(settings: list[str], out: Path, rank: int = 0) -> dict:
     cfg = load(CONFIG, [*SETTINGS, *settings, f"out={out}"])
-    original = pipeline.Pipeline.__init__
+    original = pipeline.AggregationPipeline.__init__
     if rank:
-        pipeline.Pipeline.__init__ = truncating(rank)
+        pipeline.AggregationPipeline.__init__ = truncating(rank)
     try:
         run_simulate(cfg)
     finally:
-        pipeline.Pipeline.__init__ = original
+        pipeline.AggregationPipeline.__init__ = original
     metrics = json.loads((out / "summary.json").read_text())["metrics"]
     return {k: round(v, 4) for k, v in metrics.items() if k in ("hr@10", "hr@10-server")}
 
