@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from prunus.client.handlers import message_round
 from prunus.common.config import Config, RuntimeConfig
 from prunus.common.params import Params, npy_array
 from prunus.common.payload import Arrays, Content
@@ -55,7 +56,7 @@ def mod(train: Handler, can_wait: bool = True) -> Handler:
     (Flower's engines), else raises `NoReply` at once."""
 
     def faulty_train(cfg: Config, content: Content, state: Content, client: Any) -> Content:
-        runtime, server_round, partition = cfg.runtime, int(content["config"]["server-round"]), client.partition_id
+        runtime, server_round, partition = cfg.runtime, message_round(content), client.partition_id
         if not is_faulty(runtime, server_round, partition):
             return train(cfg, content, state, client)
         if runtime.fault_kind == "hang":
