@@ -3,7 +3,9 @@
 A reply is accepted only from a partition asked this round, once (the first
 one counts), and when its check passes; a failed or rejected reply is logged
 with its reason and the round goes on. Bytes are those of the content the
-transport delivered (`common.wire_size`), counted before any check.
+transport delivered (`common.wire_size`), counted before any check; a
+content no message can carry (`NotCarried`: only an in-process client could
+hand one over) is rejected uncounted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TypeVar
 from prunus.common.params import wire_bytes, wire_bytes_with_part
 from prunus.common.payload import Arrays, ConfigMap, Content
 from prunus.common.update import Update
+from prunus.common.wire_size import NotCarried
 from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.transport import Reply
 from prunus.server.validation import ReplyError
@@ -68,19 +71,31 @@ class Intake:
             if reply.content is None:
                 self.failed(server_round, kind, reply)
                 continue
-            sent = count(entry, reply.content)
+            sent, uncarried = self._count(count, entry, reply.content)
             try:
                 if reply.partition not in asked:
                     raise ReplyError(f"partition {reply.partition} was not asked in this round")
                 if reply.partition in answered:
                     raise ReplyError(f"partition {reply.partition} already replied in this round")
                 answered.add(reply.partition)
+                if uncarried:
+                    raise ReplyError(uncarried)
                 accepted.append(Checked(reply, sent, check(reply)))
             except ReplyError as err:
                 entry.rejected += 1
                 self.log_reply(server_round, kind, reply, "rejected", sent)
                 log.warning("round %d: rejected %s reply of partition %d: %s", server_round, kind, reply.partition, err)
         return accepted
+
+    @staticmethod
+    def _count(count: Count, entry: RoundLog, content: Content) -> tuple[int, str]:
+        """The reply's bytes, counted; or 0 and why for a content no message
+        can carry (no transport ships one: only an in-process client could
+        hand it over), which is then rejected."""
+        try:
+            return count(entry, content), ""
+        except NotCarried as err:
+            return 0, f"reply content no message can carry: {err}"
 
     def count_uplink(self, entry: RoundLog, content: Content) -> int:
         """Bytes actually received, and what the same reply would cost dense
