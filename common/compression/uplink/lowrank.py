@@ -96,6 +96,8 @@ def read_basis(content: Content, shapes: Shapes) -> Params | None:
         return None
     if not isinstance(record, Arrays) or not record:
         raise PayloadError(f"'{BASIS}' must be a non-empty Arrays")
+    if not set(record) <= set(shapes):  # before any array is read: a record of thousands costs nothing
+        raise PayloadError(f"'{BASIS}' names tensors the model lacks: {sorted(set(record) - set(shapes))[:10]}")
     basis = {}
     for name in record:
         try:

@@ -449,3 +449,17 @@ def test_a_message_basis_whose_columns_are_not_orthonormal_is_a_payload_error(sc
     assert read_basis(basis_content({"item_embedding.weight": q}), shapes) is not None
     with pytest.raises(PayloadError, match="orthonormal"):
         read_basis(basis_content({"item_embedding.weight": q * np.float32(scale)}), shapes)
+
+
+def test_a_message_basis_naming_tensors_the_model_lacks_is_refused_before_any_array_is_read(monkeypatch):
+    """read_basis read every array of the record first: 5,000 extra copies of the
+    factor cost a client 0.75 s before it learnt they were no tables of its model."""
+    from prunus.common.compression.uplink import lowrank
+    from prunus.common.compression.uplink.lowrank import basis_content, model_basis, read_basis
+
+    shapes = {"item_embedding.weight": (50, 4), "item_bias.weight": (50, 1)}
+    q = model_basis(np.random.default_rng(0).normal(size=(50, 4)), 2)
+    extra = basis_content({"item_embedding.weight": q, **{f"extra-{i}": q for i in range(100)}})
+    monkeypatch.setattr(lowrank, "array_of", lambda *args, **kwargs: pytest.fail("an array was read"))
+    with pytest.raises(PayloadError, match="extra-0"):
+        read_basis(extra, shapes)
