@@ -7,7 +7,9 @@ client's answer to the server's row query. The ClientApp
 (`client.app`) calls them from Flower; the in-process engine
 (`simulations.inprocess`) calls them directly, so both run the same client.
 The state holds the private user vectors and the uplink method's state (the
-error-feedback residual); neither is ever put in a reply.
+error-feedback residual); neither is ever put in a reply. A message a client
+cannot use (no round, an undecodable broadcast, rows or basis) raises
+`PayloadError` and nothing else, before any work is done on it (`receive`).
 """
 
 from __future__ import annotations
