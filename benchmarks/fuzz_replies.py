@@ -653,7 +653,7 @@ class ClientChannel:
         client = s.client(partition)
         with Meter() as meter:
             try:
-                dispatch.answer(message_type, s.cfg, content, s.inner.home, client, can_wait=False)
+                dispatch.answer(message_type, s.cfg, content, s.inner.home, client, isolated=False)
                 result, error = "accepted", ""
             except PayloadError:
                 result, error = "rejected", ""

@@ -9,7 +9,13 @@ figure is its median training round (`seconds` in rounds.csv; the last round,
 which also evaluates, left out), and each secure variant is reported as a
 ratio to its plain twin.
 
+With `--config`, the pair is that secure config and its plain twin (the same
+config with `secure-aggregation = false`), for example the ML-1M setting on
+either engine:
+
     python benchmarks/secure_round_time.py [--rounds 20] [--repeats 1] [--out benchmarks/results/secure_round_time.json]
+    python benchmarks/secure_round_time.py --config simulations/configs/ml1m-secure.toml --engine flower \
+        --rounds 6 --out benchmarks/results/secure_round_time_ml1m.json
 """
 
 from __future__ import annotations
@@ -31,9 +37,9 @@ SECURE = ["secure-aggregation=true", "ring-clip=3.0"]
 PAIRS = {"dense": ([], SECURE), "lowrank-8-model-basis": (LOWRANK, [*LOWRANK, *SECURE, "ring-bits=16"])}
 
 
-def _median_round(settings: list[str], rounds: int, out: Path) -> float:
-    base = ["engine=inprocess", "eval-split=validation", f"rounds={rounds}", f"eval-every={rounds}"]
-    cmd = [sys.executable, "-m", "prunus.simulations.cli", "simulate", str(ROOT / "simulations/configs/ml100k-dense.toml"),
+def _median_round(config: Path, settings: list[str], rounds: int, engine: str, out: Path) -> float:
+    base = [f"engine={engine}", "eval-split=validation", f"rounds={rounds}", f"eval-every={rounds}"]
+    cmd = [sys.executable, "-m", "prunus.simulations.cli", "simulate", str(config),
            "--out", str(out), *(arg for s in [*base, *settings] for arg in ("--set", s))]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
     with (out / "rounds.csv").open() as f:
@@ -45,22 +51,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--config", type=Path, help="a secure config, timed against its plain twin")
+    parser.add_argument("--engine", choices=("inprocess", "flower"), default="inprocess")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/secure_round_time.json")
     args = parser.parse_args()
+    config, pairs = ROOT / "simulations/configs/ml100k-dense.toml", PAIRS
+    if args.config is not None:
+        config, pairs = args.config.resolve(), {args.config.stem: (["secure-aggregation=false"], [])}
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for name, (plain, secure) in PAIRS.items():
+            for name, (plain, secure) in pairs.items():
                 for kind, settings in (("plain", plain), ("secure", secure)):
                     out = Path(tmp) / f"{name}-{kind}-{repeat}"
-                    times.setdefault(f"{name}/{kind}", []).append(_median_round(settings, args.rounds, out))
+                    times.setdefault(f"{name}/{kind}", []).append(
+                        _median_round(config, settings, args.rounds, args.engine, out))
+    options = f" --config {args.config}" if args.config else ""
     result = {
-        "command": f"python benchmarks/secure_round_time.py --rounds {args.rounds} --repeats {args.repeats}",
+        "command": f"python benchmarks/secure_round_time.py{options} --engine {args.engine} --rounds {args.rounds} "
+                   f"--repeats {args.repeats}",
+        "config": str(config.relative_to(ROOT)),
+        "engine": args.engine,
         "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
-        "settings": {name: {"plain": plain, "secure": secure} for name, (plain, secure) in PAIRS.items()},
+        "settings": {name: {"plain": plain, "secure": secure} for name, (plain, secure) in pairs.items()},
         "median_round_s": {key: round(statistics.median(v), 4) for key, v in times.items()},
         "secure_over_plain": {name: round(statistics.median(times[f"{name}/secure"]) /
-                                          statistics.median(times[f"{name}/plain"]), 2) for name in PAIRS},
+                                          statistics.median(times[f"{name}/plain"]), 2) for name in pairs},
     }
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     result["commit"] = commit

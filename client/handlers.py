@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from prunus.client.local_update import LocalData, LocalResult, local_data, local_model, local_update
+from prunus.client.state_check import checked_private, checked_residual
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set, encode_row_set
 from prunus.common.compression import DEFENCES, DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan, make
@@ -31,8 +32,8 @@ from prunus.common.compression.uplink.lowrank import read_basis
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
-from prunus.common.models import model_spec
-from prunus.common.params import Params, from_record, npy_array, to_record
+from prunus.common.models import model_spec, private_rows
+from prunus.common.params import Params, npy_array, to_record
 from prunus.common.payload import Arrays, Content, MetricMap
 from prunus.common.training import client_settings, fold_in, seeded_generator
 
@@ -160,8 +161,18 @@ def receive(cfg: Config, content: Content, client: ClientData, purpose: str) -> 
     return Received(server_round, plan, rows, global_params(cfg, content, client, rows), basis)
 
 
-def private_params(state: Content) -> Params | None:
-    return from_record(state[PRIVATE_KEY]) if PRIVATE_KEY in state else None
+def private_params(cfg: Config, state: Content, client: ClientData) -> Params | None:
+    """The state's user vectors (None: a client's first message), checked (`client.state_check`)."""
+    if PRIVATE_KEY not in state:
+        return None
+    return checked_private(state[PRIVATE_KEY], private_rows(cfg.model, client.split.n_items), len(client.data.users))
+
+
+def residual_params(cfg: Config, state: Content, client: ClientData) -> Params | None:
+    """The state's error-feedback residual (None: none kept), checked (`client.state_check`)."""
+    if RESIDUAL_KEY not in state:
+        return None
+    return checked_residual(state[RESIDUAL_KEY], model_spec(cfg.model, client.split.n_items).shapes)
 
 
 Tamper = Callable[[Params], Params]
@@ -185,8 +196,9 @@ def local_step(cfg: Config, message: Received, state: Content, client: ClientDat
     data = client.data if plan is None else client.data.only(plan.request)
     if not data.num_examples:
         return LocalStep(rows, data, shared, None)
-    result = local_update(cfg, data, client.split.n_items, shared, private_params(state), message.server_round,
-                          client.partition_id, client.device, None if plan is None else plan.negatives)
+    result = local_update(cfg, data, client.split.n_items, shared, private_params(cfg, state, client),
+                          message.server_round, client.partition_id, client.device,
+                          None if plan is None else plan.negatives)
     _only_rows(result.delta, rows)
     return LocalStep(rows, data, shared, result)
 
@@ -195,8 +207,9 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     """Local training from the broadcast, then the uplink method's payload.
     `tamper`: what a wrapper (`client.faults.mod`) does to the update before
     the uplink method sees it."""
-    message = receive(cfg, content, client, "train")
+    message = receive(cfg, content, client, "train")  # the message read whole before any work on it
     server_round = message.server_round
+    residual = residual_params(cfg, state, client)  # checked before any work is spent on this message
     step = local_step(cfg, message, state, client)
     rows, shared, result = step.rows, step.shared, step.result
     uplink = make(UPLINK, cfg.compression.prune_method, cfg)
@@ -212,7 +225,6 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     added = {name: delta[name] - undefended[name] for name in delta} if defence.repays else {}
     if tamper is not None:
         delta = tamper(delta)
-    residual = from_record(state[RESIDUAL_KEY], writable=False) if RESIDUAL_KEY in state else None
     encoded = uplink.encode(delta, residual, ctx)
     state[PRIVATE_KEY] = to_record(result.private)
     kept = owe(encoded.state, added, ctx.lr) if added else encoded.state
@@ -229,7 +241,7 @@ def evaluate(cfg: Config, content: Content, state: Content, client: ClientData) 
     server_round, plan = message.server_round, message.plan
     data = client.data
     model = local_model(cfg, len(data.users), client.split.n_items, client.partition_id, client.device,
-                        message.shared, private_params(state))
+                        message.shared, private_params(cfg, state, client))
     generator = seeded_generator(cfg.runtime.seed, server_round, client.partition_id, 1)
     t = cfg.training
     settings = dataclasses.replace(client_settings(cfg), negative_pool=None if plan is None else plan.negatives)

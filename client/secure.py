@@ -20,12 +20,13 @@ from prunus.client.handlers import (
     local_step,
     message_round,
     receive,
+    residual_params,
 )
 from prunus.common.compression.base import RoundContext
 from prunus.common.compression.sparse import carry, residual_to_state
 from prunus.common.config import Config
 from prunus.common.models import model_spec
-from prunus.common.params import from_record, to_record
+from prunus.common.params import to_record
 from prunus.common.payload import ConfigMap, Content
 from prunus.common.secagg import messages, protocol
 from prunus.common.secagg.messages import RECORD
@@ -58,6 +59,8 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     setup = now.setup
     held = messages.read_sealed(content)
     message = receive(cfg, content, client, "train")  # the round's rows (if named) are the same for all its clients
+    feedback = cfg.compression.error_feedback
+    residual = residual_params(cfg, state, client) if feedback else None  # checked before any work
     step = local_step(cfg, message, state, client)
     if step.result is None:  # nothing to train on: a zero update (the round still needs its input)
         update = {name: np.zeros_like(value) for name, value in step.shared.items()}
@@ -68,8 +71,6 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
         update = tamper(update)
     ctx = RoundContext(setup.server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(setup.server_round),
                        step.rows)
-    feedback = cfg.compression.error_feedback
-    residual = from_record(state[RESIDUAL_KEY], writable=False) if feedback and RESIDUAL_KEY in state else None
     corrected, kept = carry(update, residual, ctx)
     spec = model_spec(cfg.model, client.split.n_items)
     rows = None if message.plan is None else message.plan.request

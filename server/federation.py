@@ -125,7 +125,7 @@ class Federation:
     def messages(self, server_round: int, chosen: list[int], purpose: str, transport: Transport) -> list[Outgoing]:
         """The round's messages of `purpose` to the chosen partitions (`server.broadcast`);
         a training message also carries the uplink's shared factors, if it has any."""
-        self.basis = self.uplink.round_basis(self.params) if purpose == "train" else None
+        self.basis = self.uplink.round_basis(self.params, self.cfg.runtime.seed, server_round) if purpose == "train" else None
         return self.broadcaster.messages(server_round, self.params, chosen, purpose, transport,
                                          basis_content(self.basis))
 

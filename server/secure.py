@@ -44,7 +44,7 @@ class SecureRounds:
               entry: RoundLog) -> Params | None:
         """The round's mean step, or None when the round is abandoned."""
         rows = self.broadcaster.rows.rows(server_round, None, self.broadcaster.n_items, "train", self.cfg.runtime.seed)
-        basis = self.uplink.round_basis(params)
+        basis = self.uplink.round_basis(params, self.cfg.runtime.seed, server_round)
         layout = messages.round_layout(self.cfg, server_round, self.spec, rows, basis)
         setup = messages.round_setup(self.cfg, chosen, server_round)
         server = ServerRound(setup, layout.length(setup.ring))

@@ -130,7 +130,7 @@ class UplinkMethod(Protocol):
         """`state`: what the client's previous `Encoded.state` left, read-only
         (views of the stored bytes); None before the first."""
 
-    def round_basis(self, params: Params) -> Params | None:
+    def round_basis(self, params: Params, seed: int, server_round: int) -> Params | None:
         """What the round's training messages carry so that every client
         encodes alike beyond the seed and round (None: nothing; `lowrank`)."""
 

@@ -190,7 +190,7 @@ def test_a_message_without_a_usable_round_is_a_payload_error_for_every_handler(v
     content = Content({**content, "config": ConfigMap({**config, "purpose": "train"})})
     for message_type in ("train", "evaluate", ROW_QUERY, secagg.KEYS, secagg.SECURE_TRAIN):
         with pytest.raises(PayloadError, match="server round"):
-            dispatch.answer(message_type, cfg, content, MemoryHome(cfg), _client(cfg, 1), can_wait=False)
+            dispatch.answer(message_type, cfg, content, MemoryHome(cfg), _client(cfg, 1), isolated=False)
     with pytest.raises(PayloadError, match="server round"):
         handlers.message_round(Content({"config": Arrays()}))
 

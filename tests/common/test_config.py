@@ -174,7 +174,7 @@ METHOD_SECTIONS = method_sections()
 
 def test_the_methods_declare_their_own_keys_and_the_shared_section_holds_none_of_them():
     assert {name: [key_of(f.name) for f in dataclasses.fields(cls)] for name, cls in METHOD_SECTIONS.items()} == {
-        "prune-method.lowrank": ["rank", "rank-basis"],
+        "prune-method.lowrank": ["rank", "rank-basis", "rank-explore"],
         "prune-method.threshold": ["prune-threshold"],
         "broadcast-rows.bandit": ["bandit-items"],
         "broadcast-rows.requested": ["negative-pool", "request-pad"],

@@ -16,7 +16,11 @@ every client sends `A` whole (`SharedProjection`): the round's `Q` is shared,
 so the sum of the clients' `A` is the `A` of their summed update. With
 `rank-basis = "model"` `Q` is the top of the global model's table's right
 singular vectors instead (`model_basis`), sent with the round's training
-messages (width x rank float32): a client's update lies mostly in it.
+messages (width x rank float32): a client's update lies mostly in it. A
+model basis alone confines every update to the span the model already uses
+(its other directions never move: the model learns a rank-`rank` table);
+`rank-explore` of the rank's directions are drawn at random each round from
+outside the top ones, so over the rounds every direction can grow.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from prunus.common.codec import pack_update
 from prunus.common.compression import UPLINK
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes
 from prunus.common.compression.sparse import SparseUplink, hold_back, residual_from_state, residual_to_state
-from prunus.common.config import choice, positive, section
+from prunus.common.config import ConfigError, choice, non_negative, positive, section
 from prunus.common.params import array_of, npy_array
 from prunus.common.payload import Arrays, Content
 from prunus.common.pruning import quantise
@@ -50,6 +54,14 @@ class LowRankOptions:
     # the shared factor: "random" from (seed, round) (CoLR), or "model": the
     # global model's top singular directions, sent with the round's training messages
     rank_basis: str = field(default="random", metadata=choice("random", "model"))
+    # with rank-basis "model": how many of the rank's directions are drawn at
+    # random each round from outside the model's top ones (0: none)
+    rank_explore: int = field(default=0, metadata=non_negative())
+
+    def __post_init__(self) -> None:
+        if self.rank_explore and (self.rank_basis != "model" or self.rank_explore >= self.rank):
+            raise ConfigError(f"rank-explore: {self.rank_explore} needs rank-basis = \"model\" and a rank "
+                              f"above it (rank = {self.rank}): the rest of the rank is the model's top directions")
 
 
 def shared_factor(width: int, rank: int, seed: int, server_round: int, name: str) -> np.ndarray:
@@ -59,17 +71,25 @@ def shared_factor(width: int, rank: int, seed: int, server_round: int, name: str
     return q.astype(np.float32)
 
 
-def model_basis(table: np.ndarray, rank: int) -> np.ndarray:
+def model_basis(table: np.ndarray, rank: int, explore: int = 0, rng: np.random.Generator | None = None) -> np.ndarray:
     """The top-`rank` right singular vectors of `table` (width x rank,
     orthonormal columns): the directions the model's rows use most, which a
     client's update of them mostly follows (its user vectors were fitted to
     them). On a trained ML-100K model they hold 55% (rank 4) and 74% (rank 8)
-    of a client's item-table update, where a random factor holds 13% and 20%."""
+    of a client's item-table update, where a random factor holds 13% and 20%.
+    With `explore`, the last `explore` columns are instead random directions
+    orthogonal to the first `rank - explore` (drawn from `rng`)."""
     table = np.asarray(table, np.float64)
+    top = rank - explore
     # only a table of fewer rows than the rank needs its basis completed: a
     # full SVD of a tall table would also build its rows x rows left factor
     _, _, vt = np.linalg.svd(table, full_matrices=table.shape[0] < rank)
-    return np.ascontiguousarray(vt[:rank].T, dtype=np.float32)
+    basis = vt[:top].T
+    if explore:
+        draw = rng.standard_normal((table.shape[1], explore))
+        draw -= basis @ (basis.T @ draw)  # outside the top directions
+        basis = np.hstack([basis, np.linalg.qr(draw)[0]])
+    return np.ascontiguousarray(basis, dtype=np.float32)
 
 
 BASIS = "basis"  # a training message's record of the round's factors (`rank-basis = "model"`)
@@ -177,14 +197,16 @@ class LowRank(SparseUplink):
     def coordinates(self, seed: int, server_round: int, basis: Params | None = None) -> SharedProjection:
         return SharedProjection(self.options.rank, seed, server_round, basis)
 
-    def round_basis(self, params: Params) -> Params | None:
-        """With `rank-basis = "model"`, each wide table's `model_basis`: the
+    def round_basis(self, params: Params, seed: int, server_round: int) -> Params | None:
+        """With `rank-basis = "model"`, each wide table's `model_basis`
+        (its explored directions drawn from (seed, round, tensor name)): the
         round's training messages carry it (`BASIS`), so every client
         projects alike and the server lifts with the same factor."""
         if self.options.rank_basis != "model":
             return None
-        return {name: model_basis(value, self.options.rank) for name, value in params.items()
-                if self.factored(value.shape)}
+        rank, explore = self.options.rank, self.options.rank_explore
+        return {name: model_basis(value, rank, explore, np.random.default_rng([seed, server_round, zlib.crc32(
+                    name.encode()), 13])) for name, value in params.items() if self.factored(value.shape)}
 
     # ---------------------------------------------------------- client half
     def encode(self, update: Params, state: Params | None, ctx: RoundContext) -> Encoded:

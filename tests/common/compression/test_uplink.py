@@ -400,7 +400,7 @@ def test_lowrank_with_the_model_basis_projects_onto_the_factor_the_message_carri
 
     method = _method("lowrank", rank=2, rank_basis="model", value_codec="fp32", error_feedback=False)
     model = {name: np.random.default_rng(3).normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
-    basis = method.round_basis(model)
+    basis = method.round_basis(model, 0, 1)
     assert sorted(basis) == ["item_embedding.weight", "mlp.0.weight", "output.weight"]  # wider than the rank
     carried = read_basis(basis_content(basis), SHAPES)
     ctx = RoundContext(server_round=1, partition_id=0, seed=0, basis=carried)
@@ -409,7 +409,31 @@ def test_lowrank_with_the_model_basis_projects_onto_the_factor_the_message_carri
     q = basis["item_embedding.weight"]
     np.testing.assert_allclose(to_dense(decoded["item_embedding.weight"]), update["item_embedding.weight"] @ q @ q.T,
                                atol=1e-5)
-    assert method.round_basis(model)["item_embedding.weight"].tobytes() == q.tobytes()  # a function of the model
+    assert method.round_basis(model, 0, 1)["item_embedding.weight"].tobytes() == q.tobytes()  # a function of the model
+
+
+def test_an_explored_model_basis_keeps_the_top_directions_and_draws_the_rest_outside_them_each_round():
+    from prunus.common.compression.uplink.lowrank import model_basis
+
+    method = _method("lowrank", rank=3, rank_basis="model", rank_explore=2, value_codec="fp32", error_feedback=False)
+    model = {name: np.random.default_rng(3).normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
+    name = "item_embedding.weight"
+    basis, again, later = (method.round_basis(model, 0, r)[name] for r in (1, 1, 2))
+    np.testing.assert_allclose(basis.T @ basis, np.eye(3), atol=1e-5)  # orthonormal
+    top = model_basis(model[name], 1)
+    np.testing.assert_allclose(basis[:, :1], top)  # the model's top direction first
+    np.testing.assert_allclose(top.T @ basis[:, 1:], 0, atol=1e-5)  # the explored two outside it
+    assert basis.tobytes() == again.tobytes()  # a function of (model, seed, round)
+    assert not np.allclose(basis[:, 1:], later[:, 1:])  # a new draw each round
+
+
+@pytest.mark.parametrize("options", [{"rank": 4, "rank_explore": 1}, {"rank": 4, "rank_basis": "model", "rank_explore": 4}])
+def test_rank_explore_needs_the_model_basis_and_a_rank_above_it(options):
+    from prunus.common.compression.uplink.lowrank import LowRankOptions
+    from prunus.common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="rank-explore"):
+        LowRankOptions(**options)
 
 
 @pytest.mark.parametrize("bad", [{"item_embedding.weight": np.zeros((3, 2), np.float32)},
