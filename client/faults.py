@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from prunus.client.handlers import message_round
 from prunus.common.config import Config, RuntimeConfig
 from prunus.common.params import Params, npy_array
 from prunus.common.payload import Arrays, Content
@@ -62,7 +63,7 @@ def mod(train: Handler, isolated: bool = True) -> Handler:
     dying one ends its process; else both raise `NoReply` at once."""
 
     def faulty_train(cfg: Config, content: Content, state: Content, client: Any) -> Content:
-        runtime, server_round, partition = cfg.runtime, int(content["config"]["server-round"]), client.partition_id
+        runtime, server_round, partition = cfg.runtime, message_round(content), client.partition_id
         if not is_faulty(runtime, server_round, partition):
             return train(cfg, content, state, client)
         if runtime.fault_kind == "die":

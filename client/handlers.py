@@ -7,7 +7,9 @@ client's answer to the server's row query. The ClientApp
 (`client.app`) calls them from Flower; the in-process engine
 (`simulations.inprocess`) calls them directly, so both run the same client.
 The state holds the private user vectors and the uplink method's state (the
-error-feedback residual); neither is ever put in a reply.
+error-feedback residual); neither is ever put in a reply. A message a client
+cannot use (no round, an undecodable broadcast, rows or basis) raises
+`PayloadError` and nothing else, before any work is done on it (`receive`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,21 @@ class ClientData:
         return cls(partition_id, split, local_data(split, users), device)
 
 
+PURPOSES = ("train", "evaluate")  # what a row query may ask rows for
+MAX_ROUND = 2**32  # rounds a message may name: [1, MAX_ROUND) (round 0 is the server's initial evaluation)
+
+
+def message_round(content: Content) -> int:
+    """The server round a message names in its config. PayloadError unless it
+    names one: a client reads it first, and a missing or ill-typed round must
+    be that message's error, not a KeyError (or a negative seed) in its work."""
+    config = content.get("config") if isinstance(content, dict) else None
+    value = config.get("server-round") if isinstance(config, dict) else None
+    if type(value) is not int or not 1 <= value < MAX_ROUND:
+        raise PayloadError(f"the message's config names no server round (an int in [1, 2^32)), got {value!r}")
+    return value
+
+
 def needed_rows(client: ClientData, purpose: str) -> np.ndarray:
     """The item rows a message's work cannot do without: the positives, and
     for evaluation also the held-out candidates."""
@@ -98,9 +115,11 @@ def _item_rows(cfg: Config, plan: RowPlan | None, client: ClientData) -> RowIds 
 
 def request_rows(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
     """The answer to a row query: the rows this client's next message needs."""
-    config = content["config"]
-    purpose = str(config["purpose"])
-    plan = row_plan(cfg, purpose, int(config["server-round"]), client)
+    server_round = message_round(content)
+    purpose = content["config"].get("purpose")
+    if purpose not in PURPOSES:
+        raise PayloadError(f"a row query's purpose must be one of {PURPOSES}, got {purpose!r}")
+    plan = row_plan(cfg, purpose, server_round, client)
     if plan is None:
         raise ValueError(f"broadcast-rows {cfg.compression.broadcast_rows!r} does not query clients")
     ids = np.frombuffer(encode_row_set(plan.request, client.split.n_items), dtype=np.uint8)
@@ -109,9 +128,37 @@ def request_rows(cfg: Config, content: Content, state: Content, client: ClientDa
 
 def global_params(cfg: Config, content: Content, client: ClientData, rows: RowIds | None) -> Params:
     """The broadcast decoded, full size (zero in rows not sent)."""
+    arrays = content.get("arrays")
+    if not isinstance(arrays, Arrays):
+        raise PayloadError("the message has no Arrays 'arrays' (the broadcast)")
     downlink = make(DOWNLINK, cfg.compression.downlink_codec, cfg)
     shapes = model_spec(cfg.model, client.split.n_items).shapes
-    return put_rows(downlink.decode(content["arrays"], row_shapes(shapes, rows)), rows, shapes)
+    return put_rows(downlink.decode(arrays, row_shapes(shapes, rows)), rows, shapes)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A training or evaluation message as the client reads it, every part
+    checked before any work is done on it."""
+
+    server_round: int
+    plan: RowPlan | None  # the rows it carries, and the negatives' pool (None: every row)
+    rows: RowIds | None  # the same rows per item table
+    shared: Params  # the broadcast decoded, full size (zero in rows not sent)
+    basis: Params | None  # the round's shared factors (`lowrank`'s model basis; training messages only)
+
+
+def receive(cfg: Config, content: Content, client: ClientData, purpose: str) -> Received:
+    """Read a message of `purpose`: its round, its rows (the client's own plan,
+    or for training the rows the server names), the broadcast and the
+    factors. PayloadError, and nothing else, for a message it cannot use."""
+    server_round = message_round(content)
+    plan = row_plan(cfg, purpose, server_round, client)
+    if plan is None and purpose == "train":
+        plan = named_rows(content, client.split.n_items)
+    rows = _item_rows(cfg, plan, client)
+    basis = read_basis(content, model_spec(cfg.model, client.split.n_items).shapes) if purpose == "train" else None
+    return Received(server_round, plan, rows, global_params(cfg, content, client, rows), basis)
 
 
 def private_params(cfg: Config, state: Content, client: ClientData) -> Params | None:
@@ -143,16 +190,15 @@ class LocalStep:
     result: LocalResult | None
 
 
-def local_step(cfg: Config, content: Content, state: Content, client: ClientData, server_round: int,
-               plan: RowPlan | None) -> LocalStep:
-    """Train from the broadcast on the rows of `plan` (None: every row)."""
-    rows = _item_rows(cfg, plan, client)
+def local_step(cfg: Config, message: Received, state: Content, client: ClientData) -> LocalStep:
+    """Train from the broadcast on the rows it carries."""
+    rows, plan, shared = message.rows, message.plan, message.shared
     data = client.data if plan is None else client.data.only(plan.request)
-    shared = global_params(cfg, content, client, rows)
     if not data.num_examples:
         return LocalStep(rows, data, shared, None)
-    result = local_update(cfg, data, client.split.n_items, shared, private_params(cfg, state, client), server_round,
-                          client.partition_id, client.device, None if plan is None else plan.negatives)
+    result = local_update(cfg, data, client.split.n_items, shared, private_params(cfg, state, client),
+                          message.server_round, client.partition_id, client.device,
+                          None if plan is None else plan.negatives)
     _only_rows(result.delta, rows)
     return LocalStep(rows, data, shared, result)
 
@@ -161,15 +207,14 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     """Local training from the broadcast, then the uplink method's payload.
     `tamper`: what a wrapper (`client.faults.mod`) does to the update before
     the uplink method sees it."""
-    server_round = int(content["config"]["server-round"])
+    message = receive(cfg, content, client, "train")  # the message read whole before any work on it
+    server_round = message.server_round
     residual = residual_params(cfg, state, client)  # checked before any work is spent on this message
-    plan = row_plan(cfg, "train", server_round, client) or named_rows(content, client.split.n_items)
-    step = local_step(cfg, content, state, client, server_round, plan)
+    step = local_step(cfg, message, state, client)
     rows, shared, result = step.rows, step.shared, step.result
     uplink = make(UPLINK, cfg.compression.prune_method, cfg)
-    shapes = model_spec(cfg.model, client.split.n_items).shapes
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows,
-                       read_basis(content, shapes))
+                       message.basis)
     if result is None:  # none of its items among the rows sent: an empty update, state kept
         encoded = uplink.encode({k: np.zeros_like(v) for k, v in shared.items()}, None, ctx)
         return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 0, "nnz": 0})})
@@ -192,12 +237,11 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
 
 def evaluate(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
     """Federated evaluation: rank each local user's held-out item."""
-    server_round = int(content["config"]["server-round"])
+    message = receive(cfg, content, client, "evaluate")
+    server_round, plan = message.server_round, message.plan
     data = client.data
-    plan = row_plan(cfg, "evaluate", server_round, client)
     model = local_model(cfg, len(data.users), client.split.n_items, client.partition_id, client.device,
-                        global_params(cfg, content, client, _item_rows(cfg, plan, client)),
-                        private_params(cfg, state, client))
+                        message.shared, private_params(cfg, state, client))
     generator = seeded_generator(cfg.runtime.seed, server_round, client.partition_id, 1)
     t = cfg.training
     settings = dataclasses.replace(client_settings(cfg), negative_pool=None if plan is None else plan.negatives)

@@ -18,12 +18,12 @@ from prunus.client.handlers import (
     ClientData,
     Tamper,
     local_step,
-    named_rows,
+    message_round,
+    receive,
     residual_params,
 )
 from prunus.common.compression.base import RoundContext
 from prunus.common.compression.sparse import carry, residual_to_state
-from prunus.common.compression.uplink.lowrank import read_basis
 from prunus.common.config import Config
 from prunus.common.models import model_spec
 from prunus.common.params import to_record
@@ -35,12 +35,12 @@ from prunus.common.secagg.protocol import ClientSecrets, ProtocolError, RoundSet
 
 def keys(cfg: Config, content: Content, state: Content, client: ClientData) -> Content:
     """Exchange 1: fresh keys for this round."""
-    config = content["config"]
+    server_round = message_round(content)
     clients = messages.read_clients(content)
     if client.partition_id not in clients:
         raise ProtocolError(f"partition {client.partition_id} is not among the round's clients")
     mine, public = protocol.advertise(client.partition_id)
-    state[RECORD] = _kept(mine, int(config["server-round"]), clients)
+    state[RECORD] = _kept(mine, server_round, clients)
     return messages.keys_reply(*public)
 
 
@@ -58,10 +58,10 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     now = _restore(cfg, content, state, client)
     setup = now.setup
     held = messages.read_sealed(content)
-    plan = named_rows(content, client.split.n_items)  # the round's rows, the same for all its clients
+    message = receive(cfg, content, client, "train")  # the round's rows (if named) are the same for all its clients
     feedback = cfg.compression.error_feedback
     residual = residual_params(cfg, state, client) if feedback else None  # checked before any work
-    step = local_step(cfg, content, state, client, setup.server_round, plan)
+    step = local_step(cfg, message, state, client)
     if step.result is None:  # nothing to train on: a zero update (the round still needs its input)
         update = {name: np.zeros_like(value) for name, value in step.shared.items()}
     else:
@@ -73,8 +73,8 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
                        step.rows)
     corrected, kept = carry(update, residual, ctx)
     spec = model_spec(cfg.model, client.split.n_items)
-    basis = read_basis(content, spec.shapes)  # the round's shared factors, if any
-    layout = messages.round_layout(cfg, setup.server_round, spec, None if plan is None else plan.request, basis)
+    rows = None if message.plan is None else message.plan.request
+    layout = messages.round_layout(cfg, setup.server_round, spec, rows, message.basis)  # the round's shared factors
     rng = np.random.default_rng([cfg.runtime.seed, setup.server_round, client.partition_id, 3])
     values, carried = layout.encode(corrected, setup.ring, rng, carried=feedback)
     if feedback:  # what the layout did not carry goes in a later round
@@ -115,7 +115,7 @@ class _Round:
 def _restore(cfg: Config, content: Content, state: Content, client: ClientData) -> _Round:
     """This round's secrets, and the round, from the state's record."""
     kept = state.get(RECORD)
-    server_round = int(content["config"]["server-round"])
+    server_round = message_round(content)
     if not isinstance(kept, ConfigMap) or kept.get("server-round") != server_round:
         raise ProtocolError(f"no secure-aggregation keys of round {server_round} (this client missed exchange 1)")
     clients = kept["clients"]

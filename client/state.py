@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prunus.client import state_store
-from prunus.client.handlers import ClientData
+from prunus.client.handlers import ClientData, message_round
 from prunus.common.config import Config
 from prunus.common.payload import ConfigMap, Content
 
@@ -80,7 +80,7 @@ class StateHome(Protocol):
 def serve(handler: Handler, use: Use, cfg: Config, content: Content, home: StateHome, client: ClientData) -> Content:
     """Load the state (and the round's scratch record), run `handler`, save
     the state when the handler writes it (and the scratch record)."""
-    server_round = int(content["config"]["server-round"])
+    server_round = message_round(content)
     state = home.load(client.partition_id, server_round, use) if use.needs_state else Content()
     if use.scratch:
         record = home.scratch.get(client.partition_id)

@@ -298,12 +298,23 @@ def record_payload(name: str, arr: Any) -> bytes:
     return raw.tobytes()
 
 
-def unpack_update(record) -> dict[str, Sparse]:
-    """Inverse of :func:`pack_update`; raises :class:`CodecError` on bad data."""
+def unpack_update(record, shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Sparse]:
+    """Inverse of :func:`pack_update`; raises :class:`CodecError` on bad data.
+
+    With ``shapes`` the record must hold exactly those tensors, each payload's
+    header naming its shape; both are checked before any stream is decoded,
+    so a record of other tensors or sizes costs no decoding (a reader that
+    decoded first would decode every extra tensor a record brings).
+    """
+    if shapes is not None and set(record) != set(shapes):
+        missing, extra = sorted(set(shapes) - set(record)), sorted(set(record) - set(shapes))
+        raise CodecError(f"tensors do not match the model: missing {missing[:10]}, unexpected {extra[:10]}")
     out = {}
     for name, arr in record.items():
         payload = record_payload(name, arr)
         try:
+            if shapes is not None and read_header(payload).shape != tuple(shapes[name]):
+                raise CodecError(f"expected shape {tuple(shapes[name])}, got {read_header(payload).shape}")
             out[name] = decode(payload)
         except CodecError as exc:
             raise CodecError(f"tensor {name!r}: {exc}") from exc

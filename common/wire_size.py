@@ -22,6 +22,12 @@ without hashing anything:
 It reads only what a message carries (data, dtype, shape, stype, record
 entries). `tests/common/test_wire_size.py` checks the sizes against Flower's
 own serialiser, and the constants below against Flower's.
+
+A content that holds anything Flower's records do not (a record of another
+type, an array whose fields are not str/str/bytes and a tuple of ints, a
+value a config or metric record has no field for) has no size: `NotCarried`
+names it. No transport ships such a content, so a server counting a reply
+first learns here that it is malformed (`server.intake` rejects it).
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ CHUNK_BYTES = int(os.getenv("FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE", "5242880"))
 # the name each object's header gives its type: Flower's class names
 TYPE_NAMES = {NpyArray: "Array", Arrays: "ArrayRecord", Content: "RecordDict", ConfigMap: "ConfigRecord",
               MetricMap: "MetricRecord"}
+
+
+class NotCarried(TypeError):
+    """Content no message can carry; the message says what."""
 
 
 def wire_sizes(content: Content | Arrays, part: Arrays | None = None) -> tuple[int, int]:
@@ -89,6 +99,7 @@ class _Objects:
     def _key(self, obj: object, below: set[Hashable]) -> Hashable:
         type_name = TYPE_NAMES.get(type(obj), "")
         if isinstance(obj, NpyArray):
+            _check_array(obj)
             data = memoryview(obj.data).cast("B")
             chunks = [self._chunk(data[start:start + CHUNK_BYTES], below) for start in range(0, len(data), CHUNK_BYTES)]
             unique = list(dict.fromkeys(chunks))
@@ -96,6 +107,7 @@ class _Objects:
                                "arraychunk_ids": [unique.index(c) for c in chunks]}).encode()
             return self._add((type_name, body, tuple(unique)), _header(type_name, len(unique), len(body)) + len(body))
         if isinstance(obj, (Arrays, Content)):
+            _check_children(obj)
             entries = tuple((name, self._walk(child, below)) for name, child in obj.items())
             body = len(json.dumps(dict.fromkeys(obj, _PLACEHOLDER_ID)).encode())
             unique = len({key for _, key in entries})
@@ -103,7 +115,7 @@ class _Objects:
         if isinstance(obj, (ConfigMap, MetricMap)):  # no children
             body = _proto_record_size(obj, _CONFIG_TYPES if isinstance(obj, ConfigMap) else _METRIC_TYPES)
             return self._add((type_name, _record_key(obj)), _header(type_name, 0, body) + body)
-        raise TypeError(f"a message cannot carry a {type(obj).__qualname__}")
+        raise NotCarried(f"a message cannot carry a {type(obj).__qualname__}")
 
     def _chunk(self, data: memoryview, below: set[Hashable]) -> Hashable:
         """The key of an ArrayChunk: equal data, equal key."""
@@ -125,6 +137,24 @@ class _Objects:
     def _add(self, key: Hashable, size: int) -> Hashable:
         self.sizes[key] = size
         return key
+
+
+def _check_array(array: NpyArray) -> None:
+    """An Array's fields as Flower's Array holds them: str dtype and stype, bytes, a tuple of ints."""
+    shape = array.shape
+    if not (isinstance(array.dtype, str) and isinstance(array.stype, str) and isinstance(array.data, bytes)
+            and isinstance(shape, (tuple, list)) and all(type(d) is int for d in shape)):
+        raise NotCarried("a message cannot carry an array whose fields are not a str dtype, an int shape, bytes "
+                         "and a str stype")
+
+
+def _check_children(obj: Arrays | Content) -> None:
+    """A content's entries are records, an Arrays' are arrays, each under a str name."""
+    kinds = (NpyArray,) if isinstance(obj, Arrays) else (Arrays, ConfigMap, MetricMap)
+    for name, child in obj.items():
+        if not isinstance(name, str) or not isinstance(child, kinds):
+            raise NotCarried(f"a {TYPE_NAMES.get(type(obj), type(obj).__qualname__)} cannot carry a "
+                             f"{type(child).__qualname__} under a {type(name).__qualname__} name")
 
 
 # ------------------------------------------------- protobuf record bodies
@@ -181,7 +211,7 @@ def _value_size(value: object, allowed: tuple[type, ...]) -> int:
             else:  # packed: one tagged field holding every element
                 inner = 1 + _delimited(sum(_scalar(v, kind) for v in value)) if value else 0
             return _LIST_TAG + _delimited(inner)
-    raise TypeError(f"a record cannot carry {type(value).__name__} values")
+    raise NotCarried(f"a record cannot carry {type(value).__name__} values")
 
 
 def _proto_record_size(record: Mapping, allowed: tuple[type, ...]) -> int:

@@ -26,6 +26,11 @@ from prunus.server.validation import validate_row_request
 log = logging.getLogger("prunus")
 
 
+def row_query(server_round: int, purpose: str) -> Content:
+    """A row query: the round and the purpose ("train" or "evaluate") of the message that follows it."""
+    return Content({"config": ConfigMap({"server-round": server_round, "purpose": purpose})})
+
+
 class Broadcaster:
     """Builds each round's messages of the global model to the chosen partitions."""
 
@@ -63,7 +68,7 @@ class Broadcaster:
     def _query_rows(self, server_round: int, chosen: list[int], purpose: str,
                     transport: Transport) -> dict[int, np.ndarray]:
         """Ask each chosen client which item rows it needs; returns the checked requests."""
-        query = Content({"config": ConfigMap({"server-round": server_round, "purpose": purpose})})
+        query = row_query(server_round, purpose)
         entry = self.intake.ledger.round(server_round)
         entry.request_bytes += wire_bytes(query) * len(chosen)
         replies = transport.exchange(ROW_QUERY, [Outgoing(p, query) for p in chosen])

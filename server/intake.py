@@ -4,7 +4,9 @@ A reply is accepted only from a partition asked this round, once (the first
 one counts), and when its check passes; failed and rejected replies are
 logged with their reasons (`server.reply_errors`: one console line per kind
 of failure) and the round goes on. Bytes are those of the content the
-transport delivered (`common.wire_size`), counted before any check.
+transport delivered (`common.wire_size`), counted before any check; a
+content no message can carry (`NotCarried`: only an in-process client could
+hand one over) is rejected uncounted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TypeVar
 from prunus.common.params import wire_bytes, wire_bytes_with_part
 from prunus.common.payload import Arrays, ConfigMap, Content
 from prunus.common.update import Update
+from prunus.common.wire_size import NotCarried
 from prunus.server import reply_errors
 from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.transport import Reply
@@ -71,13 +74,15 @@ class Intake:
                 self.log_reply(server_round, kind, reply, "failed")
                 failed.append((reply.partition, reply.error))
                 continue
-            sent = count(entry, reply.content)
+            sent, uncarried = self._count(count, entry, reply.content)
             try:
                 if reply.partition not in asked:
                     raise ReplyError(f"partition {reply.partition} was not asked in this round")
                 if reply.partition in answered:
                     raise ReplyError(f"partition {reply.partition} already replied in this round")
                 answered.add(reply.partition)
+                if uncarried:
+                    raise ReplyError(uncarried)
                 accepted.append(Checked(reply, sent, check(reply)))
             except ReplyError as err:
                 entry.rejected += 1
@@ -86,6 +91,16 @@ class Intake:
         reply_errors.report(server_round, kind, "failed", failed)  # one console line per kind of failure
         reply_errors.report(server_round, kind, "rejected", rejected)
         return accepted
+
+    @staticmethod
+    def _count(count: Count, entry: RoundLog, content: Content) -> tuple[int, str]:
+        """The reply's bytes, counted; or 0 and why for a content no message
+        can carry (no transport ships one: only an in-process client could
+        hand it over), which is then rejected."""
+        try:
+            return count(entry, content), ""
+        except NotCarried as err:
+            return 0, f"reply content no message can carry: {err}"
 
     def count_uplink(self, entry: RoundLog, content: Content) -> int:
         """Bytes actually received, and what the same reply would cost dense

@@ -27,7 +27,7 @@ from prunus.server.broadcast import Broadcaster
 from prunus.server.intake import Count, Intake
 from prunus.server.ledger import RoundLog
 from prunus.server.transport import Outgoing, Reply, Transport
-from prunus.server.validation import ReplyError
+from prunus.server.validation import ReplyError, check_beside
 
 log = logging.getLogger("prunus")
 
@@ -86,7 +86,8 @@ class SecureRounds:
     def _exchange(self, transport: Transport, server_round: int, message_type: str, contents: dict[int, Content],
                   kind: str, take: Callable[[Reply], None], count: Count | None = None, counted: bool = False) -> None:
         """Send each partition its content (counted as protocol bytes unless
-        `counted` already), take each reply with `take` (ProtocolError: rejected)."""
+        `counted` already), take each reply with `take` (ProtocolError: rejected)
+        once what it carries beside its payload is within bounds."""
         entry = self.intake.ledger.round(server_round)
         if not counted:
             sizes: dict[int, int] = {}
@@ -94,13 +95,17 @@ class SecureRounds:
                 sizes.setdefault(id(content), wire_bytes(content))
             entry.protocol_bytes += sum(sizes[id(c)] for c in contents.values())
         replies = transport.exchange(message_type, [Outgoing(p, c) for p, c in contents.items()])
-        for checked in self.intake.collect(server_round, kind, replies, list(contents), _as_reply_error(take),
+        payload = "masked" if message_type == messages.SECURE_TRAIN else messages.RECORD
+        for checked in self.intake.collect(server_round, kind, replies, list(contents), _checked(take, payload),
                                            count or self.intake.count_protocol):
             self.intake.log_reply(server_round, kind, checked.reply, "accepted", checked.sent)
 
 
-def _as_reply_error(take: Callable[[Reply], None]) -> Callable[[Reply], None]:
+def _checked(take: Callable[[Reply], None], payload: str) -> Callable[[Reply], None]:
+    """`take`, after the records beside the reply's `payload` are checked; ProtocolError as ReplyError."""
+
     def check(reply: Reply) -> None:
+        check_beside(reply.content, payload)
         try:
             take(reply)
         except ProtocolError as err:

@@ -5,6 +5,11 @@ cannot decode into an update of the model, a bad example count or loss,
 evaluation metrics that are not the ones asked for) is rejected with its
 reason; the round goes on with the others. The payload itself is the
 uplink method's to check (`UplinkMethod.decode`, which raises `PayloadError`).
+
+What a reply carries beside its payload (its metrics, where it ran) is
+bounded before the payload is read (`check_beside`): no honest reply comes
+near the limits, and one past them would only cost the server time and
+memory (in the ledger, the logs, the checks that read it).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set
 from prunus.common.compression import PayloadError, RoundContext, UplinkMethod
 from prunus.common.compression.base import RowIds
-from prunus.common.payload import Arrays, Content, MetricMap
+from prunus.common.payload import Arrays, ConfigMap, Content, MetricMap
 from prunus.common.update import Update, sent_entries, touched_rows
 
 Shapes = dict[str, tuple[int, ...]]
@@ -27,10 +32,45 @@ class ReplyError(ValueError):
     """A client reply that cannot be aggregated; the message says why."""
 
 
+# beside its payload a reply carries its metrics (four numbers at most) and
+# where it ran (partition, host, Ray node: short strings)
+MAX_BESIDE = 2  # records beside the payload
+MAX_FIELDS = 16  # entries of one of them, elements of one list value
+MAX_VALUE_BYTES = 1024  # one str or bytes value (a host name has at most 253)
+
+
+def check_beside(content: Content, payload: str | None) -> None:
+    """ReplyError unless what `content` carries beside its `payload` record
+    (None: it has none) is within the limits above: a few config or metric
+    records of a few short values."""
+    beside = [name for name in content if name != payload]
+    if len(beside) > MAX_BESIDE:
+        raise ReplyError(f"reply carries {len(beside)} records beside its payload, more than {MAX_BESIDE}")
+    for name in beside:
+        record = content[name]
+        if not isinstance(record, (ConfigMap, MetricMap)):
+            raise ReplyError(f"record {name!r} beside the payload is a {type(record).__name__}, not a config or "
+                             "metric record")
+        if len(record) > MAX_FIELDS:
+            raise ReplyError(f"record {name!r} has {len(record)} entries, more than {MAX_FIELDS}")
+        for key, value in record.items():
+            if _value_size(value) > MAX_VALUE_BYTES or (isinstance(value, list) and len(value) > MAX_FIELDS):
+                raise ReplyError(f"{name}/{key!r}: a value longer than {MAX_VALUE_BYTES} bytes or "
+                                 f"{MAX_FIELDS} elements")
+
+
+def _value_size(value: object) -> int:
+    """Bytes of a str or bytes value, or of a list's longest one (0 for numbers)."""
+    if isinstance(value, list):
+        return max(map(_value_size, value), default=0)
+    return len(value) if isinstance(value, (str, bytes)) else 0
+
+
 def validate_train_reply(content: Content, shapes: Shapes, uplink: UplinkMethod,
                          ctx: RoundContext | None = None) -> tuple[Update, float, float]:
     """Return `(update, num_examples, train_loss)` or raise ReplyError; the
     loss is NaN when the reply reports none."""
+    check_beside(content, "arrays")
     arrays = content.get("arrays")
     metrics = _metrics(content)
     if not isinstance(arrays, Arrays):
@@ -58,6 +98,7 @@ def check_rows(update: Update, rows: RowIds | None) -> None:
 
 def validate_row_request(content: Content, n_items: int) -> np.ndarray:
     """The item rows a row-query reply asks for: sorted unique ids in [0, n_items)."""
+    check_beside(content, "rows")
     rows = content.get("rows")
     if not isinstance(rows, Arrays) or list(rows) != ["ids"]:
         raise ReplyError("reply has no Arrays 'rows' holding one array 'ids'")
@@ -70,6 +111,7 @@ def validate_row_request(content: Content, n_items: int) -> np.ndarray:
 def validate_evaluate_reply(content: Content, names: set[str]) -> tuple[float, dict[str, float]]:
     """Return `(num_examples, metrics)` of a federated-evaluation reply: exactly
     the metrics `names`, each a number in [0, 1], or raise ReplyError."""
+    check_beside(content, None)
     metrics = _metrics(content)
     num_examples = _num_examples(metrics, allow_zero=True)  # a client without held-out items
     values = {key: value for key, value in metrics.items() if key != "num-examples"}

@@ -81,7 +81,7 @@ class CodecBroadcast:
 
     def decode(self, record: Arrays, shapes: Shapes) -> Params:
         try:
-            params = densify(unpack_update(record))
+            params = densify(unpack_update(record, shapes))  # names and shapes checked before any stream
         except CodecError as err:
             raise PayloadError(f"undecodable broadcast: {err}") from None
         return check_model(params, shapes)
@@ -161,9 +161,7 @@ class RowBlockBroadcast:
 
     def _sparse_rows(self, record: Arrays, name: str, rows: int, cols: int) -> np.ndarray:
         """A pruned broadcast's tensor: its non-zero codes and row scales -> (rows, cols) float32."""
-        steps = densify(unpack_update(record_of({name: record[name]})))[name]
-        if steps.shape != (rows, cols):
-            raise CodecError(f"codes of shape {steps.shape}, expected {(rows, cols)}")
+        steps = densify(unpack_update(record_of({name: record[name]}), {name: (rows, cols)}))[name]
         steps = np.rint(steps)  # the int8 value codec carries integer steps to well within half of one
         q = levels(self.bits)
         if (np.abs(steps) > q).any():
@@ -178,10 +176,14 @@ class RowBlockBroadcast:
 
 
 def check_model(params: Params, shapes: Shapes) -> Params:
-    """The broadcast's tensors are the model's: same names, shapes, float32."""
+    """The broadcast's tensors are the model's: same names, shapes, float32,
+    finite (a server sends only finite models: a NaN here is a damaged
+    message, and a client that trained on it would send NaN back)."""
     if set(params) != set(shapes):
         raise PayloadError(f"broadcast does not match the model: tensors {sorted(set(params) ^ set(shapes))}")
     for name, value in params.items():
         if tuple(value.shape) != tuple(shapes[name]) or value.dtype != np.float32:
             raise PayloadError(f"broadcast tensor {name!r}: expected float32 {shapes[name]}, got {value.dtype} {value.shape}")
+        if not np.isfinite(value).all():
+            raise PayloadError(f"broadcast tensor {name!r} holds NaN or an infinity")
     return params

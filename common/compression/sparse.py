@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from prunus.common import kernels
-from prunus.common.codec import CodecError, decode, pack_update, read_header, record_payload
+from prunus.common.codec import CodecError, pack_update, unpack_update
 from prunus.common.compression.base import Encoded, Params, PayloadError, RoundContext, Shapes, rows_outside
 from prunus.common.payload import Arrays
 from prunus.common.pruning import PruneSpec, density_at, prune_corrected
-from prunus.common.update import Sparse, Update
+from prunus.common.update import Update
 
 if TYPE_CHECKING:
     from prunus.common.config import CompressionConfig
@@ -70,20 +70,10 @@ class SparseUplink:
     # ---------------------------------------------------------- server half
     def decode(self, record: Arrays, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         check_names(record, shapes)
-        update: Update = {}
-        for name, array in record.items():
-            try:
-                payload = record_payload(name, array)
-            except CodecError as err:
-                raise PayloadError(f"undecodable payload: {err}") from None
-            try:
-                shape = read_header(payload).shape
-                if tuple(shape) != tuple(shapes[name]):  # before any stream is decoded
-                    raise PayloadError(f"tensor {name!r}: expected shape {shapes[name]}, got {shape}")
-                update[name] = Sparse(*decode(payload))
-            except CodecError as err:
-                raise PayloadError(f"undecodable payload: tensor {name!r}: {err}") from None
-        return update
+        try:
+            return dict(unpack_update(record, shapes))  # each header's shape checked before its streams
+        except CodecError as err:
+            raise PayloadError(f"undecodable payload: {err}") from None
 
 
 def check_names(record: Arrays, shapes: Shapes) -> None:

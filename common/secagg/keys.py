@@ -24,10 +24,21 @@ def public_of(private: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def check_public(public: bytes) -> None:
+    """ValueError unless `public` is a key agreements can use: 32 bytes, and not
+    a low-order point (its agreement with every private key is all zeros,
+    which X25519 refuses). The server checks what it forwards with this: a key
+    that is not one would fail every neighbour it reaches."""
+    Agreement(_PROBE).with_peer(public, b"probe")
+
+
 def agree(private: bytes, public: bytes, label: bytes) -> bytes:
     """A 32-byte key both ends derive alike (`label` keeps a mask seed apart from
     a sealing key); ValueError for a public key that is not one."""
     return Agreement(private).with_peer(public, label)
+
+
+_PROBE = new_private()  # any private key tells a low-order point (see `check_public`)
 
 
 class Agreement:

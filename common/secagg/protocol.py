@@ -111,7 +111,7 @@ def share_keys(setup: RoundSetup, mine: ClientSecrets, peers: dict[int, tuple[by
     seed_shares = shamir.share(mine.self_seed, setup.threshold, xs)
     key_shares = shamir.share(mine.s_private, setup.threshold, xs)
     seal = keys.Agreement(mine.c_private)
-    mine.seal_keys = {p: seal.with_peer(peers[p][0], SEAL_LABEL) for p in sorted(peers)}
+    mine.seal_keys = {p: _agree(seal, p, peers[p][0], SEAL_LABEL) for p in sorted(peers)}
     return {p: keys.seal(mine.seal_keys[p], seed_shares[_x(p)] + key_shares[_x(p)], _context(setup, mine.partition, p))
             for p in sorted(peers)}
 
@@ -126,7 +126,7 @@ def masked_input(setup: RoundSetup, mine: ClientSecrets, held: dict[int, bytes],
     ring, masks = setup.ring, keys.Agreement(mine.s_private)
     out = ring.add(ring.elements(values), prg.expand(mine.self_seed, len(values), ring))
     for peer in sorted(held):
-        mask = prg.expand(masks.with_peer(mine.peers[peer][1], MASK_LABEL), len(values), ring)
+        mask = prg.expand(_agree(masks, peer, mine.peers[peer][1], MASK_LABEL), len(values), ring)
         if mine.partition < peer:
             out += mask
         else:
@@ -148,6 +148,14 @@ def unmask(setup: RoundSetup, mine: ClientSecrets, survivors: list[int], dropped
                              f"{setup.threshold} needed")
     out = {peer: mine.held[peer][: shamir.SHARE_BYTES] for peer in sorted(survivors)}
     return out | {peer: mine.held[peer][shamir.SHARE_BYTES:] for peer in sorted(dropped)}
+
+
+def _agree(agreement: keys.Agreement, peer: int, public: bytes, label: bytes) -> bytes:
+    """The key shared with a neighbour; ProtocolError for a public key no agreement can use."""
+    try:
+        return agreement.with_peer(public, label)
+    except ValueError as err:
+        raise ProtocolError(f"the public key of client {peer}: {err}") from None
 
 
 def _open_pair(setup: RoundSetup, mine: ClientSecrets, sender: int, sealed: bytes) -> bytes:
@@ -183,6 +191,11 @@ class ServerRound:
         for name, key in (("c", c_public), ("s", s_public), ("seed commitment", seed_commitment)):
             if not isinstance(key, bytes) or len(key) != keys.KEY_BYTES:
                 raise ProtocolError(f"{name} is not {keys.KEY_BYTES} bytes")
+        for name, key in (("c", c_public), ("s", s_public)):  # forwarded to neighbours: each must agree with it
+            try:
+                keys.check_public(key)
+            except ValueError as err:
+                raise ProtocolError(f"public key {name}: {err}") from None
         if c_public == s_public or any(c_public in k or s_public in k for k in self.keys.values()):
             raise ProtocolError("a public key reused")
         self.keys[partition] = (c_public, s_public)

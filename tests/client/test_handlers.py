@@ -165,3 +165,68 @@ def test_a_client_sent_rows_it_did_not_choose_trains_on_its_items_among_them():
     bad = Content({**content, "rows": Arrays({"ids": npy_array(np.zeros(3, np.uint8))})})
     with pytest.raises(PayloadError, match="row set"):
         handlers.train(cfg, bad, Content(), client)
+
+
+BAD_ROUNDS = {"missing": None, "a string": "1", "a float": 1.5, "a bool": True, "zero": 0, "negative": -1,
+              "past 2^32": 2**32, "a list": [1]}
+
+
+@pytest.mark.parametrize("value", BAD_ROUNDS.values(), ids=list(BAD_ROUNDS))
+def test_a_message_without_a_usable_round_is_a_payload_error_for_every_handler(value):
+    """The round was read as `int(content["config"]["server-round"])`: a
+    message without one raised KeyError (ValueError for "x", a negative seed
+    error for -1, ValueError deep in training for 0) instead of the payload
+    error a client documents; the state home and the fault switch read it too."""
+    from prunus.client import dispatch
+    from prunus.client.state import MemoryHome
+    from prunus.common.compression.base import ROW_QUERY
+    from prunus.common.secagg import messages as secagg
+
+    cfg = CFG.replace(broadcast_rows="requested")
+    content = _content(cfg, _global(cfg), 1)
+    config = {k: v for k, v in content["config"].items() if k != "server-round"}
+    if value is not None:
+        config["server-round"] = value
+    content = Content({**content, "config": ConfigMap({**config, "purpose": "train"})})
+    for message_type in ("train", "evaluate", ROW_QUERY, secagg.KEYS, secagg.SECURE_TRAIN):
+        with pytest.raises(PayloadError, match="server round"):
+            dispatch.answer(message_type, cfg, content, MemoryHome(cfg), _client(cfg, 1), isolated=False)
+    with pytest.raises(PayloadError, match="server round"):
+        handlers.message_round(Content({"config": Arrays()}))
+
+
+@pytest.mark.parametrize("purpose", [None, "", "bogus", 1, ["train"]])
+def test_a_row_query_of_no_known_purpose_is_a_payload_error(purpose):
+    """Any purpose but "evaluate" was planned as a training message's rows."""
+    cfg = CFG.replace(broadcast_rows="requested")
+    config = {"server-round": 1} | ({} if purpose is None else {"purpose": purpose})
+    with pytest.raises(PayloadError, match="purpose"):
+        handlers.request_rows(cfg, Content({"config": ConfigMap(config)}), Content(), _client(cfg, 1))
+
+
+@pytest.mark.parametrize("record", [None, ConfigMap({"item_embedding.weight": b"x"}), {"a": 1}])
+def test_a_message_without_its_broadcast_is_a_payload_error(record):
+    """`content["arrays"]` raised KeyError for a message without one."""
+    content = _content(CFG, _global(CFG), 1)
+    content = Content({k: v for k, v in content.items() if k != "arrays"} | ({} if record is None else
+                                                                             {"arrays": record}))
+    for handler in (handlers.train, handlers.evaluate):
+        with pytest.raises(PayloadError, match="arrays"):
+            handler(CFG, content, Content(), _client(CFG, 1))
+
+
+def test_a_message_is_read_whole_before_any_training(monkeypatch):
+    """A bad basis was found only after local training, its work wasted."""
+    from prunus.common.compression.uplink.lowrank import basis_content
+
+    cfg = CFG.replace(prune_method="lowrank", rank=2, rank_basis="model")
+    params, client, state = _global(cfg), _client(cfg, 4), Content()
+    bad = basis_content({"item_embedding.weight": np.full((cfg.model.dim, 2), 2.0, np.float32)})
+    with monkeypatch.context() as patched:
+        patched.setattr(handlers, "local_update", lambda *args, **kwargs: pytest.fail("trained on a bad message"))
+        with pytest.raises(PayloadError, match="basis"):
+            handlers.train(cfg, Content({**_content(cfg, params, 1), **bad}), state, client)
+    assert not len(state)
+    message = handlers.receive(cfg, _content(cfg, params, 1), client, "train")
+    assert message.server_round == 1 and message.plan is None and message.basis is None
+    assert {k: v.shape for k, v in message.shared.items()} == {k: v.shape for k, v in params.items()}

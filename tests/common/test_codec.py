@@ -419,6 +419,24 @@ def test_pack_unpack_record():
         pack_update({"emb": ([0, 0], [1.0, 1.0], (4,))})
 
 
+def test_unpack_update_with_shapes_checks_names_and_header_shapes_before_any_stream():
+    """With the model's shapes a record's names and each payload's shape are
+    checked first: a broadcast's extra or misshapen tensors cost no decoding."""
+    from prunus.common.params import npy_array
+    from prunus.common.payload import Arrays
+
+    record = pack_update({"a": (np.array([0, 2]), np.array([1.0, 2.0], np.float32), (4,))})
+    assert set(unpack_update(record, {"a": (4,)})) == {"a"}
+    with pytest.raises(CodecError, match=r"missing \[\], unexpected \['b'\]"):
+        unpack_update(Arrays({**record, "b": record["a"]}), {"a": (4,)})
+    with pytest.raises(CodecError, match=r"missing \['b'\]"):
+        unpack_update(record, {"a": (4,), "b": (4,)})
+    damaged = bytearray(record["a"].numpy().tobytes())
+    damaged[-1] ^= 0xFF  # a stream byte: decoding it would fail, the shape check comes first
+    with pytest.raises(CodecError, match=r"expected shape \(5,\), got \(4,\)"):
+        unpack_update(Arrays({"a": npy_array(np.frombuffer(bytes(damaged), np.uint8))}), {"a": (5,)})
+
+
 def test_record_through_flower_serialisation():
     from flwr.app import RecordDict
     from flwr.common.serde import array_record_from_proto, array_record_to_proto

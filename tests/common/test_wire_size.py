@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from prunus.common import wire_size
 from prunus.common.flower_records import to_flower
 from prunus.common.params import npy_array
-from prunus.common.payload import Arrays, ConfigMap, Content, MetricMap
+from prunus.common.payload import Arrays, ConfigMap, Content, MetricMap, NpyArray
 from prunus.common.wire_size import wire_sizes
 
 
@@ -80,3 +80,35 @@ def test_an_unknown_object_is_refused():
         wire_sizes(object())
     with pytest.raises(TypeError, match="cannot carry"):
         wire_sizes(Content({"x": {"a": 1}}))
+
+
+def _array(**fields) -> NpyArray:
+    honest = npy_array(np.zeros(3, np.uint8))
+    return NpyArray(**{"dtype": honest.dtype, "shape": honest.shape, "data": honest.data, "stype": honest.stype,
+                       **fields})
+
+
+UNCARRIED = {
+    "str data": Arrays({"x": _array(data="abc")}),
+    "no data": Arrays({"x": _array(data=None)}),
+    "bytearray data": Arrays({"x": _array(data=bytearray(3))}),
+    "a float in the shape": Arrays({"x": _array(shape=(3.0,))}),
+    "no shape": Arrays({"x": _array(shape=None)}),
+    "no dtype": Arrays({"x": _array(dtype=None)}),
+    "a record in an Arrays": Arrays({"x": ConfigMap({"a": 1})}),
+    "an array in a content": Content({"x": npy_array(np.zeros(3))}),
+    "a content in a content": Content({"x": Content()}),
+    "a non-str name": Content({1: ConfigMap()}),
+    "a str metric": Content({"m": MetricMap({"a": "1"})}),
+    "a dict in a config": Content({"c": ConfigMap({"a": {"b": 1}})}),
+}
+
+
+@pytest.mark.parametrize("content", UNCARRIED.values(), ids=list(UNCARRIED))
+def test_content_no_message_can_carry_is_not_carried_by_name(content):
+    """What Flower's records do not hold has no size: a server counting a reply
+    learns here that no transport shipped it. An array of str data, a shape of
+    floats or a record in an Arrays raised whatever the walk met first (a
+    TypeError from memoryview or json), or was sized as if it were carried."""
+    with pytest.raises(wire_size.NotCarried, match="cannot carry"):
+        wire_sizes(content)

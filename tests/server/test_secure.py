@@ -89,3 +89,41 @@ def test_the_leakage_ledger_attacks_the_masked_inputs_and_the_round_sum(tmp_path
 def test_what_cannot_compose_with_secure_aggregation_fails_before_any_work(change, reason):
     with pytest.raises(ConfigError, match=reason):
         Config.of(secure_aggregation=True, **change)
+
+
+class _Padding:
+    """The in-process clients, the first reply to `target` carrying `extra` records beside its payload."""
+
+    def __init__(self, inner, target, extra):
+        self.inner, self.target, self.extra, self.padded = inner, target, extra, None
+
+    def exchange(self, message_type, messages):
+        from prunus.common.payload import Content
+        from prunus.server.transport import Reply
+
+        replies = self.inner.exchange(message_type, messages)
+        if message_type == self.target:
+            first = replies[0]
+            replies[0] = Reply(first.partition, first.node, Content({**first.content, **self.extra}))
+            self.padded = first.partition
+        return replies
+
+
+@pytest.mark.parametrize("target", ["query.secagg_keys", "query.secagg_shares", "train.secure", "query.secagg_unmask"])
+def test_a_secure_reply_carrying_too_much_beside_its_payload_is_rejected_and_the_round_goes_on(target):
+    """The limits on what a reply carries beside its payload hold for every exchange."""
+    from prunus.common.models import model_spec
+    from prunus.common.payload import MetricMap
+    from prunus.server.federation import Federation
+
+    cfg = Config.of(**{**SETTINGS, "rounds": 1, "clients_per_round": 8})
+    inner = InProcessTransport(cfg)
+    spec = model_spec(cfg.model, inner.split.n_items)
+    params = {name: np.zeros(shape, np.float32) for name, shape in spec.shapes.items()}
+    federation = Federation(cfg, list(range(40)), params, spec, lambda p, r=0: {}, Ledger())
+    transport = _Padding(inner, target, {"metrics": MetricMap({f"m{i}": 1.0 for i in range(100)})})
+    federation.train(1, transport)
+    kind = {"train.secure": "train"}.get(target, target.replace("query.secagg_", "secagg-"))
+    statuses = {(r.kind, r.partition): r.status for r in federation.ledger.replies}
+    assert statuses[(kind, transport.padded)] == "rejected"
+    assert federation.ledger.round(1).replies >= 3 and not federation.ledger.round(1).metrics.get("secure-abandoned")

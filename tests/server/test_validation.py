@@ -165,3 +165,43 @@ def test_malformed_evaluation_replies_are_rejected_with_their_reason(metrics, re
 def test_a_good_evaluation_reply_is_accepted_and_zero_examples_allowed():
     n, metrics = validate_evaluate_reply(Content({"metrics": MetricMap({"num-examples": 0, "hr@10": 1, "ndcg@10": 0.5})}), NAMES)
     assert (n, metrics) == (0.0, {"hr@10": 1.0, "ndcg@10": 0.5})
+
+
+TRAIN_METRICS = {"num-examples": 5, "train-loss": 0.5, "nnz": 12, "density": 0.05}
+INFO = {"partition-id": 4, "host": "h" * 253, "ray-node": "a" * 56}
+BESIDE = {
+    "two more records": {"extra": ConfigMap({"x": 1}), "more": MetricMap({"y": 1.0})},
+    "arrays beside the payload": {"extra": Arrays({"x": npy_array(np.zeros(3, np.float32))})},
+    "17 metrics": {"metrics": MetricMap({**TRAIN_METRICS, **{f"m{i}": 1.0 for i in range(13)}})},
+    "a long host name": {"info": ConfigMap({**INFO, "host": "h" * 1025})},
+    "long bytes in a list": {"info": ConfigMap({**INFO, "ray-node": [b"x" * 2000]})},
+    "a long list": {"info": ConfigMap({**INFO, "ray-node": list(range(17))})},
+    "info of another kind": {"info": Arrays()},
+}
+
+
+@pytest.mark.parametrize("extra", BESIDE.values(), ids=list(BESIDE))
+def test_what_a_reply_carries_beside_its_payload_is_bounded_before_the_payload_is_read(extra, monkeypatch):
+    """Thousands of metrics, a host name of a megabyte, a 4 MB array beside the
+    payload: each was accepted (and carried into the ledger and logs); now each
+    is rejected before the payload is decoded, for every kind of reply."""
+    from prunus.common.codec_rows import encode_row_set
+    from prunus.server.validation import validate_row_request
+
+    arrays = {"item": np.arange(6, dtype=np.float32).reshape(3, 2), "bias": np.zeros(3, np.float32)}
+    honest = Content({"arrays": to_record(arrays), "metrics": MetricMap(TRAIN_METRICS), "info": ConfigMap(INFO)})
+    validate_train_reply(honest, SHAPES, DENSE)
+    monkeypatch.setattr(DENSE, "decode", lambda *args: pytest.fail("the payload was read"))
+    with pytest.raises(ReplyError, match="beside|entries|longer than|records"):
+        validate_train_reply(Content({**honest, **extra}), SHAPES, DENSE)
+    rows = Content({"rows": Arrays({"ids": npy_array(np.frombuffer(encode_row_set(np.array([1, 2]), 3), np.uint8))}),
+                    "info": ConfigMap(INFO)})
+    assert list(validate_row_request(rows, 3)) == [1, 2]
+    with pytest.raises(ReplyError, match="beside|entries|longer than|records"):
+        validate_row_request(Content({**rows, **extra}), 3)
+    evaluation = Content({"metrics": MetricMap({"num-examples": 2, "hr@10": 0.5, "ndcg@10": 0.3}),
+                          "info": ConfigMap(INFO)})
+    validate_evaluate_reply(evaluation, NAMES)
+    if "metrics" not in extra:  # (17 metrics in an evaluation reply: the wrong names, rejected too)
+        with pytest.raises(ReplyError, match="beside|entries|longer than|records"):
+            validate_evaluate_reply(Content({**evaluation, **extra}), NAMES)

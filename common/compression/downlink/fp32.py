@@ -28,6 +28,8 @@ class Fp32Broadcast(CodecBroadcast):
     def decode(self, record: Arrays, shapes: Shapes) -> Params:
         if not self.dense:
             return super().decode(record, shapes)
+        if set(record) != set(shapes):  # before anything is read: extra arrays would cost their copies
+            raise PayloadError(f"broadcast does not match the model: tensors {sorted(set(record) ^ set(shapes))[:10]}")
         try:
             params = from_record(record)
         except Exception as err:  # noqa: BLE001 - any unreadable array is a bad broadcast

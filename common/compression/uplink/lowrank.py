@@ -102,14 +102,22 @@ def basis_content(basis: Params | None) -> Content | None:
     return Content({BASIS: Arrays({name: npy_array(value) for name, value in basis.items()})})
 
 
+ORTHONORMAL_TOLERANCE = 1e-3  # how far a received basis's Q^T Q may be from the identity (float32 SVD: ~1e-6)
+
+
 def read_basis(content: Content, shapes: Shapes) -> Params | None:
     """The factors a training message carries (None: it carries none): finite
-    float32 (width x rank) arrays of one rank, one per table wider than it."""
+    float32 (width x rank) arrays of one rank, one per table wider than it,
+    each with orthonormal columns (`model_basis`'s: a client projects its
+    update onto them and keeps the rest as its residual; a factor of any
+    other scale would grow that residual without bound)."""
     record = content.get(BASIS)
     if record is None:
         return None
     if not isinstance(record, Arrays) or not record:
         raise PayloadError(f"'{BASIS}' must be a non-empty Arrays")
+    if not set(record) <= set(shapes):  # before any array is read: a record of thousands costs nothing
+        raise PayloadError(f"'{BASIS}' names tensors the model lacks: {sorted(set(record) - set(shapes))[:10]}")
     basis = {}
     for name in record:
         try:
@@ -123,6 +131,10 @@ def read_basis(content: Content, shapes: Shapes) -> Params | None:
     if sorted(basis) != sorted(wide) or any(basis[name].shape != (shape[1], rank) for name, shape in wide.items()):
         raise PayloadError(f"'{BASIS}' must hold a (width x {rank}) factor for each table wider than {rank}: "
                            f"{sorted(wide)}")
+    for name, q in basis.items():
+        gram = q.astype(np.float64).T @ q.astype(np.float64)
+        if np.abs(gram - np.eye(rank)).max() > ORTHONORMAL_TOLERANCE:
+            raise PayloadError(f"'{BASIS}' {name!r}: the columns are not orthonormal")
     return basis
 
 

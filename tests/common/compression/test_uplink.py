@@ -458,3 +458,32 @@ def test_lowrank_and_threshold_take_their_settings_from_their_own_sections():
     assert _method("threshold", prune_threshold=0.25).spec.threshold == 0.25
     assert _method("threshold", prune_threshold=100.0).encode(_update(), None, _ctx()).nnz == 0
     assert _method("topk", prune_threshold=100.0).spec.threshold == 0.0  # not topk's setting
+
+
+@pytest.mark.parametrize("scale", [1e30, 2.0, 0.5])
+def test_a_message_basis_whose_columns_are_not_orthonormal_is_a_payload_error(scale):
+    """A finite basis of any other scale was taken: the client projected with it and
+    kept `corrected - A Q^T` as its residual, which then grew without bound until
+    its own codec refused it (a crash of the client in a later round, not this
+    message's error)."""
+    from prunus.common.compression.uplink.lowrank import basis_content, model_basis, read_basis
+
+    shapes = {"item_embedding.weight": (50, 4), "item_bias.weight": (50, 1)}
+    q = model_basis(np.random.default_rng(0).normal(size=(50, 4)), 2)
+    assert read_basis(basis_content({"item_embedding.weight": q}), shapes) is not None
+    with pytest.raises(PayloadError, match="orthonormal"):
+        read_basis(basis_content({"item_embedding.weight": q * np.float32(scale)}), shapes)
+
+
+def test_a_message_basis_naming_tensors_the_model_lacks_is_refused_before_any_array_is_read(monkeypatch):
+    """read_basis read every array of the record first: 5,000 extra copies of the
+    factor cost a client 0.75 s before it learnt they were no tables of its model."""
+    from prunus.common.compression.uplink import lowrank
+    from prunus.common.compression.uplink.lowrank import basis_content, model_basis, read_basis
+
+    shapes = {"item_embedding.weight": (50, 4), "item_bias.weight": (50, 1)}
+    q = model_basis(np.random.default_rng(0).normal(size=(50, 4)), 2)
+    extra = basis_content({"item_embedding.weight": q, **{f"extra-{i}": q for i in range(100)}})
+    monkeypatch.setattr(lowrank, "array_of", lambda *args, **kwargs: pytest.fail("an array was read"))
+    with pytest.raises(PayloadError, match="extra-0"):
+        read_basis(extra, shapes)

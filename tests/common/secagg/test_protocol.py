@@ -155,3 +155,33 @@ def test_a_client_reveals_no_secret_twice_and_not_below_the_threshold():
         protocol.unmask(setup, mine, [101], [101])
     with pytest.raises(RoundAbandoned):
         protocol.unmask(setup, mine, [101], [102])
+
+
+LOW_ORDER = {"the all-zero point": bytes(32), "the point 1": (1).to_bytes(32, "little")}
+
+
+@pytest.mark.parametrize("which", ["c", "s"])
+@pytest.mark.parametrize("point", LOW_ORDER.values(), ids=list(LOW_ORDER))
+def test_a_public_key_no_agreement_can_use_is_refused_before_it_reaches_a_neighbour(point, which):
+    """The server took any 32 bytes as a key and forwarded them: each neighbour
+    of a client that advertised the all-zero point then failed on its agreement
+    (a ValueError), one client knocking its neighbours out of the round."""
+    server = _server_at(0)
+    c, s = (point, b"y" * 32) if which == "c" else (b"x" * 32, point)
+    with pytest.raises(ProtocolError, match=f"public key {which}"):
+        server.take_keys(100, c, s, b"z" * 32)
+    assert 100 not in server.keys
+    server.take_keys(100, b"x" * 32, b"y" * 32, b"z" * 32)  # usable keys still are
+
+
+def test_a_neighbours_unusable_key_is_a_protocol_error_for_the_client():
+    """What a server failed to refuse is the client's documented error, not a ValueError."""
+    setup = _setup(n=8, degree=4, threshold=3)
+    server, mine = _through(setup, 2)
+    peer = next(iter(server.routed_to(100)))
+    c, s = mine[100].peers[peer]
+    with pytest.raises(ProtocolError, match=f"public key of client {peer}"):
+        protocol.share_keys(setup, protocol.advertise(100)[0], {**server.peers_of(100), peer: (bytes(32), s)})
+    mine[100].peers[peer] = (c, bytes(32))  # the key its mask with `peer` comes from
+    with pytest.raises(ProtocolError, match=f"public key of client {peer}"):
+        protocol.masked_input(setup, mine[100], server.routed_to(100), np.zeros(LENGTH, np.uint64))
