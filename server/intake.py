@@ -16,7 +16,7 @@ from typing import TypeVar
 from prunus.common.params import wire_bytes, wire_bytes_with_part
 from prunus.common.payload import Arrays, ConfigMap, Content
 from prunus.common.update import Update
-from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
+from prunus.server.ledger import MAX_REASON, Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.transport import Reply
 from prunus.server.validation import ReplyError
 
@@ -78,7 +78,7 @@ class Intake:
                 accepted.append(Checked(reply, sent, check(reply)))
             except ReplyError as err:
                 entry.rejected += 1
-                self.log_reply(server_round, kind, reply, "rejected", sent)
+                self.log_reply(server_round, kind, reply, "rejected", sent, reason=str(err))
                 log.warning("round %d: rejected %s reply of partition %d: %s", server_round, kind, reply.partition, err)
         return accepted
 
@@ -106,15 +106,20 @@ class Intake:
 
     def failed(self, server_round: int, kind: str, reply: Reply) -> None:
         self.ledger.round(server_round).failures += 1
-        self.log_reply(server_round, kind, reply, "failed")
+        self.log_reply(server_round, kind, reply, "failed", reason=reply.error)
         log.warning("round %d: %s on partition %d failed: %s", server_round, kind, reply.partition, reply.error)
 
-    def log_reply(self, server_round: int, kind: str, reply: Reply, status: str, sent: int = 0, nnz: int = 0) -> None:
-        """Where a reply came from (partition, host, Ray node) for clients.csv."""
+    def log_reply(self, server_round: int, kind: str, reply: Reply, status: str, sent: int = 0, nnz: int = 0,
+                  reason: str = "") -> ReplyLog:
+        """Where a reply came from (partition, host, Ray node) for clients.csv,
+        and why it was rejected or failed (the first line); returns the line."""
         info = reply.content.get("info") if reply.content is not None else None
         info = info if isinstance(info, ConfigMap) else {}
-        self.ledger.replies.append(ReplyLog(
+        line = ReplyLog(
             round=server_round, kind=kind, partition=reply.partition, node=reply.node,
             host=safe_cell(info.get("host", "")), ray_node=safe_cell(info.get("ray-node", "")),
             status=status, uplink_bytes=sent, uplink_nnz=nnz,
-        ))
+            reason=safe_cell(reason.strip().split("\n")[0], MAX_REASON),
+        )
+        self.ledger.replies.append(line)
+        return line

@@ -10,7 +10,7 @@ from prunus.common.codec import pack_update
 from prunus.common.codec_rows import encode_row_set
 from prunus.common.compression import DOWNLINK
 from prunus.common.compression.base import ROW_QUERY
-from prunus.common.config import Config
+from prunus.common.config import REPLY_DEFENCES, Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import npy_array, to_record, wire_bytes
 from prunus.common.payload import Arrays, ConfigMap, Content, MessageType, MetricMap
@@ -18,6 +18,8 @@ from prunus.common.update import Sparse
 from prunus.server.federation import EVAL_STREAM, TRAIN_STREAM, Federation
 from prunus.server.ledger import Ledger
 from prunus.server.transport import Outgoing, Reply
+
+UNDEFENDED = dict.fromkeys(REPLY_DEFENCES, 0.0)  # the server's reply defences off
 
 PARAMS = {"item_embedding.weight": np.zeros((4, 2), np.float32), "item_bias.weight": np.zeros((4, 1), np.float32)}
 SPEC = ModelSpec({k: v.shape for k, v in PARAMS.items()}, ("item_embedding.weight",), tuple(PARAMS))
@@ -432,7 +434,7 @@ def test_what_a_client_says_of_itself_is_made_safe_for_the_csv(make_train_reply)
 
 
 def test_a_step_that_would_overflow_the_model_is_refused_and_the_model_kept(make_train_reply):
-    federation = _federation()
+    federation = _federation(**UNDEFENDED)  # what comes after the defences (which would clip 3e38)
     huge = CannedTransport([Reply(0, 10, make_train_reply(_update(3.0e38), partition=0))])
     federation.train(1, huge)  # finite: the model now holds 3e38
     before = {k: v.copy() for k, v in federation.params.items()}
@@ -444,7 +446,7 @@ def test_a_step_that_would_overflow_the_model_is_refused_and_the_model_kept(make
 
 
 def test_a_model_the_fp16_broadcast_cannot_carry_travels_clipped_and_counted(make_train_reply):
-    federation = _federation(downlink_codec="fp16")
+    federation = _federation(downlink_codec="fp16", **UNDEFENDED)
     federation.train(1, CannedTransport([Reply(0, 10, make_train_reply(_update(1e5), partition=0))]))
     assert federation.ledger.round(1).refused == 0  # not a reason to lose the round
     np.testing.assert_array_equal(federation.params["item_embedding.weight"], 1e5)
