@@ -82,8 +82,8 @@ def defend(updates: list[Update], weights: list[float], params: Params, settings
             updates[k], rows, worst = clip_rows(updates[k], bounds)
             if rows:
                 counts["row_clipped"] += 1
-                note(i, "row-clipped", f"{rows} rows above their trust region (up to {worst:.3g} x the bound), "
-                                       "scaled down to it")
+                note(i, "row-clipped", f"{rows} row{'s' * (rows > 1)} above the trust region (up to {worst:.3g} x "
+                                       "the bound), scaled down to it")
     if f.clip_norm > 0 or f.clip_quantile > 0:
         now = [update_norm(u) for u in updates]
         for k, (norm, bound) in enumerate(zip(now, clip_bounds(now, f.clip_norm, f.clip_quantile))):

@@ -16,8 +16,9 @@ in a round of two replies as in a round of a hundred.
   round of one reply.
 * Norm clipping per reply: a fixed bound (`clip-norm`) and an adaptive one,
   a quantile of the other replies' norms (`clip-quantile`, as TensorFlow
-  Federated's adaptive clipping does with a quantile estimate). A reply above
-  the bound is scaled down to it.
+  Federated's adaptive clipping does with a quantile estimate; only in a
+  round with enough replies to estimate it). A reply above the bound is
+  scaled down to it.
 * Capped weights (`weight-cap`): a reply's num-examples counts at most
   `weight-cap` times the median of the other replies', so FedAvg weighting
   (`row-averaging = false`) cannot hand one client the step.
@@ -106,11 +107,20 @@ def outliers(norms: Sequence[float], factor: float) -> list[int]:
 
 def clip_bounds(norms: Sequence[float], fixed: float, quantile: float) -> np.ndarray:
     """Each reply's clipping bound: the smaller of the fixed one and the
-    `quantile` of the other replies' norms (each 0 = not used); inf where neither is."""
+    `quantile` of the other replies' norms (each 0 = not used); inf where
+    neither is. The quantile is used only where there are enough other replies
+    for it (`quantile_support`): of one other reply it would be that reply's
+    norm, and the larger of two honest replies would be clipped to the smaller."""
     bounds = np.full(len(norms), fixed if fixed > 0 else math.inf)
-    if quantile > 0:
-        bounds = np.fmin(bounds, others_quantile(norms, quantile))  # fmin: NaN (no other reply) leaves the fixed one
+    if quantile > 0 and len(norms) - 1 >= quantile_support(quantile):
+        bounds = np.minimum(bounds, others_quantile(norms, quantile))
     return bounds
+
+
+def quantile_support(q: float) -> int:
+    """How many values a lower `q` quantile needs to fall below their largest:
+    1 / (1 - q), 10 for the 0.9 quantile (1 for q = 1: the largest itself)."""
+    return 1 if q >= 1 else math.ceil(1 / (1 - q) - 1e-9)
 
 
 def row_bounds(params: Params, ratio: float, floor: float) -> dict[str, np.ndarray]:

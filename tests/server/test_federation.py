@@ -463,10 +463,10 @@ def test_robust_aggregators_and_clipping_bound_a_byzantine_reply(make_train_repl
     robust = _federation(aggregator=aggregator, trim_fraction=0.34)
     robust.train(1, CannedTransport(replies))
     np.testing.assert_allclose(robust.params["item_embedding.weight"], 1.0 if aggregator == "median" else 1.0, atol=0.21)
-    clipped = _federation(clip_quantile=0.5)
+    clipped = _federation(clip_quantile=0.5, zero_factor=0.0)  # clipping alone
     clipped.train(1, CannedTransport(replies))
-    assert clipped.ledger.round(1).clipped == 1
-    assert np.abs(clipped.params["item_embedding.weight"]).max() < 2.0  # mean of 1.0, 1.2 and -500 clipped to 1.2's size
+    assert clipped.ledger.round(1).clipped == 2  # -500, and 1.2: each to the lower median of the others, 1.0's size
+    assert np.abs(clipped.params["item_embedding.weight"]).max() < 2.0
 
 
 # ------------------------------------------------------ partial broadcasts
@@ -556,3 +556,27 @@ def test_a_reply_far_above_the_rounds_median_norm_is_zeroed(make_train_reply):
     entry = federation.ledger.round(1)
     assert (entry.replies, entry.zeroed) == (3, 1)
     np.testing.assert_allclose(federation.params["item_embedding.weight"], 1.0)
+
+
+def test_clients_csv_says_which_replies_were_defended_and_why(make_train_reply):
+    """Every reply's line says what the defences did to it and why, as a
+    rejected or failed reply's says why it was lost."""
+    federation = _federation(partitions=(0, 1, 2, 3, 4), clients_per_round=5)
+    bias_attack = {**_update(0.5), "item_bias.weight": np.full((4, 1), 1e30, np.float32)}
+    row_push = {**_update(0.5), "item_embedding.weight": np.array([[8, 0], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]],
+                                                                   np.float32)}  # one row beyond 4 x sqrt(2)
+    contents = [make_train_reply(_update(0.5)), make_train_reply(bias_attack), make_train_reply(row_push),
+                make_train_reply(BAD), None]
+    replies = [Reply(p, 10 + p, content, "" if content else "worker died") for p, content in enumerate(contents)]
+    federation.train(1, CannedTransport(replies))
+    entry = federation.ledger.round(1)
+    assert (entry.zeroed, entry.row_clipped, entry.rejected, entry.failures) == (1, 1, 1, 1)
+    rows = {r["partition"]: r for r in federation.ledger.reply_rows()}
+    assert rows[0]["defence"] == "" and rows[0]["reason"] == ""
+    assert rows[1]["defence"] == "zeroed" and rows[1]["reason"].startswith("norm 2e+30 > 10 x")
+    assert rows[2]["defence"] == "row-clipped" and rows[2]["reason"].startswith("1 row above the trust region")
+    assert rows[3]["status"] == "rejected" and rows[3]["reason"]
+    assert rows[4]["status"] == "failed" and rows[4]["reason"] == "worker died"
+    np.testing.assert_allclose(federation.params["item_bias.weight"], 0.5)  # the 1e30 never reached the model
+    np.testing.assert_allclose(federation.params["item_embedding.weight"][0], [(0.5 + 4 * np.sqrt(2)) / 2, 0.25],
+                               rtol=1e-6)  # the mean of the honest row and the pushed one at its bound

@@ -14,6 +14,7 @@ from prunus.server.robust import (
     coordinate_wise,
     others_quantile,
     outliers,
+    quantile_support,
     row_bounds,
     row_norms,
     scaled,
@@ -44,6 +45,15 @@ def test_the_bound_is_the_smaller_of_the_fixed_one_and_the_others_quantile():
     np.testing.assert_array_equal(clip_bounds([1.0, 2.0, 3.0], 0.0, 1.0), [3.0, 3.0, 2.0])
     np.testing.assert_array_equal(clip_bounds([1.0, 2.0, 3.0], 2.5, 1.0), [2.5, 2.5, 2.0])
     np.testing.assert_array_equal(clip_bounds([7.0], 2.5, 0.9), [2.5])  # no other reply: the fixed bound alone
+
+
+def test_a_quantile_is_used_only_where_enough_other_replies_estimate_it():
+    assert [quantile_support(q) for q in (0.5, 0.8, 0.9, 0.95, 1.0)] == [2, 5, 10, 20, 1]
+    assert np.isinf(clip_bounds([1.0, 3.0], 0.0, 0.9)).all()  # one other reply: the larger is not cut to the smaller
+    assert np.isinf(clip_bounds(list(range(1, 11)), 0.0, 0.9)).all()  # 9 others
+    norms = [float(n) for n in range(1, 12)] + [1e30]  # 11 others each
+    bounds = clip_bounds(norms, 0.0, 0.9)
+    assert bounds[-1] == 10.0 and bounds[0] == 11.0  # the 0.9 quantile of the others: never their largest
 
 
 def test_every_update_form_scales_and_measures_alike():
