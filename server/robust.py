@@ -118,8 +118,10 @@ def clip_bounds(norms: Sequence[float], fixed: float, quantile: float) -> np.nda
 
 
 def quantile_support(q: float) -> int:
-    """How many values a lower `q` quantile needs to fall below their largest:
-    1 / (1 - q), 10 for the 0.9 quantile (1 for q = 1: the largest itself)."""
+    """How many values a `q` quantile needs to be estimated at all: 1 / (1 - q)
+    (10 for the 0.9 quantile), so that a share 1 - q of them can lie above it;
+    of fewer, the lower quantile falls toward their bottom (of two, the
+    smaller). For q = 1 (the largest value): one."""
     return 1 if q >= 1 else math.ceil(1 / (1 - q) - 1e-9)
 
 
