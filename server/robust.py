@@ -48,7 +48,6 @@ from prunus.common.update import (
     Update,
     rows_and_width,
     shape_of,
-    to_dense,
     touched_rows,
 )
 
@@ -56,12 +55,9 @@ ROW_CHUNK = 512  # rows ordered at once: bounds the (rows x clients x width) wor
 
 
 def update_norm(update: Update) -> float:
-    """L2 norm of a whole update (all tensors), in float64."""
-    total = 0.0
-    for t in update.values():
-        values = to_dense(t) if isinstance(t, Factored) else t.values
-        total += float(np.square(np.asarray(values, dtype=np.float64)).sum())
-    return math.sqrt(total)
+    """L2 norm of a whole update (all tensors), in float64 (a factored one
+    without forming its product: `row_norms`)."""
+    return math.sqrt(sum(float(np.square(row_norms(t)).sum()) for t in update.values()))
 
 
 def scaled(update: Update, factor: float) -> Update:
