@@ -11,7 +11,26 @@ BIN    := $(VENV)/bin
 # uv from PyPI and the CPU build of torch 2.13.0 these machines hold in
 # /opt/wheels); pip installs them as they are, without resolving anything.
 PIP    := $(BIN)/pip install --no-deps
-LOCK   := $(BIN)/uv pip compile pyproject.toml -c constraints.txt --find-links /opt/wheels --python-version 3.11
+LOCK   := $(BIN)/uv pip compile pyproject.toml -c constraints.txt --find-links /opt/wheels --no-sources --python-version 3.11
+# Where torch's CPU build (the locks' torch==2.13.0+cpu) comes from: the PyTorch
+# CPU index; PyPI's Linux wheel is the CUDA build (gigabytes). `make lock` writes
+# it into each lock as an --extra-index-url line, which pip honours.
+TORCH_INDEX := https://download.pytorch.org/whl/cpu
+# TORCH=REQUIREMENT installs that torch instead of the lock's pin (macOS, where
+# no +cpu build exists: make demo TORCH=torch==2.13.0, PyPI's wheel).
+TORCH ?=
+TORCH_LINES := ^(--extra-index-url|torch==)
+
+# Install a lock, $(2), with the pip of a venv, $(1), in two steps. First torch
+# alone: the lock's pin from the index the lock names (or $(TORCH)); --retries 2
+# keeps a machine that cannot reach that index from waiting on it (here torch
+# comes from /opt/wheels). Then every other pin, without the index line: torch
+# is installed, and asking the PyTorch index about each of ~100 packages would
+# only slow the install down.
+define install-lock
+	$(1) install --no-deps --retries 2 $(or $(TORCH),$(shell grep -E '$(TORCH_LINES)' $(2)))
+	grep -vE '$(TORCH_LINES)' $(2) | $(1) install --no-deps -r /dev/stdin
+endef
 
 # the compatibility job: another venv, the lock with flwr 1.42.0, and the tests
 # that exercise Flower (engine equivalence with the accelerators on and off,
@@ -29,11 +48,11 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip
 
 install: $(BIN)/python
-	$(PIP) -r requirements.lock
+	$(call install-lock,$(BIN)/pip,requirements.lock)
 	$(PIP) -e .
 
 install-dev: $(BIN)/python
-	$(PIP) -r requirements-dev.lock
+	$(call install-lock,$(BIN)/pip,requirements-dev.lock)
 	$(PIP) -e .
 # npm: dclint, the Compose linter of tests/docker, pinned in package-lock.json
 	npm ci --no-audit --no-fund
@@ -50,18 +69,28 @@ $(COMPAT)/bin/python:
 	$(COMPAT)/bin/pip install --upgrade pip
 
 test-compat: $(COMPAT)/bin/python
-	$(COMPAT)/bin/pip install --no-deps -r requirements-dev-flwr142.lock
+	$(call install-lock,$(COMPAT)/bin/pip,requirements-dev-flwr142.lock)
 	$(COMPAT)/bin/pip install --no-deps -e .
 	$(COMPAT)/bin/python -c "import flwr; print('compatibility job: flwr', flwr.__version__)"
 	$(COMPAT)/bin/python -m pytest $(COMPAT_TESTS)
 
+# After uv's two header lines, the line that names where the lock's torch comes
+# from (uv cannot write it here: it would ask that index, which this machine
+# cannot reach, and the index line of an output it rewrites is dropped).
+define name-torch-index
+	awk 'NR == 3 { print "--extra-index-url $(TORCH_INDEX)" } { print }' $(1) > $(1).tmp && mv $(1).tmp $(1)
+endef
+
 # regenerate both locks after changing a dependency in pyproject.toml or constraints.txt
 lock: install
 	$(LOCK) -o requirements.lock
+	$(call name-torch-index,requirements.lock)
 	$(LOCK) --extra dev -o requirements-dev.lock
+	$(call name-torch-index,requirements-dev.lock)
 	cp requirements-dev.lock requirements-dev-flwr142.lock  # the same pins but Flower's (uv keeps an output's pins)
-	$(BIN)/uv pip compile pyproject.toml -c constraints-flwr142.txt --find-links /opt/wheels --python-version 3.11 \
+	$(BIN)/uv pip compile pyproject.toml -c constraints-flwr142.txt --find-links /opt/wheels --no-sources --python-version 3.11 \
 		--extra dev -o requirements-dev-flwr142.lock
+	$(call name-torch-index,requirements-dev-flwr142.lock)
 
 clean:
 	rm -rf runs .pytest_cache $(COMPAT)

@@ -31,17 +31,18 @@ HANDLERS = {MessageType.EVALUATE: handlers.evaluate, ROW_QUERY: handlers.request
 TRAINING = {MessageType.TRAIN: handlers.train, secagg.SECURE_TRAIN: secure.train}  # wrapped in the fault switches
 
 
-def handler_for(message_type: str, can_wait: bool = True) -> Handler:
-    """The handler of a message type, wrapped; `can_wait`: whether a hung client
-    may sleep past the round timeout (`faults.mod`)."""
+def handler_for(message_type: str, isolated: bool = True) -> Handler:
+    """The handler of a message type, wrapped; `isolated`: whether the client
+    runs in a process of its own, which a hung client may sleep in past the
+    round timeout and a dying one may end (`faults.mod`)."""
     if message_type in TRAINING:
-        return faults.mod(TRAINING[message_type], can_wait)
+        return faults.mod(TRAINING[message_type], isolated)
     if message_type in HANDLERS:
         return HANDLERS[message_type]
     raise ValueError(f"no handler for message type {message_type!r}")
 
 
 def answer(message_type: str, cfg: Config, content: Content, home: StateHome, client: ClientData,
-           can_wait: bool = True) -> Content:
+           isolated: bool = True) -> Content:
     """The reply content to one message."""
-    return serve(handler_for(message_type, can_wait), USES[message_type], cfg, content, home, client)
+    return serve(handler_for(message_type, isolated), USES[message_type], cfg, content, home, client)

@@ -8,6 +8,10 @@ faulty this round; a faulty one then, by `fault-kind`:
 * `hang`: replies only after the round timeout (`round-timeout`) has passed,
   so the server must go on without it (in process, where nothing can be
   preempted, its reply is simply never delivered);
+* `die`: its process ends at once (`os._exit`), every time it runs that
+  message, as when the OOM killer or a crash in native code takes a client
+  actor: the messages batched with it must still get their replies (in
+  process, where that would end the run, its reply is never delivered);
 * `garbage`: replies with random bytes where its payload belongs;
 * `scale`: sends its honest update times `fault-scale` (x100 by default);
 * `sign-flip`: sends its update times `-fault-scale`;
@@ -27,6 +31,7 @@ update, which only this wrapper passes).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +43,7 @@ from prunus.common.params import Params, npy_array
 from prunus.common.payload import Arrays, Content
 
 HANG_MARGIN_S = 2.0  # how far past the round timeout a hung client replies
+DIE_EXIT_CODE = 70  # the exit status of a `die` fault's process
 
 
 class InjectedCrash(RuntimeError):
@@ -45,24 +51,29 @@ class InjectedCrash(RuntimeError):
 
 
 class NoReply(RuntimeError):
-    """A `hang` fault where nothing can wait it out (the in-process engine):
-    the transport delivers no reply, as a round timeout would."""
+    """A `hang` or `die` fault where the client has no process of its own
+    (the in-process engine): the transport delivers no reply instead."""
 
 
 Handler = Callable[..., Content]
 
 
-def mod(train: Handler, can_wait: bool = True) -> Handler:
+def mod(train: Handler, isolated: bool = True) -> Handler:
     """`train` as a client drawn faulty in a round behaves (an honest client
-    unchanged). `can_wait`: a hung client sleeps past the round timeout
-    (Flower's engines), else raises `NoReply` at once."""
+    unchanged). `isolated`: the client runs in a process of its own (a
+    client actor), where a hung client sleeps past the round timeout and a
+    dying one ends its process; else both raise `NoReply` at once."""
 
     def faulty_train(cfg: Config, content: Content, state: Content, client: Any) -> Content:
         runtime, server_round, partition = cfg.runtime, int(content["config"]["server-round"]), client.partition_id
         if not is_faulty(runtime, server_round, partition):
             return train(cfg, content, state, client)
+        if runtime.fault_kind == "die":
+            if not isolated:
+                raise NoReply("the client's process died (injected)")
+            os._exit(DIE_EXIT_CODE)
         if runtime.fault_kind == "hang":
-            if not can_wait:
+            if not isolated:
                 raise NoReply(f"no reply within the round timeout ({cfg.federation.round_timeout:g} s)")
             time.sleep(cfg.federation.round_timeout + HANG_MARGIN_S)
             return train(cfg, content, state, client)  # its late update is an honest one

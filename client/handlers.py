@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from prunus.client.local_update import LocalData, LocalResult, local_data, local_model, local_update
+from prunus.client.state_check import checked_private, checked_residual
 from prunus.common.codec import CodecError, record_payload
 from prunus.common.codec_rows import decode_row_set, encode_row_set
 from prunus.common.compression import DEFENCES, DOWNLINK, ROWS, UPLINK, PayloadError, RoundContext, RowPlan, make
@@ -29,8 +30,8 @@ from prunus.common.compression.uplink.lowrank import read_basis
 from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
-from prunus.common.models import model_spec
-from prunus.common.params import Params, from_record, npy_array, to_record
+from prunus.common.models import model_spec, private_rows
+from prunus.common.params import Params, npy_array, to_record
 from prunus.common.payload import Arrays, Content, MetricMap
 from prunus.common.training import client_settings, fold_in, seeded_generator
 
@@ -113,8 +114,18 @@ def global_params(cfg: Config, content: Content, client: ClientData, rows: RowId
     return put_rows(downlink.decode(content["arrays"], row_shapes(shapes, rows)), rows, shapes)
 
 
-def private_params(state: Content) -> Params | None:
-    return from_record(state[PRIVATE_KEY]) if PRIVATE_KEY in state else None
+def private_params(cfg: Config, state: Content, client: ClientData) -> Params | None:
+    """The state's user vectors (None: a client's first message), checked (`client.state_check`)."""
+    if PRIVATE_KEY not in state:
+        return None
+    return checked_private(state[PRIVATE_KEY], private_rows(cfg.model, client.split.n_items), len(client.data.users))
+
+
+def residual_params(cfg: Config, state: Content, client: ClientData) -> Params | None:
+    """The state's error-feedback residual (None: none kept), checked (`client.state_check`)."""
+    if RESIDUAL_KEY not in state:
+        return None
+    return checked_residual(state[RESIDUAL_KEY], model_spec(cfg.model, client.split.n_items).shapes)
 
 
 Tamper = Callable[[Params], Params]
@@ -140,7 +151,7 @@ def local_step(cfg: Config, content: Content, state: Content, client: ClientData
     shared = global_params(cfg, content, client, rows)
     if not data.num_examples:
         return LocalStep(rows, data, shared, None)
-    result = local_update(cfg, data, client.split.n_items, shared, private_params(state), server_round,
+    result = local_update(cfg, data, client.split.n_items, shared, private_params(cfg, state, client), server_round,
                           client.partition_id, client.device, None if plan is None else plan.negatives)
     _only_rows(result.delta, rows)
     return LocalStep(rows, data, shared, result)
@@ -151,6 +162,7 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     `tamper`: what a wrapper (`client.faults.mod`) does to the update before
     the uplink method sees it."""
     server_round = int(content["config"]["server-round"])
+    residual = residual_params(cfg, state, client)  # checked before any work is spent on this message
     plan = row_plan(cfg, "train", server_round, client) or named_rows(content, client.split.n_items)
     step = local_step(cfg, content, state, client, server_round, plan)
     rows, shared, result = step.rows, step.shared, step.result
@@ -168,7 +180,6 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     added = {name: delta[name] - undefended[name] for name in delta} if defence.repays else {}
     if tamper is not None:
         delta = tamper(delta)
-    residual = from_record(state[RESIDUAL_KEY], writable=False) if RESIDUAL_KEY in state else None
     encoded = uplink.encode(delta, residual, ctx)
     state[PRIVATE_KEY] = to_record(result.private)
     kept = owe(encoded.state, added, ctx.lr) if added else encoded.state
@@ -185,7 +196,8 @@ def evaluate(cfg: Config, content: Content, state: Content, client: ClientData) 
     data = client.data
     plan = row_plan(cfg, "evaluate", server_round, client)
     model = local_model(cfg, len(data.users), client.split.n_items, client.partition_id, client.device,
-                        global_params(cfg, content, client, _item_rows(cfg, plan, client)), private_params(state))
+                        global_params(cfg, content, client, _item_rows(cfg, plan, client)),
+                        private_params(cfg, state, client))
     generator = seeded_generator(cfg.runtime.seed, server_round, client.partition_id, 1)
     t = cfg.training
     settings = dataclasses.replace(client_settings(cfg), negative_pool=None if plan is None else plan.negatives)

@@ -12,13 +12,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData, Tamper, local_step, named_rows
+from prunus.client.handlers import (
+    PRIVATE_KEY,
+    RESIDUAL_KEY,
+    ClientData,
+    Tamper,
+    local_step,
+    named_rows,
+    residual_params,
+)
 from prunus.common.compression.base import RoundContext
 from prunus.common.compression.sparse import carry, residual_to_state
 from prunus.common.compression.uplink.lowrank import read_basis
 from prunus.common.config import Config
 from prunus.common.models import model_spec
-from prunus.common.params import from_record, to_record
+from prunus.common.params import to_record
 from prunus.common.payload import ConfigMap, Content
 from prunus.common.secagg import messages, protocol
 from prunus.common.secagg.messages import RECORD
@@ -51,6 +59,8 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     setup = now.setup
     held = messages.read_sealed(content)
     plan = named_rows(content, client.split.n_items)  # the round's rows, the same for all its clients
+    feedback = cfg.compression.error_feedback
+    residual = residual_params(cfg, state, client) if feedback else None  # checked before any work
     step = local_step(cfg, content, state, client, setup.server_round, plan)
     if step.result is None:  # nothing to train on: a zero update (the round still needs its input)
         update = {name: np.zeros_like(value) for name, value in step.shared.items()}
@@ -61,8 +71,6 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
         update = tamper(update)
     ctx = RoundContext(setup.server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(setup.server_round),
                        step.rows)
-    feedback = cfg.compression.error_feedback
-    residual = from_record(state[RESIDUAL_KEY], writable=False) if feedback and RESIDUAL_KEY in state else None
     corrected, kept = carry(update, residual, ctx)
     spec = model_spec(cfg.model, client.split.n_items)
     basis = read_basis(content, spec.shapes)  # the round's shared factors, if any

@@ -268,7 +268,22 @@ def enable_actor_pipeline(depth: int = 2) -> bool:
 # message's error reply, its node's Context left as it was, as in Flower's
 # worker. A message batched behind a hung client waits with it (as in the
 # pipeline).
+#
+# An actor that dies in a call (the OOM killer, a crash in native code)
+# takes the whole batch's replies with it. Ray's own retry would run the
+# whole batch again, the message that killed the actor included, until the
+# actor's restarts are spent, and then fail all of them. So a batch call is
+# not retried by Ray: its messages go again one per call (each with Ray's
+# retries, as Flower sends a message), and only a message that kills its
+# actor on its own fails. The messages that had finished run again; a client
+# reads its state from before the round (`client.state_store` keeps it), so
+# they give the same replies. An actor dead for good is replaced in the pool.
 _batch_size = 1
+READY_WAIT_S = 60.0  # how long a dead actor's restart may take before it counts as alive anyway
+# what the batches went through this run: calls lost with their actor,
+# messages sent again alone, actors replaced (in run.log at the run's end)
+batch_stats: dict[str, int] = {}
+_replacing = threading.Lock()
 
 
 class _BatchLoader:
@@ -294,15 +309,17 @@ class _BatchLoader:
 
 def _run_one(app: Any, message: Any, context: Any) -> tuple[Any, Any]:
     """The ClientApp's reply to one message and the context it leaves; or the
-    error reply Flower's worker would make and None, since Flower's worker
-    keeps no context from a ClientApp that raised."""
+    error reply Flower's worker would make (with the error's type, which
+    Flower's drops) and None, since Flower's worker keeps no context from a
+    ClientApp that raised."""
     from flwr.clientapp.client_app import ClientAppException
     from flwr.common.constant import ErrorCode
 
     try:
         return app(message=message, context=context), context
     except Exception as ex:  # noqa: BLE001 - a client's failure is its reply, as in Flower's worker
-        return _error_reply(message, ClientAppException(str(ex)), ErrorCode.CLIENT_APP_RAISED_EXCEPTION), None
+        error = ClientAppException(f"{type(ex).__name__}: {ex}")
+        return _error_reply(message, error, ErrorCode.CLIENT_APP_RAISED_EXCEPTION), None
 
 
 def _error_reply(message: Any, ex: Exception, code: int | None = None) -> Any:
@@ -314,20 +331,101 @@ def _error_reply(message: Any, ex: Exception, code: int | None = None) -> Any:
                    reply_to=message)
 
 
-def _process_batch(backend: Any, messages: list[Any], contexts: list[Any]) -> tuple[list[Any], list[Any]]:
+def _lost() -> tuple[type[BaseException], ...]:
+    """Ray's errors for a call that died with its actor, worker or node."""
+    from ray import exceptions
+
+    return exceptions.RayActorError, exceptions.WorkerCrashedError, exceptions.OutOfMemoryError, \
+        exceptions.NodeDiedError
+
+
+def _count(what: str, n: int = 1) -> None:
+    batch_stats[what] = batch_stats.get(what, 0) + n
+
+
+def _run_batch(backend: Any, messages: list[Any], contexts: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Replies and updated contexts of `messages`, in order; a batch whose
+    actor died goes again one message per call, and a message lost alone
+    gets its error reply (and keeps its context)."""
+    if len(messages) == 1:
+        return _process_batch(backend, messages, contexts)
+    try:
+        return _process_batch(backend, messages, contexts, ray_retries=False)
+    except _lost() as ex:
+        log.info("a client actor died in a batch of %d messages; each goes again alone: %s: %s",
+                 len(messages), type(ex).__name__, ex)
+        _count("batches lost")
+        _count("messages sent again", len(messages))
+    replies, updated = [], []
+    for message, context in zip(messages, contexts):
+        try:
+            (reply,), (after,) = _process_batch(backend, [message], [context])
+        except Exception as ex:  # noqa: BLE001 - this message's error reply, as Flower's worker gives
+            reply, after = _error_reply(message, ex), None
+            _count("messages lost")
+        replies.append(reply)
+        updated.append(after)
+    return replies, updated
+
+
+def _process_batch(backend: Any, messages: list[Any], contexts: list[Any],
+                   ray_retries: bool = True) -> tuple[list[Any], list[Any]]:
     """One actor call for `messages`: their replies and updated contexts, in
-    order (as the backend does: the actor goes back to the pool whatever happens)."""
+    order (as the backend does: the actor goes back to the pool whatever
+    happens, or a new one in its place if it died for good). `ray_retries`:
+    whether Ray runs the call again on the restarted actor if the actor dies."""
     import ray
 
     if not hasattr(backend, "_prunus_batch_loader"):
         backend._prunus_batch_loader = ray.put(_BatchLoader(backend.app_fn))
-    future = backend.pool.submit(lambda a, fn, msgs, cid, ctxs: a.run.remote(fn, msgs, cid, ctxs),
-                                 (backend._prunus_batch_loader, messages, "batch", contexts))
+    pool = backend.pool
+
+    def call(actor: Any, fn: Any, msgs: list[Any], cid: str, ctxs: list[Any]) -> Any:
+        method = actor.run if ray_retries else actor.run.options(max_task_retries=0)
+        return method.remote(fn, msgs, cid, ctxs)
+
+    future = pool.submit(call, (backend._prunus_batch_loader, messages, "batch", contexts))
     try:
-        return backend.pool.fetch_result_and_return_actor_to_pool(future)
-    except Exception:
-        backend.pool.add_actor_back_to_pool(future)
+        return pool.fetch_result_and_return_actor_to_pool(future)
+    except Exception as ex:
+        try:
+            if isinstance(ex, _lost()):
+                _replace_if_dead(pool, future)
+        finally:
+            pool.add_actor_back_to_pool(future)
         raise
+
+
+def _replace_if_dead(pool: Any, future: Any) -> None:
+    """Put a new actor in the place of the one that ran `future` if that one
+    is dead for good (its restarts spent): back in the pool, it would fail
+    every later call at once. One new actor per dead one, whichever of the
+    threads sharing it (the actor pipeline) finds it dead first."""
+    actors = getattr(pool, "_future_to_actor", None)
+    actor = actors.get(future) if isinstance(actors, dict) else None
+    if actor is None or not hasattr(pool, "create_actor_fn") or _alive(actor):
+        return
+    with _replacing:
+        replaced = pool.__dict__.setdefault("_prunus_replaced", {})
+        if actor._actor_id not in replaced:
+            replaced[actor._actor_id] = pool.create_actor_fn()
+            _count("actors replaced")
+            log.info("client actor %s is dead for good; a new one takes its place", actor._actor_id.hex())
+    actors[future] = replaced[actor._actor_id]
+
+
+def _alive(actor: Any) -> bool:
+    """False if the actor is dead for good; True once it answers (restarted,
+    if it was), or if it has not answered within `READY_WAIT_S`."""
+    import ray
+
+    try:
+        ray.get(actor.__ray_ready__.remote(), timeout=READY_WAIT_S)
+    except ray.exceptions.ActorDiedError:
+        return False
+    except ray.exceptions.RayError:  # unavailable for now, or slow to restart: not known to be dead
+        return True
+    return True
 
 
 def _batch_worker(messageins_queue: Queue, messageres_queue: Queue, node_info_store: dict[int, Any],
@@ -350,14 +448,15 @@ def _batch_worker(messageins_queue: Queue, messageres_queue: Queue, node_info_st
         try:
             stores = [node_info_store[m.metadata.dst_node_id] for m in messages]
             contexts = [store.retrieve_context(run_id=m.metadata.run_id) for store, m in zip(stores, messages)]
-            replies, updated = _process_batch(backend, messages, contexts)
+            replies, updated = _run_batch(backend, messages, contexts)
             if len(replies) != len(messages) or len(updated) != len(messages):
                 raise ValueError(f"{len(replies)} replies and {len(updated)} contexts for {len(messages)} messages")
             for store, message, context in zip(stores, messages, updated):
                 if context is not None:  # None: its ClientApp raised
                     store.update_context(message.metadata.run_id, context=context)
         except Exception as ex:  # noqa: BLE001 - as Flower's worker: every message of the call gets an error reply
-            logging.getLogger(__name__).error("a batch of %d messages failed: %s", len(messages), ex)
+            # (in run.log: the server tells the console once per kind of failure, `server.reply_errors`)
+            log.info("a batch of %d messages failed: %s", len(messages), ex)
             replies = [_error_reply(m, ex) for m in messages]
         metrics.add_clientapp_runtime(time.perf_counter() - started)
         for reply in replies:
@@ -368,8 +467,10 @@ def _batch_worker(messageins_queue: Queue, messageres_queue: Queue, node_info_st
 BATCH_NEEDS = (
     Needs(f"{_VCE}:worker", ("messageins_queue", "messageres_queue", "node_info_store", "backend", "f_stop", "metrics")),
     Needs(f"{_BACKEND}.num_workers"), Needs(_BACKEND, sets=("pool", "app_fn")),
+    Needs(_POOL, sets=("_future_to_actor", "create_actor_fn")),
     Needs(f"{_POOL}.submit", ("self", "actor_fn", "job")), Needs(f"{_POOL}.fetch_result_and_return_actor_to_pool"),
-    Needs(f"{_POOL}.add_actor_back_to_pool"),
+    Needs(f"{_POOL}.add_actor_back_to_pool"), Needs("ray.actor:ActorMethod.options"),
+    Needs("ray.exceptions:ActorDiedError"), Needs("ray.exceptions:NodeDiedError"),
     Needs("flwr.clientapp.client_app:ClientAppException"),
     Needs("flwr.common.constant:ErrorCode.CLIENT_APP_RAISED_EXCEPTION"), Needs("flwr.common.constant:ErrorCode.UNKNOWN"),
 )
@@ -379,6 +480,7 @@ def enable_client_batches(size: int = 16) -> bool:
     """Send up to `size` queued messages to a client actor in one call (1: Flower's own worker)."""
     global _batch_size
     _batch_size = size
+    batch_stats.clear()
     return _install("client-batches", BATCH_NEEDS, _vce_api, "worker", (lambda _: _batch_worker) if size > 1 else None)
 
 

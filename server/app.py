@@ -21,6 +21,7 @@ from prunus.common.flower_records import from_flower, to_flower
 from prunus.common.logs import route_library_logs
 from prunus.common.params import wire_bytes
 from prunus.common.payload import ConfigMap, Content, MessageType
+from prunus.server import reply_errors
 from prunus.server.checkpoint import Checkpoint
 from prunus.server.ledger import Ledger
 from prunus.server.run import deployment_checkpoint, run_federation
@@ -136,27 +137,30 @@ def _ask_nodes(grid: Grid, node_ids: list[int], expected: int, ledger: Ledger) -
             print(f"[prunus] discovering partitions: {len(replies)}/{len(node_ids)} nodes", flush=True)
     entry.dense_downlink_bytes = entry.downlink_bytes
     nodes: dict[int, int] = {}
+    failed: list[tuple[int, str]] = []
+    rejected: list[tuple[int, str]] = []  # each node left out of the run, with why
     for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
-            entry.failures += 1
-            log.warning("node %d failed discovery, left out of the run: %s", node, reply.error.reason)
+            failed.append((node, reply.error.reason))
             continue
         try:
             content = from_flower(reply.content)
         except ValueError as err:
-            entry.rejected += 1
-            log.warning("node %d left out of the run: unreadable reply: %s", node, err)
+            rejected.append((node, f"unreadable reply: {err}"))
             continue
         entry.uplink_bytes += wire_bytes(content)
         entry.dense_uplink_bytes = entry.uplink_bytes
         try:
             partition = _claimed_partition(content, expected, nodes)
         except ValueError as err:
-            entry.rejected += 1
-            log.warning("node %d left out of the run: %s", node, err)
+            rejected.append((node, f"bad partition-id: {err}"))
             continue
         nodes[partition] = node
+    entry.failures += len(failed)
+    entry.rejected += len(rejected)
+    reply_errors.report(0, "discovery", "failed", failed, unit="node")  # one console line per kind of failure
+    reply_errors.report(0, "discovery", "rejected", rejected, unit="node")
     return nodes
 
 

@@ -1,14 +1,14 @@
 """Reply intake: every reply counted in the byte ledger, checked, and logged.
 
 A reply is accepted only from a partition asked this round, once (the first
-one counts), and when its check passes; a failed or rejected reply is logged
-with its reason and the round goes on. Bytes are those of the content the
+one counts), and when its check passes; failed and rejected replies are
+logged with their reasons (`server.reply_errors`: one console line per kind
+of failure) and the round goes on. Bytes are those of the content the
 transport delivered (`common.wire_size`), counted before any check.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,11 +16,10 @@ from typing import TypeVar
 from prunus.common.params import wire_bytes, wire_bytes_with_part
 from prunus.common.payload import Arrays, ConfigMap, Content
 from prunus.common.update import Update
+from prunus.server import reply_errors
 from prunus.server.ledger import MAX_REASON, Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.transport import Reply
 from prunus.server.validation import ReplyError
-
-log = logging.getLogger("prunus")
 
 T = TypeVar("T")
 
@@ -64,9 +63,13 @@ class Intake:
         count = count or self.count_uplink
         entry = self.ledger.round(server_round)
         asked, answered, accepted = set(chosen), set(), []
+        failed: list[tuple[int, str]] = []
+        rejected: list[tuple[int, str]] = []
         for reply in replies:
             if reply.content is None:
-                self.failed(server_round, kind, reply)
+                entry.failures += 1
+                self.log_reply(server_round, kind, reply, "failed", reason=reply.error)
+                failed.append((reply.partition, reply.error))
                 continue
             sent = count(entry, reply.content)
             try:
@@ -79,7 +82,9 @@ class Intake:
             except ReplyError as err:
                 entry.rejected += 1
                 self.log_reply(server_round, kind, reply, "rejected", sent, reason=str(err))
-                log.warning("round %d: rejected %s reply of partition %d: %s", server_round, kind, reply.partition, err)
+                rejected.append((reply.partition, f"{type(err).__name__}: {err}"))
+        reply_errors.report(server_round, kind, "failed", failed)  # one console line per kind of failure
+        reply_errors.report(server_round, kind, "rejected", rejected)
         return accepted
 
     def count_uplink(self, entry: RoundLog, content: Content) -> int:
@@ -103,11 +108,6 @@ class Intake:
         sent = wire_bytes(content)
         entry.protocol_bytes += sent
         return sent
-
-    def failed(self, server_round: int, kind: str, reply: Reply) -> None:
-        self.ledger.round(server_round).failures += 1
-        self.log_reply(server_round, kind, reply, "failed", reason=reply.error)
-        log.warning("round %d: %s on partition %d failed: %s", server_round, kind, reply.partition, reply.error)
 
     def log_reply(self, server_round: int, kind: str, reply: Reply, status: str, sent: int = 0, nnz: int = 0,
                   reason: str = "") -> ReplyLog:

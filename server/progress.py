@@ -10,6 +10,7 @@ a healthy one.
 
 from __future__ import annotations
 
+import math
 import sys
 
 from rich.console import Console
@@ -55,10 +56,14 @@ class RoundProgress:
                 status += f"  [yellow]round {entry.round}:{lost}[/yellow]"
             self._bar.update(self._task, completed=entry.round, status=status)
             return
+        # a secure round's server learns no client's loss
+        loss = f"loss {entry.train_loss:.4f}" if math.isfinite(entry.train_loss) else "loss   n/a "
+        protocol = f"protocol {entry.protocol_bytes / 1e6:6.2f}  " if entry.protocol_bytes else ""
         print(
             f"[prunus] round {entry.round:>4}/{self.rounds}  clients {entry.replies:>4}/{entry.clients:<4}{lost}  "
             f"total {sent / 1e6:8.2f} MB  up {entry.uplink_bytes / 1e6:8.2f}  down {entry.downlink_bytes / 1e6:8.2f}  "
-            f"loss {entry.train_loss:.4f}  {entry.seconds:6.1f} s  {metrics}",
+            f"{protocol}"
+            f"{loss}  {entry.seconds:6.1f} s  {metrics}",
             flush=True,
         )
 

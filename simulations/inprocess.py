@@ -53,12 +53,12 @@ class InProcessTransport:
         client = ClientData.of(partition, self.split, np.asarray(self.partitions[partition]), self.device)
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(self.cfg.runtime.client_num_cpus)))  # as a client actor has
-        try:  # nothing here can be preempted: a hung client is one whose reply never comes
-            content = dispatch.answer(message_type, self.cfg, message.content, self.home, client, can_wait=False)
+        try:  # nothing here can be preempted or die alone: a hung or dead client is one whose reply never comes
+            content = dispatch.answer(message_type, self.cfg, message.content, self.home, client, isolated=False)
         except faults.NoReply as err:
             return Reply(partition, partition, None, str(err))
         except Exception as err:  # noqa: BLE001 - a failing client is a failed reply, as under Flower
-            log.exception("client %d failed", partition)
+            log.info("client %d failed", partition, exc_info=True)  # its traceback: in run.log only
             return Reply(partition, partition, None, f"{type(err).__name__}: {err}")
         finally:
             torch.set_num_threads(threads)

@@ -83,6 +83,9 @@ def run_simulate(cfg: Config, verbose: bool = False, resume: Checkpoint | None =
         num_supernodes=supernodes,
         backend_config=backend_config(cfg, verbose),
     )
+    if flower_compat.batch_stats:  # batches lost with a dead actor and sent again one message at a time
+        logging.getLogger("prunus").info("client batches: %s", ", ".join(
+            f"{n} {what}" for what, n in sorted(flower_compat.batch_stats.items())))
     if not cfg.runtime.checkpoint_every:  # the clients' working state; a checkpointed run keeps it to resume
         shutil.rmtree(state_store.store_of(cfg), ignore_errors=True)
     if not summary_path.exists():

@@ -206,6 +206,41 @@ def _stored(arrays: Params):
         yield name, shape, ids, values
 
 
+def check_residual(arrays: Params, shapes: Shapes) -> None:
+    """ValueError unless `arrays` is laid out as `residual_to_state` lays out
+    a residual of a model of `shapes`: float32 values of a tensor the model
+    has, whole or as rows whose ids increase strictly within the tensor,
+    beside the tensor's shape. A residual read back from a store is checked
+    so before it is used (`client.state_check`): row ids out of range would
+    write elsewhere, a shape of its own would allocate whatever it says."""
+    names = {key[: -len(_VALUES)] for key in arrays if key.endswith(_VALUES)}
+    stray = sorted(set(arrays) - {name + suffix for name in names for suffix in (_VALUES, _ROWS, _SHAPE)})
+    if stray:
+        raise ValueError(f"arrays {stray} belong to no tensor's values")
+    unknown = sorted(names - set(shapes))
+    if unknown:
+        raise ValueError(f"tensors {unknown} are not the model's")
+    for name in sorted(names):
+        values, ids, shape = arrays[name + _VALUES], arrays.get(name + _ROWS), arrays.get(name + _SHAPE)
+        model = tuple(shapes[name])
+        if values.dtype != np.float32:
+            raise ValueError(f"{name!r}: values of dtype {values.dtype}, not float32")
+        if (ids is None) != (shape is None):
+            raise ValueError(f"{name!r}: row ids without the tensor's shape, or the shape without row ids")
+        if ids is None:
+            if values.shape != model:
+                raise ValueError(f"{name!r}: values of shape {values.shape}, the model's is {model}")
+            continue
+        if shape.dtype.kind not in "iu" or shape.shape != (len(model),) or tuple(shape.tolist()) != model:
+            raise ValueError(f"{name!r}: shape {shape.tolist()} of {shape.dtype}, the model's is {list(model)}")
+        n_rows, width = (model[0], math.prod(model[1:])) if model else (1, 1)
+        if ids.dtype.kind not in "iu" or ids.ndim != 1 or (len(ids) and (
+                ids[0] < 0 or ids[-1] >= n_rows or (np.diff(ids) <= 0).any())):
+            raise ValueError(f"{name!r}: row ids must be integers increasing strictly within [0, {n_rows})")
+        if values.shape != (len(ids), width):
+            raise ValueError(f"{name!r}: values of shape {values.shape} for {len(ids)} rows of {width}")
+
+
 def residual_from_state(arrays: Params) -> Params:
     """The dense residual kept by `residual_to_state`."""
     residual: Params = {}

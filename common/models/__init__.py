@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from prunus.common.models.base import MODELS, ModelSpec, Recommender, Role, Table, build_model, model_spec
+from prunus.common.models.base import MODELS, ModelSpec, Recommender, Role, Table, build_model, model_spec, private_rows
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["MODELS", "ModelSpec", "Recommender", "Role", "Table", "build_model", "model_spec"]
+__all__ = ["MODELS", "ModelSpec", "Recommender", "Role", "Table", "build_model", "model_spec", "private_rows"]

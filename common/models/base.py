@@ -157,3 +157,11 @@ def model_spec(model: ModelConfig, n_items: int) -> ModelSpec:
     return ModelSpec({name: tuple(value.shape) for name, value in built.shared_state().items()},
                      tuple(built.prunable_names()),
                      tuple(name for name in built.shared_names() if tables[name].role is Role.ITEM))
+
+
+@lru_cache(maxsize=8)
+def private_rows(model: ModelConfig, n_items: int) -> dict[str, tuple[int, ...]]:
+    """Each private table's shape less its first axis: a client's table has
+    one row of it per local user (what a client's state must hold)."""
+    built = build_model(model.model, 1, n_items, model.dim, model.mlp_widths)
+    return {name: tuple(value.shape[1:]) for name, value in built.private_state().items()}

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BYTE_WIDTHS = (2, 3, 4, 5, 6, 7)  # bits / 8: packed little-endian, no more bytes than the ring needs
+MIN_BITS, MAX_BITS = 12, 56  # elements travel in bits / 8 bytes (rounded up for a whole input), little-endian
 
 
 @dataclass(frozen=True)
 class Ring:
-    bits: int  # the modulus is 2^bits, a multiple of 8 from 16 to 56
+    bits: int  # the modulus is 2^bits, from 12 to 56
     clip: float  # values are clipped to [-clip, clip]
     max_clients: int  # the most inputs one sum may hold without wrapping
 
     def __post_init__(self) -> None:
-        if self.bits % 8 or self.bits // 8 not in BYTE_WIDTHS:
-            raise ValueError(f"ring bits must be a multiple of 8 from 16 to 56, not {self.bits}")
+        if not MIN_BITS <= self.bits <= MAX_BITS:
+            raise ValueError(f"ring bits must be from {MIN_BITS} to {MAX_BITS}, not {self.bits}")
         if not (math.isfinite(self.clip) and self.clip > 0):
             raise ValueError(f"ring clip must be a positive number, not {self.clip}")
         if self.max_clients < 1 or self.levels < 2:
@@ -37,8 +37,8 @@ class Ring:
 
     @property
     def dtype(self) -> np.dtype:
-        """The narrowest unsigned integer holding an element (16 bits: uint16, 24
-        or 32: uint32, more: uint64); its wrap-around is a multiple of 2^bits."""
+        """The narrowest unsigned integer holding an element (up to 16 bits:
+        uint16, up to 32: uint32, more: uint64); its wrap-around is a multiple of 2^bits."""
         return np.dtype(np.uint16 if self.bits <= 16 else np.uint32 if self.bits <= 32 else np.uint64)
 
     def elements(self, values: np.ndarray) -> np.ndarray:
@@ -96,17 +96,33 @@ class Ring:
     def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a - b) & self.dtype.type(self.mask)
 
+    def byte_count(self, count: int) -> int:
+        """The bytes `count` elements travel in: `bits` each, the last byte padded with zeros."""
+        return -(-count * self.bits // 8)
+
     def to_bytes(self, values: np.ndarray) -> bytes:
-        width, size = self.bits // 8, self.dtype.itemsize
+        size = self.dtype.itemsize
         little = np.ascontiguousarray(values, dtype=self.dtype.newbyteorder("<"))
+        if self.bits % 8:  # a ring of 12 bits sends 12 bits an element, not 16
+            bits = np.unpackbits(little.view(np.uint8).reshape(-1, size), axis=1, bitorder="little")
+            return np.packbits(bits[:, : self.bits].reshape(-1), bitorder="little").tobytes()
+        width = self.bits // 8
         return little.tobytes() if width == size else little.view(np.uint8).reshape(-1, size)[:, :width].tobytes()
 
     def from_bytes(self, data: bytes, count: int) -> np.ndarray:
-        """`count` ring elements from `data`; ValueError if the length is not exactly theirs."""
-        width = self.bits // 8
-        if len(data) != width * count:
-            raise ValueError(f"{len(data)} bytes for {count} elements of {width} bytes")
+        """`count` ring elements from `data`; ValueError if the length is not
+        exactly theirs (or the last byte's padding is not zero)."""
+        if len(data) != self.byte_count(count):
+            raise ValueError(f"{len(data)} bytes for {count} elements of {self.bits} bits")
         little, size = self.dtype.newbyteorder("<"), self.dtype.itemsize
+        if self.bits % 8:
+            bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+            if bits[count * self.bits:].any():
+                raise ValueError("the padding after the last element is not zero")
+            wide = np.zeros((count, 8 * size), np.uint8)
+            wide[:, : self.bits] = bits[: count * self.bits].reshape(count, self.bits)
+            return np.packbits(wide, axis=1, bitorder="little").view(little).reshape(count).astype(self.dtype)
+        width = self.bits // 8
         if width == size:
             return np.frombuffer(data, little).astype(self.dtype)
         wide = np.zeros((count, size), np.uint8)

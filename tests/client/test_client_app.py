@@ -75,3 +75,30 @@ def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path, train_message
     assert not deployed.has_error(), deployed.error
     for name, array in simulated.content["arrays"].items():
         np.testing.assert_array_equal(deployed.content["arrays"][name].numpy(), array.numpy())
+
+
+def test_a_hostile_state_fails_only_its_own_message_in_a_batch(train_message_for, tmp_path):
+    """Under Flower's engine (a client actor's batch, `common.flower_compat`):
+    a residual planted x1e30 in one client's store is that message's error
+    reply naming it, and the message batched beside it gets its reply."""
+    from prunus.client.state_format import pack, unpack
+    from prunus.common import flower_compat
+    from prunus.common.params import from_record
+
+    cfg = CFG.replace(out=str(tmp_path), prune_method="topk-global", density=0.2)
+    app = make_client_app(cfg)
+    contexts = [_context(3), _context(7)]
+    for context in contexts:  # round 1 leaves each a residual
+        assert not app(train_message_for(cfg, 1), context).has_error()
+    path = tmp_path / "client-state" / "3" / "1.state"
+    with open(path, "rb") as handle:
+        state = unpack(handle.read, str(path))
+    state["residual"] = to_record({name: value * np.float32(1e30) if name.endswith(".val") else value
+                                   for name, value in from_record(state["residual"]).items()})
+    head, blobs = pack(state)
+    path.write_bytes(head + b"".join(blobs))
+    messages = [train_message_for(cfg, 2) for _ in contexts]
+    replies = flower_compat._BatchLoader(lambda: app)()(message=messages, context=contexts)
+    assert replies[0].has_error() and "StateError: client state: residual" in replies[0].error.reason
+    assert "beyond the 1e+06 no honest state comes near" in replies[0].error.reason
+    assert not replies[1].has_error() and replies[1].content["metrics"]["num-examples"] > 0

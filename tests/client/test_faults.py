@@ -82,7 +82,7 @@ def test_hung_clients_are_left_behind_and_the_run_goes_on(tmp_path):
     assert np.isfinite(summary["metrics"]["hr@10"])
 
 
-def _wrapped(kind: str, can_wait: bool = True):
+def _wrapped(kind: str, isolated: bool = True):
     """`faults.mod` around a stand-in handler that records what it was given."""
     calls = []
 
@@ -94,7 +94,7 @@ def _wrapped(kind: str, can_wait: bool = True):
 
     cfg = load(None, ["fault-rate=1.0", f"fault-kind={kind}", "round-timeout=3"])
     content = Content({"config": {"server-round": 1}})
-    return faults.mod(train, can_wait), cfg, content, SimpleNamespace(partition_id=0), calls
+    return faults.mod(train, isolated), cfg, content, SimpleNamespace(partition_id=0), calls
 
 
 def test_a_hung_client_sleeps_past_the_round_timeout_or_sends_nothing(monkeypatch):
@@ -103,10 +103,25 @@ def test_a_hung_client_sleeps_past_the_round_timeout_or_sends_nothing(monkeypatc
     handler, cfg, content, client, calls = _wrapped("hang")
     handler(cfg, content, Content(), client)
     assert slept == [3.0 + faults.HANG_MARGIN_S] and calls == [None]  # then an honest reply
-    handler, cfg, content, client, calls = _wrapped("hang", can_wait=False)
+    handler, cfg, content, client, calls = _wrapped("hang", isolated=False)
     with pytest.raises(faults.NoReply, match="no reply within the round timeout"):
         handler(cfg, content, Content(), client)
     assert calls == [] and len(slept) == 1
+
+
+def test_a_dying_client_ends_its_process_or_in_process_sends_nothing(monkeypatch):
+    """Under Flower the actor's process ends before any work (the batch's
+    retry, `common.flower_compat`, and tests/simulations/test_actor_death.py);
+    in process, where that would end the run, the reply never comes."""
+    exits = []
+    monkeypatch.setattr(faults.os, "_exit", exits.append)
+    handler, cfg, content, client, calls = _wrapped("die")
+    handler(cfg, content, Content(), client)
+    assert exits == [faults.DIE_EXIT_CODE]
+    handler, cfg, content, client, calls = _wrapped("die", isolated=False)
+    with pytest.raises(faults.NoReply, match="the client's process died"):
+        handler(cfg, content, Content(), client)
+    assert len(exits) == 1
 
 
 def test_the_wrapper_tampers_with_the_update_or_the_payload_and_leaves_honest_clients_alone():

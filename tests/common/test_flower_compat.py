@@ -250,6 +250,78 @@ def test_a_batch_whose_call_goes_wrong_gives_each_message_an_error_reply(task_id
         flower_compat.enable_client_batches(1)
 
 
+def test_a_batch_whose_actor_dies_loses_only_the_message_that_killed_it(task_identity):
+    """An actor that dies in a batch of 16 (at its 6th message, every time
+    that message runs): the batch goes again one message per call, the 15
+    others get their replies and their contexts, and only the 6th fails, with
+    Ray's error; the batch call itself is not retried by Ray (it would run the
+    killer again), the single calls are."""
+    import threading
+    from queue import Queue
+
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from ray.exceptions import ActorDiedError
+
+    stop, killer, calls = threading.Event(), "m5", []
+
+    class Pool:  # runs each call at once; the actor "dies" at the killer message
+        def submit(self, actor_fn, job):
+            _, messages, _, contexts = job
+            actor = SimpleNamespace(run=SimpleNamespace(
+                remote=lambda *args: ("retried", args), options=lambda **kw: SimpleNamespace(remote=lambda *a: (kw, a))))
+            options, _ = actor_fn(actor, *job)
+            calls.append((len(messages), options))
+            return messages, contexts
+
+        def fetch_result_and_return_actor_to_pool(self, future):
+            messages, contexts = future
+            if len(calls) >= 17:
+                stop.set()
+            replies = []
+            for message, context in zip(messages, contexts):
+                if message.metadata.message_id == killer:
+                    raise ActorDiedError()
+                context.state["seen"] = ConfigRecord({"yes": 1})
+                replies.append(Message(RecordDict(), reply_to=message))
+            return replies, contexts
+
+        def add_actor_back_to_pool(self, future):
+            pass
+
+    class Store:
+        def __init__(self):
+            self.context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+
+        def retrieve_context(self, run_id):
+            return self.context
+
+        def update_context(self, run_id, context):
+            self.context = context
+
+    class Metrics:
+        def add_clientapp_runtime(self, seconds):
+            pass
+
+    flower_compat.enable_client_batches(16)
+    try:
+        incoming, outgoing, stores = Queue(), Queue(), {node: Store() for node in range(16)}
+        for node in range(16):
+            message = Message(RecordDict(), dst_node_id=node, message_type="train")
+            message.metadata.__dict__["_message_id"] = f"m{node}"
+            incoming.put(message)
+        backend = SimpleNamespace(pool=Pool(), _prunus_batch_loader="loader", num_workers=1)
+        flower_compat._batch_worker(incoming, outgoing, stores, backend, stop, Metrics())
+        replies = {r.metadata.reply_to_message_id: r for r in (outgoing.get_nowait() for _ in range(16))}
+        assert outgoing.empty() and sorted(replies) == sorted(f"m{n}" for n in range(16))
+        assert [m for m, r in replies.items() if r.has_error()] == [killer]
+        assert "ActorDiedError" in replies[killer].error.reason
+        assert [node for node, store in stores.items() if "seen" not in store.context.state] == [5]
+        assert calls == [(16, {"max_task_retries": 0})] + [(1, "retried")] * 16
+        assert flower_compat.batch_stats == {"batches lost": 1, "messages sent again": 16, "messages lost": 1}
+    finally:
+        flower_compat.enable_client_batches(1)
+
+
 class _ReplyStore:  # the part of Flower's in-memory LinkState the engine stores replies through
     def __init__(self):
         self.replies = {}

@@ -47,3 +47,22 @@ def test_a_failed_node_is_left_out_and_no_partition_at_all_is_an_error(make_flow
     assert ledger.round(0).failures == 1
     with pytest.raises(RuntimeError, match="no node named a partition"):
         discover_partitions(FakeGrid({11: "x", 12: None}, make_flower_reply), 2, Ledger())
+
+
+def test_failed_and_bad_nodes_are_told_once_per_kind_of_failure(make_flower_reply, caplog):
+    """Three nodes whose actor died and two bad claims: two console lines."""
+    import logging
+
+    def reply(node, content, message_type):
+        return make_flower_reply(node, content, message_type, error="<class 'ray.exceptions.ActorDiedError'>:<'The "
+                                 "actor died unexpectedly before finishing this task.\n\tactor_id: 9f'>")
+
+    claims = {11: 0, 12: None, 13: None, 14: None, 15: 0, 16: "x"}
+    with caplog.at_level(logging.INFO, logger="prunus"):
+        assert discover_partitions(FakeGrid(claims, reply), 6, Ledger()) == {0: 11}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "discovery" in r.getMessage()]
+    assert warnings == [
+        "round 0: 3 discovery replies failed (nodes 12, 13, 14): ActorDiedError: The actor died unexpectedly before "
+        "finishing this task.; details in run.log",
+        "round 0: 2 discovery replies rejected (nodes 15, 16): bad partition-id: partition 0 is already held by node "
+        "11; details in run.log"]

@@ -21,9 +21,9 @@ SETTINGS = dict(synthetic_users=40, synthetic_items=60, eval_negatives=20, dim=8
     {},
     {"prune_method": "randomk", "density": 0.3, "error_feedback": True},
     {"prune_method": "lowrank", "rank": 2, "error_feedback": True},
-    {"prune_method": "lowrank", "rank": 2, "rank_basis": "model"},
+    {"prune_method": "lowrank", "rank": 2, "rank_basis": "model", "ring_bits": 13},
     {"broadcast_rows": "bandit", "bandit_items": 0.5, "ring_bits": 24},
-], ids=["dense", "shared-randomk", "shared-lowrank", "model-basis-lowrank", "bandit-rows"])
+], ids=["dense", "shared-randomk", "shared-lowrank", "model-basis-lowrank-13-bit-ring", "bandit-rows"])
 def test_with_a_fifth_crashing_the_secure_sum_is_the_sum_of_the_survivors_quantised_updates(tmp_path, monkeypatch,
                                                                                             compression):
     inputs, totals = {}, []
@@ -86,7 +86,7 @@ def test_the_leakage_ledger_attacks_the_masked_inputs_and_the_round_sum(tmp_path
     ({"zero_factor": 5.0}, "cannot zero, clip or order"),
     ({"row_clip": 2.0}, "cannot zero, clip or order"),
     ({"weight_cap": 3.0}, "cannot zero, clip or order"),
-    ({"ring_bits": 12}, "ring-bits"),
+    ({"ring_bits": 11}, "ring-bits"),
     ({"broadcast_rows": "bandit", "secure_rows": 0.5}, "already chooses the round's rows"),
 ])
 def test_what_cannot_compose_with_secure_aggregation_fails_before_any_work(change, reason):

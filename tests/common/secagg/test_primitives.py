@@ -12,15 +12,29 @@ from prunus.common.secagg.graph import neighbours
 from prunus.common.secagg.ring import Ring
 
 
-@given(st.sampled_from([16, 24, 32, 40, 48]), st.lists(st.integers(0, 2**48 - 1), max_size=20))
-def test_ring_elements_travel_in_as_many_bytes_as_the_ring_needs(bits, values):
+@given(st.sampled_from([12, 13, 16, 20, 24, 32, 40, 48, 56]), st.lists(st.integers(0, 2**56 - 1), max_size=20))
+def test_ring_elements_travel_in_as_many_bits_as_the_ring_needs(bits, values):
     ring = Ring(bits, 1.0, 4)
-    elements = np.array(values, np.uint64) & np.uint64(ring.mask)
+    elements = ring.elements(np.array(values, np.uint64) & np.uint64(ring.mask))
     data = ring.to_bytes(elements)
-    assert len(data) == len(values) * bits // 8
+    assert len(data) == -(-len(values) * bits // 8) == ring.byte_count(len(values))
     np.testing.assert_array_equal(ring.from_bytes(data, len(values)), elements)
     with pytest.raises(ValueError, match="bytes for"):
         ring.from_bytes(data + b"x", len(values))
+
+
+def test_a_packed_input_whose_padding_is_not_zero_is_refused():
+    ring = Ring(12, 1.0, 4)
+    data = bytearray(ring.to_bytes(ring.elements(np.arange(3))))  # 36 bits: 4 of padding in the last byte
+    data[-1] |= 0x80
+    with pytest.raises(ValueError, match="padding"):
+        ring.from_bytes(bytes(data), 3)
+
+
+@pytest.mark.parametrize("bits", [8, 11, 57])
+def test_a_ring_outside_12_to_56_bits_is_refused(bits):
+    with pytest.raises(ValueError, match="from 12 to 56"):
+        Ring(bits, 1.0, 2)
 
 
 def test_the_ring_sum_of_clipped_stochastic_levels_decodes_to_the_mean_unbiased():
@@ -72,7 +86,8 @@ def test_sealed_shares_open_only_for_their_recipient_and_context():
         keys.agree(a, bytes(32), b"seal")  # the all-zero point
 
 
-@pytest.mark.parametrize(("bits", "dtype"), [(16, np.uint16), (24, np.uint32), (32, np.uint32), (40, np.uint64)])
+@pytest.mark.parametrize(("bits", "dtype"), [(12, np.uint16), (16, np.uint16), (24, np.uint32), (32, np.uint32),
+                                             (40, np.uint64)])
 def test_masks_are_the_same_from_the_same_seed_and_fill_the_ring(bits, dtype):
     seed, ring = bytes(range(32)), Ring(bits, 1.0, 4)
     a, b = prg.expand(seed, 1000, ring), prg.expand(seed, 1000, ring)
@@ -81,13 +96,13 @@ def test_masks_are_the_same_from_the_same_seed_and_fill_the_ring(bits, dtype):
     assert not np.array_equal(a, prg.expand(bytes(32), 1000, ring))
 
 
-@pytest.mark.parametrize("bits", [16, 24, 32, 48])
+@pytest.mark.parametrize("bits", [12, 16, 20, 24, 32, 48])
 def test_ring_elements_travel_in_bits_over_8_bytes_and_add_modulo_2_to_the_bits(bits):
     ring, rng = Ring(bits, 1.0, 4), np.random.default_rng(bits)
     a = ring.elements(rng.integers(0, 2**bits, 500, dtype=np.uint64))
     b = ring.elements(rng.integers(0, 2**bits, 500, dtype=np.uint64))
     data = ring.to_bytes(a)
-    assert len(data) == 500 * bits // 8
+    assert len(data) == -(-500 * bits // 8)
     np.testing.assert_array_equal(ring.from_bytes(data, 500), a)
     expected = (a.astype(object) + b.astype(object)) % 2**bits
     np.testing.assert_array_equal(ring.add(a, b).astype(object), expected)
