@@ -15,7 +15,10 @@ faulty this round; a faulty one then, by `fault-kind`:
 * `garbage`: replies with random bytes where its payload belongs;
 * `scale`: sends its honest update times `fault-scale` (x100 by default);
 * `sign-flip`: sends its update times `-fault-scale`;
-* `random`: sends Gaussian noise of `fault-scale` times its update's norm.
+* `random`: sends Gaussian noise of `fault-scale` times its update's norm;
+* `huge-bias`: sends its honest update with every entry of each bias tensor
+  (MF's item bias, NeuMF's layer biases) set to `fault-scale` (1e30, say):
+  one tensor role pushed as far as the wire carries.
 
 The faulty update goes through the client's own uplink method (pruning,
 codec), so it is as well-formed as an honest one: only the server's robust
@@ -103,11 +106,19 @@ def corrupt_update(settings: RuntimeConfig, delta: Params, server_round: int, pa
         return {name: (value * scale).astype(np.float32) for name, value in delta.items()}
     if kind == "sign-flip":
         return {name: (value * -scale).astype(np.float32) for name, value in delta.items()}
+    if kind == "huge-bias":
+        return {name: np.full_like(value, scale, dtype=np.float32) if is_bias(name) else value
+                for name, value in delta.items()}
     rng = np.random.default_rng([settings.seed, server_round, partition_id, 10])
     norm = float(np.sqrt(sum(np.square(v, dtype=np.float64).sum() for v in delta.values())))
     size = sum(v.size for v in delta.values())
     return {name: (rng.standard_normal(value.shape) * scale * norm / np.sqrt(size)).astype(np.float32)
             for name, value in delta.items()}
+
+
+def is_bias(name: str) -> bool:
+    """Whether a shared tensor is a bias (`item_bias.weight`, a layer's `.bias`)."""
+    return name.endswith(".bias") or "bias." in name
 
 
 def garbage(record: Arrays, server_round: int, partition_id: int, seed: int) -> Arrays:

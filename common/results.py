@@ -133,7 +133,8 @@ def format_table(summary: dict[str, Any]) -> str:
     if "failures" in summary:  # federated runs: replies lost to client errors or to validation
         lines.append(("client replies failed", str(summary["failures"])))
         lines.append(("client replies rejected", str(summary["rejected"])))
-        for key, what in (("zeroed", "client replies zeroed"), ("clipped", "client replies clipped"),
+        for key, what in (("zeroed", "client replies zeroed"), ("row-clipped", "client replies row-clipped"),
+                          ("clipped", "client replies clipped"), ("weight-capped", "client replies weight-capped"),
                           ("refused", "rounds whose step was refused")):
             if summary.get(key):  # the defences' work, where they did any
                 lines.append((what, str(summary[key])))

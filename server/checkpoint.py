@@ -28,7 +28,7 @@ import json
 import math
 import os
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -173,11 +173,13 @@ def _meta(members: dict[str, bytes]) -> dict[str, Any]:
 def _records(meta: dict[str, Any], key: str, kind: type) -> list:
     """The ledger's entries, each a mapping of exactly `kind`'s fields with values of their types."""
     names = {f.name: f.type for f in fields(kind)}
+    # a field with a default may be missing (a checkpoint written before it existed)
+    required = {f.name for f in fields(kind) if f.default is MISSING and f.default_factory is MISSING}
     if not isinstance(meta[key], list):
         raise ValueError(f"{key} is not a list")
     out = []
     for entry in meta[key]:
-        if not isinstance(entry, dict) or set(entry) != set(names):
+        if not isinstance(entry, dict) or not required <= set(entry) <= set(names):
             raise ValueError(f"a {key} entry without exactly the fields {sorted(names)[:4]}...")
         for name, value in entry.items():
             if isinstance(value, bool) or not isinstance(value, (int, float, str, dict)) or (

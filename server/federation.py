@@ -141,12 +141,13 @@ class Federation:
         replies = transport.exchange(MessageType.TRAIN, self.messages(server_round, chosen, "train", transport))
         sent_rows = self.broadcaster.sent
         accepted: list[TrainReply] = []
+        lines = {}  # each accepted reply's line in clients.csv, for what the defences do to it
         for c in self.intake.collect(server_round, "train", replies, list(sent_rows),
                                      lambda reply: self._check_train(reply, server_round, sent_rows)):
             update, num_examples, loss = c.value
             nnz = sum(sent_entries(t) for t in update.values())
             entry.uplink_nnz += nnz
-            self.intake.log_reply(server_round, "train", c.reply, "accepted", c.sent, nnz)
+            lines[c.reply.partition] = self.intake.log_reply(server_round, "train", c.reply, "accepted", c.sent, nnz)
             accepted.append(TrainReply(c.reply.partition, c.reply.node, update, num_examples, loss))
         entry.replies = len(accepted)
         if self.leakage is not None:
@@ -158,10 +159,12 @@ class Federation:
             log.warning("round %d: no usable replies; global model unchanged", server_round)
             return
         accepted.sort(key=lambda r: (r.partition, r.node))
-        stepped = self.pipeline.step(server_round, self.params, accepted, entry)
-        if stepped is not None:
-            self.params, step = stepped
-            self.rows.observe(server_round, step, self.item_tables)
+        outcome = self.pipeline.step(server_round, self.params, accepted, entry)
+        for partition, note in outcome.notes.items():
+            lines[partition].defence, lines[partition].reason = note.defence, note.reason
+        if outcome.model is not None:
+            self.params = outcome.model
+            self.rows.observe(server_round, outcome.step, self.item_tables)
         reported = [(r.num_examples, r.loss) for r in accepted if not np.isnan(r.loss)]  # replies may omit their loss
         if reported:
             examples, losses = np.array(reported).T

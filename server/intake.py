@@ -20,7 +20,7 @@ from prunus.common.payload import Arrays, ConfigMap, Content
 from prunus.common.update import Update
 from prunus.common.wire_size import NotCarried
 from prunus.server import reply_errors
-from prunus.server.ledger import Ledger, ReplyLog, RoundLog, safe_cell
+from prunus.server.ledger import MAX_REASON, Ledger, ReplyLog, RoundLog, safe_cell
 from prunus.server.transport import Reply
 from prunus.server.validation import ReplyError
 
@@ -71,7 +71,7 @@ class Intake:
         for reply in replies:
             if reply.content is None:
                 entry.failures += 1
-                self.log_reply(server_round, kind, reply, "failed")
+                self.log_reply(server_round, kind, reply, "failed", reason=reply.error)
                 failed.append((reply.partition, reply.error))
                 continue
             sent, uncarried = self._count(count, entry, reply.content)
@@ -86,7 +86,7 @@ class Intake:
                 accepted.append(Checked(reply, sent, check(reply)))
             except ReplyError as err:
                 entry.rejected += 1
-                self.log_reply(server_round, kind, reply, "rejected", sent)
+                self.log_reply(server_round, kind, reply, "rejected", sent, reason=str(err))
                 rejected.append((reply.partition, f"{type(err).__name__}: {err}"))
         reply_errors.report(server_round, kind, "failed", failed)  # one console line per kind of failure
         reply_errors.report(server_round, kind, "rejected", rejected)
@@ -124,12 +124,17 @@ class Intake:
         entry.protocol_bytes += sent
         return sent
 
-    def log_reply(self, server_round: int, kind: str, reply: Reply, status: str, sent: int = 0, nnz: int = 0) -> None:
-        """Where a reply came from (partition, host, Ray node) for clients.csv."""
+    def log_reply(self, server_round: int, kind: str, reply: Reply, status: str, sent: int = 0, nnz: int = 0,
+                  reason: str = "") -> ReplyLog:
+        """Where a reply came from (partition, host, Ray node) for clients.csv,
+        and why it was rejected or failed (the first line); returns the line."""
         info = reply.content.get("info") if reply.content is not None else None
         info = info if isinstance(info, ConfigMap) else {}
-        self.ledger.replies.append(ReplyLog(
+        line = ReplyLog(
             round=server_round, kind=kind, partition=reply.partition, node=reply.node,
             host=safe_cell(info.get("host", "")), ray_node=safe_cell(info.get("ray-node", "")),
             status=status, uplink_bytes=sent, uplink_nnz=nnz,
-        ))
+            reason=safe_cell(reason.strip().split("\n")[0], MAX_REASON),
+        )
+        self.ledger.replies.append(line)
+        return line

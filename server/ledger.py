@@ -26,8 +26,10 @@ class RoundLog:
     protocol_bytes: int = 0  # secure aggregation's exchanges, both directions (keys, shares, unmasking)
     uplink_nnz: int = 0
     downlink_nnz: int = 0
-    zeroed: int = 0  # replies left out: norm above zero-factor x the round's median
-    clipped: int = 0  # replies scaled down to the round's norm bound
+    zeroed: int = 0  # replies left out: norm above zero-factor x the median of the other replies'
+    row_clipped: int = 0  # replies with a row scaled down to its trust region (row-clip)
+    clipped: int = 0  # replies scaled down to their norm bound (clip-norm, clip-quantile)
+    weight_capped: int = 0  # replies whose num-examples counted as weight-cap x the others' median
     refused: int = 0  # 1 when the round's step was refused (model kept)
     train_loss: float = float("nan")
     seconds: float = 0.0
@@ -55,16 +57,21 @@ class ReplyLog:
     status: str  # "accepted", "rejected" or "failed"
     uplink_bytes: int = 0
     uplink_nnz: int = 0
+    # what the server's defences did to an accepted reply ("zeroed", or what
+    # scaled it down: "row-clipped", "clipped", "weight-capped", joined by "+")
+    defence: str = ""
+    reason: str = ""  # why: a defence's figures, a rejection's or a failure's first line
 
 
 REPLY_COLUMNS = [f.name for f in fields(ReplyLog)]
 MAX_CELL = 128  # a host name or Ray node id is far shorter
+MAX_REASON = 240  # the first line of an error, or a defence's figures
 
 
-def safe_cell(value: object) -> str:
+def safe_cell(value: object, limit: int = MAX_CELL) -> str:
     """What a client says of itself, fit for clients.csv: printable, at most
-    MAX_CELL characters, and never read as a formula by a spreadsheet."""
-    text = "".join(c for c in str(value)[:MAX_CELL] if c.isprintable())
+    `limit` characters, and never read as a formula by a spreadsheet."""
+    text = "".join(c for c in str(value)[:limit] if c.isprintable())
     return "'" + text if text.startswith(("=", "+", "-", "@")) else text
 
 

@@ -1,6 +1,7 @@
-"""The aggregation pipeline of a round: outliers, clipping, aggregation, the
-server optimiser's step, model pruning, and the checks before the new model
-is taken.
+"""The aggregation pipeline of a round: the defences against single replies
+(zeroing, the trust region per row, clipping, capped weights:
+`server.defences`), aggregation, the server optimiser's step, model pruning,
+and the checks before the new model is taken.
 
 A step that would leave the model or the optimiser's state non-finite is
 refused with its reason before anything prunes or broadcasts it: the previous
@@ -12,19 +13,29 @@ to refuse a step: the downlink clips it (`server.broadcast` counts it).
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 
 from prunus.common.config import FederationConfig
 from prunus.common.params import NonFiniteModel, Params, check_finite
 from prunus.server.aggregators import AGGREGATORS
+from prunus.server.defences import Note, defend
 from prunus.server.intake import TrainReply
 from prunus.server.ledger import RoundLog
 from prunus.server.model_pruning import ModelPruner
 from prunus.server.optimizers import ServerOptimizer
-from prunus.server.robust import clip, outliers
 
 log = logging.getLogger("prunus")
+
+
+class Outcome(NamedTuple):
+    """A round's result: the new model and its step (None: no step taken), and
+    the defences' note on each partition's reply they touched."""
+
+    model: Params | None
+    step: Params | None
+    notes: dict[int, Note]
 
 
 class AggregationPipeline:
@@ -35,24 +46,24 @@ class AggregationPipeline:
         self.settings, self.shapes, self.optimizer, self.pruner = settings, shapes, optimizer, pruner
         self.aggregate = AGGREGATORS.get(settings.aggregator)
 
-    def step(self, server_round: int, params: Params, accepted: list[TrainReply],
-             entry: RoundLog) -> tuple[Params, Params] | None:
-        """The new model and the aggregated step it took (None: refused, or no reply left to aggregate)."""
+    def step(self, server_round: int, params: Params, accepted: list[TrainReply], entry: RoundLog) -> Outcome:
+        """The new model and the aggregated step it took (None: refused, or no
+        reply left to aggregate), and what the defences did to which partition's reply."""
         f = self.settings
-        dropped = outliers([r.update for r in accepted], f.zero_factor)
-        if dropped:
-            entry.zeroed = len(dropped)
-            log.warning("round %d: left out %d replies whose norm exceeds %g x the median (partitions %s)",
-                        server_round, len(dropped), f.zero_factor, [accepted[i].partition for i in dropped][:10])
-            accepted = [r for i, r in enumerate(accepted) if i not in set(dropped)]
-            if not accepted:
-                return None
-        updates = [r.update for r in accepted]
-        if f.clip_norm > 0 or f.clip_quantile > 0:
-            updates, entry.clipped = clip(updates, f.clip_norm, f.clip_quantile)
-        step = self.aggregate(updates, [r.num_examples for r in accepted], self.shapes, f)
+        defended = defend([r.update for r in accepted], [r.num_examples for r in accepted], params, f)
+        for key, count in defended.counts.items():
+            setattr(entry, key, count)
+        notes = {accepted[i].partition: note for i, note in defended.notes.items()}
+        if defended.counts["zeroed"]:
+            kept = set(defended.kept)
+            zeroed = [r.partition for i, r in enumerate(accepted) if i not in kept]
+            log.warning("round %d: left out %d replies whose norm exceeds %g x the median of the others' "
+                        "(partitions %s)", server_round, len(zeroed), f.zero_factor, zeroed[:10])
+        if not defended.kept:
+            return Outcome(None, None, notes)
+        step = self.aggregate(defended.updates, defended.weights, self.shapes, f)
         new = self.apply(server_round, params, step, entry)
-        return None if new is None else (new, step)
+        return Outcome(new, None if new is None else step, notes)
 
     def apply(self, server_round: int, params: Params, step: Params, entry: RoundLog) -> Params | None:
         """The optimiser's step with an aggregated update, then model pruning (a

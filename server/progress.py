@@ -1,9 +1,11 @@
-"""The run's one live progress display: round, ETA, bytes so far, last metrics, lost replies.
+"""The run's one live progress display: round, ETA, bytes so far, last metrics, lost and defended replies.
 
 On a terminal it is a single `rich` progress line redrawn in place; anywhere
 else (a pipe, a log file, a sweep's captured output) it prints one plain line
 per round, which is what a log reader wants. Lost replies (failed or rejected)
-are always on the line: a run whose clients fail must not look like a healthy one.
+and what the server's defences did (replies zeroed, clipped, steps refused)
+are always on the line: a run whose clients fail or attack must not look like
+a healthy one.
 """
 
 from __future__ import annotations
@@ -42,13 +44,16 @@ class RoundProgress:
         metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith(("hr@", "ndcg@")))
         self.metrics = " ".join(f"{k} {v:.4f}" for k, v in entry.metrics.items() if k.startswith("hr@")) or self.metrics
         defended = ((entry.failures, "failed"), (entry.rejected, "rejected"), (entry.zeroed, "zeroed"),
-                    (entry.clipped, "clipped"), (entry.refused, "step refused"),
+                    (entry.row_clipped, "row-clipped"), (entry.clipped, "clipped"),
+                    (entry.weight_capped, "weight-capped"), (entry.refused, "step refused"),
                     (int(entry.metrics.get("downlink-clipped", 0)), "entries clipped in the broadcast"))
         lost = "".join(f"  {n} {what}" for n, what in defended if n)
         if self._bar is not None:
             status = f"{self.total / 1e6:.1f} MB sent  {self.metrics}"
             if self.lost:
                 status += f"  [red]{self.lost} lost[/red]"
+            if lost:  # this round's, as on the plain line
+                status += f"  [yellow]round {entry.round}:{lost}[/yellow]"
             self._bar.update(self._task, completed=entry.round, status=status)
             return
         # a secure round's server learns no client's loss

@@ -135,7 +135,9 @@ def finish(cfg: Config, ledger: Ledger, model: dict, wall_seconds: float) -> dic
         "rejected": sum(r["rejected"] for r in rows),
         # what the server's defences did: replies left out or scaled down, steps refused
         "zeroed": sum(r["zeroed"] for r in rows),
+        "row-clipped": sum(r["row_clipped"] for r in rows),
         "clipped": sum(r["clipped"] for r in rows),
+        "weight-capped": sum(r["weight_capped"] for r in rows),
         "refused": sum(r["refused"] for r in rows),
         # model entries the broadcast clipped to the downlink's range (the model still travelled)
         "downlink-clipped": int(sum(r.get("downlink-clipped", 0) for r in rows)),

@@ -14,7 +14,7 @@ import pandas as pd
 from prunus.common.config import Config
 from prunus.simulations.plots import plot_bytes, plot_curves, plot_frontier, plot_leakage
 from prunus.simulations.runs import read_runs
-from prunus.simulations.table import NOT_SETTINGS, Tables, chosen_runs, make_tables, pareto
+from prunus.simulations.table import DEFENDED, NOT_SETTINGS, Tables, chosen_runs, make_tables, pareto
 
 
 def write_report(sweep: Path, curves: list[str] | None = None) -> Path:
@@ -58,6 +58,12 @@ def render(title: str, tables: Tables, fixed: dict[str, Any], missing: list[str]
     if len(lossy):  # their figures are those of fewer clients than asked for
         lines.append("Runs that lost client replies (failed / rejected), see their `clients.csv`: " + ", ".join(
             f"`{r['run']}` ({r['failures']} / {r['rejected']})" for _, r in lossy.iterrows()) + ".")  # fmt: skip
+    defended = [key for key in DEFENDED if key in results]
+    if defended:  # the replies each defence left out or scaled down (its reasons: clients.csv)
+        acted = results[(results[defended] > 0).any(axis=1)]
+        lines.append(f"Runs where the server's defences acted ({' / '.join(defended)}), see their `clients.csv`: "
+                     + ", ".join(f"`{r['run']}` ({' / '.join(str(r[k]) for k in defended)})"
+                                 for _, r in acted.iterrows()) + ".")
     lines += ["", f"Figures are means over seeds (± standard deviation); {hr.upper()} and {ndcg.upper()} are those of "
               "the last round; bytes are totals over the run; `x fewer` is the baseline's bytes over the "
               "setting's. A setting's label names its method and the values that differ from the baseline's "

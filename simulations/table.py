@@ -20,6 +20,8 @@ from prunus.simulations.runs import Run
 NOT_SETTINGS = frozenset({"seed", *RUNTIME_KEYS})
 # the precision of each attack of server/leakage.py, per run (where measured)
 LEAKS = ("leak_direction", "leak_norm", "leak_membership", "leak_request")
+# replies the server's defences left out or scaled down, and steps refused (summary.json)
+DEFENDED = ("zeroed", "row-clipped", "clipped", "weight-capped", "refused")
 BYTES = ("uplink_bytes", "downlink_bytes", "request_bytes", "protocol_bytes", "dense_uplink_bytes", "dense_downlink_bytes")
 # short names for the settings most sweeps vary, in labels (others keep their key)
 _SHORT = {"prune-method": "", "density": "d", "error-feedback": "ef", "value-codec": "values", "downlink-codec": "down",
@@ -125,6 +127,7 @@ def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.
         row |= {key: summary["comm"].get(key, 0) for key in BYTES}  # runs before row requests have none
         row["total_bytes"] = row["uplink_bytes"] + row["downlink_bytes"] + row["request_bytes"] + row["protocol_bytes"]
         row |= {"failures": summary.get("failures", 0), "rejected": summary.get("rejected", 0)}
+        row |= {key: summary.get(key, 0) for key in DEFENDED}  # what the server's defences did (runs before: none)
         row |= {"rounds": summary["rounds"], "wall_seconds": summary["wall_seconds"], "folder": f"runs/{run.name}"}
         row["commit"] = commit_of(summary)
         if "privacy" in summary:  # the attacks' precision (server/leakage.py), where measured
@@ -133,6 +136,7 @@ def results_table(runs: list[Run], varied: list[str], hr: str, ndcg: str) -> pd.
     table = pd.DataFrame(rows)
     if not table["protocol_bytes"].any():  # a column only where secure aggregation ran
         table = table.drop(columns="protocol_bytes")
+    table = table.drop(columns=[key for key in DEFENDED if not table[key].any()])  # only where a defence acted
     baseline = next((r.summary["config"] for r in runs if r.point["baseline"]), None)
     table.insert(3, "label", [label_of(row, varied, baseline) for _, row in table.iterrows()])
     return _with_ratios(table, hr, ndcg)

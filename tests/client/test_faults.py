@@ -37,6 +37,15 @@ def test_scaled_and_flipped_updates(kind, expected):
     np.testing.assert_allclose(out["t"], DELTA["t"] * expected)
 
 
+def test_a_huge_bias_fault_sets_every_bias_entry_and_leaves_the_rest_honest():
+    delta = {"item_embedding.weight": DELTA["t"], "item_bias.weight": np.zeros((2, 1), np.float32),
+             "mlp.0.bias": np.ones(3, np.float32)}
+    out = faults.corrupt_update(_runtime(fault_kind="huge-bias", fault_scale=1e30), delta, 1, 0)
+    np.testing.assert_array_equal(out["item_embedding.weight"], DELTA["t"])
+    for name in ("item_bias.weight", "mlp.0.bias"):
+        assert out[name].dtype == np.float32 and (out[name] == np.float32(1e30)).all()
+
+
 def test_random_updates_have_the_chosen_size_and_crashes_raise():
     noise = faults.corrupt_update(_runtime(fault_kind="random", fault_scale=10.0), DELTA, 1, 0)["t"]
     assert 3 < np.linalg.norm(noise) / np.linalg.norm(DELTA["t"]) < 30

@@ -21,7 +21,8 @@ from prunus.simulations.report import write_report
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
 SETTINGS = {"ml100k-frontier": 18, "ml100k-downlink": 10, "ml100k-total": 16,
-            "ml100k-leakage": 13, "ml100k-robust": 18}  # committed sweep -> its number of settings
+            "ml100k-leakage": 13, "ml100k-robust": 18,
+            "ml100k-robust-default": 12, "ml100k-robust-default-validation": 41}  # sweep -> its settings
 
 
 def _section(text: str, heading: str) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from prunus.common.compression import DOWNLINK, ROWS
-from prunus.common.config import Config
+from prunus.common.config import REPLY_DEFENCES, Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import NonFiniteModel, to_record, wire_bytes
 from prunus.server.broadcast import Broadcaster
@@ -56,7 +56,8 @@ def test_one_hostile_client_loses_no_round_of_an_int8_broadcast(make_train_reply
     round's broadcast refused (5 of 5 rounds lost); now each round's step is taken
     and the broadcast carries the model clipped, counted."""
     spec = ModelSpec(SHAPES, ("item_embedding.weight",), ("item_embedding.weight",))
-    cfg = Config.of(rounds=5, clients_per_round=2, downlink_codec="int8", row_averaging=False)
+    cfg = Config.of(rounds=5, clients_per_round=2, downlink_codec="int8", row_averaging=False,
+                    **dict.fromkeys(REPLY_DEFENCES, 0.0))  # what the broadcast does with what the defences let by
     federation = Federation(cfg, [0, 1], {k: v.copy() for k, v in PARAMS.items()}, spec, lambda p, r: {}, Ledger())
     hostile = {"item_embedding.weight": np.zeros((5, 3), np.float32), "item_bias.weight": np.full((5, 1), 1e8, np.float32)}
     honest = {"item_embedding.weight": np.full((5, 3), 0.01, np.float32), "item_bias.weight": np.zeros((5, 1), np.float32)}

@@ -145,3 +145,15 @@ def test_a_refused_checkpoint_is_one_line_and_exit_2_on_the_command_line(tmp_pat
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and "not a checkpoint prunus can trust" in done.stderr
+
+
+def test_a_ledger_line_written_before_a_field_existed_loads_with_its_default():
+    """A checkpoint's reply lines from before clients.csv said what the defences
+    did load with those fields empty; an unknown or missing required field does not."""
+    line = {"round": 1, "kind": "train", "partition": 3, "node": 13, "host": "h", "ray_node": "", "status": "accepted",
+            "uplink_bytes": 10, "uplink_nnz": 2}
+    (old,) = ckpt._records({"replies": [line]}, "replies", ReplyLog)
+    assert (old.defence, old.reason) == ("", "")
+    for bad in ({**line, "extra": 1}, {k: v for k, v in line.items() if k != "status"}):
+        with pytest.raises(ValueError, match="exactly the fields"):
+            ckpt._records({"replies": [bad]}, "replies", ReplyLog)

@@ -10,7 +10,7 @@ from prunus.common.codec import pack_update
 from prunus.common.codec_rows import encode_row_set
 from prunus.common.compression import DOWNLINK
 from prunus.common.compression.base import ROW_QUERY
-from prunus.common.config import Config
+from prunus.common.config import REPLY_DEFENCES, Config
 from prunus.common.models import ModelSpec
 from prunus.common.params import npy_array, to_record, wire_bytes
 from prunus.common.payload import Arrays, ConfigMap, Content, MessageType, MetricMap
@@ -18,6 +18,8 @@ from prunus.common.update import Sparse
 from prunus.server.federation import EVAL_STREAM, TRAIN_STREAM, Federation
 from prunus.server.ledger import Ledger
 from prunus.server.transport import Outgoing, Reply
+
+UNDEFENDED = dict.fromkeys(REPLY_DEFENCES, 0.0)  # the server's reply defences off
 
 PARAMS = {"item_embedding.weight": np.zeros((4, 2), np.float32), "item_bias.weight": np.zeros((4, 1), np.float32)}
 SPEC = ModelSpec({k: v.shape for k, v in PARAMS.items()}, ("item_embedding.weight",), tuple(PARAMS))
@@ -432,7 +434,7 @@ def test_what_a_client_says_of_itself_is_made_safe_for_the_csv(make_train_reply)
 
 
 def test_a_step_that_would_overflow_the_model_is_refused_and_the_model_kept(make_train_reply):
-    federation = _federation()
+    federation = _federation(**UNDEFENDED)  # what comes after the defences (which would clip 3e38)
     huge = CannedTransport([Reply(0, 10, make_train_reply(_update(3.0e38), partition=0))])
     federation.train(1, huge)  # finite: the model now holds 3e38
     before = {k: v.copy() for k, v in federation.params.items()}
@@ -444,7 +446,7 @@ def test_a_step_that_would_overflow_the_model_is_refused_and_the_model_kept(make
 
 
 def test_a_model_the_fp16_broadcast_cannot_carry_travels_clipped_and_counted(make_train_reply):
-    federation = _federation(downlink_codec="fp16")
+    federation = _federation(downlink_codec="fp16", **UNDEFENDED)
     federation.train(1, CannedTransport([Reply(0, 10, make_train_reply(_update(1e5), partition=0))]))
     assert federation.ledger.round(1).refused == 0  # not a reason to lose the round
     np.testing.assert_array_equal(federation.params["item_embedding.weight"], 1e5)
@@ -461,10 +463,10 @@ def test_robust_aggregators_and_clipping_bound_a_byzantine_reply(make_train_repl
     robust = _federation(aggregator=aggregator, trim_fraction=0.34)
     robust.train(1, CannedTransport(replies))
     np.testing.assert_allclose(robust.params["item_embedding.weight"], 1.0 if aggregator == "median" else 1.0, atol=0.21)
-    clipped = _federation(clip_quantile=0.5)
+    clipped = _federation(clip_quantile=0.5, zero_factor=0.0)  # clipping alone
     clipped.train(1, CannedTransport(replies))
-    assert clipped.ledger.round(1).clipped == 1
-    assert np.abs(clipped.params["item_embedding.weight"]).max() < 2.0  # mean of 1.0, 1.2 and -500 clipped to 1.2's size
+    assert clipped.ledger.round(1).clipped == 2  # -500, and 1.2: each to the lower median of the others, 1.0's size
+    assert np.abs(clipped.params["item_embedding.weight"]).max() < 2.0
 
 
 # ------------------------------------------------------ partial broadcasts
@@ -554,3 +556,27 @@ def test_a_reply_far_above_the_rounds_median_norm_is_zeroed(make_train_reply):
     entry = federation.ledger.round(1)
     assert (entry.replies, entry.zeroed) == (3, 1)
     np.testing.assert_allclose(federation.params["item_embedding.weight"], 1.0)
+
+
+def test_clients_csv_says_which_replies_were_defended_and_why(make_train_reply):
+    """Every reply's line says what the defences did to it and why, as a
+    rejected or failed reply's says why it was lost."""
+    federation = _federation(partitions=(0, 1, 2, 3, 4), clients_per_round=5)
+    bias_attack = {**_update(0.5), "item_bias.weight": np.full((4, 1), 1e30, np.float32)}
+    row_push = {**_update(0.5), "item_embedding.weight": np.array([[8, 0], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]],
+                                                                   np.float32)}  # one row beyond 4 x sqrt(2)
+    contents = [make_train_reply(_update(0.5)), make_train_reply(bias_attack), make_train_reply(row_push),
+                make_train_reply(BAD), None]
+    replies = [Reply(p, 10 + p, content, "" if content else "worker died") for p, content in enumerate(contents)]
+    federation.train(1, CannedTransport(replies))
+    entry = federation.ledger.round(1)
+    assert (entry.zeroed, entry.row_clipped, entry.rejected, entry.failures) == (1, 1, 1, 1)
+    rows = {r["partition"]: r for r in federation.ledger.reply_rows()}
+    assert rows[0]["defence"] == "" and rows[0]["reason"] == ""
+    assert rows[1]["defence"] == "zeroed" and rows[1]["reason"].startswith("norm 2e+30 > 10 x")
+    assert rows[2]["defence"] == "row-clipped" and rows[2]["reason"].startswith("1 row above the trust region")
+    assert rows[3]["status"] == "rejected" and rows[3]["reason"]
+    assert rows[4]["status"] == "failed" and rows[4]["reason"] == "worker died"
+    np.testing.assert_allclose(federation.params["item_bias.weight"], 0.5)  # the 1e30 never reached the model
+    np.testing.assert_allclose(federation.params["item_embedding.weight"][0], [(0.5 + 4 * np.sqrt(2)) / 2, 0.25],
+                               rtol=1e-6)  # the mean of the honest row and the pushed one at its bound

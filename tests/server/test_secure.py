@@ -6,7 +6,7 @@ with it is checked before any work."""
 import numpy as np
 import pytest
 
-from prunus.common.config import Config, ConfigError
+from prunus.common.config import REPLY_DEFENCES, Config, ConfigError, FederationConfig, from_mapping
 from prunus.common.secagg import protocol
 from prunus.common.secagg.messages import Layout
 from prunus.server.ledger import Ledger
@@ -82,7 +82,10 @@ def test_the_leakage_ledger_attacks_the_masked_inputs_and_the_round_sum(tmp_path
     ({"prune_method": "topk"}, "own coordinates"),
     ({"broadcast_rows": "requested"}, "each client's rows"),
     ({"aggregator": "median"}, "cannot zero, clip or order"),
-    ({"clip_quantile": 0.9}, "cannot zero, clip or order"),
+    ({"clip_quantile": 0.5}, "cannot zero, clip or order"),
+    ({"zero_factor": 5.0}, "cannot zero, clip or order"),
+    ({"row_clip": 2.0}, "cannot zero, clip or order"),
+    ({"weight_cap": 3.0}, "cannot zero, clip or order"),
     ({"ring_bits": 11}, "ring-bits"),
     ({"broadcast_rows": "bandit", "secure_rows": 0.5}, "already chooses the round's rows"),
 ])
@@ -127,3 +130,14 @@ def test_a_secure_reply_carrying_too_much_beside_its_payload_is_rejected_and_the
     statuses = {(r.kind, r.partition): r.status for r in federation.ledger.replies}
     assert statuses[(kind, transport.padded)] == "rejected"
     assert federation.ledger.round(1).replies >= 3 and not federation.ledger.round(1).metrics.get("secure-abandoned")
+
+
+def test_the_robust_defaults_resolve_to_off_under_secure_aggregation():
+    """The server sees no single reply under secure aggregation: the reply
+    defences, on by default, are off there (and the run's config says so),
+    while a plain run of the same settings has them."""
+    secure, plain = Config.of(secure_aggregation=True), Config.of()
+    assert all(getattr(secure.federation, name) == 0 for name in REPLY_DEFENCES)
+    assert secure.to_dict()["zero-factor"] == 0.0 and from_mapping(secure.to_dict()) == secure  # round trip
+    assert all(getattr(plain.federation, name) == getattr(FederationConfig(), name) for name in REPLY_DEFENCES)
+    assert plain.federation.zero_factor > 0 and plain.federation.row_clip > 0
