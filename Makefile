@@ -106,7 +106,7 @@ lock: install
 	$(LOCK) --extra dev -o requirements-dev.lock
 	$(call name-torch-index,requirements-dev.lock)
 	cp requirements-dev.lock requirements-dev-flwr142.lock  # the same pins but Flower's (uv keeps an output's pins)
-	$(BIN)/uv pip compile pyproject.toml -c constraints-flwr142.txt --find-links /opt/wheels --no-sources --python-version 3.11 \
+	$(BIN)/uv pip compile pyproject.toml -c constraints-flwr142.txt --find-links /opt/wheels --no-sources --no-config --python-version 3.11 \
 		--extra dev -o requirements-dev-flwr142.lock
 	$(call name-torch-index,requirements-dev-flwr142.lock)
 

@@ -225,6 +225,22 @@ def test_the_fab_carries_the_locks_pins_as_uv_constraints(installed_app):
     assert (elsewhere.name, str(elsewhere.specifier)) == ("torch", f"=={pin.public}")  # PyPI's wheel: macOS, Windows
 
 
+def test_make_lock_writes_those_constraints_from_the_lock_and_no_compile_reads_them(tmp_path):
+    """From an emptied list, `make lock`'s rewrite gives back pyproject.toml as committed; every `uv pip
+    compile` passes --no-config (the constraints would hold a new lock to the old pins)."""
+    lines = _make_dry_run("lock")
+    compiles = [line for line in lines if "uv pip compile" in line]
+    assert len(compiles) == 3 and all("--no-config" in line for line in compiles), compiles
+    (rewrite,) = [line for line in lines if line.startswith("awk") and "constraint-dependencies" in line]
+    committed = (REPO / "pyproject.toml").read_text()
+    emptied = re.sub(r"(?ms)^(constraint-dependencies = \[\n).*?^\]", r"\1]", committed)
+    assert emptied != committed
+    (tmp_path / "pyproject.toml").write_text(emptied)
+    shutil.copy(LOCKS[0], tmp_path / LOCKS[0].name)
+    subprocess.run(["bash", "-c", rewrite], cwd=tmp_path, check=True, timeout=60)
+    assert (tmp_path / "pyproject.toml").read_text() == committed
+
+
 def _local_cpu_index(tmp_path: Path, pin: str) -> str:
     """A simple-index page for this machine's wheel of the pin, standing in for an unreachable CPU index."""
     cache = Path(re.search(r"--find-links (\S+)", MAKEFILE.read_text()).group(1))
