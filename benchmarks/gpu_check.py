@@ -115,8 +115,9 @@ def check_model(name: str, settings: list[str], gpus_per_client: float, toleranc
     gpu = _simulate([*settings, f"client-num-gpus={gpus_per_client}"], tmp / f"{name}-gpu", cuda=True)
     gaps, problems = metric_gaps(cpu["metrics"], gpu["metrics"], tolerance)
     problems = device_problems(cpu.pop("rows"), False) + device_problems(gpu.pop("rows"), True) + problems
-    return {"cpu": cpu, "gpu": gpu, "metric_gaps": gaps, "round_speedup": cpu["median_round_s"] / gpu["median_round_s"],
-            "problems": problems[:20], "passed": not problems}
+    speedup = cpu["median_round_s"] / gpu["median_round_s"] if gpu["median_round_s"] > 0 else float("nan")
+    return {"cpu": cpu, "gpu": gpu, "metric_gaps": gaps, "round_speedup": speedup, "problems": problems[:20],
+            "passed": not problems}
 
 
 def main() -> None:
