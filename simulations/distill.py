@@ -24,7 +24,7 @@ import torch
 from prunus.common.config import Config, from_mapping, parse_overrides
 from prunus.common.datasets import load_split
 from prunus.common.distill import DISTILLERS, DistillError, DistillSettings, Teacher
-from prunus.common.distill.base import distill
+from prunus.common.distill.base import check_width, distill
 from prunus.common.models import model_spec
 from prunus.common.params import Params
 from prunus.common.results import code_version, write_summary
@@ -47,6 +47,8 @@ def run_distill(run_dir: Path, dims: list[int], methods: list[str], out: Path, o
     cfg = from_mapping(parse_overrides(config_keys), base=run.cfg, source="--set") if config_keys else run.cfg
     split = load_split(cfg)  # to evaluate only: no distiller reads it
     teacher = Teacher.of_run(run.params, cfg)
+    for dim in dims:  # before any work
+        check_width(teacher, dim, settings)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def score(model_cfg: Config, params: Params) -> dict[str, float]:
