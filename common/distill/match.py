@@ -65,7 +65,7 @@ def train_student(teacher: Teacher, dim: int, settings: DistillSettings, loss: L
             optimizer.zero_grad()
             value.backward()
             optimizer.step()
-            total += float(value) * len(batch)
+            total += value.item() * len(batch)
         losses.append(total / len(users))
     return Student(items.detach().numpy().copy(), bias.detach().numpy().copy(), tuple(losses))
 
