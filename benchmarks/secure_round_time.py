@@ -93,7 +93,7 @@ def _median_round(config: Path, settings: list[str], rounds: int, engine: str, o
     return statistics.median(seconds), statistics.median(cpu)
 
 
-def _code_commit() -> str:
+def code_commit() -> str:
     """The commit of the prunus the runs import (the shim on PYTHONPATH may
     point at another checkout than this script's), "+dirty" with changes."""
     code = Path(importlib.util.find_spec("prunus.common").submodule_search_locations[0]).resolve().parent
@@ -156,7 +156,7 @@ def main() -> None:
         "median_round_cpu_s": {key: round(v, 4) for key, v in median_cpu.items()},
         "secure_over_plain": _ratios(median_wall, pairs),
         "secure_over_plain_cpu": _ratios(median_cpu, pairs),
-        "commit": _code_commit(),
+        "commit": code_commit(),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"wall": result["secure_over_plain"], "cpu": result["secure_over_plain_cpu"]}, indent=2))
