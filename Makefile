@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 # uv from PyPI and the CPU build of torch 2.13.0 these machines hold in
 # /opt/wheels); pip installs them as they are, without resolving anything.
 PIP    := $(BIN)/pip install --no-deps
-LOCK   := $(BIN)/uv pip compile pyproject.toml -c constraints.txt --find-links /opt/wheels --no-sources --python-version 3.11
+LOCK   := $(BIN)/uv pip compile pyproject.toml -c constraints.txt --find-links /opt/wheels --no-sources --no-config --python-version 3.11
 # Where torch's CPU build (the locks' torch==2.13.0+cpu) comes from: the PyTorch
 # CPU index; PyPI's Linux wheel is the CUDA build (gigabytes). `make lock` writes
 # it into each lock as an --extra-index-url line, which pip honours.
@@ -81,14 +81,32 @@ define name-torch-index
 	awk 'NR == 3 { print "--extra-index-url $(TORCH_INDEX)" } { print }' $(1) > $(1).tmp && mv $(1).tmp $(1)
 endef
 
-# regenerate both locks after changing a dependency in pyproject.toml or constraints.txt
+# The Flower App's pins: pyproject.toml's [tool.uv] constraint-dependencies, the
+# list `uv sync` resolves `flwr run`'s environment under, rewritten from the
+# lock $(1), one quoted pin a line; torch's +cpu pin holds on Linux (its source
+# there is the CPU index), its release elsewhere (PyPI's wheel).
+define pin-flower-app
+	awk 'FNR == NR { if ($$0 ~ /^[A-Za-z0-9].*==/) pins[++n] = $$1; next } \
+		/^constraint-dependencies = \[$$/ { print; skip = 1; \
+			for (i = 1; i <= n; i++) if (pins[i] ~ /^torch==.*\+/) { \
+				release = pins[i]; sub(/\+.*/, "", release); \
+				printf "    \"%s; sys_platform == \047linux\047\",\n", pins[i]; \
+				printf "    \"%s; sys_platform != \047linux\047\",\n", release \
+			} else printf "    \"%s\",\n", pins[i]; \
+			next } \
+		skip && /^\]/ { skip = 0 } !skip' $(1) pyproject.toml > pyproject.toml.tmp && mv pyproject.toml.tmp pyproject.toml
+endef
+
+# regenerate the locks (and the Flower App's pins) after changing a dependency
+# in pyproject.toml or constraints.txt
 lock: install
 	$(LOCK) -o requirements.lock
 	$(call name-torch-index,requirements.lock)
+	$(call pin-flower-app,requirements.lock)
 	$(LOCK) --extra dev -o requirements-dev.lock
 	$(call name-torch-index,requirements-dev.lock)
 	cp requirements-dev.lock requirements-dev-flwr142.lock  # the same pins but Flower's (uv keeps an output's pins)
-	$(BIN)/uv pip compile pyproject.toml -c constraints-flwr142.txt --find-links /opt/wheels --no-sources --python-version 3.11 \
+	$(BIN)/uv pip compile pyproject.toml -c constraints-flwr142.txt --find-links /opt/wheels --no-sources --no-config --python-version 3.11 \
 		--extra dev -o requirements-dev-flwr142.lock
 	$(call name-torch-index,requirements-dev-flwr142.lock)
 

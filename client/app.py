@@ -105,9 +105,22 @@ def _handle(message_type: str, msg: Message, context: Context, config: Config | 
     simulated = not context.node_config.get("data-file")  # under the Deployment Engine clients keep their state
     home = StoreHome(cfg, ContextScratch(context)) if simulated else ContextHome(context)
     client = ClientData.of(partition_id, split, users, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     content = dispatch.answer(message_type, cfg, from_flower(msg.content), home, client)
-    content["info"] = ConfigMap(_node_info(context))
+    content["info"] = ConfigMap({**_node_info(context), **_cuda_info(device)})
     return Message(to_flower(content), reply_to=msg)
+
+
+def _cuda_info(device: torch.device) -> dict[str, str | int]:
+    """On CUDA, the device a message's work was given and the most memory it
+    held there: 0 would mean its tensors stayed on the CPU (a step in numpy,
+    say), which the device alone cannot tell. Nothing on the CPU, so that a
+    CPU run's replies are byte for byte those of the in-process engine."""
+    if device.type != "cuda":
+        return {}
+    return {"cuda-device": f"cuda:{torch.cuda.current_device()}",
+            "cuda-peak-bytes": int(torch.cuda.max_memory_allocated(device))}
 
 
 def _partition_data(cfg: Config, context: Context, partition_id: int) -> tuple[SplitData, np.ndarray]:

@@ -126,8 +126,8 @@ class Intake:
 
     def log_reply(self, server_round: int, kind: str, reply: Reply, status: str, sent: int = 0, nnz: int = 0,
                   reason: str = "") -> ReplyLog:
-        """Where a reply came from (partition, host, Ray node) for clients.csv,
-        and why it was rejected or failed (the first line); returns the line."""
+        """Where a reply came from (partition, host, Ray node, CUDA device) for
+        clients.csv, and why it was rejected or failed (the first line); returns the line."""
         info = reply.content.get("info") if reply.content is not None else None
         info = info if isinstance(info, ConfigMap) else {}
         line = ReplyLog(
@@ -135,6 +135,12 @@ class Intake:
             host=safe_cell(info.get("host", "")), ray_node=safe_cell(info.get("ray-node", "")),
             status=status, uplink_bytes=sent, uplink_nnz=nnz,
             reason=safe_cell(reason.strip().split("\n")[0], MAX_REASON),
+            cuda_device=safe_cell(info.get("cuda-device", "")), cuda_peak_bytes=_count(info.get("cuda-peak-bytes", 0)),
         )
         self.ledger.replies.append(line)
         return line
+
+
+def _count(value: object) -> int:
+    """A byte count a client claims, for clients.csv: a non-negative int, else 0."""
+    return value if type(value) is int and value >= 0 else 0

@@ -45,7 +45,10 @@ class ReplyLog:
     """One client reply in `clients.csv`: who computed it, where, and what it cost.
 
     `ray_node` is the Ray node that ran the client actor (empty outside Ray), so a
-    run on a cluster shows how its work spread across machines.
+    run on a cluster shows how its work spread across machines; `cuda_device`
+    and `cuda_peak_bytes` say where a client on CUDA computed (its claim: the
+    device and the most memory the message's work held there; empty and 0 on
+    the CPU), so a GPU run shows that its tensors were on the device.
     """
 
     round: int
@@ -61,6 +64,8 @@ class ReplyLog:
     # scaled it down: "row-clipped", "clipped", "weight-capped", joined by "+")
     defence: str = ""
     reason: str = ""  # why: a defence's figures, a rejection's or a failure's first line
+    cuda_device: str = ""
+    cuda_peak_bytes: int = 0
 
 
 REPLY_COLUMNS = [f.name for f in fields(ReplyLog)]

@@ -13,6 +13,10 @@ does not hold: only the PyTorch CPU index and this image's wheel cache do.
 - pyproject.toml's [tool.uv] sends torch to the same index, for the runtime
   environment `flwr run` builds with `uv sync`, and the variable the README
   names to skip that install does turn it off in Flower's SuperLink;
+- the FAB `flwr run .` builds carries requirements.lock's pins as uv
+  constraints, and Flower's own installer, run on that FAB as a dry run,
+  would install exactly the lock (torch's +cpu build from the CPU index, no
+  CUDA wheel); that needs PyPI and is skipped, with its reason, without it;
 - the Makefile's torch command resolves here from the sources this machine has
   (a dry run: nothing installed), and the index lists a Linux x86-64 wheel of
   the pin; that check needs the network and is skipped, with its reason, where
@@ -190,3 +194,114 @@ def test_wheel_tags_reads_a_simple_index_page():
         "torch-2.12.0+cpu-cp311-cp311-manylinux_2_28_aarch64.whl</a>\n"
     )
     assert _wheel_tags(page, Version("2.13.0+cpu")) == {"cp311-cp311-manylinux_2_28_x86_64", "cp312-cp312-win_amd64"}
+
+
+# --- the Flower App installs the lock ----------------------------------------------------------
+
+
+def _lock_pins(lock: Path) -> set[str]:
+    return {line.split()[0] for line in _lock_lines(lock, r"[A-Za-z0-9].*==")}
+
+
+@pytest.fixture
+def installed_app(tmp_path, monkeypatch) -> Path:
+    """The FAB `flwr run .` builds from this checkout, installed as Flower's SuperLink installs it."""
+    from flwr.cli.build import build_fab_from_disk
+    from flwr.cli.install import install_from_fab
+
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
+    return install_from_fab(build_fab_from_disk(REPO), skip_prompt=True)
+
+
+def test_the_fab_carries_the_locks_pins_as_uv_constraints(installed_app):
+    from packaging.requirements import Requirement
+
+    uv = tomllib.loads((installed_app / "pyproject.toml").read_text())["tool"]["uv"]
+    constraints = [Requirement(line) for line in uv["constraint-dependencies"]]
+    linux = {str(c).split(";")[0] for c in constraints if c.marker is None or c.marker.evaluate({"sys_platform": "linux"})}
+    assert linux == _lock_pins(LOCKS[0])
+    pin = Version(_torch_pin(LOCKS[0]))
+    (elsewhere,) = [c for c in constraints if c.marker and not c.marker.evaluate({"sys_platform": "linux"})]
+    assert (elsewhere.name, str(elsewhere.specifier)) == ("torch", f"=={pin.public}")  # PyPI's wheel: macOS, Windows
+
+
+def test_make_lock_writes_those_constraints_from_the_lock_and_no_compile_reads_them(tmp_path):
+    """From an emptied list, `make lock`'s rewrite gives back pyproject.toml as committed; every `uv pip
+    compile` passes --no-config (the constraints would hold a new lock to the old pins)."""
+    lines = _make_dry_run("lock")
+    compiles = [line for line in lines if "uv pip compile" in line]
+    assert len(compiles) == 3 and all("--no-config" in line for line in compiles), compiles
+    (rewrite,) = [line for line in lines if line.startswith("awk") and "constraint-dependencies" in line]
+    committed = (REPO / "pyproject.toml").read_text()
+    emptied = re.sub(r"(?ms)^(constraint-dependencies = \[\n).*?^\]", r"\1]", committed)
+    assert emptied != committed
+    (tmp_path / "pyproject.toml").write_text(emptied)
+    shutil.copy(LOCKS[0], tmp_path / LOCKS[0].name)
+    subprocess.run(["bash", "-c", rewrite], cwd=tmp_path, check=True, timeout=60)
+    assert (tmp_path / "pyproject.toml").read_text() == committed
+
+
+def _local_cpu_index(tmp_path: Path, pin: str) -> str:
+    """A simple-index page for this machine's wheel of the pin, standing in for an unreachable CPU index."""
+    cache = Path(re.search(r"--find-links (\S+)", MAKEFILE.read_text()).group(1))
+    wheels = sorted(cache.glob(f"torch-{pin}-*.whl"))
+    if not wheels:
+        pytest.skip(f"{CPU_INDEX} cannot be reached and {cache} holds no torch {pin} wheel")
+    page = tmp_path / "cpu-index" / "torch" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("".join(f'<a href="{w.as_uri()}">{w.name}</a>\n' for w in wheels))
+    return page.parents[1].as_uri()
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=10):
+            return True
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        print(url, exc)
+        return False
+
+
+def test_flowers_installer_would_install_exactly_the_lock_from_the_fab(installed_app, tmp_path, monkeypatch):
+    """Flower's own `uv sync` of the installed FAB as a dry run: the lock's pins, torch's +cpu from the CPU index.
+
+    Where the CPU index cannot be reached, its URL in the installed app points to a page for this
+    machine's wheel of the pin instead (the one change); PyPI serves the rest.
+    """
+    import tomli_w
+    from flwr.supercore.superexec import dependency_installer as installer
+
+    if not _reachable("https://pypi.org/simple/"):
+        pytest.skip("PyPI cannot be reached: uv cannot resolve the app's environment")
+    pin = _torch_pin(LOCKS[0])
+    pyproject = installed_app / "pyproject.toml"
+    config = tomllib.loads(pyproject.read_text())
+    (index,) = [entry for entry in config["tool"]["uv"]["index"] if entry["name"] == "pytorch-cpu"]
+    if not _reachable(f"{CPU_INDEX}/torch/"):
+        index["url"] = _local_cpu_index(tmp_path, pin)
+        pyproject.write_text(tomli_w.dumps(config))
+
+    syncs: list[set[str]] = []
+
+    def dry_run(cmd, *args, installed_packages=None, **kwargs):
+        if cmd[2:4] == ["uv", "sync"]:
+            cmd, installed_packages = [*cmd, "--dry-run"], set()
+            syncs.append(installed_packages)
+        return run_cmd(cmd, *args, installed_packages=installed_packages, **kwargs)
+
+    run_cmd = installer._run_cmd
+    monkeypatch.setattr(installer, "_run_cmd", dry_run)
+    monkeypatch.setattr(installer, "_activate_runtime_env", lambda env: None)  # a dry run makes no environment
+    monkeypatch.setattr(installer, "_register_runtime_env_cleanup", lambda env: None)
+    installer.install_app_dependencies(installed_app, run_id=1)
+
+    (installed,) = syncs
+    assert f"torch=={pin}" in installed and not any(p.startswith("nvidia-") for p in installed), sorted(installed)
+    flwr_pin = {p for p in _lock_pins(LOCKS[0]) if p.startswith("flwr==")}  # Flower keeps the running one
+    assert installed == _lock_pins(LOCKS[0]) - flwr_pin
+
+    done = subprocess.run([sys.executable, "-m", "uv", "lock"], cwd=installed_app, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    torches = [p for p in tomllib.loads((installed_app / "uv.lock").read_text())["package"] if p["name"] == "torch"]
+    sources = {p["version"]: p["source"]["registry"] for p in torches}
+    assert sources == {pin: index["url"].removeprefix("file://"), Version(pin).public: "https://pypi.org/simple"}

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from prunus.client import state_store
@@ -54,6 +55,15 @@ def test_reply_carries_shared_update_and_never_private_parameters(train_message_
     user = array_of(state[PRIVATE_KEY]["user_embedding.weight"])
     sent = np.concatenate([a.numpy().ravel() for a in arrays.values()])
     assert not np.isin(user.ravel(), sent).any()
+
+
+def test_a_reply_computed_on_the_cpu_says_nothing_of_cuda(train_message_for, tmp_path, monkeypatch):
+    """Its info is the in-process engine's (the same bytes); on CUDA it would name the device and its peak memory."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = CFG.replace(out=str(tmp_path))
+    reply = make_client_app(cfg)(train_message_for(cfg), _context(7))
+    assert not reply.has_error(), reply.error
+    assert set(reply.content["info"]) == {"partition-id", "host"}
 
 
 def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path, train_message_for):

@@ -433,6 +433,22 @@ def test_what_a_client_says_of_itself_is_made_safe_for_the_csv(make_train_reply)
     assert row["ray_node"] == "n1"
 
 
+@pytest.mark.parametrize("claim, logged", [
+    ({"cuda-device": "cuda:0", "cuda-peak-bytes": 12_345}, ("cuda:0", 12_345)),
+    ({}, ("", 0)),  # a client on the CPU says nothing of CUDA
+    ({"cuda-device": "=cuda", "cuda-peak-bytes": -1}, ("'=cuda", 0)),
+    ({"cuda-device": "cuda:1", "cuda-peak-bytes": "many"}, ("cuda:1", 0)),
+    ({"cuda-device": "cuda:1", "cuda-peak-bytes": True}, ("cuda:1", 0)),
+])  # fmt: skip
+def test_where_a_client_computed_on_cuda_is_logged_as_it_claims_it(make_train_reply, claim, logged):
+    content = make_train_reply(_update(1.0), partition=0)
+    content["info"] = ConfigMap({**content["info"], **claim})
+    federation = _federation()
+    federation.train(1, CannedTransport([Reply(0, 10, content)]))
+    (row,) = federation.ledger.reply_rows()
+    assert (row["status"], row["cuda_device"], row["cuda_peak_bytes"]) == ("accepted", *logged)
+
+
 def test_a_step_that_would_overflow_the_model_is_refused_and_the_model_kept(make_train_reply):
     federation = _federation(**UNDEFENDED)  # what comes after the defences (which would clip 3e38)
     huge = CannedTransport([Reply(0, 10, make_train_reply(_update(3.0e38), partition=0))])
