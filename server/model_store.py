@@ -27,7 +27,7 @@ header holds the bits and the (rows, cols) shape), so `load_model` decodes any
 of them, and any file saved before served codecs existed, with no side table.
 A model file is untrusted input: `load_model` raises `ModelFileError` unless
 every entry is a well-formed payload of a finite float32 tensor (the payload
-decoders check lengths, codes and scales before allocating). Whether the
+decoders check lengths, codes, scales and values, lengths before allocating). Whether the
 tensors are the ones a config's model has is `simulations.recommend.check_model`'s
 test. The file holds no pickled objects.
 """
@@ -116,17 +116,16 @@ def load_model(path: Path) -> Params:
 
 
 def decode_tensor(raw: np.ndarray) -> np.ndarray:
-    """A payload (1-D uint8, as saved) -> its float32 tensor; CodecError unless well-formed and finite."""
+    """A payload (1-D uint8, as saved) -> its float32 tensor; CodecError unless well-formed.
+
+    Both decoders return finite values only: `common.codec` refuses non-finite
+    values, and a row block's scales are finite float16 and its codes bounded."""
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise CodecError(f"a {raw.dtype} array of shape {raw.shape}, expected a 1-D uint8 payload")
     data = raw.tobytes()
     if data[: len(BLOCK_MAGIC)] == BLOCK_MAGIC:
         bits, rows, cols = block_header(data)
         if bits not in ROW_BITS.values() or cols < 2:
-            raise CodecError(f"a {bits}-bit row block of {cols} columns; the served codecs write 8 or 4 bits, 2+ columns")
-        value = unpack_rows(data, rows, cols, bits)
-    else:
-        value = to_dense(decode(data))
-    if not np.isfinite(value).all():
-        raise CodecError("holds NaN or an infinity")
-    return value
+            raise CodecError(f"a {bits}-bit row block of {cols} columns; served codecs write 8 or 4 bits, 2+ columns")
+        return unpack_rows(data, rows, cols, bits)
+    return to_dense(decode(data))
