@@ -52,6 +52,7 @@ from .codec_index import (
 )
 
 BLOCK_BITS = (2, 4, 8)
+BLOCK_MAGIC = b"PRRQ"
 _SET = struct.Struct("<4sBBBQQ")
 _BLOCK = struct.Struct("<4sBBII")
 _F16_MAX = float(np.finfo(np.float16).max)
@@ -153,17 +154,23 @@ def pack_rows(scales: np.ndarray, codes: np.ndarray, bits: int) -> bytes:
     flat = np.concatenate([flat, np.zeros(-len(flat) % per, np.uint8)]).reshape(-1, per)
     shifts = (np.arange(per, dtype=np.uint8) * bits)
     packed = np.bitwise_or.reduce(flat << shifts, axis=1).astype(np.uint8) if per > 1 else flat.ravel()
-    return _BLOCK.pack(b"PRRQ", 1, bits, rows, cols) + scales.astype("<f2").tobytes() + packed.tobytes()
+    return _BLOCK.pack(BLOCK_MAGIC, 1, bits, rows, cols) + scales.astype("<f2").tobytes() + packed.tobytes()
+
+
+def block_header(data: bytes) -> tuple[int, int, int]:
+    """(bits, rows, cols) a row block's header claims; CodecError unless it is a row block's header."""
+    if len(data) < _BLOCK.size:
+        raise CodecError(f"row block of {len(data)} bytes is shorter than its header")
+    magic, version, bits, rows, cols = _BLOCK.unpack_from(data)
+    if magic != BLOCK_MAGIC or version != 1:
+        raise CodecError("not a row block (bad magic or version)")
+    return bits, rows, cols
 
 
 def unpack_rows(data: bytes, rows: int, cols: int, bits: int) -> np.ndarray:
     """A row block's bytes -> (rows, cols) float32; CodecError unless the block
     is exactly a `bits`-bit block of that shape with valid scales and codes."""
-    if len(data) < _BLOCK.size:
-        raise CodecError(f"row block of {len(data)} bytes is shorter than its header")
-    magic, version, got_bits, got_rows, got_cols = _BLOCK.unpack_from(data)
-    if magic != b"PRRQ" or version != 1:
-        raise CodecError("not a row block (bad magic or version)")
+    got_bits, got_rows, got_cols = block_header(data)
     if (got_bits, got_rows, got_cols) != (bits, rows, cols):
         raise CodecError(f"row block of {got_rows}x{got_cols} at {got_bits} bits, expected {rows}x{cols} at {bits}")
     n = rows * cols

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     distill.add_argument("--dim", type=_positive_int, nargs="+", required=True, help="the students' widths")
     distill.add_argument("--method", nargs="+", default=["ranking"],
                          help="distillers (svd, scores, ranking; default ranking), each at every width")
+    distill.add_argument("--served-codec", nargs="+", default=["fp32"], metavar="CODEC",
+                         help="codecs each student is saved in, and the teacher re-encoded in (fp32, fp16, int8, "
+                              "int4; default fp32): OUT/<method>-d<dim>-<codec>/, OUT/teacher-<codec>/")
     distill.add_argument("--out", required=True,
                          help="folder for OUT/<method>-d<dim>/ run folders and distillation.{csv,json,md}")
     distill.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -196,7 +199,7 @@ def _distill(args: argparse.Namespace) -> int:
     from prunus.simulations.recommend import RunError
 
     try:
-        rows = run_distill(Path(args.run), args.dim, args.method, Path(args.out), args.set)
+        rows = run_distill(Path(args.run), args.dim, args.method, Path(args.out), args.set, args.served_codec)
     except (ConfigError, DatasetError, RunError, DistillError) as err:
         print(f"prunus: error: {err}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from prunus.common.models import Recommender, build_model, model_spec
 from prunus.common.params import Params
 from prunus.common.training import client_settings, fold_in, seeded_generator
 from prunus.server.evaluation import EVAL_STREAM, CentralEvaluator
-from prunus.server.model_store import MODEL_FILE, load_model
+from prunus.server.model_store import MODEL_FILE, ModelFileError, load_model
 
 SUMMARY_FILE = "summary.json"
 SHOWN_GIVEN = 10  # given items listed before "... and N more"
@@ -64,7 +64,10 @@ def open_run(path: Path) -> Run:
             raise ConfigError(f"{err} in {Path.cwd()}; run from the folder the run was started in") from None
         raise
     split = load_split(cfg)
-    params = load_model(model_file)
+    try:
+        params = load_model(model_file)
+    except ModelFileError as err:
+        raise RunError(str(err)) from None
     check_model(cfg, split, params, model_file)
     return Run(path, summary, cfg, split, params)
 

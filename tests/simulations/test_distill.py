@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -50,7 +51,7 @@ def test_the_table_has_the_teacher_then_each_student(distilled: Path, teacher: P
     assert (rows["served_bytes"][1:] < rows["served_bytes"][0]).all() and (rows["bytes_ratio"][1:] > 1).all()
     assert set(rows["eval_split"]) == {"validation"}
     assert json.loads((distilled / "distillation.json").read_text())["rows"][3]["folder"] == "ranking-d2"
-    assert (distilled / "distillation.md").read_text().startswith("| model | method | dim | served bytes")
+    assert (distilled / "distillation.md").read_text().startswith("| model | method | dim | codec | served bytes")
 
 
 def test_a_student_is_a_run_folder_that_evaluate_rescores(distilled: Path, capsys):
@@ -81,11 +82,58 @@ def test_the_teacher_row_is_the_teachers_own_evaluation(distilled: Path, teacher
     assert evaluate_run(dataclasses.replace(run, cfg=cfg, split=load_split(cfg)))["hr@10"] == rows["hr@10"][0]
 
 
+@pytest.fixture(scope="module")
+def encoded(teacher: Path) -> Path:
+    out = teacher.parent / "encoded"
+    argv = ["distill", str(teacher), "--dim", "4", "--method", "svd", "--served-codec", "fp32", "int8", "int4",
+            "--out", str(out)]  # fmt: skip
+    assert main([*argv, *_sets(FAST)]) == 0
+    return out
+
+
+def test_each_codec_is_a_row_the_teacher_re_encoded_too(encoded: Path, teacher: Path):
+    rows = pd.read_csv(encoded / "distillation.csv").fillna("")
+    assert list(zip(rows["model"], rows["method"], rows["dim"], rows["codec"], rows["folder"]))[1:] == [
+        ("teacher", "", 8, "int8", "teacher-int8"), ("teacher", "", 8, "int4", "teacher-int4"),
+        ("student", "svd", 4, "fp32", "svd-d4"), ("student", "svd", 4, "int8", "svd-d4-int8"),
+        ("student", "svd", 4, "int4", "svd-d4-int4")]  # fmt: skip
+    for row in rows.itertuples():
+        folder = teacher if row.Index == 0 else encoded / row.folder
+        assert row.served_bytes == (folder / "model.npz").stat().st_size
+    teachers, students = rows["served_bytes"][:3].tolist(), rows["served_bytes"][3:].tolist()
+    assert teachers == sorted(teachers, reverse=True) and students == sorted(students, reverse=True)
+    assert "| codec |" in (encoded / "distillation.md").read_text().splitlines()[0]
+
+
+def test_an_encoded_model_is_served_as_loaded(encoded: Path, capsys):
+    """`prunus evaluate` re-scores an int4 student to the figure the table has (its decoded model)."""
+    folder = encoded / "svd-d4-int4"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["model"]["codec"] == "int4" and summary["kind"] == "distilled"
+    capsys.readouterr()
+    assert main(["evaluate", str(folder)]) == 0
+    assert "= summary.json" in capsys.readouterr().out
+    assert main(["recommend", str(encoded / "teacher-int8"), "--items", "1,2,3", "-n", "5"]) == 0
+    assert "top 5 (given items excluded):" in capsys.readouterr().out
+
+
+def test_a_damaged_model_file_is_refused_with_the_reason(encoded: Path, tmp_path: Path, capsys):
+    shutil.copytree(encoded / "svd-d4-int8", tmp_path / "run")
+    data = (tmp_path / "run" / "model.npz").read_bytes()
+    (tmp_path / "run" / "model.npz").write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prunus: error: ") and "model.npz: not a readable model file" in err, err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize(("argv", "reason"), [
     (["--dim", "9"], "--dim 9: a student's width must be in 1..8"),
     (["--dim", "2", "--method", "teacher"], "--method teacher: expected one of svd"),
     (["--dim", "2", "--set", "pseudo-users=x"], "pseudo-users: expected int, got 'x'"),
     (["--dim", "2", "--set", "no-such-key=1"], "unknown config key 'no-such-key'"),
+    (["--dim", "2", "--served-codec", "int8", "int2"], "--served-codec int2: expected one of fp32, fp16, int8, int4"),
 ])  # fmt: skip
 def test_bad_requests_exit_2_with_the_reason(teacher: Path, tmp_path: Path, capsys, argv: list[str], reason: str):
     capsys.readouterr()
