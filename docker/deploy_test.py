@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
 from deploy.engine import DeployError, Engine, Transcript, find_engine
 from deploy.federation import REPO, SILOS, Federation, run_config_text
 from deploy.raycluster import WORKERS, RayCluster
@@ -39,13 +38,13 @@ from deploy.runs import app_defaults, compare, rounds, run_in_process, summary
 FEDERATION = {"dataset": "ml-100k", "partition": "iid", "num-silos": SILOS, "seed": 0, "dim": 32, "rounds": 5,
               "clients-per-round": SILOS, "prune-method": "topk", "density": 0.05, "value-codec": "int8",
               "error-feedback": True, "broadcast-rows": "requested", "eval-every": 1, "federated-eval-clients": 0,
-              "round-timeout": 300.0}  # fmt: skip
+              "round-timeout": 900.0}  # fmt: skip
 IDENTITY = ("dataset", "partition", "num-silos", "seed")  # what `prunus partition` needs to cut the same silos
 STOPPED_ROUND = 3
 # one client per user, 30 a round, on three one-CPU Ray nodes; a checkpoint every round
 RAY = ["dataset=ml-100k", "data-dir=/data", "partition=user", "rounds=4", "clients-per-round=30", "dim=16",
        "prune-method=topk", "density=0.05", "value-codec=int8", "eval-every=2", "checkpoint-every=1",
-       "round-timeout=120", "seed=0"]  # fmt: skip
+       "round-timeout=300", "seed=0"]  # fmt: skip
 RAY_ROUNDS = 4
 
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-
 from deploy.engine import DeployError
 
 # rounds.csv's counts that two runs of one config must share, round by round
