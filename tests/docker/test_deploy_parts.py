@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from flwr.common.config import parse_config_args
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "docker"))
@@ -28,15 +28,23 @@ values = st.one_of(
 )  # fmt: skip
 
 
+@settings(deadline=None)
 @given(st.dictionaries(keys, values, min_size=1, max_size=6))
 def test_flower_reads_back_the_run_config_it_is_given(config):
     assert parse_config_args([run_config_text(config)]) == config
 
 
-def test_the_run_config_is_valid_for_prunus():
-    from prunus.common.config import from_run_config
+def test_the_deployment_test_runs_valid_configs(tmp_path):
+    """What deploy_test.py hands `flwr run` (over the app's defaults) and `prunus simulate`
+    (a data-dir that exists here in place of the containers' /data)."""
+    from deploy_test import FEDERATION, RAY
 
-    from_run_config(app_defaults(REPO / "pyproject.toml") | {"dataset": "ml-100k", "rounds": 5, "error-feedback": True})
+    from prunus.common.config import from_run_config, load
+
+    cfg = from_run_config(app_defaults(REPO / "pyproject.toml") | FEDERATION | {"data-dir": str(tmp_path)})
+    assert (cfg.compression.prune_method, cfg.compression.value_codec, cfg.compression.broadcast_rows) == (
+        "topk", "int8", "requested") and cfg.compression.error_feedback
+    assert load(None, [*RAY, f"data-dir={tmp_path}"]).runtime.checkpoint_every == 1
 
 
 def _run(folder: Path, uplink: list[int], hr: list[float], model: float) -> Path:
