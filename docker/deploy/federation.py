@@ -27,6 +27,7 @@ REPO = DOCKER.parent
 BIN = Path(sys.executable).parent
 SILOS = 3
 INTRUDER = SILOS + 1  # a fourth key pair, never registered
+LINK_NAME = "superlink"  # the SuperLink's name on the network, one its certificate holds (make-certs.sh)
 
 
 def run_config_text(values: dict) -> str:
@@ -98,15 +99,16 @@ class Federation:
             "--host=0.0.0.0", "--port=8000", "--isolation=process", "--enable-supernode-auth",
             "--disable-runtime-dependency-installation",  # the image holds what the app needs
             "--ssl-ca-certfile=/certs/ca.crt", "--ssl-certfile=/certs/server.pem", "--ssl-keyfile=/certs/server.key",
-        ], network=self.network, options=["-p", f"127.0.0.1:{self.port}:8000"], mounts={
+        ], network=self.network, mounts={
             **ca, self.certs / "server.pem": "/certs/server.pem:ro", self.certs / "server.key": "/certs/server.key:ro",
-        })  # fmt: skip
+        }, options=["-p", f"127.0.0.1:{self.port}:8000",
+                    "--network-alias", LINK_NAME])  # fmt: skip
         self._wait_healthy()
         for k in range(1, SILOS + 1):
             self.host([str(BIN / "flwr"), "supernode", "register", str(self.certs / f"supernode-{k}" / "auth_key.pub"),
                        "deploy"])  # fmt: skip
         self.engine.start(self.name("serverapp"), f"prunus-serverapp:{self.tag}", [
-            "--runtime-api-address", f"{self.name('superlink')}:8000", "--root-certificates", "/certs/ca.crt",
+            "--runtime-api-address", f"{LINK_NAME}:8000", "--root-certificates", "/certs/ca.crt",
         ], network=self.network, mounts={**ca, self.data: "/data:ro", self.runs: "/app/runs"})  # fmt: skip
         for k in range(1, SILOS + 1):
             self.supernode(k)
@@ -116,7 +118,7 @@ class Federation:
         partition = (k - 1) % SILOS
         data_file = f"/partition/partition-{partition}.npz"
         self.engine.start(self.name(f"supernode-{k}"), f"prunus-supernode:{self.tag}", [
-            "flower-supernode", f"--superlink={self.name('superlink')}:8000", "--root-certificates=/certs/ca.crt",
+            "flower-supernode", f"--superlink={LINK_NAME}:8000", "--root-certificates=/certs/ca.crt",
             "--auth-supernode-private-key=/keys/auth_key",
             "--node-config", f'partition-id={partition} data-file="{data_file}"', *extra,
         ], network=self.network, mounts={
