@@ -3,13 +3,13 @@ two runs of one config (a deployment and the same rounds in one process)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from deploy.engine import DeployError
 
@@ -57,8 +57,11 @@ def app_defaults(pyproject: Path) -> dict:
     return tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"]
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def same_model(a: Path, b: Path) -> bool:
+    """Whether two model.npz hold the same arrays, bit for bit (their zip
+    wrappers may differ: the numpy that wrote each may be another)."""
+    with np.load(a) as x, np.load(b) as y:
+        return x.files == y.files and all(x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]) for k in x.files)
 
 
 def compare(deployed: Path, reference: Path) -> dict:
@@ -74,7 +77,7 @@ def compare(deployed: Path, reference: Path) -> dict:
     sa, sb = summary(deployed), summary(reference)
     discovery = a[a["round"] == 0]
     return {
-        "same_model": _sha(deployed / "model.npz") == _sha(reference / "model.npz"),
+        "same_model": same_model(deployed / "model.npz", reference / "model.npz"),
         "differ": differ,
         "same_metrics": sa["metrics"] == sb["metrics"],
         "metrics": sa["metrics"],
