@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -174,6 +175,11 @@ class Federation:
             (self.logs / f"{name}.log").write_text(self.engine.logs(name))
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _line(log: str, needle: str) -> str:
-    """The first line of `log` holding `needle`, or '' (the fact checked, as the log says it)."""
-    return next((line.strip() for line in log.splitlines() if needle in line), "")
+    """The first line of `log` holding `needle` (without colours; a long one's
+    end, where the needle is), or '': the fact checked, as the log says it."""
+    line = next((ANSI.sub("", line).strip() for line in log.splitlines() if needle in line), "")
+    return line if len(line) <= 160 else "..." + line[line.index(needle) - 60:]
