@@ -21,7 +21,7 @@ command -v debootstrap >/dev/null || { echo "base-image.sh: debootstrap not foun
 
 root=$(mktemp -d /var/tmp/prunus-base.XXXXXX)
 # debootstrap mounts proc and sys inside the tree; never remove through a mount
-trap 'umount -R "$root/proc" "$root/sys" 2>/dev/null; rm -rf --one-file-system "$root"' EXIT
+trap 'umount -R "$root/proc" "$root/sys" 2>/dev/null || true; rm -rf --one-file-system "$root"' EXIT
 debootstrap --variant=minbase --include=python3,python3-venv bookworm "$root" "$mirror" >"$root.log" 2>&1 \
     || { tail -20 "$root.log" >&2; rm -f "$root.log"; exit 1; }
 rm -f "$root.log"
