@@ -85,6 +85,7 @@ from prunus.common.config import Config
 from prunus.common.models import model_spec
 from prunus.common.params import array_of, npy_array
 from prunus.common.payload import Arrays, ConfigMap, Content, MessageType, MetricMap, NpyArray
+from prunus.common.results import code_version
 from prunus.common.secagg import messages as secagg
 from prunus.server.broadcast import row_query
 from prunus.server.federation import TRAIN_STREAM, Federation
@@ -779,6 +780,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="channels run at once, each in a process of its own")
     parser.add_argument("--list", action="store_true", help="list the channels and exit")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fuzz_replies.json"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other channels of an existing --out file (rerun only what changed)")
     args = parser.parse_args()
     chosen = [c for c in channels() if any(fnmatch.fnmatch(c.name, p) for p in args.channels.split(","))]
     if args.list:
@@ -788,13 +791,15 @@ def main() -> None:
                                f"--jobs {args.jobs}" + (f" --channels '{args.channels}'" if args.channels != "*" else ""),
                     "cases_per_channel": args.cases, "seed": args.seed, "channels": {}}
     names = [c.name for c in chosen]
+    kept = json.loads(Path(args.out).read_text())["channels"] if args.merge and Path(args.out).exists() else {}
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         runs = {pool.submit(run_named, name, args.cases, args.seed): name for name in names}
         for done in as_completed(runs):
-            result["channels"][runs[done]] = done.result()
+            result["channels"][runs[done]] = {**done.result(), "code": code_version(), "command": result["command"]}
             summary = {k: done.result()[k] for k in ("seconds", "totals", "non_finite_models")}
             print(runs[done], json.dumps(summary), flush=True)
-    result["channels"] = {name: result["channels"][name] for name in names}  # in the channels' order
+    order = [c.name for c in channels() if c.name in result["channels"] or c.name in kept]
+    result["channels"] = {name: result["channels"].get(name) or kept[name] for name in order}  # channels' order
     per = result["channels"].values()
     result["totals"] = {"channels": len(per), "cases": sum(c["cases"] for c in per),
                         "unexpected": sum(c["totals"]["unexpected"] for c in per),

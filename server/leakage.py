@@ -40,7 +40,12 @@ being the client's number of items, which the reply's example count tells the
 server; `membership`, `request`, `link-request` guess every row they mark) and
 by AUC over all items; beside them the chance precision, |P| / items, averaged
 over the same clients (`leak-random-precision` for the sampled replies,
-`leak-link-random-precision` for the tracked ones). In the last round, every
+`leak-link-random-precision` for the tracked ones), and the precision of a
+guess that knows nothing of the client but every other client's items: its
+top |P| items by how many other clients hold them (`leak-popularity-precision`,
+`leak-link-popularity-precision`). A server that learns nothing of a client
+beyond what the population reveals scores near the popularity guess, which
+on a skewed catalogue is well above chance. In the last round, every
 tracked client's final linked view is scored too (`leak-final-link-*`, with
 `leak-final-random-precision`). The linked state is part of the checkpoint.
 """
@@ -140,6 +145,8 @@ class LeakageMeter:
         rng = np.random.default_rng([seed, 29])
         self.tracked = sorted(candidates[i] for i in rng.choice(len(candidates), min(sample, len(candidates)),
                                                                    replace=False))
+        held = [items for items in items_of.values() if len(items)]
+        self.popularity = np.bincount(np.concatenate(held)) if held else np.zeros(0, np.int64)  # clients per item
         self.slot = {p: i for i, p in enumerate(self.tracked)}
         # the linked state of each tracked client, allocated at the first reply (its rows' shape)
         self.replies = np.zeros(len(self.tracked), np.int64)  # replies linked
@@ -187,10 +194,21 @@ class LeakageMeter:
         if not len(positives) or not scores:
             return
         if chance:
-            totals.setdefault(f"leak-{chance}-precision", []).append(len(positives) / len(next(iter(scores.values()))))
+            n_items = len(next(iter(scores.values())))
+            totals.setdefault(f"leak-{chance}-precision", []).append(len(positives) / n_items)
+            popular = chance.replace("random", "popularity")
+            totals.setdefault(f"leak-{popular}-precision", []).append(self._popularity_precision(positives, n_items))
         for attack, score in scores.items():
             for measure, value in score_attack(attack, score, positives).items():
                 totals.setdefault(f"leak-{prefix}{attack}-{measure}", []).append(value)
+
+    def _popularity_precision(self, positives: np.ndarray, n_items: int) -> float:
+        """Precision of the top |P| items by how many *other* clients hold them (ties broken by item id)."""
+        others = np.zeros(n_items)
+        known = min(n_items, len(self.popularity))
+        others[:known] = self.popularity[:known]
+        others[positives] -= 1  # the client's own items, left out of what the guess knows
+        return score_attack("popularity", others, positives)["precision"]
 
     def _link(self, slot: int, rows: np.ndarray, request: np.ndarray | None) -> None:
         if self.sums is None:

@@ -61,8 +61,9 @@ class SecureRounds:
         trains, base_bytes = {}, {}  # the round's broadcast is one content: sized once
         for p, base in broadcast.items():  # the broadcast, and the shares routed to this client (protocol bytes)
             trains[p] = Content({**base, messages.RECORD: messages.sealed_map(server.routed_to(p))})
-            sent = base_bytes.setdefault(id(base), wire_bytes(base))
-            entry.protocol_bytes += wire_bytes(trains[p]) - sent
+            if id(base) not in base_bytes:
+                base_bytes[id(base)] = wire_bytes(base)
+            entry.protocol_bytes += wire_bytes(trains[p]) - base_bytes[id(base)]
         self._exchange(transport, server_round, messages.SECURE_TRAIN, trains, "train",
                        lambda reply: server.take_input(reply.partition, messages.read_masked(
                            reply.content, setup.ring, server.length)), count=self.intake.count_uplink, counted=True)
@@ -92,7 +93,8 @@ class SecureRounds:
         if not counted:
             sizes: dict[int, int] = {}
             for content in contents.values():  # a content shared by many messages is sized once
-                sizes.setdefault(id(content), wire_bytes(content))
+                if id(content) not in sizes:
+                    sizes[id(content)] = wire_bytes(content)
             entry.protocol_bytes += sum(sizes[id(c)] for c in contents.values())
         replies = transport.exchange(message_type, [Outgoing(p, c) for p, c in contents.items()])
         payload = "masked" if message_type == messages.SECURE_TRAIN else messages.RECORD

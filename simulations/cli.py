@@ -54,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
                            help="movies.dat or u.item for titles (default: found beside the data)")  # fmt: skip
     evaluate = commands.add_parser("evaluate", help="re-score a run's saved model on its split (HR@k, NDCG@k)")
     evaluate.add_argument("run", help="a finished run's --out folder (summary.json, model.npz)")
+    distill = commands.add_parser("distill", help="compact MF students of a run's model, distilled on the server "
+                                                  "alone (no client data), each saved as a run folder")
+    distill.add_argument("run", help="the teacher: a finished MF run's --out folder (summary.json, model.npz)")
+    distill.add_argument("--dim", type=_positive_int, nargs="+", required=True, help="the students' widths")
+    distill.add_argument("--method", nargs="+", default=["ranking"],
+                         help="distillers (svd, scores, ranking; default ranking), each at every width")
+    distill.add_argument("--out", required=True,
+                         help="folder for OUT/<method>-d<dim>/ run folders and distillation.{csv,json,md}")
+    distill.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="a distillation setting (pseudo-users, distill-epochs, temperature, ...) or a key of "
+                              "the run config the teacher and students are evaluated with (eval-split=validation)")
     return parser
 
 
@@ -78,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("recommend", "evaluate"):
         return _use_model(args)
+    if args.command == "distill":
+        return _distill(args)
     overrides = list(args.set)
     if args.out:
         overrides.append(f"out={args.out}")
@@ -172,6 +185,22 @@ def _use_model(args: argparse.Namespace) -> int:
     except (ConfigError, DatasetError, RunError) as err:
         print(f"prunus: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from prunus.common.distill import DistillError
+    from prunus.simulations.distill import format_table, run_distill
+    from prunus.simulations.recommend import RunError
+
+    try:
+        rows = run_distill(Path(args.run), args.dim, args.method, Path(args.out), args.set)
+    except (ConfigError, DatasetError, RunError, DistillError) as err:
+        print(f"prunus: error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(rows))
     return 0
 
 

@@ -9,6 +9,6 @@ that drop are Shamir-shared among neighbours (`shamir`), sealed for each
 neighbour with a key from X25519 agreement (`keys`). `protocol` holds the
 client and server halves of one round's exchanges.
 
-Primitives come from `cryptography` (X25519, HKDF-SHA256, ChaCha20 and
+Primitives come from `cryptography` (X25519, HKDF-SHA256, AES-CTR and
 ChaCha20-Poly1305); nothing here is a cipher of its own.
 """

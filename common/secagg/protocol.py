@@ -124,7 +124,8 @@ def masked_input(setup: RoundSetup, mine: ClientSecrets, held: dict[int, bytes],
     # every share opened now (one that does not is refused now, not at unmasking) and kept opened
     mine.held = {sender: _open_pair(setup, mine, sender, sealed) for sender, sealed in sorted(held.items())}
     ring, masks = setup.ring, keys.Agreement(mine.s_private)
-    out = ring.add(ring.elements(values), prg.expand(mine.self_seed, len(values), ring))
+    out = ring.elements(values)  # a new array: the masks are added in place (its dtype wraps modulo 2^bits)
+    out += prg.expand(mine.self_seed, len(values), ring)
     for peer in sorted(held):
         mask = prg.expand(_agree(masks, peer, mine.peers[peer][1], MASK_LABEL), len(values), ring)
         if mine.partition < peer:
@@ -259,18 +260,20 @@ class ServerRound:
         summed = sorted(self.inputs)
         if len(summed) < threshold:
             raise RoundAbandoned(f"{len(summed)} masked inputs, {threshold} needed")
-        total = np.zeros(count, ring.dtype)
+        total = np.zeros(count, ring.dtype)  # added to in place: its dtype wraps modulo 2^bits
         for p in summed:
-            total = ring.add(total, self.inputs[p])
-        for p in summed:
-            total = ring.sub(total, prg.expand(self._secret(p, survived=True), count, ring))
+            total += self.inputs[p]
+            total -= prg.expand(self._secret(p, survived=True), count, ring)
         for gone in sorted(set(self.shares) - set(self.inputs)):
             masks = keys.Agreement(self._secret(gone, survived=False))
             for peer in self.graph[gone]:
                 if peer in self.inputs and gone in self.routed_to(peer):  # it masked towards `gone`
                     mask = prg.expand(masks.with_peer(self.keys[peer][1], MASK_LABEL), count, ring)
-                    total = ring.sub(total, mask) if peer < gone else ring.add(total, mask)
-        return total, summed
+                    if peer < gone:
+                        total -= mask
+                    else:
+                        total += mask
+        return ring.elements(total), summed
 
     def _secret(self, partition: int, survived: bool) -> bytes:
         """A survivor's self-mask seed or a dropped client's mask key, from the

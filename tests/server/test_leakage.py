@@ -93,7 +93,8 @@ def test_the_meter_samples_replies_by_seed_and_round():
     assert first == again and first != meter().measure(5, updates)
     single = {f"leak-{a}-{m}" for a in ("membership", "norm", "direction") for m in ("precision", "recall", "auc")}
     linked = {f"leak-link-sum-direction-{m}" for m in ("precision", "recall", "auc")}
-    assert set(first) == single | linked | {"leak-random-precision", "leak-link-random-precision"}
+    baselines = {f"leak-{c}-precision" for c in ("random", "link-random", "popularity", "link-popularity")}
+    assert set(first) == single | linked | baselines
     assert len(meter().tracked) == 3  # `leakage-sample` clients tracked, drawn once from the seed
 
 
@@ -172,6 +173,19 @@ def test_linking_a_clients_replies_strikes_out_decoys_that_change_every_round(re
         assert last["leak-link-sum-bias-precision"] >= 0.9 and last["leak-link-sum-direction-precision"] >= 0.9
     assert last["leak-final-link-votes-precision"] == 1.0 and "leak-final-random-precision" in last
     assert last["leak-link-random-precision"] == last["leak-final-random-precision"] == pytest.approx(10 / N_ITEMS)
+
+
+def test_the_popularity_guess_knows_only_the_other_clients_items():
+    """The baseline a server reaches knowing nothing of a client but everyone
+    else's items: a client holding the catalogue's popular items is guessed
+    right; one holding only items nobody else has is not, its own count left out."""
+    items_of = {0: np.array([0, 1]), 1: np.array([0, 1, 2]), 2: np.array([0, 1, 3]), 3: np.array([5, 6])}
+    meter = LeakageMeter(4, 0, items_of, ("x",), 2)
+    rows = {"x": Dense(np.ones((8, 2), np.float32))}
+    figures = meter.measure(1, [(p, rows, None) for p in items_of])
+    # clients 0-2 hold items 0 and 1 (guessed: precision 1, 2/3, 2/3); client 3's items are held by no one else
+    assert figures["leak-popularity-precision"] == pytest.approx((1 + 2 / 3 + 2 / 3 + 0) / 4)
+    assert figures["leak-link-popularity-precision"] == figures["leak-popularity-precision"]
 
 
 def test_the_linked_state_survives_a_checkpoint(tmp_path):
