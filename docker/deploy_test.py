@@ -149,7 +149,7 @@ def ray_part(cluster: RayCluster, check: Checks) -> dict:
           r["round"].tolist())  # fmt: skip
     cluster.save_logs()
     return {"seconds": seconds, "cut_seconds": cut_seconds, "resume_seconds": resume_seconds,
-            "ray_nodes": s.get("ray_nodes"), "failures": failures, "rounds": rounds(out).to_dict("list")}
+            "placement": s["placement"], "failures": failures, "rounds": rounds(out).to_dict("list")}
 
 
 def main(argv: list[str] | None = None) -> int:
