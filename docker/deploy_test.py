@@ -32,7 +32,9 @@ import pandas as pd
 from deploy.engine import DeployError, Engine, Transcript, find_engine
 from deploy.federation import REPO, SILOS, Federation, run_config_text
 from deploy.raycluster import WORKERS, RayCluster
-from deploy.runs import app_defaults, compare, rounds, run_in_process, summary
+from deploy.runs import app_defaults, compare, rounds, rounds_logged, run_in_process, summary
+
+from prunus.server import checkpoint
 
 # 5 rounds of ML-100K over 3 IID silos, top-k int8 with error feedback, each
 # silo sent only the item rows it asks for; data-dir and out are per side
@@ -142,13 +144,15 @@ def ray_part(cluster: RayCluster, check: Checks) -> dict:
     check("the stopped driver left a checkpoint and no summary",
           cut_code != 0 and (resumed / "checkpoint.npz").exists() and not (resumed / "summary.json").exists(),
           {"exit": cut_code})  # fmt: skip
+    saved = checkpoint.load(resumed).round
     code, resume_seconds = cluster.simulate(["--resume", "/app/runs/ray-resume"], resumed)
-    r = rounds(resumed)
-    check("--resume completed the run from its last checkpoint",
-          code == 0 and summary(resumed)["rounds"] == RAY_ROUNDS and r["round"].tolist() == list(range(RAY_ROUNDS + 1)),
-          r["round"].tolist())  # fmt: skip
+    ran, r = rounds_logged(cluster.engine.logs(driver)), rounds(resumed)
+    check("--resume completed the run from its last checkpoint, running only the rounds after it",
+          code == 0 and summary(resumed)["rounds"] == RAY_ROUNDS and r["round"].tolist() == list(range(RAY_ROUNDS + 1))
+          and ran == list(range(saved + 1, RAY_ROUNDS + 1)),
+          {"checkpoint round": saved, "rounds run on resume": ran, "rounds.csv": r["round"].tolist()})  # fmt: skip
     cluster.save_logs()
-    return {"seconds": seconds, "cut_seconds": cut_seconds, "resume_seconds": resume_seconds,
+    return {"seconds": seconds, "cut_seconds": cut_seconds, "resume_seconds": resume_seconds, "checkpoint_round": saved,
             "placement": s["placement"], "failures": failures, "rounds": rounds(out).to_dict("list")}
 
 

@@ -4,6 +4,7 @@ two runs of one config (a deployment and the same rounds in one process)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import tomllib
 from collections.abc import Callable
@@ -42,6 +43,15 @@ def follow(running: Callable[[], bool], out: Path, events: dict[int, Callable[[]
             pending.pop(r)()
         time.sleep(0.5)
     return time.perf_counter() - started
+
+
+PROGRESS = re.compile(r"^\[prunus\] round\s+(\d+)/\d+", re.M)
+
+
+def rounds_logged(console: str) -> list[int]:
+    """The rounds a run's console output says it ran (its progress lines):
+    a resumed run's start at the round after its checkpoint's."""
+    return [int(r) for r in PROGRESS.findall(console)]
 
 
 def rounds(out: Path) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "docker"))
 
 from deploy.federation import run_config_text  # noqa: E402
-from deploy.runs import COUNTS, app_defaults, compare, last_round  # noqa: E402
+from deploy.runs import COUNTS, app_defaults, compare, last_round, rounds_logged  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,3 +81,17 @@ def test_last_round_reads_a_rounds_file_in_any_state(tmp_path, text, expected):
     if text is not None:
         (tmp_path / "rounds.csv").write_text(text)
     assert last_round(tmp_path) == expected
+
+
+def test_the_rounds_a_resumed_run_ran_are_read_from_its_progress_lines(capsys):
+    """What a driver prints after resuming from round 1's checkpoint (RoundProgress's
+    plain lines, among Ray's warnings and the final table): rounds 2..4, no other."""
+    from prunus.server.ledger import RoundLog
+    from prunus.server.progress import RoundProgress
+
+    print("2026-12-06 19:25:35,862\tWARNING services.py:2213 -- the object store is using /tmp/ray")
+    progress = RoundProgress(rounds=4, live=False)
+    for r in (2, 3, 4):
+        progress.update(RoundLog(round=r, clients=943, replies=943 - r, failures=r))
+    print("rounds                       4\nclient replies failed        9")
+    assert rounds_logged(capsys.readouterr().out) == [2, 3, 4]
