@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -144,7 +145,7 @@ def ray_part(cluster: RayCluster, check: Checks) -> dict:
     check("the stopped driver left a checkpoint and no summary",
           cut_code != 0 and (resumed / "checkpoint.npz").exists() and not (resumed / "summary.json").exists(),
           {"exit": cut_code})  # fmt: skip
-    saved = checkpoint.load(resumed).round
+    saved = checkpoint.load(resumed).server_round
     code, resume_seconds = cluster.simulate(["--resume", "/app/runs/ray-resume"], resumed)
     ran, r = rounds_logged(cluster.engine.logs(driver)), rounds(resumed)
     check("--resume completed the run from its last checkpoint, running only the rounds after it",
@@ -191,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         report["federation"] = federation_part(fed, data, check)
         engine.remove(fed.containers, network="")
         report["ray"] = ray_part(cluster, check)
-    except DeployError as err:
-        check("every step ran", False, str(err))
+    except Exception as err:  # a step that failed, or a bug: named in the report, and everything still torn down
+        if not isinstance(err, DeployError):
+            traceback.print_exc()
+        check("every step ran", False, str(err) if isinstance(err, DeployError) else f"{type(err).__name__}: {err}")
     finally:
         if not args.keep:
             transcript.heading("Teardown")
