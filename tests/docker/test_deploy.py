@@ -2,8 +2,9 @@
 cluster across containers (docker/deploy_test.py), every check passed.
 
 It takes a quarter of an hour or more, so it skips, saying why, wherever it
-cannot run: no ML-100K, no make, no podman or docker, or an engine that does
-not answer (a docker client without its daemon). Those checks take a second.
+cannot run: no ML-100K, no make, no podman or docker, an engine that does
+not answer (a docker client without its daemon), or no base image to build
+on. Those checks take a second.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 ML100K = REPO.parent / "shared" / "datasets" / "ml-100k"
+# the bases docker/images.sh builds on: the official one, or the local Debian one
+BASES = ("docker.io/library/python:3.11.14-slim-bookworm", "localhost/prunus-base:bookworm")
 
 
 def _why_not() -> str:
@@ -38,7 +41,16 @@ def _why_not() -> str:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return f"{Path(engine).name} does not run containers here: {last}"
+    if not any(_has_image(engine, image) for image in BASES):
+        return (f"no base image here ({', '.join(BASES)}): `make images` pulls one or, with no registry, "
+                "bootstraps a Debian base (a quarter of an hour); run it once first")
     return ""
+
+
+def _has_image(engine: str, image: str) -> bool:
+    """Whether `image` is in the engine's local store (no pull: a registry may not answer)."""
+    done = subprocess.run([engine, "image", "inspect", image], capture_output=True, timeout=30)
+    return done.returncode == 0
 
 
 def test_make_deploy_test_passes_across_containers():
