@@ -41,7 +41,7 @@ COMPAT_TESTS := tests/simulations/test_engines.py tests/simulations/test_simulat
 	tests/simulations/test_flower_free.py tests/client/test_client_app.py tests/server/test_discovery.py \
 	tests/simulations/test_actor_share.py
 
-.PHONY: demo test test-compat install install-dev lock clean
+.PHONY: demo test test-compat install install-dev lock clean images deploy-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,23 @@ lock: install
 	$(BIN)/uv pip compile pyproject.toml -c constraints-flwr142.txt --find-links /opt/wheels --no-sources --no-config --python-version 3.11 \
 		--extra dev -o requirements-dev-flwr142.lock
 	$(call name-torch-index,requirements-dev-flwr142.lock)
+
+# The images of a deployment (docker/Dockerfile's targets superlink, serverapp,
+# supernode; tag TAG), on the official Python base, or on a local Debian base
+# where no registry is reachable (docker/README.md). ENGINE: podman or docker.
+TAG ?= cpu
+images:
+	TAG=$(TAG) bash docker/images.sh
+
+# A federation and a Ray cluster across containers, checked and torn down
+# (docker/deploy_test.py; transcript in runs/deploy-test/transcript.md). The
+# host runs flwr run and the same config in one process: DEPLOY_PYTHON, by
+# default this checkout's .venv, installed from the lock.
+ML100K ?= ../shared/datasets/ml-100k
+DEPLOY_PYTHON ?= $(BIN)/python
+deploy-test: images $(if $(filter $(BIN)/python,$(DEPLOY_PYTHON)),install)
+	rm -rf runs/deploy-test
+	nice -n 19 $(DEPLOY_PYTHON) docker/deploy_test.py --data $(ML100K) --tag $(TAG) --work runs/deploy-test
 
 clean:
 	rm -rf runs .pytest_cache $(COMPAT)

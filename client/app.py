@@ -96,7 +96,7 @@ class ContextHome:
 
 def _handle(message_type: str, msg: Message, context: Context, config: Config | None) -> Message:
     """Answer a message with the Flower-free handlers on this node's data and state; add where it ran."""
-    cfg = config or from_run_config(context.run_config)
+    cfg = config or node_run_config(context)
     # use the CPUs Ray gave the actor, and CUDA when it gave a GPU
     torch.set_num_threads(max(1, int(cfg.runtime.client_num_cpus)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -121,6 +121,18 @@ def _cuda_info(device: torch.device) -> dict[str, str | int]:
         return {}
     return {"cuda-device": f"cuda:{torch.cuda.current_device()}",
             "cuda-peak-bytes": int(torch.cuda.max_memory_allocated(device))}
+
+
+def node_run_config(context: Context) -> Config:
+    """The run config as this node uses it. With a partition file (Deployment
+    Engine) the node reads that file alone, and the run's `data-dir` (the
+    server's copy of the data, for central evaluation) need not exist on this
+    host: the file's folder stands in for it."""
+    run_config = dict(context.run_config)
+    data_file = context.node_config.get("data-file")
+    if data_file:
+        run_config["data-dir"] = os.path.dirname(os.path.abspath(str(data_file)))
+    return from_run_config(run_config)
 
 
 def _partition_data(cfg: Config, context: Context, partition_id: int) -> tuple[SplitData, np.ndarray]:

@@ -1,5 +1,7 @@
 """The ClientApp as Flower calls it: a train message in, a reply out."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -66,9 +68,8 @@ def test_a_reply_computed_on_the_cpu_says_nothing_of_cuda(train_message_for, tmp
     assert set(reply.content["info"]) == {"partition-id", "host"}
 
 
-def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path, train_message_for):
-    """Deployment mode: the node reads its own file (the data set itself is gone)
-    and sends exactly what a simulated node of the same partition sends."""
+def _csv_partitions(tmp_path) -> tuple[Config, Path]:
+    """A small csv data set cut into 3 partition files; the config and the files' folder."""
     table = tmp_path / "ratings.csv"
     rng = np.random.default_rng(0)
     pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, 12, 120), rng.integers(0, 40, 120))}
@@ -76,14 +77,37 @@ def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path, train_message
     cfg = Config.of(dataset="csv", data_dir=str(table), partition="iid", num_silos=3, eval_negatives=5, dim=4,
                     out=str(tmp_path / "run"))
     write_partition_files(cfg, tmp_path / "parts")
+    return cfg, tmp_path / "parts"
+
+
+def _node(parts: Path, run_config: dict) -> Context:
+    return Context(run_id=1, node_id=101, state=RecordDict(), run_config=run_config,
+                   node_config={"partition-id": 1, "data-file": str(parts / "partition-1.npz")})  # fmt: skip
+
+
+def test_a_node_with_a_partition_file_trains_on_it_alone(tmp_path, train_message_for):
+    """Deployment mode: the node reads its own file (the data set itself is gone)
+    and sends exactly what a simulated node of the same partition sends."""
+    cfg, parts = _csv_partitions(tmp_path)
     message = train_message_for(cfg)
     simulated = make_client_app(cfg)(message, _context(1))
-    table.unlink()
-    node = Context(run_id=1, node_id=101, state=RecordDict(), run_config={},
-                   node_config={"partition-id": 1, "data-file": str(tmp_path / "parts" / "partition-1.npz")})  # fmt: skip
-    deployed = make_client_app(cfg)(message, node)
+    Path(cfg.data.data_dir).unlink()
+    deployed = make_client_app(cfg)(message, _node(parts, {}))
     assert not deployed.has_error(), deployed.error
     for name, array in simulated.content["arrays"].items():
+        np.testing.assert_array_equal(deployed.content["arrays"][name].numpy(), array.numpy())
+
+
+def test_under_flwr_run_a_node_with_a_partition_file_needs_no_data_dir_of_its_own(tmp_path, train_message_for):
+    """The run config names the server's data-dir (central evaluation), a path
+    a SuperNode's host need not have: the node still answers from its file."""
+    cfg, parts = _csv_partitions(tmp_path)
+    message = train_message_for(cfg)
+    expected = make_client_app(cfg)(message, _node(parts, {}))
+    run_config = cfg.to_dict() | {"data-dir": str(tmp_path / "on-the-server-only")}
+    deployed = make_client_app()(message, _node(parts, run_config))
+    assert not deployed.has_error(), deployed.error
+    for name, array in expected.content["arrays"].items():
         np.testing.assert_array_equal(deployed.content["arrays"][name].numpy(), array.numpy())
 
 

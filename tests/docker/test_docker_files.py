@@ -81,8 +81,24 @@ def _interpolate(value: str) -> str:
     return _DEFAULT.sub(r"\1", value).replace("$$", "$")
 
 
+def _entrypoints() -> dict[str, list[str]]:
+    """Each Dockerfile target's ENTRYPOINT (none: the command names the program)."""
+    stages = re.split(r"^FROM ", DOCKERFILE.read_text(), flags=re.M)[1:]
+    found = {}
+    for stage in stages:
+        target = re.match(r"\S+ AS (\S+)", stage)
+        entry = re.search(r"^ENTRYPOINT (\[.*\])$", stage, re.M)
+        if target:
+            found[target.group(1)] = json.loads(entry.group(1)) if entry else []
+    return found
+
+
 def _command(service: dict) -> list[str]:
-    return [_interpolate(str(arg)) for arg in service["command"]]
+    """What the service's container runs: its image's entrypoint (an image
+    prunus-ROLE is the Dockerfile's target ROLE), then its command."""
+    role = re.match(r"prunus-(\w+):", service.get("image", ""))
+    entry = _entrypoints()[role.group(1)] if role else []
+    return entry + [_interpolate(str(arg)) for arg in service["command"]]
 
 
 def _parse_flags(parser, args: list[str]):
@@ -149,11 +165,18 @@ def test_the_compose_files_are_the_three_documented_ones():
 # --- Dockerfile and build context -----------------------------------------------------------
 
 
-def test_dockerfile_pins_its_base_installs_cpu_torch_with_the_constraints_and_drops_root():
+def test_dockerfile_pins_its_base_installs_the_lock_and_drops_root():
     text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM python:3\.11\.\d+-slim-\w+$", text, re.M), "base image: python 3.11 slim, full version tag"
-    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
-    assert '-c constraints.txt "torch==2.13.0"' in text and "pip install --no-cache-dir -c constraints.txt ." in text
+    assert re.search(r"^ARG BASE=python:3\.11\.\d+-slim-\w+$", text, re.M), "base: python 3.11 slim, full version tag"
+    assert re.search(r"^FROM \$\{BASE\} AS prunus$", text, re.M)
+    assert "COPY requirements.lock ./" in text
+    # every pin but torch's, from a file, not a pipe (podman's OCI format ignores SHELL's pipefail)
+    pins = re.search(r"grep -vE '\^\(--extra-index-url\|torch==\)' requirements\.lock > (\S+) \\\n"
+                     r"\s+&& pip install --no-deps -r \1\b", text)  # fmt: skip
+    assert pins, "the lock's other pins installed with --no-deps"
+    assert "pip install --no-deps ." in text  # prunus itself, nothing resolved
+    assert set(_entrypoints()) == {"prunus", "superlink", "serverapp", "supernode"}
+    assert _entrypoints()["superlink"] == ["flower-superlink"] and _entrypoints()["serverapp"] == ["flower-superexec"]
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1] not in ("root", "0", "0:0")
     copied = re.findall(r"^COPY (?:--\S+ )*(.+?) \S+$", text, re.M)
@@ -267,7 +290,7 @@ def test_gpu_variant_reserves_nvidia_gpus_and_builds_cuda_torch():
     head = _compose(RAY_GPU)["services"]["ray-head"]
     devices = head["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
-    assert head["build"]["args"]["TORCH_INDEX_URL"] == "https://pypi.org/simple"
+    assert head["build"]["args"] == {"TORCH": "torch==2.13.0", "TORCH_INDEX_URL": "https://pypi.org/simple"}
     assert "--num-gpus=0" not in _command(head)  # Ray detects the reserved GPUs
 
 
