@@ -135,12 +135,13 @@ class Intake:
             host=safe_cell(info.get("host", "")), ray_node=safe_cell(info.get("ray-node", "")),
             status=status, uplink_bytes=sent, uplink_nnz=nnz,
             reason=safe_cell(reason.strip().split("\n")[0], MAX_REASON),
-            cuda_device=safe_cell(info.get("cuda-device", "")), cuda_peak_bytes=_count(info.get("cuda-peak-bytes", 0)),
+            cuda_device=safe_cell(info.get("cuda-device", "")),
+            cuda_peak_bytes=_claimed_count(info.get("cuda-peak-bytes", 0)),
         )
         self.ledger.replies.append(line)
         return line
 
 
-def _count(value: object) -> int:
+def _claimed_count(value: object) -> int:
     """A byte count a client claims, for clients.csv: a non-negative int, else 0."""
     return value if type(value) is int and value >= 0 else 0
