@@ -21,6 +21,14 @@ model basis alone confines every update to the span the model already uses
 (its other directions never move: the model learns a rank-`rank` table);
 `rank-explore` of the rank's directions are drawn at random each round from
 outside the top ones, so over the rounds every direction can grow.
+
+With `rank-basis = "client"` each client factors its own update: `Q` is the
+top `rank` right singular vectors of its (error-corrected) update, sent in its
+reply beside `A` (`<table>.factor`, width x rank, through the value codec).
+No round's clients share it, so it cannot be summed securely; in exchange it
+holds nearly all of one client's update: with its user vector fixed, an MF
+client moves every item row along that vector (plus the penalty's pull
+toward zero), so rank 1 holds 99.99% of the item-table update on ML-1M.
 """
 
 from __future__ import annotations
@@ -51,9 +59,10 @@ class LowRankOptions:
     """`lowrank`'s own settings (section `prune-method.lowrank`)."""
 
     rank: int = field(default=4, metadata=positive())  # the factor's rank
-    # the shared factor: "random" from (seed, round) (CoLR), or "model": the
-    # global model's top singular directions, sent with the round's training messages
-    rank_basis: str = field(default="random", metadata=choice("random", "model"))
+    # the factor: "random" from (seed, round) (CoLR), "model": the global
+    # model's top singular directions, sent with the round's training messages,
+    # or "client": each client's own update's, sent with its reply
+    rank_basis: str = field(default="random", metadata=choice("random", "model", "client"))
     # with rank-basis "model": how many of the rank's directions are drawn at
     # random each round from outside the model's top ones (0: none)
     rank_explore: int = field(default=0, metadata=non_negative())
@@ -90,6 +99,19 @@ def model_basis(table: np.ndarray, rank: int, explore: int = 0, rng: np.random.G
         draw -= basis @ (basis.T @ draw)  # outside the top directions
         basis = np.hstack([basis, np.linalg.qr(draw)[0]])
     return np.ascontiguousarray(basis, dtype=np.float32)
+
+
+FACTOR = ".factor"  # suffix of a reply's own factor of a table (`rank-basis = "client"`)
+
+
+def client_factor(update: np.ndarray, rank: int) -> np.ndarray:
+    """The top-`rank` right singular vectors of a client's update of one
+    table (width x rank, orthonormal columns), from its touched rows only."""
+    touched = update[np.any(update != 0, axis=1)]
+    if len(touched) < rank:  # too few rows to span the rank: complete from the identity
+        touched = np.vstack([touched, np.eye(rank, update.shape[1], dtype=update.dtype)])
+    _, _, vt = np.linalg.svd(touched.astype(np.float64), full_matrices=False)
+    return np.ascontiguousarray(vt[:rank].T, dtype=np.float32)
 
 
 BASIS = "basis"  # a training message's record of the round's factors (`rank-basis = "model"`)
@@ -214,10 +236,15 @@ class LowRank(SparseUplink):
         held = hold_back(residual, ctx.rows) if residual else {}
         sent, kept, nnz = {}, {}, 0
         projection = self.coordinates(ctx.seed, ctx.server_round, ctx.basis)
+        own = self.options.rank_basis == "client"
         for name, value in update.items():
             corrected = value + residual[name] * ctx.lr if name in residual else value
             if self.factored(value.shape):
-                q = projection.factor(name, value.shape[1])
+                if own:  # sent as the receiver decodes it, so the residual holds its rounding too
+                    q = quantise(client_factor(corrected, self.options.rank), self.spec.value_codec)
+                    sent[name + FACTOR] = nonzeros(q)
+                else:
+                    q = projection.factor(name, value.shape[1])
                 left = quantise(corrected @ q, self.spec.value_codec)
                 sent[name], received = nonzeros(left), left @ q.T
             else:
@@ -234,13 +261,15 @@ class LowRank(SparseUplink):
     def decode(self, record: Arrays, shapes: Shapes, ctx: RoundContext | None = None) -> Update:
         if ctx is None:
             raise ValueError("lowrank decodes only with the reply's round context (its shared factor)")
-        payload_shapes = {name: (shape[0], self.options.rank) if self.factored(shape) else shape
-                          for name, shape in shapes.items()}
+        rank, own = self.options.rank, self.options.rank_basis == "client"
+        payload_shapes = {name: (shape[0], rank) if self.factored(shape) else shape for name, shape in shapes.items()}
+        if own:  # each wide table's factor travels beside it
+            payload_shapes |= {name + FACTOR: (shape[1], rank) for name, shape in shapes.items() if self.factored(shape)}
         update = super().decode(record, payload_shapes, ctx)
         projection = self.coordinates(ctx.seed, ctx.server_round, ctx.basis)
         for name, shape in shapes.items():
             if self.factored(shape):
-                q = projection.factor(name, shape[1])
+                q = to_dense(update.pop(name + FACTOR)) if own else projection.factor(name, shape[1])
                 left = to_dense(update[name])
                 if not np.isfinite(left @ q.T).all():
                     raise PayloadError(f"tensor {name!r}: the factored update overflows")

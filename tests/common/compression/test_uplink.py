@@ -25,7 +25,8 @@ from prunus.common.payload import Arrays
 from prunus.common.pruning import density_at
 from prunus.common.update import Dense, Factored, Sparse, densify, sent_entries, shape_of, to_dense
 
-METHODS = UPLINK.names()
+# every method, and the variants that encode differently ("method:rank-basis")
+METHODS = [*UPLINK.names(), "lowrank:client"]
 VALUE_CODECS = VALUES.names()
 
 
@@ -48,7 +49,8 @@ SHAPES = {name: value.shape for name, value in _update().items()}
 
 def _method(name: str, **settings):
     """The method built from its config section, as client and server build it."""
-    values = {"density": 0.1, "prune_threshold": 0.5, **settings}
+    name, _, basis = name.partition(":")
+    values = {"density": 0.1, "prune_threshold": 0.5, **({"rank_basis": basis} if basis else {}), **settings}
     cfg = Config.of(prune_method=name, **values)
     return make(UPLINK, name, cfg)
 
@@ -448,6 +450,43 @@ def test_a_message_basis_of_the_wrong_tables_shape_type_or_values_is_a_payload_e
     with pytest.raises(PayloadError, match="basis"):
         read_basis(basis_content(bad), shapes)
     assert read_basis({}, shapes) is None
+
+
+def test_a_client_factor_carries_an_update_along_one_direction_whole():
+    """An MF client's item rows all move along its user vector: rank 1 of its
+    own factor sends that update, and the residual keeps almost nothing."""
+    from prunus.common.compression.uplink.lowrank import FACTOR
+
+    rng = np.random.default_rng(4)
+    update = _update()
+    touched = rng.random((50, 1)) < 0.3
+    update["item_embedding.weight"] = (rng.normal(size=(50, 1)) * touched * rng.normal(size=4)).astype(np.float32)
+    method = _method("lowrank:client", rank=1, value_codec="fp32", error_feedback=True)
+    encoded = method.encode(update, None, _ctx())
+    assert read_header(record_payload("item_embedding.weight" + FACTOR,
+                                      encoded.record["item_embedding.weight" + FACTOR])).shape == (4, 1)
+    decoded = method.decode(encoded.record, SHAPES, _ctx())
+    np.testing.assert_allclose(to_dense(decoded["item_embedding.weight"]), update["item_embedding.weight"], atol=1e-5)
+    assert np.abs(_kept(encoded)["item_embedding.weight"]).max() < 1e-5
+
+
+@pytest.mark.parametrize("change", ["missing", "transposed", "non-finite"])
+def test_a_reply_whose_own_factor_is_missing_or_does_not_fit_is_a_payload_error(change):
+    from prunus.common.compression.uplink.lowrank import FACTOR
+
+    method = _method("lowrank:client", rank=2, value_codec="fp32")
+    arrays = dict(method.encode(_update(), None, _ctx()).record.items())
+    name = "item_embedding.weight" + FACTOR
+    if change == "missing":
+        del arrays[name]
+    else:
+        shape = (2, 4) if change == "transposed" else (4, 2)
+        payload = bytearray(encode(np.arange(8), np.ones(8, np.float32), shape, value_codec="fp32"))
+        if change == "non-finite":
+            payload[-4:] = np.float32(np.inf).tobytes()  # the last value of the fp32 stream
+        arrays[name] = npy_array(np.frombuffer(bytes(payload), dtype=np.uint8))
+    with pytest.raises(PayloadError):
+        method.decode(Arrays(arrays), SHAPES, _ctx())
 
 
 def test_lowrank_and_threshold_take_their_settings_from_their_own_sections():
