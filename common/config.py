@@ -137,6 +137,10 @@ class CompressionConfig:
     value_codec: str = field(default="fp32", metadata=_lazy_choice("values"))
     index_codec: str = field(default="auto", metadata=_lazy_choice("indices"))
     downlink_codec: str = field(default="fp32", metadata=_lazy_choice("downlink"))
+    # how the int4 and int2 broadcasts round: "stochastic" (noise seeded by
+    # the round: unbiased) or "nearest" (at most half a step off: 3x less
+    # squared error; int8 always rounds to the nearest step)
+    downlink_rounding: str = field(default="stochastic", metadata=_choice("stochastic", "nearest"))
     # which item rows a message carries: "all"; "requested" (each client asks
     # for its positives, a pool its negatives come from, and padding); or
     # "bandit" (the server picks a share of rows by Thompson sampling)

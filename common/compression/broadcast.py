@@ -109,6 +109,7 @@ class RowBlockBroadcast:
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings
         self.sparse = self.sparse_when_pruned and settings.model_sparsity > 0
+        self.stochastic = self.stochastic and settings.downlink_rounding == "stochastic"
         self._cache: tuple[Params, int, int, dict[str, tuple[np.ndarray, np.ndarray]]] | None = None
 
     @property

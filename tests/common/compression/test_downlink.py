@@ -162,6 +162,19 @@ def test_stochastic_rounding_is_seeded_by_the_round_and_unbiased(name):
     assert (np.abs(mean - params["mlp.0.weight"]) <= 0.25 * step).all()  # 400 draws: within 5 standard errors
 
 
+@pytest.mark.parametrize("name", [n for n in METHODS if issubclass(DOWNLINK.get(n), RowBlockBroadcast)
+                                  and DOWNLINK.get(n).stochastic])
+def test_nearest_rounding_is_at_most_half_a_step_off_and_the_same_every_round(name):
+    params = _params()
+    method = DOWNLINK.get(name)(Config.of(downlink_codec=name, downlink_rounding="nearest").compression)
+    sent = [method.decode(method.encode(params, BroadcastContext(r, 0)), SHAPES) for r in (1, 2)]
+    bits = DOWNLINK.get(name).bits
+    for tensor, value in params.items():
+        np.testing.assert_array_equal(sent[0][tensor], sent[1][tensor])
+        error = np.abs(as_rows(sent[0][tensor]) - as_rows(value))
+        assert (error.max(1) <= max_row_error(as_rows(value), bits, stochastic=False)).all()
+
+
 @pytest.mark.parametrize("name", [n for n in METHODS if issubclass(DOWNLINK.get(n), RowBlockBroadcast)])
 def test_a_malformed_row_block_is_a_payload_error(name):
     method = _method(name, 0.0)
