@@ -177,7 +177,7 @@ def test_the_methods_declare_their_own_keys_and_the_shared_section_holds_none_of
         "prune-method.lowrank": ["rank", "rank-basis", "rank-explore"],
         "prune-method.threshold": ["prune-threshold"],
         "broadcast-rows.bandit": ["bandit-items"],
-        "broadcast-rows.requested": ["negative-pool", "request-pad"],
+        "broadcast-rows.requested": ["negative-pool", "negative-pool-min", "request-pad"],
         "defence.fill": ["fill-rate", "fill-choice", "fill-spread", "fill-repay"],
         "defence.ldp": ["ldp-clip", "ldp-epsilon", "ldp-delta"],
     }

@@ -4,7 +4,8 @@ A client's round touches its positives and the negatives it samples (and
 federated evaluation its held-out candidates), a fraction of the catalogue.
 Before each message the server queries the client; the client answers with
 the rows it needs: its positives (and candidates), a pool of
-`negative-pool` x as many random rows that its negatives will be drawn from,
+`negative-pool` x as many random rows (at least `negative-pool-min`) that its
+negatives will be drawn from,
 and `request-pad` x as many further random rows it will not use. The server
 sends those rows only; the client's update touches no other row.
 
@@ -34,6 +35,9 @@ class RequestedOptions:
     """`requested`'s own settings (section `broadcast-rows.requested`)."""
 
     negative_pool: float = field(default=4.0, metadata=positive())  # pool rows per needed row
+    # the fewest pool rows a client gets: a client of few items otherwise
+    # draws its negatives from a handful of rows, the same ones many times
+    negative_pool_min: int = field(default=0, metadata=non_negative())
     request_pad: float = field(default=0.0, metadata=non_negative())  # padding rows per needed row
 
 
@@ -52,7 +56,8 @@ class RequestedRows(RowSelection):
         follows it plan the same rows without the client keeping anything."""
         rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 5])
         base = max(len(needed), 1)
-        pool = np.sort(rng.choice(n_items, min(n_items, math.ceil(self.options.negative_pool * base)), replace=False))
+        size = max(math.ceil(self.options.negative_pool * base), self.options.negative_pool_min)
+        pool = np.sort(rng.choice(n_items, min(n_items, size), replace=False))
         request = np.union1d(needed, pool)
         pad = math.ceil(self.options.request_pad * base)
         if pad:

@@ -56,6 +56,14 @@ def test_a_request_is_the_needed_rows_a_pool_and_padding():
     assert not np.array_equal(plan.negatives, other_round.negatives)
 
 
+def test_a_pool_is_never_smaller_than_its_floor_nor_the_catalogue():
+    ctx = RoundContext(server_round=1, partition_id=0, seed=0)
+    assert len(_selection("requested", negative_pool=4.0, negative_pool_min=60).plan(NEEDED, N_ITEMS, ctx).negatives) == 60
+    assert len(_selection("requested", negative_pool=4.0, negative_pool_min=10).plan(NEEDED, N_ITEMS, ctx).negatives) == 20
+    whole = _selection("requested", negative_pool_min=10 * N_ITEMS).plan(NEEDED, N_ITEMS, ctx)
+    np.testing.assert_array_equal(whole.negatives, np.arange(N_ITEMS))
+
+
 def test_the_bandit_sends_its_share_and_learns_which_rows_pay():
     bandit = _selection("bandit", bandit_items=0.2)
     chosen = bandit.rows(1, None, N_ITEMS, "train", 0)
