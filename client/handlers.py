@@ -214,7 +214,7 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     rows, shared, result = step.rows, step.shared, step.result
     uplink = make(UPLINK, cfg.compression.prune_method, cfg)
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows,
-                       message.basis)
+                       message.basis, shared if uplink.reads_model else None)
     if result is None:  # none of its items among the rows sent: an empty update, state kept
         encoded = uplink.encode({k: np.zeros_like(v) for k, v in shared.items()}, None, ctx)
         return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 0, "nnz": 0})})

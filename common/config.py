@@ -495,8 +495,9 @@ class Config:
         if c.prune_method not in SECURE_UPLINKS:
             raise ConfigError(f"secure-aggregation: prune-method {c.prune_method!r} encodes each client into its "
                               f"own coordinates, which a secure sum cannot add; use one of {', '.join(SECURE_UPLINKS)}")
-        if c.prune_method == "lowrank" and self.methods["prune-method.lowrank"].rank_basis == "client":
-            raise ConfigError("secure-aggregation: rank-basis \"client\" gives each client its own factor, which a "
+        basis = self.methods["prune-method.lowrank"].rank_basis
+        if c.prune_method == "lowrank" and basis.startswith("client"):
+            raise ConfigError(f"secure-aggregation: rank-basis \"{basis}\" gives each client its own factor, which a "
                               "secure sum cannot add; use \"random\" or \"model\"")
         if c.broadcast_rows not in SECURE_BROADCASTS:
             raise ConfigError(f"secure-aggregation: broadcast-rows {c.broadcast_rows!r} would tell the server each "

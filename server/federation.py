@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from prunus.common.compression import DOWNLINK, ROWS, UPLINK, RoundContext, make
+from prunus.common.compression import DOWNLINK, ROWS, UPLINK, BroadcastContext, RoundContext, make
 from prunus.common.compression.uplink.lowrank import basis_content
 from prunus.common.config import Config
 from prunus.common.models import ModelSpec
@@ -66,7 +66,9 @@ class Federation:
         self.ledger = ledger or Ledger()
         self.uplink = make(UPLINK, cfg.compression.prune_method, cfg)
         self.basis: Params | None = None  # the shared factors of this round's training messages
+        self.received: Params | None = None  # this round's model as clients decode it (an uplink that reads it)
         downlink = make(DOWNLINK, cfg.compression.downlink_codec, cfg)
+        self.downlink = downlink
         self.rows = make(ROWS, cfg.compression.broadcast_rows, cfg)
         self.item_tables = spec.item_tables
         n_items = params[spec.item_tables[0]].shape[0] if spec.item_tables else 0
@@ -126,6 +128,9 @@ class Federation:
         """The round's messages of `purpose` to the chosen partitions (`server.broadcast`);
         a training message also carries the uplink's shared factors, if it has any."""
         self.basis = self.uplink.round_basis(self.params, self.cfg.runtime.seed, server_round) if purpose == "train" else None
+        if purpose == "train" and self.uplink.reads_model:  # every client of a round decodes the same value for a row
+            ctx = BroadcastContext(server_round, self.cfg.runtime.seed)
+            self.received = self.downlink.decode(self.downlink.encode(self.params, ctx), self.shapes)
         return self.broadcaster.messages(server_round, self.params, chosen, purpose, transport,
                                          basis_content(self.basis))
 
@@ -185,7 +190,7 @@ class Federation:
             self.rows.observe(server_round, step, self.item_tables)
 
     def _check_train(self, reply: Reply, server_round: int, sent_rows: dict) -> tuple:
-        ctx = RoundContext(server_round, reply.partition, self.cfg.runtime.seed, basis=self.basis)
+        ctx = RoundContext(server_round, reply.partition, self.cfg.runtime.seed, basis=self.basis, model=self.received)
         checked = validate_train_reply(reply.content, self.shapes, self.uplink, ctx)
         check_rows(checked[0], sent_rows[reply.partition])
         return checked

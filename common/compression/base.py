@@ -55,6 +55,10 @@ class RoundContext:
     rows: dict[str, np.ndarray] | None = None
     # the round's shared factors its training messages carry (`lowrank`'s rank-basis = "model"; None: none)
     basis: dict[str, np.ndarray] | None = None
+    # the global model as the round's messages carried it, decoded, full size
+    # (a client: zero in rows it was not sent); only for an uplink that
+    # `reads_model` (`lowrank`'s row scales), else None
+    model: dict[str, np.ndarray] | None = None
 
 
 RowIds = dict[str, np.ndarray]  # item-table name -> sorted row ids

@@ -34,6 +34,7 @@ class SparseUplink:
 
     name: ClassVar[str]
     draws: ClassVar[bool] = False  # whether `select` takes a seeded Generator
+    reads_model: bool = False  # whether encode and decode read `RoundContext.model`
 
     def __init__(self, settings: CompressionConfig) -> None:
         self.settings = settings

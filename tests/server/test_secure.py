@@ -81,6 +81,7 @@ def test_the_leakage_ledger_attacks_the_masked_inputs_and_the_round_sum(tmp_path
 @pytest.mark.parametrize(("change", "reason"), [
     ({"prune_method": "topk"}, "own coordinates"),
     ({"prune_method": "lowrank", "rank_basis": "client"}, "its own factor"),
+    ({"prune_method": "lowrank", "rank_basis": "client-rows"}, "its own factor"),
     ({"broadcast_rows": "requested"}, "each client's rows"),
     ({"aggregator": "median"}, "cannot zero, clip or order"),
     ({"clip_quantile": 0.5}, "cannot zero, clip or order"),

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 # a pruned int8 uplink with error feedback (its residual in the client-state
 # store) and federated evaluation, with: model pruning and an int8 broadcast,
 # three messages in flight per actor (Ray runs clients in another order);
-# each client's requested rows (a row query per message) as int4, five
+# each client's requested rows (a row query per message) as int4 and its
+# own rank-1 factor with row scales up (ml1m-total.toml's uplink), five
 # messages to an actor per call; the bandit's rows with a low-rank uplink,
 # one message per call (Flower's own worker); the others batch 16 (default);
 # and stock Flower, with none of prunus's accelerators
@@ -32,6 +33,7 @@ VARIANTS = {
     "pruned model": ["downlink-codec=int8", "model-sparsity=0.5", "model-prune-start=2", "model-prune-end=3",
                      "actor-pipeline=3"],
     "requested rows": ["broadcast-rows=requested", "negative-pool=2", "request-pad=1", "downlink-codec=int4",
+                       "downlink-rounding=nearest", "prune-method=lowrank", "rank=1", "rank-basis=client-rows",
                        "client-batch=5"],
     "bandit rows": ["broadcast-rows=bandit", "bandit-items=0.5", "prune-method=lowrank", "rank=2", "client-batch=1"],
     # secure aggregation (its four exchanges a round) over half the item rows in the round's low-rank

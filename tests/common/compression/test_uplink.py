@@ -470,6 +470,37 @@ def test_a_client_factor_carries_an_update_along_one_direction_whole():
     assert np.abs(_kept(encoded)["item_embedding.weight"]).max() < 1e-5
 
 
+def test_row_scales_carry_the_pull_toward_each_received_row_that_no_factor_holds():
+    """An MF client's rows move along its user vector and, by the L2 penalty,
+    toward zero along themselves: rank 1 with row scales sends both, and what
+    the server lifts with its copy of the received rows is what the client
+    keeps out of its residual."""
+    from prunus.common.compression.uplink.lowrank import ROW_SCALE
+
+    rng = np.random.default_rng(5)
+    received = {name: rng.normal(size=shape).astype(np.float32) for name, shape in SHAPES.items()}
+    update = _update()
+    touched = rng.random((50, 1)) < 0.3
+    pull = -0.01 * rng.random((50, 1)) * received["item_embedding.weight"]
+    update["item_embedding.weight"] = ((rng.normal(size=(50, 1)) * rng.normal(size=4) + pull) * touched).astype(np.float32)
+    ctx = RoundContext(server_round=1, partition_id=0, seed=0, model=received)
+    missed = {}
+    for scaled in (False, True):
+        method = _method("lowrank:client-rows" if scaled else "lowrank:client", rank=1, value_codec="fp32",
+                         error_feedback=True)
+        encoded = method.encode(update, None, ctx)
+        assert (("item_embedding.weight" + ROW_SCALE) in encoded.record) == scaled
+        sent = to_dense(method.decode(encoded.record, SHAPES, ctx)["item_embedding.weight"])
+        kept = _kept(encoded)["item_embedding.weight"]
+        missed[scaled] = np.abs(update["item_embedding.weight"] - sent).max()
+        _reconstructs(sent, kept, 1.0, update["item_embedding.weight"])
+    assert missed[True] < missed[False] / 10  # rank 1 alone drops the pull; the factor leans toward it a little
+    with pytest.raises(ValueError, match="model"):  # a server that did not say what it sent cannot lift them
+        method.decode(encoded.record, SHAPES, _ctx())
+    with pytest.raises(PayloadError):  # a reply without its row scales
+        method.decode(Arrays({k: v for k, v in encoded.record.items() if ROW_SCALE not in k}), SHAPES, ctx)
+
+
 @pytest.mark.parametrize("change", ["missing", "transposed", "non-finite"])
 def test_a_reply_whose_own_factor_is_missing_or_does_not_fit_is_a_payload_error(change):
     from prunus.common.compression.uplink.lowrank import FACTOR
