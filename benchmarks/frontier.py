@@ -51,7 +51,7 @@ def plot(frame: pd.DataFrame, dense_total: int, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 6))
     for fewer, style in ((50, "--"), (100, ":")):
         ax.axvline(dense_total / fewer, color="grey", linestyle=style, linewidth=1)
-        ax.text(dense_total / fewer, frame["hr@10"].min(), f" {fewer}x", color="grey", va="bottom")
+        ax.text(dense_total / fewer, frame["hr@10"].max(), f" {fewer}x fewer", color="grey", va="top")
     dense = frame[frame["total_bytes"] == dense_total]
     ax.axhline(dense["hr@10"].iloc[0] - 0.01, color="tab:red", linestyle="--", linewidth=1, label="dense - 0.01")
     ax.scatter(frame["total_bytes"], frame["hr@10"], s=60, zorder=3)
