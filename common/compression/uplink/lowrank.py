@@ -301,15 +301,15 @@ class LowRank(SparseUplink):
         for name, shape in wide.items():
             q = to_dense(update.pop(name + FACTOR)) if own else projection.factor(name, shape[1])
             left = to_dense(update[name])
-            if not np.isfinite(left @ q.T).all():
-                raise PayloadError(f"tensor {name!r}: the factored update overflows")
             update[name] = Factored(left, q.T.copy(), shape)
-            if self.reads_model:
+            if self.reads_model:  # lifted once, as the client did; its check covers the product's
                 scales = to_dense(update.pop(name + ROW_SCALE))
                 lifted = to_dense(update[name]) + scales[:, None] * self.received_rows(ctx, name)
                 if not np.isfinite(lifted).all():
                     raise PayloadError(f"tensor {name!r}: the row-scaled update overflows")
                 update[name] = nonzeros(lifted)
+            elif not np.isfinite(left @ q.T).all():
+                raise PayloadError(f"tensor {name!r}: the factored update overflows")
         return update
 
     @property
