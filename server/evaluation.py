@@ -20,11 +20,12 @@ from prunus.common.config import Config
 from prunus.common.data import SplitData
 from prunus.common.evaluation import ranking_metrics
 from prunus.common.mf_closed_form import BIAS, ITEMS, USERS, closed_form, fold_in_all
-from prunus.common.models import build_model
+from prunus.common.models import Recommender, build_model
 from prunus.common.params import Params, check_finite
-from prunus.common.training import client_settings, fold_in, seeded_generator
+from prunus.common.training import TrainSettings, client_settings, fold_in, seeded_generator
 
 EVAL_STREAM = 0xE7A1  # keeps evaluation's random stream apart from training's
+CHUNK_PAIRS = 50_000  # training pairs per fold-in batch: a batch's activations stay in cache
 
 
 class CentralEvaluator:
@@ -69,5 +70,20 @@ class CentralEvaluator:
                                 settings, epochs, lr, cfg.runtime.seed)
             model.load_private({USERS: torch.as_tensor(users, device=self.device)})
         else:
-            fold_in(model, self.users, self.items, settings, epochs, lr, seeded_generator(cfg.runtime.seed, EVAL_STREAM))
+            fold_in_by_chunks(model, self.users, self.items, settings, epochs, lr, cfg.runtime.seed)
         return ranking_metrics(model, split, k=cfg.evaluation.top_k, full_ranking=cfg.evaluation.full_ranking)
+
+
+def fold_in_by_chunks(model: Recommender, users: torch.Tensor, items: torch.Tensor, settings: TrainSettings,
+                      steps: int, lr: float, seed: int) -> None:
+    """Every user's private parameters folded in, a chunk of whole users at a
+    time (`users` sorted). Users are independent in `fold_in`, so chunks change
+    only which negatives are drawn; NeuMF's full batch of ML-1M (5M pairs with
+    their negatives) ran a step about 4x slower than the same pairs in chunks."""
+    n_users = int(users[-1]) + 1 if len(users) else 0
+    per_chunk = max(1, n_users * CHUNK_PAIRS // max(len(users), 1))
+    bounds = torch.searchsorted(users, torch.arange(0, n_users + per_chunk, per_chunk, device=users.device))
+    for start, (low, high) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+        if low < high:
+            fold_in(model, users[low:high], items[low:high], settings, steps, lr,
+                    seeded_generator(seed, EVAL_STREAM, start))

@@ -97,7 +97,10 @@ class Recommender(nn.Module):
         zero, so updates stay row-sparse (power 2: L2; power 1: L1, which
         pushes entries to zero and so helps pruning).
         """
-        return sum(r.abs().pow(power).sum(-1) for r in self.embedding_rows(users, items))
+        # square() and abs() are each one pass; abs().pow(2) took four times as
+        # long on the server's full-batch NeuMF fold-in
+        term = torch.square if power == 2 else lambda r: r.abs().pow(power)
+        return sum(term(r).sum(-1) for r in self.embedding_rows(users, items))
 
     def private_parameters(self) -> list[nn.Parameter]:
         params = dict(self.named_parameters())

@@ -60,3 +60,33 @@ def test_an_exact_broadcast_is_scored_once_unless_asked(split):
     on = CentralEvaluator(CFG.replace(eval_as_decoded="on"), split)(shared)
     assert on == plain | {f"{k}-server": v for k, v in plain.items() if k != "eval-users"}  # fp32: the model itself
     assert not CentralEvaluator.decodes(CFG.replace(downlink_codec="int8", eval_as_decoded="off"))
+
+
+def test_a_torch_fold_in_by_chunks_folds_every_user_as_alone(split, monkeypatch):
+    """NeuMF's fold-in goes a chunk of whole users at a time: every user with
+    training pairs is folded in, and a chunk's users follow the path they
+    follow when that chunk is folded in by itself."""
+    import torch
+
+    from prunus.common.models import build_model
+    from prunus.common.training import client_settings, fold_in, seeded_generator
+    from prunus.server import evaluation
+
+    monkeypatch.setattr(evaluation, "CHUNK_PAIRS", 97)  # many chunks, the last one partial
+    cfg = CFG.replace(model="neumf", mlp_layers="8,4")
+    users, items = torch.as_tensor(split.train_users), torch.as_tensor(split.train_items)
+
+    def fresh():
+        return build_model("neumf", split.n_users, split.n_items, 8, (8, 4), seed=1)
+
+    chunked = fresh()
+    evaluation.fold_in_by_chunks(chunked, users, items, client_settings(cfg), 3, 0.1, 7)
+    before = fresh().private_state()["user_gmf.weight"]
+    after = chunked.private_state()["user_gmf.weight"]
+    moved = (after != before).any(dim=1)
+    assert torch.equal(moved, torch.bincount(users, minlength=split.n_users) > 0)
+    per_chunk = split.n_users * 97 // len(users)
+    first = users < per_chunk
+    alone = fresh()
+    fold_in(alone, users[first], items[first], client_settings(cfg), 3, 0.1, seeded_generator(7, evaluation.EVAL_STREAM, 0))
+    assert torch.equal(alone.private_state()["user_gmf.weight"][:per_chunk], after[:per_chunk])
