@@ -167,6 +167,11 @@ def block_header(data: bytes) -> tuple[int, int, int]:
     return bits, rows, cols
 
 
+def block_size(rows: int, cols: int, bits: int) -> int:
+    """The bytes of a `bits`-bit row block of (rows, cols): header, scales, codes."""
+    return _BLOCK.size + 2 * rows + (rows * cols * bits + 7) // 8
+
+
 def unpack_rows(data: bytes, rows: int, cols: int, bits: int) -> np.ndarray:
     """A row block's bytes -> (rows, cols) float32; CodecError unless the block
     is exactly a `bits`-bit block of that shape with valid scales and codes."""
@@ -174,7 +179,7 @@ def unpack_rows(data: bytes, rows: int, cols: int, bits: int) -> np.ndarray:
     if (got_bits, got_rows, got_cols) != (bits, rows, cols):
         raise CodecError(f"row block of {got_rows}x{got_cols} at {got_bits} bits, expected {rows}x{cols} at {bits}")
     n = rows * cols
-    size = _BLOCK.size + 2 * rows + (n * bits + 7) // 8
+    size = block_size(rows, cols, bits)
     if len(data) != size:
         raise CodecError(f"row block of {len(data)} bytes, expected {size}")
     scales = check_scales(np.frombuffer(data, dtype="<f2", count=rows, offset=_BLOCK.size))

@@ -141,6 +141,9 @@ class CompressionConfig:
     # the round: unbiased) or "nearest" (at most half a step off: 3x less
     # squared error; int8 always rounds to the nearest step)
     downlink_rounding: str = field(default="stochastic", metadata=_choice("stochastic", "nearest"))
+    # a lossless stage on the int8/int4/int2 row blocks: "deflate" Huffman-codes
+    # each block (zlib; 4-bit codes of a trained model carry about 3.5 bits)
+    downlink_entropy: str = field(default="none", metadata=_choice("none", "deflate"))
     # which item rows a message carries: "all"; "requested" (each client asks
     # for its positives, a pool its negatives come from, and padding); or
     # "bandit" (the server picks a share of rows by Thompson sampling)
@@ -465,6 +468,9 @@ class Config:
 
         if self.federation.clip_quantile > 1:
             raise ConfigError(f"clip-quantile: must be in [0, 1], got {self.federation.clip_quantile!r}")
+        if c.downlink_entropy != "none" and not _sends_row_blocks(c.downlink_codec):
+            raise ConfigError(f"downlink-entropy: {c.downlink_entropy!r} codes row blocks; downlink-codec "
+                              f"{c.downlink_codec!r} sends none (use int8, int4 or int2, or downlink-entropy = \"none\")")
         if c.model_prune_end < c.model_prune_start:
             raise ConfigError("model-prune-end: must not come before model-prune-start")
         if d.dataset not in ("synthetic",) and not d.data_dir:
@@ -574,6 +580,14 @@ def keys() -> tuple[str, ...]:
 def section_of(key: str) -> str:
     """The section a dashed key belongs to (`local-lr` -> `training`, `rank` -> `prune-method.lowrank`)."""
     return _flat()[key][0]
+
+
+def _sends_row_blocks(downlink: str) -> bool:
+    """Whether downlink method `downlink` sends per-row quantised blocks (imported lazily, as below)."""
+    from prunus.common.compression import DOWNLINK
+    from prunus.common.compression.broadcast import RowBlockBroadcast
+
+    return issubclass(DOWNLINK.get(downlink), RowBlockBroadcast)
 
 
 def _registry_names(registry: str) -> tuple[str, ...]:

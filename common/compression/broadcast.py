@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from prunus.common.codec import CodecError, pack_update, record_payload, unpack_update
+from prunus.common.codec_deflate import deflate, inflate
 from prunus.common.codec_rows import (
     as_rows,
+    block_size,
     check_scales,
     dequantise_rows,
     levels,
@@ -97,7 +99,8 @@ class RowBlockBroadcast:
     at most half a step). `sparse_when_pruned`: a pruned model's tensor whose
     non-zero codes and row scales (`SCALES`) are smaller than its row block
     travels so, the codes through `common.codec` (exact: integers of at most
-    8 bits).
+    8 bits). `downlink-entropy = "deflate"`: each row block Huffman-coded
+    (`common.codec_deflate`), lossless, the same values decoded.
     """
 
     name: ClassVar[str]
@@ -110,6 +113,7 @@ class RowBlockBroadcast:
         self.settings = settings
         self.sparse = self.sparse_when_pruned and settings.model_sparsity > 0
         self.stochastic = self.stochastic and settings.downlink_rounding == "stochastic"
+        self.deflated = settings.downlink_entropy == "deflate"
         self._cache: tuple[Params, int, int, dict[str, tuple[np.ndarray, np.ndarray]]] | None = None
 
     @property
@@ -132,7 +136,8 @@ class RowBlockBroadcast:
         for name, (scales, codes) in self._quantised(params, ctx).items():
             if ctx.rows is not None and name in ctx.rows:
                 scales, codes = scales[ctx.rows[name]], codes[ctx.rows[name]]
-            block = npy_array(np.frombuffer(pack_rows(scales, codes, self.bits), dtype=np.uint8))
+            packed = pack_rows(scales, codes, self.bits)
+            block = npy_array(np.frombuffer(deflate(packed) if self.deflated else packed, dtype=np.uint8))
             if self.sparse:  # the non-zero codes with their positions, where that is smaller
                 steps = codes.astype(np.float32) - levels(self.bits)
                 sparse = {**pack_update({name: nonzeros(steps)}, value_codec="int8"),
@@ -154,7 +159,10 @@ class RowBlockBroadcast:
                 if name + SCALES in names:
                     blocks = self._sparse_rows(record, name, rows, cols)
                 else:
-                    blocks = unpack_rows(record_payload(name, record[name]), rows, cols, self.bits)
+                    data = record_payload(name, record[name])
+                    if self.deflated:
+                        data = inflate(data, block_size(rows, cols, self.bits))
+                    blocks = unpack_rows(data, rows, cols, self.bits)
             except CodecError as err:
                 raise PayloadError(f"undecodable broadcast: tensor {name!r}: {err}") from None
             params[name] = blocks.reshape(shape)

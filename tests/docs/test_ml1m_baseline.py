@@ -13,11 +13,21 @@ PAGE = RESULTS / "ml1m-baseline.md"
 RUNS = RESULTS / "runs" / "ml1m-baseline"
 
 
-def _rows() -> dict[str, dict[str, str]]:
-    lines = [line for line in PAGE.read_text().splitlines() if line.startswith("|")]
+def _table(after: str = "## Test split") -> list[dict[str, str]]:
+    """The rows of the first table below the heading `after`."""
+    text = PAGE.read_text().split(f"\n{after}\n", 1)[1]
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
-    return {row["run folder"].strip("`").removeprefix("runs/ml1m-baseline/"): row for row in rows}
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def _rows() -> dict[str, dict[str, str]]:
+    return {row["run folder"].strip("`").removeprefix("runs/ml1m-baseline/"): row for row in _table()}
 
 
 def _summary(run: str) -> dict:

@@ -33,7 +33,7 @@ VARIANTS = {
     "pruned model": ["downlink-codec=int8", "model-sparsity=0.5", "model-prune-start=2", "model-prune-end=3",
                      "actor-pipeline=3"],
     "requested rows": ["broadcast-rows=requested", "negative-pool=2", "request-pad=1", "downlink-codec=int4",
-                       "downlink-rounding=nearest", "prune-method=lowrank", "rank=1", "rank-basis=client-rows",
+                       "downlink-rounding=nearest", "downlink-entropy=deflate", "prune-method=lowrank", "rank=1", "rank-basis=client-rows",
                        "client-batch=5"],
     "bandit rows": ["broadcast-rows=bandit", "bandit-items=0.5", "prune-method=lowrank", "rank=2", "client-batch=1"],
     # secure aggregation (its four exchanges a round) over half the item rows in the round's low-rank

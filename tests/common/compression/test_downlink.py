@@ -311,3 +311,62 @@ def test_a_plain_broadcast_holding_a_non_finite_value_is_a_payload_error(value):
     bias[1] = value
     with pytest.raises(PayloadError, match="NaN or an infinity"):
         method.decode(Arrays({**record, "mlp.0.bias": npy_array(bias)}), SHAPES)
+
+
+# ------------------------------------------------------------ deflate stage
+ROW_BLOCKS = [n for n in METHODS if issubclass(DOWNLINK.get(n), RowBlockBroadcast)]
+
+
+def _deflated(name: str, **changes) -> RowBlockBroadcast:
+    return DOWNLINK.get(name)(Config.of(downlink_codec=name, downlink_entropy="deflate", **changes).compression)
+
+
+@pytest.mark.parametrize("name", ROW_BLOCKS)
+def test_a_deflated_broadcast_decodes_the_same_values_in_fewer_bytes(name):
+    """Lossless: the same values as the plain row blocks, whole or partial;
+    fewer bytes where the codes are skewed, as 4- and 2-bit codes of a
+    trained model's rows are."""
+    rng = np.random.default_rng(1)
+    params = _params() | {"item_embedding.weight": rng.normal(scale=0.1, size=(50, 64)).astype(np.float32)}
+    shapes = {k: v.shape for k, v in params.items()}
+    rows = {"item_embedding.weight": np.arange(3, 40, 2), "item_bias.weight": np.arange(3, 40, 2)}
+    for ctx in (BroadcastContext(2, 0), BroadcastContext(2, 0, rows=rows)):
+        wanted = shapes if ctx.rows is None else row_shapes(shapes, ctx.rows)
+        plain, deflated = _method(name, 0.0), _deflated(name)
+        sent, packed = plain.encode(params, ctx), deflated.encode(params, ctx)
+        got, want = deflated.decode(packed, wanted), plain.decode(sent, wanted)
+        for tensor in params:
+            np.testing.assert_array_equal(got[tensor], want[tensor])
+        size, plain_size = len(packed["item_embedding.weight"].data), len(sent["item_embedding.weight"].data)
+        # 8-bit codes of a Gaussian carry 7.8 bits: DEFLATE then stores the block (5 bytes of framing)
+        assert size < plain_size if DOWNLINK.get(name).bits <= 4 else size <= plain_size + 5
+
+
+@pytest.mark.parametrize("name", ROW_BLOCKS)
+def test_a_malformed_deflated_block_is_a_payload_error(name):
+    method = _deflated(name)
+    record = method.encode(_params(), BroadcastContext(1, 0))
+    data = record["item_embedding.weight"].numpy()
+    plain = _method(name, 0.0).encode(_params(), BroadcastContext(1, 0))["item_embedding.weight"].numpy()
+    rng = np.random.default_rng(0)
+    cases = [data[:-1], np.concatenate([data, [0]]), data[:5], plain]  # plain: a block that was never deflated
+    for _ in range(200):
+        flipped = data.copy()
+        flipped[rng.integers(len(data))] ^= np.uint8(1 << rng.integers(8))
+        cases.append(flipped)
+    refused = 0
+    for case in cases:
+        bad = Arrays({**record, "item_embedding.weight": npy_array(np.ascontiguousarray(case))})
+        try:
+            decoded = method.decode(bad, SHAPES)
+        except PayloadError:
+            refused += 1
+            continue
+        assert np.isfinite(decoded["item_embedding.weight"]).all()  # a flip that still decodes is a valid block
+    assert refused >= 4
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n not in ROW_BLOCKS])
+def test_deflate_with_a_downlink_of_no_row_blocks_is_a_config_error(name):
+    with pytest.raises(ValueError, match="downlink-entropy"):
+        Config.of(downlink_codec=name, downlink_entropy="deflate")
