@@ -65,3 +65,34 @@ def test_the_page_states_top_ks_time_against_the_dense_runs():
     assert ratio in " ".join(PAGE.read_text().split())
     readme = (RESULTS.parents[1] / "README.md").read_text()
     assert f"({ratio} the dense run" in " ".join(readme.split())
+
+
+NEUMF = RESULTS / "runs" / "ml1m-neumf"
+
+
+def _neumf_rows() -> dict[str, dict[str, str]]:
+    return {row["run folder"].strip("`").removeprefix("runs/ml1m-neumf/"): row for row in _table("## NeuMF")}
+
+
+def test_every_neumf_run_folder_has_its_row_and_every_row_its_folder():
+    assert set(_neumf_rows()) == {p.name for p in NEUMF.iterdir() if (p / "summary.json").exists()}
+
+
+@pytest.mark.parametrize("run", sorted(p.name for p in NEUMF.iterdir()) if NEUMF.exists() else [])
+def test_a_neumf_row_is_its_runs_summary(run):
+    row, summary = _neumf_rows()[run], json.loads((NEUMF / run / "summary.json").read_text())
+    config = summary["config"]
+    assert config["model"] == "neumf" and config["eval-split"] == "test"
+    assert summary["code"] == {"commit": row["commit"].strip("`"), "clean": True}
+    assert row["d"] == str(config["dim"])
+    assert row["HR@10"] == f"{summary['metrics']['hr@10']:.4f}"
+    assert row["NDCG@10"] == f"{summary['metrics']['ndcg@10']:.4f}"
+    total = summary["comm"].get("total_bytes", 0)  # centralized: nothing travels
+    assert row["total bytes"] == (f"{total:,}" if total else "-")
+    assert row["wall time"] == f"{summary['wall_seconds']:.0f} s"
+    if summary["kind"] == "federated":  # the committed config resolves to the one that ran
+        from prunus.common.config import load
+
+        committed = load(RESULTS.parents[1] / row["config"].strip("`")).to_dict()
+        differ = {k for k in committed if k not in ("engine", "out") and config.get(k) != committed[k]}
+        assert not differ, {k: (config.get(k), committed[k]) for k in differ}
