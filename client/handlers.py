@@ -15,6 +15,8 @@ cannot use (no round, an undecodable broadcast, rows or basis) raises
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,6 +57,16 @@ class ClientData:
     def of(cls, partition_id: int, split: SplitData, users: np.ndarray, device: torch.device) -> ClientData:
         return cls(partition_id, split, local_data(split, users), device)
 
+    @functools.cached_property
+    def secret(self) -> int:
+        """A seed the server cannot know: a digest of this client's training
+        data (`RoundContext.private_rng`). Repeating a draw it seeds needs the
+        items the draw hides."""
+        digest = hashlib.sha256(b"prunus client secret")
+        for part in (self.data.users, self.data.local_users, self.data.items):
+            digest.update(np.ascontiguousarray(part, dtype="<i8").tobytes())
+        return int.from_bytes(digest.digest()[:16], "little")
+
 
 PURPOSES = ("train", "evaluate")  # what a row query may ask rows for
 MAX_ROUND = 2**32  # rounds a message may name: [1, MAX_ROUND) (round 0 is the server's initial evaluation)
@@ -83,7 +95,7 @@ def needed_rows(client: ClientData, purpose: str) -> np.ndarray:
 
 
 def row_plan(cfg: Config, purpose: str, server_round: int, client: ClientData) -> RowPlan | None:
-    ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed)
+    ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, secret=client.secret)
     selection = make(ROWS, cfg.compression.broadcast_rows, cfg)
     return selection.plan(needed_rows(client, purpose), client.split.n_items, ctx)
 
@@ -214,7 +226,7 @@ def train(cfg: Config, content: Content, state: Content, client: ClientData, tam
     rows, shared, result = step.rows, step.shared, step.result
     uplink = make(UPLINK, cfg.compression.prune_method, cfg)
     ctx = RoundContext(server_round, client.partition_id, cfg.runtime.seed, cfg.local_lr_at(server_round), rows,
-                       message.basis, shared if uplink.reads_model else None)
+                       message.basis, shared if uplink.reads_model else None, client.secret)
     if result is None:  # none of its items among the rows sent: an empty update, state kept
         encoded = uplink.encode({k: np.zeros_like(v) for k, v in shared.items()}, None, ctx)
         return Content({"arrays": encoded.record, "metrics": MetricMap({"num-examples": 0, "nnz": 0})})

@@ -59,6 +59,16 @@ class RoundContext:
     # (a client: zero in rows it was not sent); only for an uplink that
     # `reads_model` (`lowrank`'s row scales), else None
     model: dict[str, np.ndarray] | None = None
+    # what the server cannot know: a client passes its secret
+    # (`ClientData.secret`), the server and the tests may leave it 0
+    secret: int = 0
+
+    def private_rng(self, stream: int) -> np.random.Generator:
+        """Draws that hide something from the server (a request's pool and
+        padding, decoys, noise). Seeded by the client's secret as well as by
+        (seed, round, partition), which the server knows too: from those
+        alone it could draw them again and take them out."""
+        return np.random.default_rng([self.secret, self.seed, self.server_round, self.partition_id, stream])
 
 
 RowIds = dict[str, np.ndarray]  # item-table name -> sorted row ids

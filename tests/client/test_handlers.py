@@ -15,7 +15,7 @@ import torch
 from prunus.client import handlers
 from prunus.client.handlers import PRIVATE_KEY, RESIDUAL_KEY, ClientData
 from prunus.common.codec_rows import decode_row_set, encode_row_set
-from prunus.common.compression import DOWNLINK, UPLINK, BroadcastContext, PayloadError, RoundContext, make
+from prunus.common.compression import DOWNLINK, ROWS, UPLINK, BroadcastContext, PayloadError, RoundContext, make
 from prunus.common.config import Config
 from prunus.common.datasets import load_split, partitions
 from prunus.common.models import build_model, model_spec
@@ -128,6 +128,21 @@ def test_padding_rows_are_asked_for_but_not_trained_on():
     unpadded = handlers.row_plan(cfg.replace(request_pad=0.0), "train", 1, client)
     assert len(plan.request) > len(unpadded.request)
     np.testing.assert_array_equal(plan.negatives, unpadded.negatives)
+
+
+def test_the_server_cannot_draw_a_requests_cover_again():
+    """A server that knows the run seed, the round, the partition and even how
+    many rows the client needs draws the pool and padding again and strips
+    them: the rows left must still hide the client's items among others."""
+    cfg = CFG.replace(synthetic_items=400, broadcast_rows="requested", negative_pool=2.0, request_pad=1.0)
+    client = _client(cfg, 3)
+    plan = handlers.row_plan(cfg, "train", 2, client)
+    needed = handlers.needed_rows(client, "train")
+    server = make(ROWS, "requested", cfg).plan(needed, client.split.n_items, RoundContext(2, 3, cfg.runtime.seed))
+    left = np.setdiff1d(plan.request, server.request)
+    assert set(needed) <= set(plan.request) and len(left) > 2 * len(needed)
+    # the secret is the client's data: another client's plan differs, its own does not
+    assert client.secret == _client(cfg, 3).secret != _client(cfg, 4).secret
 
 
 def test_federated_evaluation_asks_for_its_candidates_too():

@@ -85,7 +85,7 @@ class FakeItemFilling(Defence):
         count = min(len(free), math.ceil(self.options.fill_rate * len(positives)))
         if not len(real) or not count:
             return delta
-        rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 19])
+        rng = ctx.private_rng(19)
         if self.options.fill_choice == "plausible" and scores is not None:
             # the items the client's model already likes best: pushing them toward
             # the user moves the model least away from what it predicts

@@ -49,7 +49,7 @@ class LocalDP(Defence):
         clip = self.options.ldp_clip
         norm = float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in delta.values())))
         factor = min(1.0, clip / norm) if norm > 0 else 1.0
-        rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 23])
+        rng = ctx.private_rng(23)
         out = {}
         for name, value in delta.items():
             noise = rng.standard_normal(value.shape) * (self.sigma * 2 * clip)

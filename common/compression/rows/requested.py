@@ -52,9 +52,11 @@ class RequestedRows(RowSelection):
         self.options = options
 
     def plan(self, needed: np.ndarray, n_items: int, ctx: RoundContext) -> RowPlan:
-        """Seeded by (seed, round, partition): the query and the message that
-        follows it plan the same rows without the client keeping anything."""
-        rng = np.random.default_rng([ctx.seed, ctx.server_round, ctx.partition_id, 5])
+        """Seeded by the client's secret, the run seed, the round and the
+        partition: the query and the message that follows it plan the same
+        rows without the client keeping anything, and the server cannot draw
+        the pool and the padding again to strip them from a request."""
+        rng = ctx.private_rng(5)
         base = max(len(needed), 1)
         size = max(math.ceil(self.options.negative_pool * base), self.options.negative_pool_min)
         pool = np.sort(rng.choice(n_items, min(n_items, size), replace=False))

@@ -1,6 +1,7 @@
 """Every registered defence: same tensors out, only the rows the client was
-sent may move, a function of (update, seed, round, partition); and what each
-one promises (decoys that move like real items; clipping and calibrated noise)."""
+sent may move, a function of (update, client secret, seed, round, partition);
+and what each one promises (decoys that move like real items; clipping and
+calibrated noise; nothing the server can draw again without the secret)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,19 @@ def test_plausible_decoys_are_the_best_scored_rows_the_client_did_not_touch():
                                                                            RoundContext(1, 0, 0), scores)  # fmt: skip
     moved = set(np.flatnonzero(out["item_embedding.weight"].any(1)))
     assert moved - {2, 5, 9, 11, 20, 21, 22} == {56, 57, 58, 59}
+
+
+@pytest.mark.parametrize("name", ["fill", "ldp"])
+def test_what_a_defence_adds_is_drawn_from_the_clients_secret(name):
+    """The server knows (seed, round, partition); drawn from those alone, the
+    decoys or the noise would be the server's to draw again and take out."""
+    def added(secret: int) -> np.ndarray:
+        ctx = RoundContext(server_round=3, partition_id=1, seed=0, secret=secret)
+        return _defence(name).apply(_delta(), POSITIVES, TABLES, ctx)["item_embedding.weight"] - _delta()[TABLES[0]]
+
+    client = added(secret=2**100 + 7)
+    np.testing.assert_array_equal(client, added(secret=2**100 + 7))
+    assert not np.allclose(client, added(secret=0))  # the server's best try: every public seed, no secret
 
 
 def test_only_fill_with_fill_repay_owes_what_it_adds():

@@ -1,7 +1,7 @@
 """Every registered row selection: what a client asks for and what the server sends.
 
-Parametrised over `ROWS.names()`: plans and choices are functions of (seed,
-round, partition) and what was observed, rows are sorted unique ids in range,
+Parametrised over `ROWS.names()`: plans are functions of (client secret,
+seed, round, partition), choices of (seed, round) and what was observed, rows are sorted unique ids in range,
 a client's plan holds what it needs and its negatives' pool.
 """
 
@@ -54,6 +54,8 @@ def test_a_request_is_the_needed_rows_a_pool_and_padding():
     assert len(padded.request) == len(plan.request) + 50
     other_round = _selection("requested", negative_pool=4.0).plan(NEEDED, N_ITEMS, RoundContext(2, 0, 0))
     assert not np.array_equal(plan.negatives, other_round.negatives)
+    other_secret = _selection("requested", negative_pool=4.0).plan(NEEDED, N_ITEMS, RoundContext(1, 0, 0, secret=1))
+    assert not np.array_equal(plan.negatives, other_secret.negatives)
 
 
 def test_a_pool_is_never_smaller_than_its_floor_nor_the_catalogue():
