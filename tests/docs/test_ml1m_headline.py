@@ -77,3 +77,16 @@ def test_the_committed_config_moves_at_least_50x_fewer_bytes_and_the_page_says_h
     assert dense["comm"]["total_bytes"] / total["comm"]["total_bytes"] >= 50
     gap = dense["metrics"]["hr@10"] - total["metrics"]["hr@10"]
     assert f"{gap:.4f} below" in _text("now")
+
+
+def test_the_second_seed_paragraph_quotes_its_runs():
+    folder = SECTIONS["now"][0] / "seed1"
+    dense, total = (json.loads((folder / run / "summary.json").read_text()) for run in ("dense", "total"))
+    paragraph = _text("now").split("**A second seed**")[1].split("\n\n")[0]
+    named = _summary("now", "total")["code"]
+    assert dense["code"] == total["code"] == named and total["config"]["seed"] == dense["config"]["seed"] == 1
+    for summary in (dense, total):
+        assert f"{summary['metrics']['hr@10']:.4f} / {summary['metrics']['ndcg@10']:.4f}" in paragraph
+        assert f"{summary['comm']['total_bytes']:,}" in paragraph
+    assert f"{dense['comm']['total_bytes'] / total['comm']['total_bytes']:.1f}x" in paragraph
+    assert f"{dense['metrics']['hr@10'] - total['metrics']['hr@10']:.4f} below" in paragraph
