@@ -35,14 +35,17 @@ from prunus.common.payload import ConfigMap, Content
 from prunus.common.update import densify
 
 
-def touched_rows(cfg: Config, client: ClientData, params: dict[str, np.ndarray], server_round: int) -> set[int]:
-    """The item rows a client's reply to a whole-model broadcast moves, as the server decodes it."""
+def broadcast(cfg: Config, params: dict[str, np.ndarray], server_round: int) -> Content:
+    """The round's whole-model training message, the same for every client."""
     downlink = DOWNLINK.get(cfg.compression.downlink_codec)(cfg.compression)
     arrays = downlink.encode(params, BroadcastContext(server_round, 0))
-    message = Content({"arrays": arrays, "config": ConfigMap({"server-round": server_round})})
+    return Content({"arrays": arrays, "config": ConfigMap({"server-round": server_round})})
+
+
+def touched_rows(cfg: Config, client: ClientData, message: Content, shapes: dict[str, tuple[int, ...]]) -> set[int]:
+    """The item rows a client's reply to `message` moves, as the server decodes it."""
     reply = handlers.train(cfg, message, Content(), client)
-    update = densify(UPLINK.get(cfg.compression.prune_method)(cfg.compression).decode(
-        reply["arrays"], {name: value.shape for name, value in params.items()}))
+    update = densify(UPLINK.get(cfg.compression.prune_method)(cfg.compression).decode(reply["arrays"], shapes))
     return set(np.flatnonzero(update["item_embedding.weight"].any(axis=1)).tolist())
 
 
@@ -66,10 +69,11 @@ def attack(cfg: Config, every: int, server_round: int) -> dict[str, float | int]
     split, parts = load_split(cfg), partitions(cfg)
     model = build_model(cfg.model.model, 1, split.n_items, cfg.model.dim, cfg.model.mlp_widths, seed=0)
     params = {name: value.numpy() for name, value in model.shared_state().items()}
+    message, shapes = broadcast(cfg, params, server_round), {name: value.shape for name, value in params.items()}
     scores = []
     for partition in range(0, len(parts), every):
         client = ClientData.of(partition, split, np.asarray(parts[partition]), torch.device("cpu"))
-        items, touched = set(client.data.items.tolist()), touched_rows(cfg, client, params, server_round)
+        items, touched = set(client.data.items.tolist()), touched_rows(cfg, client, message, shapes)
         guess = touched - replayed_negatives(cfg, split.n_items, server_round, partition, len(client.data.items))
         scores.append((len(items & guess) / max(len(guess), 1), len(items & guess) / len(items),
                        len(items & touched) / len(touched)))
